@@ -84,7 +84,7 @@ impl Pan {
                 }
             })
             .sum();
-        sum % 10 == 0
+        sum.is_multiple_of(10)
     }
 
     /// The bank identification number: the first `length` digits (6 or 8).

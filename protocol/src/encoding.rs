@@ -351,7 +351,7 @@ pub fn extend_from_hex(
     location: Location,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(DecodeError::NotHex {
             location,
             position: text.len(),

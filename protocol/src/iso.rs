@@ -172,7 +172,7 @@ pub struct CardRequest {
     pub icc: Option<Vec<Tlv>>,
 }
 
-fn required<'a>(message: &'a Message, field: u8) -> Result<&'a [u8], DecodeError> {
+fn required(message: &Message, field: u8) -> Result<&[u8], DecodeError> {
     message.get(field).ok_or(DecodeError::MissingField {
         field,
         mti: message.mti(),

@@ -96,13 +96,13 @@ impl AuthorizationRequest {
                 });
             }
         }
-        if let Some(mcc) = &self.mcc {
-            if mcc.len() != 4 || !mcc.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(FieldError {
-                    field: "mcc",
-                    reason: "must be 4 digits",
-                });
-            }
+        if let Some(mcc) = &self.mcc
+            && (mcc.len() != 4 || !mcc.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(FieldError {
+                field: "mcc",
+                reason: "must be 4 digits",
+            });
         }
         Ok(CheckedAuthorization {
             pan: self.pan,

@@ -24,6 +24,8 @@
 //! - [`iso`]: typed views of the requests in the wire contract (0100/0200,
 //!   0400/0420, 0800) and the building of their responses.
 //! - [`json`]: the request and response bodies of the HTTP API.
+//! - [`domain`]: the one `Authorization` both ingresses build, and the
+//!   `Decision` about it, with the table from decline reason to DE39.
 //!
 //! Errors are data: [`DecodeError`] names the element and the reason for every
 //! way inbound bytes can be wrong, and nothing reachable from bytes panics,
@@ -31,6 +33,7 @@
 
 pub mod amount;
 pub mod card;
+pub mod domain;
 pub mod encoding;
 pub mod error;
 pub mod framing;

@@ -159,7 +159,7 @@ impl Tlv {
     }
 
     /// The first item with `tag`, searching children too.
-    pub fn find<'a>(items: &'a [Tlv], tag: Tag) -> Option<&'a Tlv> {
+    pub fn find(items: &[Tlv], tag: Tag) -> Option<&Tlv> {
         items.iter().find_map(|item| {
             if item.tag == tag {
                 Some(item)

@@ -5,6 +5,9 @@
 //!
 //! One test per file: dhat's profiler is global to the process.
 
+// A test that unwraps is a test that fails loudly; helpers outside #[test] too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use protocol::encoding::from_hex;
 use protocol::{Message, Spec};
 

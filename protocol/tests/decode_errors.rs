@@ -2,6 +2,9 @@
 //! and the reason, and the fields read before the bad one stay readable so
 //! the switch can still answer DE39 30 with the acquirer's keys.
 
+// A test that unwraps is a test that fails loudly; helpers outside #[test] too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use protocol::encoding::ContentClass;
 use protocol::{DecodeError, Location, Message, Mti, Spec};
 

@@ -3,6 +3,9 @@
 //! must decode to the fields pyiso8583 was given and encode back to the very
 //! same bytes, framed and unframed.
 
+// A test that unwraps is a test that fails loudly; helpers outside #[test] too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use protocol::encoding::{from_hex, to_hex};
 use protocol::tlv;
 use protocol::{Message, Spec};

@@ -1,5 +1,8 @@
 //! `switch iso decode` and `switch iso encode`, run as a person runs them.
 
+// A test that unwraps is a test that fails loudly; helpers outside #[test] too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
