@@ -112,6 +112,24 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Whether the message's type was read before the error: only then can
+    /// the message be answered (with DE39 30).
+    pub fn mti_was_read(&self) -> bool {
+        match self {
+            DecodeError::Truncated { location, .. }
+            | DecodeError::NotInClass { location, .. }
+            | DecodeError::NotEbcdic { location, .. }
+            | DecodeError::NotBcd { location, .. } => !matches!(
+                location,
+                Location::LengthHeader | Location::Header | Location::Mti
+            ),
+            DecodeError::FrameTooLong { .. } | DecodeError::FrameEmpty => false,
+            DecodeError::LengthPrefixNotDigits { location }
+            | DecodeError::LengthPrefixSigned { location } => *location != Location::LengthHeader,
+            _ => true,
+        }
+    }
+
     /// The data element the error is about, if any. The switch uses it to name
     /// the field in its logs and counters; the acquirer gets DE39 30.
     pub fn field(&self) -> Option<u8> {

@@ -41,6 +41,10 @@ pub struct Message {
     /// Data elements present (field 1 is never set here: the encoder decides
     /// whether a secondary bitmap is needed).
     present: u128,
+    /// The decoded frame carried a secondary bitmap even though no field
+    /// 65-128 was present (an all-zero one). Kept so the message encodes back
+    /// to the same bytes; it changes nothing about the message's meaning.
+    empty_secondary_bitmap: bool,
     has_header: bool,
     slots: [Slot; 129],
     data: Vec<u8>,
@@ -52,6 +56,7 @@ impl Message {
         Message {
             mti,
             present: 0,
+            empty_secondary_bitmap: false,
             has_header: false,
             slots: [Slot::default(); 129],
             data: Vec::new(),
@@ -146,6 +151,7 @@ impl Message {
     pub fn clear(&mut self) {
         self.data.clear();
         self.present = 0;
+        self.empty_secondary_bitmap = false;
         self.has_header = false;
     }
 
@@ -208,6 +214,7 @@ impl Message {
                 Location::SecondaryBitmap,
             )?;
             present |= u128::from(secondary);
+            self.empty_secondary_bitmap = secondary == 0;
         }
         if present & bit(65) != 0 {
             return Err(DecodeError::TertiaryBitmap);
@@ -290,7 +297,7 @@ impl Message {
         encode_mti(spec.mti_encoding(), self.mti, out)?;
 
         let mut present = self.present & !bit(1);
-        if present & u128::from(u64::MAX) != 0 {
+        if present & u128::from(u64::MAX) != 0 || self.empty_secondary_bitmap {
             present |= bit(1);
         }
         encode_bitmap(spec.bitmap_encoding(), (present >> 64) as u64, out);

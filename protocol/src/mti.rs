@@ -71,7 +71,8 @@ impl Mti {
     /// The MTI of the answer to this request or advice: 0100 and 0101 give
     /// 0110, 0420 and 0421 give 0430. `None` for a response.
     pub fn response(&self) -> Option<Mti> {
-        if self.is_response() || self.function() > 9 {
+        // Function 9 is reserved and has no answer; 9 + 1 is not a digit.
+        if self.is_response() || self.function() >= 9 {
             return None;
         }
         let [version, class, function, _] = self.0;
@@ -139,6 +140,7 @@ mod tests {
         }
         assert_eq!(Mti::AUTHORIZATION_RESPONSE.response(), None);
         assert_eq!(Mti::REVERSAL_ADVICE_RESPONSE.response(), None);
+        assert_eq!(Mti::parse(b"0190").unwrap().response(), None);
     }
 
     #[test]

@@ -283,3 +283,18 @@ fn errors_never_carry_field_contents() {
         "field 2: byte 8 is not allowed in a `n` value"
     );
 }
+
+#[test]
+fn an_all_zero_secondary_bitmap_is_kept_on_re_encoding() {
+    // Some hosts always send a secondary bitmap; bit 1 set, no field 65-128.
+    let mut bytes = b"0800".to_vec();
+    bytes.extend_from_slice(&[0x80 | 0x20, 0, 0, 0, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(b"000000");
+    let spec = Spec::iso87().unwrap();
+    let message = Message::decode(&spec, &bytes).unwrap();
+    assert_eq!(message.fields().count(), 1);
+    let mut encoded = Vec::new();
+    message.encode(&spec, &mut encoded).unwrap();
+    assert_eq!(encoded, bytes);
+}
