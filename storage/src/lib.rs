@@ -1,10 +1,49 @@
-//! Durable state of the switch: the transaction journal, the token vault and,
-//! for a fleet of nodes, the shared velocity store.
+//! Durable state of the switch: the transaction journal and the token vault.
+//! It never decides an authorization; it records what was decided, durably,
+//! before the answer leaves.
 //!
-//! This crate will hold one journal writer path with group commit (every record
-//! waiting is written in one transaction, then every waiting reply is released),
-//! behind a small trait with two backends: an embedded file-backed database that
-//! needs no server (the default) and PostgreSQL for production. The vault maps a
-//! keyed-hash token to the PAN encrypted with AES-256-GCM under a versioned key.
-//! Records carry tokens, BIN and last four digits only; never the PAN in clear,
-//! track data, CVV or PIN blocks. It never decides an authorization.
+//! The modules, in the order a record flows through them:
+//!
+//! - [`vault`]: [`Vault::tokenize`] turns a PAN into its [`Token`] by keyed
+//!   hash (no I/O, on the hot path); [`Vault::seal_if_new`] encrypts a PAN
+//!   not yet stored with AES-256-GCM under a versioned key, as a rider on
+//!   the journal record.
+//! - [`record`]: [`JournalRecord`], everything one transaction leaves on
+//!   disk (token, BIN, last four, keys, decision, timings), with no field for
+//!   a PAN in clear, track data, CVV or PIN block; and the rows reads give
+//!   back.
+//! - [`journal`]: group commit. [`Journal::append`] queues a record in a
+//!   bounded queue; one writer task per backend connection writes every
+//!   waiting record in one transaction through a [`JournalBackend`], commits,
+//!   and only then answers each caller.
+//! - [`sqlite`]: the embedded backend, SQLite in WAL mode: the writer
+//!   connection with multi-row inserts, versioned schema migrations, and
+//!   [`SqliteStore`], the read pool.
+//! - [`store`]: [`StoreReader`], the lookups by index (transaction by id,
+//!   original by acquirer keys, idempotency entry, sealed PAN) and the paged
+//!   replay of approvals that rebuilds velocity windows at start.
+//! - [`error`]: [`StorageError`], naming what failed and never carrying card
+//!   data, and [`JournalError`], the answer one append gets.
+//!
+//! A second backend (PostgreSQL) is a second implementation of
+//! [`JournalBackend`] and [`StoreReader`]; the journal, the records and the
+//! vault stay as they are.
+//!
+//! [`Token`]: protocol::domain::Token
+
+pub mod error;
+pub mod journal;
+pub mod record;
+pub mod sqlite;
+pub mod store;
+pub mod vault;
+
+pub use error::{JournalError, StorageError};
+pub use journal::{Journal, JournalBackend, JournalConfig, JournalStats};
+pub use record::{
+    AppendOutcome, IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor,
+    ReplayRow, SealedPan, StageTimings, StoredTransaction, bin_and_last4,
+};
+pub use sqlite::SqliteStore;
+pub use store::{StoreReader, replay_approved};
+pub use vault::{Vault, VaultKeys, fill_random};

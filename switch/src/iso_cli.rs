@@ -18,7 +18,7 @@ use protocol::{Message, Mti, Spec};
 use serde_json::{Map, json};
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum IsoCommand {
+pub enum IsoCommand {
     /// Hex in (a file or stdin), the fields as JSON out, card data masked.
     Decode(DecodeArgs),
     /// JSON in (a file or stdin), hex out.
@@ -26,7 +26,7 @@ pub(crate) enum IsoCommand {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct DialectArgs {
+pub struct DialectArgs {
     /// A built-in dialect (iso87, iso87-hex) or a spec file.
     #[arg(long, default_value = "iso87", value_name = "NAME|FILE")]
     spec: String,
@@ -36,7 +36,7 @@ pub(crate) struct DialectArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct DecodeArgs {
+pub struct DecodeArgs {
     #[command(flatten)]
     dialect: DialectArgs,
     /// A file of hex (whitespace and `#` comment lines ignored); stdin if absent or `-`.
@@ -44,14 +44,14 @@ pub(crate) struct DecodeArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct EncodeArgs {
+pub struct EncodeArgs {
     #[command(flatten)]
     dialect: DialectArgs,
     /// A JSON file as `decode` prints it, with clear values; stdin if absent or `-`.
     file: Option<PathBuf>,
 }
 
-pub(crate) fn run(command: IsoCommand) -> anyhow::Result<()> {
+pub fn run(command: IsoCommand) -> anyhow::Result<()> {
     match command {
         IsoCommand::Decode(args) => decode(args),
         IsoCommand::Encode(args) => encode(args),

@@ -1,14 +1,10 @@
-//! The `switch` binary.
-//!
-//! Today it carries the tools people use to read and write ISO 8583 messages
-//! (`switch iso decode`, `switch iso encode`); the server (`switch serve`)
-//! joins it as the ingress, actors and journal land.
-
-mod iso_cli;
+//! The `switch` binary: `switch serve` runs the switch; `switch iso decode`
+//! and `switch iso encode` read and write ISO 8583 messages for people.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use switch::{iso_cli, serve};
 
 /// The card-transaction switch.
 #[derive(Debug, Parser)]
@@ -20,6 +16,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the switch: ISO 8583 and HTTP listeners, actors, journal.
+    Serve(serve::ServeArgs),
     /// Read and write ISO 8583 messages.
     #[command(subcommand)]
     Iso(iso_cli::IsoCommand),
@@ -28,6 +26,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Iso(command) => iso_cli::run(command),
     };
     match outcome {

@@ -1,0 +1,127 @@
+//! Bytes per card: the growth of the process's resident set while 1,000,000
+//! new cards each get one approval through `actors::Shards`, divided by a
+//! million. That is what a card really costs: its state, the shard's table
+//! slot, the index entry that finds it, and the spare capacity both keep
+//! after growing, not just `size_of` of the state.
+//!
+//! Run: `cargo bench -p benches --bench card_memory` (Linux: it reads
+//! `/proc/self/statm`).
+
+// A benchmark that cannot set itself up should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actors::shard::CARD_SLOT_BYTES;
+use actors::{CardCheck, CardLimits, CardState, MerchantLimits, ShardConfig, Shards, SystemClock};
+use protocol::Amount;
+use protocol::domain::{Token, pad};
+use protocol::iso::MerchantId;
+
+const CARDS: u64 = 1_000_000;
+const CLIENTS: u64 = 64;
+const PAGE_BYTES: u64 = 4096;
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm (Linux)");
+    let resident_pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    resident_pages * PAGE_BYTES
+}
+
+fn token(n: u64) -> Token {
+    let mix = |mut x: u64| {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&mix(n).to_le_bytes());
+    bytes[8..].copy_from_slice(&mix(!n).to_le_bytes());
+    Token::from_bytes(bytes)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let merchant_id: MerchantId = pad("BENCH").unwrap();
+        let shards = Shards::start(
+            ShardConfig {
+                shard_count: 0,
+                mailbox_capacity: 1024,
+                card_limits: CardLimits::default(),
+                merchants: HashMap::from([(merchant_id, MerchantLimits::default())]),
+            },
+            Arc::new(SystemClock),
+        );
+        let check = move |n| CardCheck {
+            token: token(n),
+            merchant_id,
+            mcc: None,
+            amount: Amount::from_minor(1_000).unwrap(),
+        };
+        // Warm up: the runtime's workers and the shards' first allocations
+        // are not cards.
+        shards.decide(check(u64::MAX)).await.unwrap();
+        let before = resident_bytes();
+
+        let started = Instant::now();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                let shards = shards.clone();
+                tokio::spawn(async move {
+                    for n in (client..CARDS).step_by(CLIENTS as usize) {
+                        shards.decide(check(n)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        // Every card must be held, or the figure below is for fewer cards.
+        // A shard publishes its count after each batch, a moment after its
+        // answers leave, so wait for the last batch to be counted.
+        let mut stats = shards.stats().await;
+        for _ in 0..1_000 {
+            if stats.shards.iter().map(|s| s.cards as u64).sum::<u64>() == CARDS + 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            stats = shards.stats().await;
+        }
+        let cards: u64 = stats.shards.iter().map(|s| s.cards as u64).sum();
+        assert_eq!(cards, CARDS + 1, "{stats:?}");
+
+        let after = resident_bytes();
+        let per_card = (after.saturating_sub(before)) as f64 / CARDS as f64;
+        println!("shards: {}", stats.shards.len());
+        println!(
+            "cards created: {CARDS} in {:.2} s ({:.0} approvals/s)",
+            elapsed.as_secs_f64(),
+            CARDS as f64 / elapsed.as_secs_f64()
+        );
+        println!("size_of::<CardState>(): {} bytes", size_of::<CardState>());
+        println!("card slot (token + state): {CARD_SLOT_BYTES} bytes");
+        println!(
+            "index entry (token + u32, one control byte): {} bytes",
+            size_of::<(Token, u32)>() + 1
+        );
+        println!(
+            "resident set: {:.1} MiB before, {:.1} MiB after",
+            before as f64 / (1 << 20) as f64,
+            after as f64 / (1 << 20) as f64
+        );
+        println!("bytes per card (RSS delta / cards): {per_card:.0}");
+        println!(
+            "10 million cards at this rate: {:.2} GiB",
+            per_card * 1e7 / (1u64 << 30) as f64
+        );
+    });
+}

@@ -1,0 +1,334 @@
+//! Group commit: many appends, one transaction, one fsync.
+//!
+//! Callers hand records to a [`Journal`] handle. One writer task per backend
+//! connection waits for the first record, then takes every record already
+//! waiting in the bounded queue (up to `batch_rows_max`), writes them all in
+//! one database transaction through its [`JournalBackend`], commits, and only
+//! then answers each caller. There is no timer: an idle journal commits a
+//! lone record at once, and under load the records that arrive during one
+//! commit form the next batch, so batch size follows load by itself.
+//!
+//! ```text
+//! append --try_send--> [bounded queue] --recv_many--> writer --write_batch--> backend
+//!    ^                                                  |
+//!    +---------------- oneshot, after COMMIT -----------+
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{JournalError, StorageError};
+use crate::record::{AppendOutcome, JournalRecord};
+
+/// Bounds of the queue and of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Records that may wait for the writer; one more is refused with
+    /// [`JournalError::QueueFull`] at once.
+    pub queue_capacity: usize,
+    /// The most records one transaction writes.
+    pub batch_rows_max: usize,
+    /// How long a statement waits for a database lock held by someone else
+    /// before the batch fails (SQLite's busy timeout).
+    pub busy_timeout_ms: u32,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            queue_capacity: 8192,
+            batch_rows_max: 1024,
+            busy_timeout_ms: 2000,
+        }
+    }
+}
+
+/// A database that can write a batch of records in one transaction.
+///
+/// The journal's only way to write. A backend owns one connection; the
+/// PostgreSQL backend will be a second implementation, started once per
+/// writer connection.
+pub trait JournalBackend: Send + 'static {
+    /// Writes `batch` and its riders in one transaction and commits. Returns
+    /// one outcome per record, in order, only after the commit; on `Err`
+    /// nothing of the batch may be on disk, and the next call must work on
+    /// a fresh transaction.
+    fn write_batch(
+        &mut self,
+        batch: &[JournalRecord],
+    ) -> impl Future<Output = Result<Vec<AppendOutcome>, StorageError>> + Send;
+
+    /// Closes the connection cleanly once the writer has written its last
+    /// batch.
+    fn close(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async {}
+    }
+}
+
+/// Batch-size histogram buckets: bucket `i` counts batches of
+/// `2^i ..= 2^(i+1) - 1` records; the last bucket takes everything larger.
+pub const BATCH_SIZE_BUCKETS: usize = 14;
+
+/// Counters of the writer, read with [`Journal::stats`].
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    records: AtomicU64,
+    batch_rows_last: AtomicU64,
+    batch_rows_largest: AtomicU64,
+    failed_batches: AtomicU64,
+    failed_records: AtomicU64,
+    queue_full: AtomicU64,
+    batch_sizes: [AtomicU64; BATCH_SIZE_BUCKETS],
+}
+
+/// A snapshot of the journal's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Committed batches.
+    pub batches: u64,
+    /// Committed records.
+    pub records: u64,
+    /// Records in the last committed batch.
+    pub batch_rows_last: u64,
+    /// Records in the largest committed batch.
+    pub batch_rows_largest: u64,
+    /// Batches that failed to commit.
+    pub failed_batches: u64,
+    /// Records answered [`JournalError::Unavailable`].
+    pub failed_records: u64,
+    /// Appends refused with [`JournalError::QueueFull`].
+    pub queue_full: u64,
+    /// Records waiting for the writer now.
+    pub queue_depth: u64,
+    /// Committed batches by size; see [`BATCH_SIZE_BUCKETS`].
+    pub batch_sizes: [u64; BATCH_SIZE_BUCKETS],
+}
+
+impl JournalStats {
+    /// Records per committed batch.
+    pub fn batch_rows_avg(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.records as f64 / self.batches as f64
+        }
+    }
+}
+
+/// What the queue carries. The record travels inline: boxing it to shrink
+/// the rare `Close` would cost an allocation on every append.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "Append is the common variant; Close is sent once"
+)]
+enum Command {
+    Append {
+        record: JournalRecord,
+        reply: oneshot::Sender<Result<AppendOutcome, JournalError>>,
+    },
+    /// Write everything queued before this, stop taking records, answer.
+    Close { done: oneshot::Sender<()> },
+}
+
+/// The handle the switch appends through. Cheap to clone; all clones feed the
+/// same writer.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    queue: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+    queue_capacity: usize,
+}
+
+impl Journal {
+    /// Starts the writer task for `backend` on the current tokio runtime.
+    pub fn start<B: JournalBackend>(backend: B, config: &JournalConfig) -> Journal {
+        // Zero would make every append QueueFull, or a batch that never ends.
+        let queue_capacity = config.queue_capacity.max(1);
+        let batch_rows_max = config.batch_rows_max.max(1);
+        let (queue, commands) = mpsc::channel(queue_capacity);
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run_writer(
+            backend,
+            commands,
+            Arc::clone(&counters),
+            batch_rows_max,
+        ));
+        Journal {
+            queue,
+            counters,
+            queue_capacity,
+        }
+    }
+
+    /// Appends `record` and resolves once it is committed.
+    ///
+    /// A full queue answers [`JournalError::QueueFull`] at once, without
+    /// waiting for room: the switch sheds instead of queueing without end.
+    /// If the batch fails, [`JournalError::Unavailable`]: nothing of it is
+    /// on disk.
+    ///
+    /// Once queued, a record is written even if this future is dropped (a
+    /// caller's timeout, say): a caller that stops waiting knows only that
+    /// the record may or may not be committed, never that it is not.
+    pub async fn append(&self, record: JournalRecord) -> Result<AppendOutcome, JournalError> {
+        record.validate()?;
+        let (reply, outcome) = oneshot::channel();
+        match self.queue.try_send(Command::Append { record, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
+                return Err(JournalError::QueueFull);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(JournalError::Closed),
+        }
+        // A writer that died without answering (it would have to panic) has
+        // not committed this record.
+        outcome.await.unwrap_or(Err(JournalError::Unavailable))
+    }
+
+    /// Writes every record queued before this call, then stops the writer:
+    /// later appends answer [`JournalError::Closed`]. Returns once the
+    /// backend connection is closed. For graceful shutdown.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        // `send` waits for room: shutdown may wait behind a full queue, which
+        // is the point, since those records are being written.
+        if self.queue.send(Command::Close { done }).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> JournalStats {
+        let c = &self.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        JournalStats {
+            batches: load(&c.batches),
+            records: load(&c.records),
+            batch_rows_last: load(&c.batch_rows_last),
+            batch_rows_largest: load(&c.batch_rows_largest),
+            failed_batches: load(&c.failed_batches),
+            failed_records: load(&c.failed_records),
+            queue_full: load(&c.queue_full),
+            queue_depth: self.queue_depth(),
+            batch_sizes: std::array::from_fn(|i| load(&c.batch_sizes[i])),
+        }
+    }
+
+    /// Whether the writer is taking records: false once the journal is closed
+    /// or its writer has stopped. For `/health/ready`.
+    pub fn is_running(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
+    /// Records waiting for the writer now.
+    pub fn queue_depth(&self) -> u64 {
+        self.queue_capacity.saturating_sub(self.queue.capacity()) as u64
+    }
+}
+
+async fn run_writer<B: JournalBackend>(
+    mut backend: B,
+    mut commands: mpsc::Receiver<Command>,
+    counters: Arc<Counters>,
+    batch_rows_max: usize,
+) {
+    let mut received = Vec::with_capacity(batch_rows_max);
+    let mut batch = Vec::with_capacity(batch_rows_max);
+    let mut replies = Vec::with_capacity(batch_rows_max);
+    let mut closing = None;
+    // `recv_many` sleeps until the first command, then takes what is already
+    // queued without waiting for more: that is the whole batching policy.
+    while commands.recv_many(&mut received, batch_rows_max).await > 0 {
+        for command in received.drain(..) {
+            match command {
+                Command::Append { record, reply } => {
+                    batch.push(record);
+                    replies.push(reply);
+                }
+                Command::Close { done } => {
+                    // Later senders get `Closed`; what is queued still drains.
+                    commands.close();
+                    closing.get_or_insert_with(Vec::new).push(done);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            flush_batch(&mut backend, &batch, &mut replies, &counters).await;
+            batch.clear();
+        }
+    }
+    backend.close().await;
+    for done in closing.into_iter().flatten() {
+        let _ = done.send(());
+    }
+}
+
+async fn flush_batch<B: JournalBackend>(
+    backend: &mut B,
+    batch: &[JournalRecord],
+    replies: &mut Vec<oneshot::Sender<Result<AppendOutcome, JournalError>>>,
+    counters: &Counters,
+) {
+    match backend.write_batch(batch).await {
+        Ok(outcomes) if outcomes.len() == batch.len() => {
+            record_batch(counters, batch.len());
+            // A caller that gave up waiting has dropped its receiver; its
+            // record is committed all the same.
+            for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Ok(outcomes) => {
+            // A backend bug after its commit: the records are on disk but
+            // nobody can say which reversal came first. Answering Unavailable
+            // errs on the safe side: a retried reversal then finds its
+            // original reversed and gives nothing back, rather than twice.
+            tracing::error!(
+                records = batch.len(),
+                outcomes = outcomes.len(),
+                "journal backend returned the wrong number of outcomes"
+            );
+            flush_batch_on_error(batch.len(), replies, counters);
+        }
+        Err(error) => {
+            tracing::warn!(records = batch.len(), %error, "journal batch failed to commit");
+            flush_batch_on_error(batch.len(), replies, counters);
+        }
+    }
+}
+
+fn flush_batch_on_error(
+    records: usize,
+    replies: &mut Vec<oneshot::Sender<Result<AppendOutcome, JournalError>>>,
+    counters: &Counters,
+) {
+    counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+    counters
+        .failed_records
+        .fetch_add(records as u64, Ordering::Relaxed);
+    for reply in replies.drain(..) {
+        let _ = reply.send(Err(JournalError::Unavailable));
+    }
+}
+
+fn record_batch(counters: &Counters, rows: usize) {
+    let rows = rows as u64;
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters.records.fetch_add(rows, Ordering::Relaxed);
+    counters.batch_rows_last.store(rows, Ordering::Relaxed);
+    counters
+        .batch_rows_largest
+        .fetch_max(rows, Ordering::Relaxed);
+    let bucket = (rows.max(1).ilog2() as usize).min(BATCH_SIZE_BUCKETS - 1);
+    if let Some(counter) = counters.batch_sizes.get(bucket) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

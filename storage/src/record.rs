@@ -1,0 +1,323 @@
+//! What one transaction leaves on disk, and the rows the reads give back.
+//!
+//! A [`JournalRecord`] has a field for everything the journal keeps and no
+//! field for what it must never keep: there is nowhere to put a PAN in clear,
+//! track data, a CVV or a PIN block. The card appears only as its token, its
+//! BIN and its last four digits, and, sealed, in the vault rider.
+
+use std::fmt;
+
+use protocol::domain::{Channel, DeclineReason, Token, TransactionId};
+use protocol::iso::{AuthCode, MerchantId, Rrn, Stan, TerminalId, Text, TransmissionTime};
+use protocol::{Amount, Currency, Mti, Pan, ResponseCode};
+
+use crate::error::JournalError;
+
+/// The longest `Idempotency-Key` the journal stores.
+pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
+/// The longest merchant name an idempotency entry is filed under.
+pub const IDEMPOTENCY_MERCHANT_LENGTH_MAX: usize = 64;
+/// The largest stored response body of an idempotent request.
+pub const RESPONSE_JSON_LENGTH_MAX: usize = 16 * 1024;
+
+/// What a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// 0100, or `POST /v1/authorizations`.
+    Authorization,
+    /// 0200.
+    Purchase,
+    /// 0400, or `POST /v1/authorizations/{id}/reversal`.
+    Reversal,
+    /// 0420.
+    ReversalAdvice,
+}
+
+/// Every kind and its stable name in the journal.
+const KINDS: [(RecordKind, &str); 4] = [
+    (RecordKind::Authorization, "authorization"),
+    (RecordKind::Purchase, "purchase"),
+    (RecordKind::Reversal, "reversal"),
+    (RecordKind::ReversalAdvice, "reversal_advice"),
+];
+
+impl RecordKind {
+    /// The stable name stored in the journal.
+    pub fn as_str(self) -> &'static str {
+        KINDS
+            .iter()
+            .find(|(kind, _)| *kind == self)
+            .map_or("unknown", |(_, name)| name)
+    }
+
+    /// The kind with this stored name.
+    pub fn from_name(name: &str) -> Option<RecordKind> {
+        KINDS
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(kind, _)| *kind)
+    }
+
+    /// Whether the record undoes another (0400/0420 and the JSON reversal).
+    pub fn is_reversal(self) -> bool {
+        matches!(self, RecordKind::Reversal | RecordKind::ReversalAdvice)
+    }
+}
+
+/// Microseconds spent in each stage before the journal. The journal's own
+/// wait is measured by the switch after `append` returns, so it is not here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StageTimings {
+    pub decode_us: u32,
+    pub decide_us: u32,
+    pub vault_us: u32,
+}
+
+/// A PAN encrypted with AES-256-GCM under vault key `key_id`, with the token
+/// as associated data, so a ciphertext copied beside another token fails to
+/// open.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedPan {
+    pub token: Token,
+    pub key_id: u32,
+    pub nonce: [u8; 12],
+    /// The encrypted digits followed by the 16-byte GCM tag.
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for SealedPan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedPan")
+            .field("token", &self.token)
+            .field("key_id", &self.key_id)
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stored answer to an HTTP request that carried an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyEntry {
+    /// The merchant the API key acts for; keys are unique per merchant.
+    pub merchant_id: String,
+    /// The `Idempotency-Key` header.
+    pub key: String,
+    /// SHA-256 of the request body as the switch canonicalized it: the same
+    /// key with another body is answered 422.
+    pub request_hash: [u8; 32],
+    /// The response body sent, to send again byte for byte.
+    pub response_json: String,
+    /// The HTTP status sent.
+    pub status: u16,
+}
+
+/// Everything one transaction leaves in the journal.
+///
+/// `sealed_pan` and `idempotency` are riders: written in the same database
+/// transaction as the record, so neither exists on disk without the other.
+/// Reads give records back with both riders `None`; they are read through
+/// their own lookups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRecord {
+    pub id: TransactionId,
+    pub created_at_ms: u64,
+    pub channel: Channel,
+    pub kind: RecordKind,
+    /// The request's MTI (0100, 0201, ...); JSON requests carry the MTI of
+    /// their ISO equivalent.
+    pub mti: Mti,
+    /// DE3.
+    pub processing_code: Option<Text<6>>,
+    pub amount: Amount,
+    /// Stored as its ISO 4217 numeric code.
+    pub currency: Currency,
+    pub merchant_id: MerchantId,
+    pub terminal_id: TerminalId,
+    pub stan: Option<Stan>,
+    pub rrn: Option<Rrn>,
+    /// DE7.
+    pub transmitted_at: Option<TransmissionTime>,
+    pub token: Option<Token>,
+    /// The first 6 or 8 digits; see [`bin_and_last4`].
+    pub bin: Option<String>,
+    /// The last 4 digits.
+    pub last4: Option<String>,
+    pub response_code: ResponseCode,
+    pub auth_code: Option<AuthCode>,
+    /// Why it was declined; stored as [`DeclineReason::as_str`].
+    pub reason: Option<DeclineReason>,
+    /// For a reversal that found its original: the original's id. Setting it
+    /// is what claims the original's give-back (see [`AppendOutcome`]).
+    pub original_id: Option<TransactionId>,
+    pub timings: StageTimings,
+    /// The vault entry for this card, when it is new to this process.
+    pub sealed_pan: Option<SealedPan>,
+    /// The stored response of an HTTP request with an `Idempotency-Key`.
+    pub idempotency: Option<IdempotencyEntry>,
+}
+
+/// The BIN and last four digits a record may keep of `pan`.
+///
+/// PCI DSS allows the first eight digits beside the last four only for PANs
+/// of 16 digits or more; a shorter PAN keeps six, so at least two digits of
+/// every PAN stay unknown even to someone holding the whole journal.
+pub fn bin_and_last4(pan: &Pan) -> (String, String) {
+    let bin_length = if pan.len() >= 16 { 8 } else { 6 };
+    (pan.bin(bin_length).to_owned(), pan.last4().to_owned())
+}
+
+fn refuse(field: &'static str, reason: &'static str) -> Result<(), JournalError> {
+    Err(JournalError::InvalidRecord { field, reason })
+}
+
+fn all_digits(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl JournalRecord {
+    /// Checks the rules a backend relies on, before the record is queued, so
+    /// one bad record is refused alone instead of failing a whole batch.
+    pub fn validate(&self) -> Result<(), JournalError> {
+        if i64::try_from(self.created_at_ms).is_err() {
+            return refuse("created_at_ms", "past the year 292 million");
+        }
+        // BIN and last four are the only card digits the journal keeps; these
+        // two checks are what stops a full PAN put in the wrong field.
+        if let Some(bin) = &self.bin
+            && (!(6..=8).contains(&bin.len()) || !all_digits(bin))
+        {
+            return refuse("bin", "must be 6 to 8 digits");
+        }
+        if let Some(last4) = &self.last4
+            && (last4.len() != 4 || !all_digits(last4))
+        {
+            return refuse("last4", "must be 4 digits");
+        }
+        match (self.kind.is_reversal(), self.original_id) {
+            (false, Some(_)) => return refuse("original_id", "only a reversal has an original"),
+            (true, Some(original)) if original == self.id => {
+                return refuse("original_id", "a reversal cannot reverse itself");
+            }
+            _ => {}
+        }
+        if let Some(sealed) = &self.sealed_pan
+            && self.token != Some(sealed.token)
+        {
+            return refuse("sealed_pan", "must be sealed under the record's token");
+        }
+        if let Some(entry) = &self.idempotency {
+            // Reversals are idempotent by their original already, and keeping
+            // keys to card requests means one record never has two outcomes.
+            if self.kind.is_reversal() {
+                return refuse(
+                    "idempotency",
+                    "only authorizations and purchases carry a key",
+                );
+            }
+            if entry.key.is_empty() || entry.key.len() > IDEMPOTENCY_KEY_LENGTH_MAX {
+                return refuse("idempotency.key", "must be 1 to 255 bytes");
+            }
+            if entry.merchant_id.is_empty()
+                || entry.merchant_id.len() > IDEMPOTENCY_MERCHANT_LENGTH_MAX
+            {
+                return refuse("idempotency.merchant_id", "must be 1 to 64 bytes");
+            }
+            if entry.response_json.len() > RESPONSE_JSON_LENGTH_MAX {
+                return refuse("idempotency.response_json", "over 16 KiB");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the journal did with a record, once it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Written. For a reversal with an `original_id`, it is the first reversal
+    /// of that original: the switch gives back the original's velocity.
+    /// For a record with an idempotency entry, the entry is stored.
+    Recorded,
+    /// Written, but the original had already been reversed by `by` (earlier,
+    /// or earlier in the same batch): the switch gives nothing back and
+    /// answers as it answered `by`.
+    AlreadyReversed { by: TransactionId },
+    /// Written, but another record, `by`, holds the idempotency key, so this
+    /// record's entry was not stored. The switch's in-flight guard makes this
+    /// unreachable on one node; between nodes the first commit wins.
+    IdempotencyKeyTaken { by: TransactionId },
+}
+
+/// A record read back, with whether it has been reversed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTransaction {
+    pub record: JournalRecord,
+    pub reversed_by: Option<TransactionId>,
+}
+
+/// The keys an acquirer identifies a request by (DE41, DE11, DE7): what a
+/// reversal's DE90 or a repeat names its original with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OriginalKeys {
+    pub terminal_id: TerminalId,
+    pub stan: Stan,
+    /// `None` matches any transmission time, most recent first.
+    pub transmitted_at: Option<TransmissionTime>,
+}
+
+/// An approved, unreversed authorization or purchase, for rebuilding
+/// velocity windows at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayRow {
+    pub id: TransactionId,
+    pub token: Token,
+    pub merchant_id: MerchantId,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub at_ms: u64,
+}
+
+impl ReplayRow {
+    /// Where the next page starts.
+    pub fn cursor(&self) -> ReplayCursor {
+        ReplayCursor {
+            at_ms: self.at_ms,
+            id: self.id,
+        }
+    }
+}
+
+/// The position after the last row of a replay page: rows come in
+/// `(at_ms, id)` order, and the next page starts strictly after this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReplayCursor {
+    pub at_ms: u64,
+    pub id: TransactionId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_their_names() {
+        for (kind, name) in KINDS {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(RecordKind::from_name(name), Some(kind));
+        }
+        assert_eq!(RecordKind::from_name("refund"), None);
+    }
+
+    #[test]
+    fn short_pans_keep_a_six_digit_bin() {
+        let visa = Pan::parse(b"4111111111111111").unwrap();
+        assert_eq!(
+            bin_and_last4(&visa),
+            ("41111111".to_owned(), "1111".to_owned())
+        );
+        let amex = Pan::parse(b"378282246310005").unwrap();
+        assert_eq!(
+            bin_and_last4(&amex),
+            ("378282".to_owned(), "0005".to_owned())
+        );
+    }
+}

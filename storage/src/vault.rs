@@ -1,0 +1,348 @@
+//! The token vault: PAN -> token by keyed hash, PAN at rest by AES-256-GCM.
+//!
+//! - [`Vault::tokenize`] is HMAC-SHA256 of the PAN digits under the
+//!   tokenization key, truncated to 16 bytes. Pure CPU: the hot path never
+//!   reads the vault, and the same PAN always gives the same token, so card
+//!   actors can be keyed by token.
+//! - [`Vault::seal`] encrypts the PAN under the active encryption key with a
+//!   random 96-bit nonce and the token as associated data. The key id is
+//!   stored beside the ciphertext, so after a rotation old entries open with
+//!   their old key while new ones use the new key: rotation is a config
+//!   change and a restart, no re-encryption pass.
+//! - [`Vault::seal_if_new`] skips sealing a card this process has already
+//!   stored, using a fixed-size, lossy set of tokens. Forgetting is safe: the
+//!   vault row is written with "insert unless the token is there".
+//!
+//! The tokenization key cannot rotate without changing every token (and so
+//! every card's velocity history); only encryption keys rotate.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
+use protocol::Pan;
+use protocol::domain::Token;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::StorageError;
+use crate::record::SealedPan;
+use crate::store::StoreReader;
+
+/// The vault's keys, from the switch's configuration or environment.
+/// Wiped from memory when dropped; `Debug` shows key ids only.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct VaultKeys {
+    /// The HMAC key that turns a PAN into its token.
+    pub tokenization_key: [u8; 32],
+    /// Every AES-256 key that may have sealed a stored PAN, by key id.
+    pub encryption_keys: Vec<(u32, [u8; 32])>,
+    /// The key new PANs are sealed under.
+    pub active_key_id: u32,
+}
+
+impl fmt::Debug for VaultKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<u32> = self.encryption_keys.iter().map(|(id, _)| *id).collect();
+        f.debug_struct("VaultKeys")
+            .field("encryption_key_ids", &ids)
+            .field("active_key_id", &self.active_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tokenizes, seals and opens PANs. Shared by reference (`Arc`) across the
+/// ingress tasks; every method takes `&self`.
+pub struct Vault {
+    /// Keyed once; each token clones this state instead of re-deriving the
+    /// HMAC pads from the key.
+    tokenizer: Hmac<Sha256>,
+    /// aes-gcm wipes each key schedule on drop (its `zeroize` feature).
+    ciphers: Vec<(u32, Aes256Gcm)>,
+    active_key_id: u32,
+    sealed: SealedSet,
+}
+
+impl fmt::Debug for Vault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<u32> = self.ciphers.iter().map(|(id, _)| *id).collect();
+        f.debug_struct("Vault")
+            .field("encryption_key_ids", &ids)
+            .field("active_key_id", &self.active_key_id)
+            .field("sealed_cache_slots", &self.sealed.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// A vault over `keys`, remembering up to about `sealed_cache_slots`
+    /// cards already stored (8 bytes each).
+    ///
+    /// Refuses keys that are all zeros (an unset configuration value, not a
+    /// key), a missing active key, duplicate key ids, and an encryption key
+    /// equal to the tokenization key.
+    pub fn new(keys: VaultKeys, sealed_cache_slots: usize) -> Result<Vault, StorageError> {
+        if keys.tokenization_key == [0; 32] {
+            return Err(StorageError::Keys("the tokenization key is all zeros"));
+        }
+        let mut ciphers = Vec::with_capacity(keys.encryption_keys.len());
+        for (id, key) in &keys.encryption_keys {
+            if *key == [0; 32] {
+                return Err(StorageError::Keys("an encryption key is all zeros"));
+            }
+            if *key == keys.tokenization_key {
+                return Err(StorageError::Keys(
+                    "an encryption key equals the tokenization key",
+                ));
+            }
+            if ciphers.iter().any(|(seen, _)| seen == id) {
+                return Err(StorageError::Keys("two encryption keys share an id"));
+            }
+            let cipher = Aes256Gcm::new_from_slice(key)
+                .map_err(|_| StorageError::Keys("an encryption key has the wrong length"))?;
+            ciphers.push((*id, cipher));
+        }
+        if !ciphers.iter().any(|(id, _)| *id == keys.active_key_id) {
+            return Err(StorageError::Keys(
+                "the active key id names no encryption key",
+            ));
+        }
+        let tokenizer = <Hmac<Sha256> as Mac>::new_from_slice(&keys.tokenization_key)
+            .map_err(|_| StorageError::Keys("the tokenization key has the wrong length"))?;
+        Ok(Vault {
+            tokenizer,
+            ciphers,
+            active_key_id: keys.active_key_id,
+            sealed: SealedSet::new(sealed_cache_slots),
+        })
+    }
+
+    /// The id of the key new PANs are sealed under.
+    pub fn active_key_id(&self) -> u32 {
+        self.active_key_id
+    }
+
+    /// The card's token: HMAC-SHA256(tokenization key, PAN digits), first 16
+    /// bytes. 128 bits keep collisions out of reach for any card population.
+    pub fn tokenize(&self, pan: &Pan) -> Token {
+        let mut mac = self.tokenizer.clone();
+        mac.update(pan.expose().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut token = [0u8; 16];
+        token.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+        Token::from_bytes(token)
+    }
+
+    fn cipher(&self, key_id: u32) -> Result<&Aes256Gcm, StorageError> {
+        self.ciphers
+            .iter()
+            .find(|(id, _)| *id == key_id)
+            .map(|(_, cipher)| cipher)
+            .ok_or(StorageError::UnknownKey { key_id })
+    }
+
+    /// The card's token and its PAN sealed under the active key.
+    ///
+    /// Nonces are random: each card is sealed about once, far below the 2^32
+    /// messages per key where random 96-bit GCM nonces start to risk a
+    /// repeat.
+    pub fn seal(&self, pan: &Pan) -> Result<SealedPan, StorageError> {
+        let key_id = self.active_key_id;
+        let token = self.tokenize(pan);
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ciphertext = self
+            .cipher(key_id)?
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: pan.expose().as_bytes(),
+                    aad: token.as_bytes(),
+                },
+            )
+            .map_err(|_| StorageError::Seal { key_id })?;
+        Ok(SealedPan {
+            token,
+            key_id,
+            nonce: nonce.into(),
+            ciphertext,
+        })
+    }
+
+    /// The card's token, and its sealed PAN unless this process has already
+    /// stored it. Attach the sealed PAN to the journal record; once `append`
+    /// succeeds, call [`Vault::remember_sealed`], so a card whose record
+    /// failed to commit is sealed again next time. (Without that call every
+    /// sighting seals again: correct, just slower.)
+    ///
+    /// Never fails, so the hot path has no error to handle: AES-GCM refuses
+    /// only messages of gigabytes, so a failed seal cannot happen with a PAN;
+    /// were it to, it is logged and the card goes unsealed until seen again.
+    pub fn seal_if_new(&self, pan: &Pan) -> (Token, Option<SealedPan>) {
+        let token = self.tokenize(pan);
+        if self.sealed.contains(&token) {
+            return (token, None);
+        }
+        match self.seal(pan) {
+            Ok(sealed) => (token, Some(sealed)),
+            Err(error) => {
+                tracing::error!(%error, "sealing a PAN failed; it stays out of the vault for now");
+                (token, None)
+            }
+        }
+    }
+
+    /// Notes that the token's PAN is committed to the vault.
+    pub fn remember_sealed(&self, token: &Token) {
+        self.sealed.insert(token);
+    }
+
+    /// The PAN in a sealed entry, checked against its token.
+    pub fn open(&self, sealed: &SealedPan) -> Result<Pan, StorageError> {
+        let key_id = sealed.key_id;
+        let digits = Zeroizing::new(
+            self.cipher(key_id)?
+                .decrypt(
+                    Nonce::from_slice(&sealed.nonce),
+                    Payload {
+                        msg: &sealed.ciphertext,
+                        aad: sealed.token.as_bytes(),
+                    },
+                )
+                .map_err(|_| StorageError::Unseal { key_id })?,
+        );
+        let pan = Pan::parse(&digits).ok_or(StorageError::Corrupt {
+            table: "vault",
+            column: "ciphertext",
+        })?;
+        // GCM already binds the ciphertext to the token; this also catches a
+        // token made under another tokenization key than the one configured.
+        let token = self.tokenize(&pan);
+        if !bool::from(token.as_bytes().ct_eq(sealed.token.as_bytes())) {
+            return Err(StorageError::Unseal { key_id });
+        }
+        Ok(pan)
+    }
+
+    /// The PAN behind `token`, if the vault holds it. Every call is a place
+    /// card data leaves the vault: for issuer routing and operator tools only.
+    pub async fn reveal(
+        &self,
+        store: &impl StoreReader,
+        token: Token,
+    ) -> Result<Option<Pan>, StorageError> {
+        match store.sealed_pan(token).await? {
+            Some(sealed) => self.open(&sealed).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Fills `bytes` from the operating system's random source, the one the
+/// vault's nonces come from; for transaction ids and auth codes.
+///
+/// Panics only if the OS has no random source, where the vault could not
+/// seal a PAN either.
+pub fn fill_random(bytes: &mut [u8]) {
+    OsRng.fill_bytes(bytes);
+}
+
+/// A fixed-size, lock-free, lossy set of tokens: one `u64` per slot, the
+/// slot chosen by the token's first 8 bytes and holding a fingerprint of its
+/// last 8. Tokens are HMAC output, so both halves are uniform; a newer token
+/// landing in an occupied slot simply replaces the older one, which is then
+/// forgotten (and sealed once more, harmlessly, if seen again). A false
+/// "already stored" needs two different tokens to agree on 127 bits.
+struct SealedSet {
+    slots: Box<[AtomicU64]>,
+}
+
+impl SealedSet {
+    fn new(slots: usize) -> SealedSet {
+        SealedSet {
+            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn slot_and_fingerprint(&self, token: &Token) -> Option<(&AtomicU64, u64)> {
+        let bytes = token.as_bytes();
+        let (high, low) = bytes.split_at(8);
+        let index = u64::from_le_bytes(high.try_into().ok()?);
+        // The low bit is forced to 1 so a fingerprint is never the empty 0.
+        let fingerprint = u64::from_le_bytes(low.try_into().ok()?) | 1;
+        let len = self.slots.len() as u64;
+        if len == 0 {
+            return None;
+        }
+        let slot = self.slots.get(usize::try_from(index % len).ok()?)?;
+        Some((slot, fingerprint))
+    }
+
+    fn contains(&self, token: &Token) -> bool {
+        self.slot_and_fingerprint(token)
+            .is_some_and(|(slot, fingerprint)| slot.load(Ordering::Relaxed) == fingerprint)
+    }
+
+    fn insert(&self, token: &Token) {
+        if let Some((slot, fingerprint)) = self.slot_and_fingerprint(token) {
+            slot.store(fingerprint, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> VaultKeys {
+        VaultKeys {
+            tokenization_key: [1; 32],
+            encryption_keys: vec![(1, [2; 32])],
+            active_key_id: 1,
+        }
+    }
+
+    #[test]
+    fn bad_keys_are_refused() {
+        let mut zero = keys();
+        zero.tokenization_key = [0; 32];
+        assert!(Vault::new(zero, 0).is_err());
+        let mut missing = keys();
+        missing.active_key_id = 2;
+        assert!(Vault::new(missing, 0).is_err());
+        let mut duplicate = keys();
+        duplicate.encryption_keys.push((1, [3; 32]));
+        assert!(Vault::new(duplicate, 0).is_err());
+        let mut same = keys();
+        same.encryption_keys = vec![(1, [1; 32])];
+        assert!(Vault::new(same, 0).is_err());
+        assert!(Vault::new(keys(), 0).is_ok());
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let text = format!("{:?} {:?}", keys(), Vault::new(keys(), 4).unwrap());
+        assert!(!text.contains("[2, 2"), "{text}");
+        assert!(text.contains("active_key_id: 1"), "{text}");
+    }
+
+    #[test]
+    fn the_sealed_set_remembers_and_forgets() {
+        let vault = Vault::new(keys(), 1).unwrap();
+        let pan = Pan::parse(b"4111111111111111").unwrap();
+        let (token, sealed) = vault.seal_if_new(&pan);
+        assert!(sealed.is_some());
+        vault.remember_sealed(&token);
+        assert!(vault.seal_if_new(&pan).1.is_none());
+        // One slot: another card pushes the first out, which is then sealed again.
+        let other = Pan::parse(b"5500005555555559").unwrap();
+        vault.remember_sealed(&vault.tokenize(&other));
+        assert!(vault.seal_if_new(&pan).1.is_some());
+        let none = Vault::new(keys(), 0).unwrap();
+        none.remember_sealed(&token);
+        assert!(none.seal_if_new(&pan).1.is_some());
+    }
+}

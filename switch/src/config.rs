@@ -1,0 +1,563 @@
+//! The switch's configuration: one TOML file, with the listen addresses and
+//! the data directory overridable by flags and environment variables, so
+//! tests, benchmarks and operators can run several nodes from one file.
+//!
+//! Unknown keys are refused and every error names the file and the key, so
+//! a typo never silently falls back to a default. Secrets (vault keys) are
+//! never written in the file in production: a value `env:NAME` reads the
+//! environment variable NAME and `file:PATH` reads a file; a literal key
+//! must be marked `dev:` and the switch refuses it unless `mode = "dev"`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use protocol::Amount;
+use protocol::domain::pad;
+use protocol::iso::{MerchantId, Text};
+use serde::Deserialize;
+
+/// A configuration that cannot be used, with the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot be read: {reason}")]
+    Unreadable { file: PathBuf, reason: String },
+    #[error("{file}: {reason}")]
+    Syntax { file: PathBuf, reason: String },
+    #[error("{file}: {key}: {reason}")]
+    Value {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Whether development shortcuts (literal `dev:` keys) are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    mode: Mode,
+    data_dir: PathBuf,
+    iso: RawIso,
+    http: RawHttp,
+    #[serde(default)]
+    journal: RawJournal,
+    vault: RawVault,
+    #[serde(default)]
+    shards: RawShards,
+    rules: RawRules,
+    #[serde(default)]
+    card_limits: RawCardLimits,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    merchants: BTreeMap<String, RawMerchant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIso {
+    listen: String,
+    #[serde(default = "default_spec")]
+    spec: String,
+    #[serde(default = "default_connections_max")]
+    connections_max: usize,
+    #[serde(default = "default_in_flight_max")]
+    in_flight_max: usize,
+    #[serde(default = "default_idle_timeout_ms")]
+    idle_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+    #[serde(default = "default_body_bytes_max")]
+    body_bytes_max: usize,
+    #[serde(default = "default_header_read_timeout_ms")]
+    header_read_timeout_ms: u64,
+    #[serde(default = "default_request_timeout_ms")]
+    request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    #[serde(default = "default_queue_capacity")]
+    queue_capacity: usize,
+    #[serde(default = "default_batch_rows_max")]
+    batch_rows_max: usize,
+}
+
+impl Default for RawJournal {
+    fn default() -> RawJournal {
+        RawJournal {
+            queue_capacity: default_queue_capacity(),
+            batch_rows_max: default_batch_rows_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    tokenization_key: String,
+    active_key_id: u32,
+    encryption_keys: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShards {
+    #[serde(default)]
+    count: usize,
+    #[serde(default = "default_mailbox_capacity")]
+    mailbox_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    amount_max: u64,
+    #[serde(default)]
+    blocked_bins: Vec<RawBinRange>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBinRange {
+    from: String,
+    to: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCardLimits {
+    #[serde(default)]
+    per_minute: RawWindowLimit,
+    #[serde(default)]
+    per_hour: RawWindowLimit,
+    #[serde(default)]
+    per_day: RawWindowLimit,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindowLimit {
+    count_max: Option<u32>,
+    amount_max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    api_key_sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMerchant {
+    api_key_sha256: Option<String>,
+    amount_max_per_transaction: Option<u64>,
+    daily_volume_max: Option<u64>,
+    allowed_mccs: Option<Vec<String>>,
+    tps_max: Option<u32>,
+}
+
+fn default_spec() -> String {
+    "iso87".to_owned()
+}
+fn default_connections_max() -> usize {
+    1024
+}
+fn default_in_flight_max() -> usize {
+    64
+}
+fn default_idle_timeout_ms() -> u64 {
+    300_000
+}
+fn default_body_bytes_max() -> usize {
+    16 * 1024
+}
+fn default_header_read_timeout_ms() -> u64 {
+    5_000
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_queue_capacity() -> usize {
+    65_536
+}
+fn default_batch_rows_max() -> usize {
+    1_024
+}
+fn default_mailbox_capacity() -> usize {
+    4_096
+}
+
+/// The ISO 8583 listener.
+#[derive(Debug, Clone)]
+pub struct IsoConfig {
+    pub listen: SocketAddr,
+    /// A built-in dialect name or a spec file.
+    pub spec: String,
+    pub connections_max: usize,
+    /// Requests one connection may have in flight before the switch stops
+    /// reading from it.
+    pub in_flight_max: usize,
+    pub idle_timeout_ms: u64,
+}
+
+/// The JSON/HTTP listener.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub body_bytes_max: usize,
+    pub header_read_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+/// The journal's queue and batches.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalSettings {
+    pub queue_capacity: usize,
+    pub batch_rows_max: usize,
+}
+
+/// Vault keys, read from the environment or files (or `dev:` literals in dev mode).
+#[derive(Clone)]
+pub struct VaultSecrets {
+    pub tokenization_key: [u8; 32],
+    pub encryption_keys: Vec<(u32, [u8; 32])>,
+    pub active_key_id: u32,
+}
+
+impl std::fmt::Debug for VaultSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VaultSecrets {{ active_key_id: {}, keys: {:?}, [redacted] }}",
+            self.active_key_id,
+            self.encryption_keys
+                .iter()
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>()
+        )
+    }
+}
+
+impl Drop for VaultSecrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.tokenization_key.zeroize();
+        for (_, key) in &mut self.encryption_keys {
+            key.zeroize();
+        }
+    }
+}
+
+/// A blocked range of BINs, compared on the PAN's leading digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinRange {
+    pub from: String,
+    pub to: String,
+}
+
+/// Limits of one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowLimit {
+    pub count_max: Option<u32>,
+    pub amount_max: Option<Amount>,
+}
+
+/// A merchant's limits and API key.
+#[derive(Debug, Clone)]
+pub struct MerchantConfig {
+    pub id: MerchantId,
+    /// SHA-256 of the merchant's API key.
+    pub api_key_sha256: Option<[u8; 32]>,
+    pub amount_max_per_transaction: Option<Amount>,
+    pub daily_volume_max: Option<Amount>,
+    pub allowed_mccs: Option<Vec<Text<4>>>,
+    pub tps_max: Option<u32>,
+}
+
+/// The whole configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    pub iso: IsoConfig,
+    pub http: HttpConfig,
+    pub journal: JournalSettings,
+    pub vault: VaultSecrets,
+    pub shard_count: usize,
+    pub mailbox_capacity: usize,
+    pub amount_max: Amount,
+    pub blocked_bins: Vec<BinRange>,
+    pub card_limits: [WindowLimit; 3],
+    /// SHA-256 of the admin credential.
+    pub admin_key_sha256: Option<[u8; 32]>,
+    pub merchants: Vec<MerchantConfig>,
+}
+
+/// Values given on the command line or in the environment, over the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub iso_listen: Option<String>,
+    pub http_listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and checks `file`, with `overrides` applied.
+    pub fn load(file: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Unreadable {
+            file: file.to_owned(),
+            reason: error.to_string(),
+        })?;
+        Config::parse(&text, file, overrides, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and checks configuration text; `env` looks up `env:` secrets.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Syntax {
+            file: file.to_owned(),
+            reason: error.to_string().trim_end().to_owned(),
+        })?;
+        let value_error = |key: &str, reason: String| ConfigError::Value {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        let address = |key: &str, text: &str| -> Result<SocketAddr, ConfigError> {
+            text.parse().map_err(|_| {
+                value_error(
+                    key,
+                    format!("`{text}` is not an address such as 127.0.0.1:8583"),
+                )
+            })
+        };
+        let positive = |key: &str, value: usize| -> Result<usize, ConfigError> {
+            if value == 0 {
+                Err(value_error(key, "must be at least 1".to_owned()))
+            } else {
+                Ok(value)
+            }
+        };
+
+        let iso = IsoConfig {
+            listen: address(
+                "iso.listen",
+                overrides.iso_listen.as_deref().unwrap_or(&raw.iso.listen),
+            )?,
+            spec: raw.iso.spec.clone(),
+            connections_max: positive("iso.connections_max", raw.iso.connections_max)?,
+            in_flight_max: positive("iso.in_flight_max", raw.iso.in_flight_max)?,
+            idle_timeout_ms: positive("iso.idle_timeout_ms", raw.iso.idle_timeout_ms as usize)?
+                as u64,
+        };
+        let http = HttpConfig {
+            listen: address(
+                "http.listen",
+                overrides.http_listen.as_deref().unwrap_or(&raw.http.listen),
+            )?,
+            body_bytes_max: positive("http.body_bytes_max", raw.http.body_bytes_max)?,
+            header_read_timeout_ms: positive(
+                "http.header_read_timeout_ms",
+                raw.http.header_read_timeout_ms as usize,
+            )? as u64,
+            request_timeout_ms: positive(
+                "http.request_timeout_ms",
+                raw.http.request_timeout_ms as usize,
+            )? as u64,
+        };
+        let journal = JournalSettings {
+            queue_capacity: positive("journal.queue_capacity", raw.journal.queue_capacity)?,
+            batch_rows_max: positive("journal.batch_rows_max", raw.journal.batch_rows_max)?,
+        };
+
+        let secret = |key: &str, value: &str| -> Result<[u8; 32], ConfigError> {
+            let hex = if let Some(name) = value.strip_prefix("env:") {
+                env(name).ok_or_else(|| {
+                    value_error(key, format!("environment variable {name} is not set"))
+                })?
+            } else if let Some(path) = value.strip_prefix("file:") {
+                std::fs::read_to_string(path)
+                    .map_err(|error| value_error(key, format!("{path} cannot be read: {error}")))?
+            } else if let Some(literal) = value.strip_prefix("dev:") {
+                if raw.mode != Mode::Dev {
+                    return Err(value_error(
+                        key,
+                        "a `dev:` key is refused outside mode = \"dev\"; use env:NAME or file:PATH"
+                            .to_owned(),
+                    ));
+                }
+                literal.to_owned()
+            } else {
+                return Err(value_error(
+                    key,
+                    "must be env:NAME, file:PATH, or (in dev mode only) dev:HEX; keys are never written in the file"
+                        .to_owned(),
+                ));
+            };
+            let bytes = protocol::encoding::from_hex(hex.trim())
+                .ok_or_else(|| value_error(key, "must be 64 hex digits (32 bytes)".to_owned()))?;
+            bytes
+                .try_into()
+                .map_err(|_| value_error(key, "must be 64 hex digits (32 bytes)".to_owned()))
+        };
+        let mut encryption_keys = Vec::new();
+        for (id, value) in &raw.vault.encryption_keys {
+            let key = format!("vault.encryption_keys.{id}");
+            let id: u32 = id
+                .parse()
+                .map_err(|_| value_error(&key, "key ids are numbers".to_owned()))?;
+            encryption_keys.push((id, secret(&key, value)?));
+        }
+        if !encryption_keys
+            .iter()
+            .any(|(id, _)| *id == raw.vault.active_key_id)
+        {
+            return Err(value_error(
+                "vault.active_key_id",
+                format!(
+                    "no key {} in vault.encryption_keys",
+                    raw.vault.active_key_id
+                ),
+            ));
+        }
+        let vault = VaultSecrets {
+            tokenization_key: secret("vault.tokenization_key", &raw.vault.tokenization_key)?,
+            encryption_keys,
+            active_key_id: raw.vault.active_key_id,
+        };
+
+        let amount = |key: &str, minor: u64| -> Result<Amount, ConfigError> {
+            Amount::from_minor(minor)
+                .ok_or_else(|| value_error(key, "must be at most 999999999999".to_owned()))
+        };
+        let digest = |key: &str, hex: &str| -> Result<[u8; 32], ConfigError> {
+            protocol::encoding::from_hex(hex)
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| {
+                    value_error(
+                        key,
+                        "must be the SHA-256 of the key, 64 hex digits".to_owned(),
+                    )
+                })
+        };
+
+        let mut blocked_bins = Vec::new();
+        for (i, range) in raw.rules.blocked_bins.iter().enumerate() {
+            let key = format!("rules.blocked_bins[{i}]");
+            let digits =
+                |s: &str| (6..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+            if !digits(&range.from)
+                || !digits(&range.to)
+                || range.from.len() != range.to.len()
+                || range.from > range.to
+            {
+                return Err(value_error(
+                    &key,
+                    "from and to must be BINs of the same length, 6 to 8 digits, from <= to"
+                        .to_owned(),
+                ));
+            }
+            blocked_bins.push(BinRange {
+                from: range.from.clone(),
+                to: range.to.clone(),
+            });
+        }
+
+        let window = |key: &str, raw: RawWindowLimit| -> Result<WindowLimit, ConfigError> {
+            Ok(WindowLimit {
+                count_max: raw.count_max,
+                amount_max: raw.amount_max.map(|minor| amount(key, minor)).transpose()?,
+            })
+        };
+
+        let mut merchants = Vec::new();
+        for (id, merchant) in &raw.merchants {
+            let key = format!("merchants.{id}");
+            let merchant_id: MerchantId = pad(id).ok_or_else(|| {
+                value_error(
+                    &key,
+                    "a merchant id is 1 to 15 printable characters".to_owned(),
+                )
+            })?;
+            let allowed_mccs = merchant
+                .allowed_mccs
+                .as_ref()
+                .map(|mccs| {
+                    mccs.iter()
+                        .map(|mcc| {
+                            Text::parse(mcc.as_bytes())
+                                .filter(|_| mcc.bytes().all(|b| b.is_ascii_digit()))
+                                .ok_or_else(|| {
+                                    value_error(
+                                        &format!("{key}.allowed_mccs"),
+                                        format!("`{mcc}` is not 4 digits"),
+                                    )
+                                })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?;
+            merchants.push(MerchantConfig {
+                id: merchant_id,
+                api_key_sha256: merchant
+                    .api_key_sha256
+                    .as_deref()
+                    .map(|hex| digest(&format!("{key}.api_key_sha256"), hex))
+                    .transpose()?,
+                amount_max_per_transaction: merchant
+                    .amount_max_per_transaction
+                    .map(|minor| amount(&format!("{key}.amount_max_per_transaction"), minor))
+                    .transpose()?,
+                daily_volume_max: merchant
+                    .daily_volume_max
+                    .map(|minor| amount(&format!("{key}.daily_volume_max"), minor))
+                    .transpose()?,
+                allowed_mccs,
+                tps_max: merchant.tps_max,
+            });
+        }
+
+        Ok(Config {
+            mode: raw.mode,
+            data_dir: overrides.data_dir.clone().unwrap_or(raw.data_dir),
+            iso,
+            http,
+            journal,
+            vault,
+            shard_count: raw.shards.count,
+            mailbox_capacity: positive("shards.mailbox_capacity", raw.shards.mailbox_capacity)?,
+            amount_max: amount("rules.amount_max", raw.rules.amount_max)?,
+            blocked_bins,
+            card_limits: [
+                window("card_limits.per_minute", raw.card_limits.per_minute)?,
+                window("card_limits.per_hour", raw.card_limits.per_hour)?,
+                window("card_limits.per_day", raw.card_limits.per_day)?,
+            ],
+            admin_key_sha256: raw
+                .admin
+                .as_ref()
+                .map(|admin| digest("admin.api_key_sha256", &admin.api_key_sha256))
+                .transpose()?,
+            merchants,
+        })
+    }
+}

@@ -1,0 +1,694 @@
+//! The path every card request takes, whichever ingress it came in on:
+//!
+//! ```text
+//! Authorization -> rules -> duplicate check -> token (vault)
+//!   -> card shard (velocity) -> merchant shard (limits) -> auth code
+//!   -> journal (group commit) -> reply, only after the commit
+//! ```
+//!
+//! The ISO 8583 and HTTP ingresses build the domain `Authorization` and turn
+//! the [`CardOutcome`] back into their own reply; nothing here knows which
+//! wire a request came in on beyond recording its channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actors::{CardCheck, Clock, GiveBack, RuleConfig, Shards};
+use protocol::domain::{
+    AcquirerKeys, Authorization, Channel, Decision, DeclineReason, Token, TransactionId,
+    TransactionKind,
+};
+use protocol::iso::{
+    self, AuthCode, CardRequest, NetworkCode, OriginalData, Request, ReversalRequest, TerminalId,
+};
+use protocol::{Amount, Currency, Message, Mti, ResponseCode};
+use storage::{
+    AppendOutcome, IdempotencyEntry, Journal, JournalError, JournalRecord, OriginalKeys,
+    RecordKind, SqliteStore, StageTimings, Vault,
+};
+use tokio::sync::watch;
+
+use crate::metrics::{Metrics, Stage};
+
+/// What the switch answered to a card request.
+#[derive(Debug, Clone)]
+pub struct CardOutcome {
+    pub id: TransactionId,
+    pub decision: Decision,
+    pub token: Option<Token>,
+    pub last4: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub created_at_ms: u64,
+}
+
+impl CardOutcome {
+    pub fn response_code(&self) -> ResponseCode {
+        self.decision.response_code()
+    }
+}
+
+/// What the switch answered to a reversal.
+#[derive(Debug, Clone)]
+pub struct ReversalOutcome {
+    pub id: TransactionId,
+    pub code: ResponseCode,
+    /// The original it reversed, if found.
+    pub original: Option<TransactionId>,
+    /// False when the original had already been reversed: nothing was given back again.
+    pub first: bool,
+}
+
+/// How far back a retransmission is matched with its original.
+const DUPLICATE_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+/// How far back a reversal looks for its original.
+const REVERSAL_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// An HTTP request's idempotency key: its stored reply is rendered from the
+/// outcome and committed in the same transaction as the record.
+#[derive(Debug)]
+pub struct IdempotencyRequest {
+    pub merchant_id: String,
+    pub key: String,
+    pub request_hash: [u8; 32],
+    /// Renders the reply (status, JSON) that a replay returns.
+    pub render: fn(&CardOutcome) -> (u16, String),
+}
+
+/// Keys an acquirer identifies one request by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct DuplicateKey {
+    terminal_id: TerminalId,
+    stan: iso::Stan,
+    transmitted_at: Option<iso::TransmissionTime>,
+}
+
+/// The shared path of both ingresses.
+pub struct Engine {
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    rules: RuleConfig,
+    vault: Vault,
+    shards: Shards,
+    journal: Journal,
+    store: SqliteStore,
+    /// Requests between their duplicate check and their journal commit, so a
+    /// retransmission arriving meanwhile waits for the first one's answer
+    /// instead of being decided twice.
+    in_flight: Mutex<HashMap<DuplicateKey, watch::Receiver<Option<CardOutcome>>>>,
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+fn random_id(now_ms: u64) -> TransactionId {
+    let mut random = [0u8; 10];
+    storage::fill_random(&mut random);
+    TransactionId::new(now_ms, random)
+}
+
+fn auth_code() -> AuthCode {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKLMNPQRSTUVWX";
+    let mut random = [0u8; 6];
+    storage::fill_random(&mut random);
+    let code = random.map(|b| ALPHABET[usize::from(b % 32)]);
+    match AuthCode::parse(&code) {
+        Some(code) => code,
+        // Six characters of a printable alphabet always parse.
+        None => unreachable!("auth code alphabet is printable"),
+    }
+}
+
+impl Engine {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        rules: RuleConfig,
+        vault: Vault,
+        shards: Shards,
+        journal: Journal,
+        store: SqliteStore,
+    ) -> Engine {
+        Engine {
+            metrics,
+            clock,
+            rules,
+            vault,
+            shards,
+            journal,
+            store,
+            in_flight: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn shards(&self) -> &Shards {
+        &self.shards
+    }
+
+    pub fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Ready once the journal is open and velocity is replayed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Answers one decoded ISO 8583 request; `None` if it deserves no answer
+    /// (it is itself a response).
+    pub async fn handle_iso(&self, message: &Message, received_at: Instant) -> Option<Message> {
+        match Request::parse(message) {
+            Ok(Request::Network(request)) => {
+                let code = match request.code {
+                    NetworkCode::SignOn | NetworkCode::SignOff | NetworkCode::Echo => {
+                        ResponseCode::Approved
+                    }
+                    NetworkCode::Other(_) => ResponseCode::InvalidTransaction,
+                };
+                iso::response(message, code, None)
+            }
+            Ok(Request::Card(request)) => {
+                let outcome = self.authorize_iso(&request, received_at).await;
+                iso::response(
+                    message,
+                    outcome.response_code(),
+                    outcome.decision.auth_code(),
+                )
+            }
+            Ok(Request::Reversal(request)) => {
+                let outcome = self.reverse_iso(&request, received_at).await;
+                iso::response(message, outcome.code, None)
+            }
+            Err(protocol::DecodeError::UnsupportedMti { .. }) => {
+                iso::response(message, ResponseCode::InvalidTransaction, None)
+            }
+            Err(error) => {
+                self.metrics
+                    .messages_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(mti = %message.mti(), %error, "request with a bad field answered 30");
+                iso::response(message, ResponseCode::FormatError, None)
+            }
+        }
+    }
+
+    async fn authorize_iso(&self, request: &CardRequest, received_at: Instant) -> CardOutcome {
+        let authorization = Authorization {
+            channel: Channel::Iso,
+            kind: match request.kind {
+                iso::RequestKind::Financial => TransactionKind::Purchase,
+                _ => TransactionKind::Authorization,
+            },
+            pan: request.pan.clone(),
+            expiry: request.expiry,
+            amount: request.amount,
+            currency: request.currency,
+            merchant_id: request.merchant_id,
+            terminal_id: request.terminal_id,
+            mcc: request.mcc,
+            keys: Some(AcquirerKeys {
+                stan: request.stan,
+                rrn: request.rrn,
+                transmitted_at: request.transmitted_at,
+            }),
+        };
+        let mti = if request.kind == iso::RequestKind::Financial {
+            Mti::FINANCIAL_REQUEST
+        } else {
+            Mti::AUTHORIZATION_REQUEST
+        };
+        self.authorize(
+            authorization,
+            mti,
+            Some(request.processing_code),
+            None,
+            received_at,
+        )
+        .await
+    }
+
+    /// Decides a card request and journals it; the outcome is returned only
+    /// after its record is committed.
+    pub async fn authorize(
+        &self,
+        authorization: Authorization,
+        mti: Mti,
+        processing_code: Option<iso::Text<6>>,
+        idempotency: Option<IdempotencyRequest>,
+        received_at: Instant,
+    ) -> CardOutcome {
+        let duplicate_key = authorization.keys.map(|keys| DuplicateKey {
+            terminal_id: authorization.terminal_id,
+            stan: keys.stan,
+            transmitted_at: keys.transmitted_at,
+        });
+        let token = self.vault.tokenize(&authorization.pan);
+
+        // A retransmission or repeat of a request already answered gets the
+        // same answer and is counted once; the same keys with another card or
+        // amount are a different request reusing keys: 94.
+        let mut publisher = None;
+        if let Some(key) = duplicate_key {
+            loop {
+                let waiting = {
+                    let Ok(mut in_flight) = self.in_flight.lock() else {
+                        break;
+                    };
+                    match in_flight.get(&key) {
+                        Some(receiver) => Some(receiver.clone()),
+                        None => {
+                            let (sender, receiver) = watch::channel(None);
+                            in_flight.insert(key, receiver);
+                            publisher = Some(sender);
+                            None
+                        }
+                    }
+                };
+                let Some(mut receiver) = waiting else { break };
+                let _ = receiver.wait_for(Option::is_some).await;
+                let first = receiver.borrow().clone();
+                if let Some(first) = first {
+                    return self.answer_duplicate(first, token, authorization.amount);
+                }
+            }
+            let keys = OriginalKeys {
+                terminal_id: key.terminal_id,
+                stan: key.stan,
+                transmitted_at: key.transmitted_at,
+            };
+            let since_ms = self.clock.now_ms().saturating_sub(DUPLICATE_WINDOW_MS);
+            match self
+                .store
+                .find_original(
+                    &keys,
+                    &[RecordKind::Authorization, RecordKind::Purchase],
+                    since_ms,
+                )
+                .await
+            {
+                Ok(Some(original)) => {
+                    let first = CardOutcome {
+                        id: original.id,
+                        decision: match original.auth_code {
+                            Some(auth_code) if original.response_code.is_approved() => {
+                                Decision::Approved { auth_code }
+                            }
+                            _ => Decision::Declined {
+                                reason: original.reason.unwrap_or(DeclineReason::FormatError),
+                            },
+                        },
+                        token: original.token,
+                        last4: original.last4.clone().unwrap_or_default(),
+                        amount: original.amount,
+                        currency: original.currency,
+                        created_at_ms: original.created_at_ms,
+                    };
+                    let outcome = self.answer_duplicate(first, token, authorization.amount);
+                    self.finish_in_flight(duplicate_key, publisher, &outcome);
+                    return outcome;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "duplicate check failed; answering 96");
+                    let outcome = self.declined_without_record(
+                        &authorization,
+                        token,
+                        DeclineReason::JournalUnavailable,
+                    );
+                    self.finish_in_flight(duplicate_key, publisher, &outcome);
+                    return outcome;
+                }
+            }
+        }
+
+        let decide_started = Instant::now();
+        let now_ms = self.clock.now_ms();
+        let decision = match actors::check_rules(&authorization, &self.rules, now_ms) {
+            Err(reason) => Decision::Declined { reason },
+            // The same instant the record is journaled with: a give-back later
+            // finds the bucket this approval was counted in.
+            Ok(()) => match self
+                .shards
+                .decide_at(
+                    CardCheck {
+                        token,
+                        merchant_id: authorization.merchant_id,
+                        mcc: authorization.mcc,
+                        amount: authorization.amount,
+                    },
+                    now_ms,
+                )
+                .await
+            {
+                Ok(()) => Decision::Approved {
+                    auth_code: auth_code(),
+                },
+                Err(reason) => Decision::Declined { reason },
+            },
+        };
+        if decision
+            == (Decision::Declined {
+                reason: DeclineReason::Overloaded,
+            })
+        {
+            self.metrics.shed.fetch_add(1, Ordering::Relaxed);
+        }
+        let decide_us = decide_started.elapsed().as_micros() as u64;
+        self.metrics
+            .record(authorization.channel, Stage::Decide, decide_us);
+
+        let (token, sealed) = self.vault.seal_if_new(&authorization.pan);
+        // Marked as stored only once the commit holds it.
+        let sealed_now = sealed.is_some();
+        let id = random_id(now_ms);
+        let mut outcome = CardOutcome {
+            id,
+            decision,
+            token: Some(token),
+            last4: authorization.pan.last4().to_owned(),
+            amount: authorization.amount,
+            currency: authorization.currency,
+            created_at_ms: now_ms,
+        };
+        let idempotency = idempotency.map(|request| {
+            let (status, response_json) = (request.render)(&outcome);
+            IdempotencyEntry {
+                merchant_id: request.merchant_id,
+                key: request.key,
+                request_hash: request.request_hash,
+                response_json,
+                status,
+            }
+        });
+        let record = JournalRecord {
+            id,
+            created_at_ms: now_ms,
+            channel: authorization.channel,
+            kind: match authorization.kind {
+                TransactionKind::Authorization => RecordKind::Authorization,
+                TransactionKind::Purchase => RecordKind::Purchase,
+            },
+            mti,
+            processing_code,
+            amount: authorization.amount,
+            currency: authorization.currency,
+            merchant_id: authorization.merchant_id,
+            terminal_id: authorization.terminal_id,
+            stan: authorization.keys.map(|k| k.stan),
+            rrn: authorization.keys.and_then(|k| k.rrn),
+            transmitted_at: authorization.keys.and_then(|k| k.transmitted_at),
+            token: Some(token),
+            bin: Some(authorization.pan.bin(6).to_owned()),
+            last4: Some(authorization.pan.last4().to_owned()),
+            response_code: decision.response_code(),
+            auth_code: decision.auth_code().copied(),
+            reason: match decision {
+                Decision::Declined { reason } => Some(reason),
+                Decision::Approved { .. } => None,
+            },
+            original_id: None,
+            timings: StageTimings {
+                decode_us: 0,
+                decide_us: decide_us as u32,
+                vault_us: 0,
+            },
+            sealed_pan: sealed,
+            idempotency,
+        };
+        let journal_started = Instant::now();
+        let appended = self.journal.append(record).await;
+        self.metrics.record(
+            authorization.channel,
+            Stage::JournalWait,
+            journal_started.elapsed().as_micros() as u64,
+        );
+        match appended {
+            Ok(_) => {
+                if sealed_now {
+                    self.vault.remember_sealed(&token);
+                }
+            }
+            Err(error) => {
+                // Nothing is approved that is not on disk: the velocity this
+                // approval took is given back. A full queue is load shed at
+                // once (91, HTTP 503); a failed commit is 96.
+                let reason = if matches!(error, JournalError::QueueFull) {
+                    self.metrics.shed.fetch_add(1, Ordering::Relaxed);
+                    DeclineReason::Overloaded
+                } else {
+                    self.metrics
+                        .journal_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    DeclineReason::JournalUnavailable
+                };
+                tracing::warn!(%error, code = %reason.response_code(), "journal append failed");
+                if decision.is_approved() {
+                    self.give_back_approval(token, &authorization, now_ms).await;
+                }
+                outcome.decision = Decision::Declined { reason };
+            }
+        }
+        let _ = received_at;
+        self.finish_in_flight(duplicate_key, publisher, &outcome);
+        outcome
+    }
+
+    /// Gives back the velocity an approval took when the approval could not
+    /// be recorded: nothing is approved that is not on disk.
+    async fn give_back_approval(&self, token: Token, authorization: &Authorization, at_ms: u64) {
+        self.shards
+            .give_back(GiveBack {
+                token,
+                merchant_id: authorization.merchant_id,
+                amount: authorization.amount,
+                original_at_ms: at_ms,
+            })
+            .await;
+    }
+
+    fn finish_in_flight(
+        &self,
+        key: Option<DuplicateKey>,
+        publisher: Option<watch::Sender<Option<CardOutcome>>>,
+        outcome: &CardOutcome,
+    ) {
+        if let (Some(key), Some(publisher)) = (key, publisher) {
+            let _ = publisher.send(Some(outcome.clone()));
+            if let Ok(mut in_flight) = self.in_flight.lock() {
+                in_flight.remove(&key);
+            }
+        }
+    }
+
+    fn answer_duplicate(&self, first: CardOutcome, token: Token, amount: Amount) -> CardOutcome {
+        if first.token == Some(token) && first.amount == amount {
+            self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+            first
+        } else {
+            CardOutcome {
+                decision: Decision::Declined {
+                    reason: DeclineReason::DuplicateMismatch,
+                },
+                ..first
+            }
+        }
+    }
+
+    fn declined_without_record(
+        &self,
+        authorization: &Authorization,
+        token: Token,
+        reason: DeclineReason,
+    ) -> CardOutcome {
+        let now_ms = self.clock.now_ms();
+        CardOutcome {
+            id: random_id(now_ms),
+            decision: Decision::Declined { reason },
+            token: Some(token),
+            last4: authorization.pan.last4().to_owned(),
+            amount: authorization.amount,
+            currency: authorization.currency,
+            created_at_ms: now_ms,
+        }
+    }
+
+    async fn reverse_iso(
+        &self,
+        request: &ReversalRequest,
+        _received_at: Instant,
+    ) -> ReversalOutcome {
+        let (stan, transmitted_at) = match &request.original {
+            Some(OriginalData {
+                stan,
+                transmitted_at,
+                ..
+            }) => (*stan, Some(*transmitted_at)),
+            None => (request.stan, None),
+        };
+        let keys = OriginalKeys {
+            terminal_id: request.terminal_id,
+            stan,
+            transmitted_at,
+        };
+        let since_ms = self.clock.now_ms().saturating_sub(REVERSAL_WINDOW_MS);
+        let original = self
+            .store
+            .find_original(
+                &keys,
+                &[RecordKind::Authorization, RecordKind::Purchase],
+                since_ms,
+            )
+            .await;
+        let original = match original {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, "original lookup failed; answering 96");
+                return ReversalOutcome {
+                    id: random_id(self.clock.now_ms()),
+                    code: ResponseCode::SystemMalfunction,
+                    original: None,
+                    first: false,
+                };
+            }
+        };
+        let kind = if request.kind == iso::RequestKind::ReversalAdvice {
+            RecordKind::ReversalAdvice
+        } else {
+            RecordKind::Reversal
+        };
+        let mti = if kind == RecordKind::ReversalAdvice {
+            Mti::REVERSAL_ADVICE
+        } else {
+            Mti::REVERSAL_REQUEST
+        };
+        self.reverse(
+            original,
+            kind,
+            mti,
+            Channel::Iso,
+            request.amount,
+            request.currency,
+            request.merchant_id,
+            request.terminal_id,
+            Some(AcquirerKeys {
+                stan: request.stan,
+                rrn: request.rrn,
+                transmitted_at: request.transmitted_at,
+            }),
+        )
+        .await
+    }
+
+    /// Reverses `original` (if found): journals the reversal and, if it is
+    /// the first for that original and the original was approved, gives its
+    /// velocity back once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn reverse(
+        &self,
+        original: Option<JournalRecord>,
+        kind: RecordKind,
+        mti: Mti,
+        channel: Channel,
+        amount: Amount,
+        currency: Currency,
+        merchant_id: iso::MerchantId,
+        terminal_id: TerminalId,
+        keys: Option<AcquirerKeys>,
+    ) -> ReversalOutcome {
+        let now_ms = self.clock.now_ms();
+        let id = random_id(now_ms);
+        let record = JournalRecord {
+            id,
+            created_at_ms: now_ms,
+            channel,
+            kind,
+            mti,
+            processing_code: original.as_ref().and_then(|o| o.processing_code),
+            amount,
+            currency,
+            merchant_id,
+            terminal_id,
+            stan: keys.map(|k| k.stan),
+            rrn: keys.and_then(|k| k.rrn),
+            transmitted_at: keys.and_then(|k| k.transmitted_at),
+            token: original.as_ref().and_then(|o| o.token),
+            bin: original.as_ref().and_then(|o| o.bin.clone()),
+            last4: original.as_ref().and_then(|o| o.last4.clone()),
+            response_code: ResponseCode::Approved,
+            auth_code: None,
+            // An unknown original is acknowledged and journaled as such.
+            reason: None,
+            original_id: original.as_ref().map(|o| o.id),
+            timings: StageTimings::default(),
+            sealed_pan: None,
+            idempotency: None,
+        };
+        let started = Instant::now();
+        let appended = self.journal.append(record).await;
+        self.metrics.record(
+            channel,
+            Stage::JournalWait,
+            started.elapsed().as_micros() as u64,
+        );
+        match appended {
+            Ok(AppendOutcome::Recorded | AppendOutcome::IdempotencyKeyTaken { .. }) => {
+                if let Some(original) = original.as_ref().filter(|o| o.response_code.is_approved())
+                    && let Some(token) = original.token
+                {
+                    self.shards
+                        .give_back(GiveBack {
+                            token,
+                            merchant_id: original.merchant_id,
+                            // A partial reversal gives back what it reverses.
+                            amount: amount.min(original.amount),
+                            original_at_ms: original.created_at_ms,
+                        })
+                        .await;
+                }
+                ReversalOutcome {
+                    id,
+                    code: ResponseCode::Approved,
+                    original: original.map(|o| o.id),
+                    first: true,
+                }
+            }
+            Ok(AppendOutcome::AlreadyReversed { .. }) => ReversalOutcome {
+                id,
+                code: ResponseCode::Approved,
+                original: original.map(|o| o.id),
+                first: false,
+            },
+            Err(error) => {
+                self.metrics
+                    .journal_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "reversal journal append failed; answering 96");
+                ReversalOutcome {
+                    id,
+                    code: ResponseCode::SystemMalfunction,
+                    original: original.map(|o| o.id),
+                    first: false,
+                }
+            }
+        }
+    }
+}

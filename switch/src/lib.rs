@@ -1,0 +1,24 @@
+//! The switch: ISO 8583 and JSON/HTTP ingress in front of the card and
+//! merchant actors, the vault and the journal.
+//!
+//! The modules, in the order a request meets them:
+//!
+//! - [`serve`]: `switch serve` wires everything and owns start-up (journal,
+//!   replay, listeners) and shutdown.
+//! - [`config`]: the TOML configuration, checked, with flag and environment
+//!   overrides.
+//! - [`iso_server`]: ISO 8583 over TCP: framing, several requests in flight per
+//!   connection, answers written as they complete.
+//! - [`http`]: the JSON API, API keys, idempotency keys, and the ops routes.
+//! - [`engine`]: the one path both ingresses share: rules, token, actors,
+//!   journal, reply.
+//! - [`metrics`]: latency histograms per stage and channel, counters.
+//! - [`iso_cli`]: `switch iso decode|encode` for people who read messages.
+
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod iso_cli;
+pub mod iso_server;
+pub mod metrics;
+pub mod serve;

@@ -1,0 +1,246 @@
+//! `switch serve`: wires the configuration, journal, vault, actors and both
+//! listeners together, replays velocity, and shuts down cleanly on SIGTERM.
+//!
+//! Start-up order matters: the listeners are bound first, so a load balancer
+//! sees `/health/live` at once and `/health/ready` turn 200 only once the
+//! journal is open and the last 24 hours of approvals are replayed into the
+//! actors; requests that arrive before are decided on full state anyway,
+//! because they wait for replay (the engine is built after it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::{Clock, Restore, ShardConfig, Shards, SystemClock};
+use anyhow::Context;
+use protocol::Spec;
+use storage::{JournalConfig, SqliteStore, Vault, VaultKeys};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use std::path::PathBuf;
+
+use crate::config::{Config, Overrides};
+use crate::engine::Engine;
+use crate::http::{self, HttpState};
+use crate::iso_server;
+use crate::metrics::Metrics;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The configuration file.
+    #[arg(long, env = "SWITCH_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Overrides `iso.listen`, for example 127.0.0.1:0 for any free port.
+    #[arg(long, env = "SWITCH_ISO_LISTEN", value_name = "ADDR")]
+    pub iso_listen: Option<String>,
+    /// Overrides `http.listen`.
+    #[arg(long, env = "SWITCH_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
+    /// Overrides `data_dir`: where the journal and vault live.
+    #[arg(long, env = "SWITCH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The longest velocity window; replay covers it.
+const REPLAY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+/// Rows read per replay query, so 24 hours of approvals never load at once.
+const REPLAY_PAGE_ROWS: u32 = 10_000;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logs();
+    let overrides = Overrides {
+        iso_listen: args.iso_listen,
+        http_listen: args.http_listen,
+        data_dir: args.data_dir,
+    };
+    let config = Config::load(&args.config, &overrides)?;
+    let spec = Spec::resolve(&config.iso.spec)
+        .with_context(|| format!("{}: iso.spec", args.config.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("the runtime cannot start")?;
+    runtime.block_on(serve(config, spec))
+}
+
+fn init_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_current_span(false)
+        .try_init();
+}
+
+async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("data_dir {} cannot be created", config.data_dir.display()))?;
+    let journal_path = config.data_dir.join("journal.sqlite");
+    let (journal, store) = SqliteStore::open(
+        &journal_path,
+        JournalConfig {
+            queue_capacity: config.journal.queue_capacity,
+            batch_rows_max: config.journal.batch_rows_max,
+            ..JournalConfig::default()
+        },
+    )
+    .await
+    .with_context(|| format!("journal {} cannot be opened", journal_path.display()))?;
+    let vault = Vault::new(
+        VaultKeys {
+            tokenization_key: config.vault.tokenization_key,
+            encryption_keys: config.vault.encryption_keys.clone(),
+            active_key_id: config.vault.active_key_id,
+        },
+        1 << 20,
+    )
+    .context("vault keys")?;
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let shard_config = ShardConfig {
+        shard_count: config.shard_count,
+        mailbox_capacity: config.mailbox_capacity,
+        card_limits: actors::CardLimits {
+            per_minute: window(config.card_limits[0]),
+            per_hour: window(config.card_limits[1]),
+            per_day: window(config.card_limits[2]),
+        },
+        merchants: config
+            .merchants
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    actors::MerchantLimits {
+                        amount_max_per_transaction: m.amount_max_per_transaction,
+                        daily_volume_max: m.daily_volume_max,
+                        allowed_mccs: m.allowed_mccs.clone(),
+                        tps_max: m.tps_max,
+                    },
+                )
+            })
+            .collect(),
+    };
+    shard_config.validate().context("shards")?;
+    let shards = Shards::start(shard_config, Arc::clone(&clock));
+    let rules = actors::RuleConfig {
+        amount_max: config.amount_max,
+        blocked_bins: config
+            .blocked_bins
+            .iter()
+            .filter_map(|range| actors::BinRange::new(&range.from, &range.to))
+            .collect(),
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let engine = Arc::new(Engine::new(
+        Arc::clone(&metrics),
+        Arc::clone(&clock),
+        rules,
+        vault,
+        shards.clone(),
+        journal.clone(),
+        store.clone(),
+    ));
+
+    let iso_listener = TcpListener::bind(config.iso.listen)
+        .await
+        .with_context(|| format!("iso.listen {} cannot be bound", config.iso.listen))?;
+    let http_listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("http.listen {} cannot be bound", config.http.listen))?;
+    let iso_address = iso_listener.local_addr()?;
+    let http_address = http_listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let http_state = Arc::new(HttpState::new(
+        Arc::clone(&engine),
+        &config.merchants,
+        config.admin_key_sha256,
+    ));
+    tracker.spawn(http::serve(
+        http_listener,
+        http::router(http_state, &config.http),
+        config.http.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+
+    // Replay before taking ISO traffic, so no card starts with empty limits.
+    let since_ms = clock.now_ms().saturating_sub(REPLAY_WINDOW_MS);
+    let mut restores = Vec::new();
+    let replayed = storage::replay_approved(&store, since_ms, REPLAY_PAGE_ROWS, |row| {
+        restores.push(Restore {
+            token: row.token,
+            merchant_id: row.merchant_id,
+            amount: row.amount,
+            at_ms: row.at_ms,
+        });
+    })
+    .await
+    .context("velocity replay")?;
+    for restore in restores {
+        shards.restore(restore).await;
+    }
+    engine.set_ready();
+    tracker.spawn(iso_server::serve(
+        iso_listener,
+        Arc::clone(&engine),
+        Arc::new(spec),
+        config.iso.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracing::info!(
+        iso = %iso_address,
+        http = %http_address,
+        data_dir = %config.data_dir.display(),
+        replayed,
+        "listening"
+    );
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(30), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after 30 s; stopping anyway");
+    }
+    journal.close().await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn window(limit: crate::config::WindowLimit) -> actors::WindowLimit {
+    actors::WindowLimit {
+        count_max: limit.count_max,
+        amount_max: limit.amount_max,
+    }
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "SIGTERM cannot be caught; stop with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

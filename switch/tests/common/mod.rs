@@ -1,0 +1,383 @@
+//! A switch started for a test: its own data directory, free ports, the
+//! shipped development keys, and helpers that speak raw ISO 8583 bytes and
+//! raw HTTP/1.1 to it, as an acquirer and a web client would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::{Message, Mti, Spec};
+
+/// A test configuration: dev mode, small limits a test can reach.
+pub const CONFIG: &str = r#"
+mode = "dev"
+data_dir = "unused"
+
+[iso]
+listen = "127.0.0.1:0"
+spec = "iso87"
+connections_max = 16
+in_flight_max = 32
+idle_timeout_ms = 30000
+
+[http]
+listen = "127.0.0.1:0"
+body_bytes_max = 4096
+
+[vault]
+tokenization_key = "dev:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+active_key_id = 1
+[vault.encryption_keys]
+1 = "dev:202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+
+[shards]
+count = 2
+mailbox_capacity = 1024
+
+[rules]
+amount_max = 1000000
+blocked_bins = [{ from = "400000", to = "400099" }]
+
+[card_limits]
+per_minute = { count_max = 5, amount_max = 200000 }
+per_day = { count_max = 100, amount_max = 1000000 }
+
+[admin]
+api_key_sha256 = "df76ff796f70d2c9cb055ea6280553caa27eda26b70e01082c160de75a05a4a9"
+
+[merchants.ACME0000001]
+api_key_sha256 = "c0b25ce7613e713a8149047fa3a32d050b46602e7231a0eb46e83883823f7b57"
+amount_max_per_transaction = 500000
+
+[merchants.BISTRO00001]
+api_key_sha256 = "55604055569451644cb17df68b8b3e78fdc69f215f581db8450453c2095521f4"
+amount_max_per_transaction = 20000
+allowed_mccs = ["5812", "5814"]
+"#;
+
+pub const ACME_KEY: &str = "dev-merchant-key-acme";
+pub const BISTRO_KEY: &str = "dev-merchant-key-bistro";
+pub const ADMIN_KEY: &str = "dev-admin-key";
+
+/// A running switch process.
+pub struct TestSwitch {
+    child: Child,
+    pub iso: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub config_file: PathBuf,
+    /// Everything the switch wrote to stderr (its logs), for leak scans.
+    pub logs: Arc<Mutex<String>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestSwitch {
+    pub fn start() -> TestSwitch {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut switch = TestSwitch::start_in(dir.path(), &data_dir, CONFIG);
+        switch._dir = Some(dir);
+        switch
+    }
+
+    pub fn start_in(dir: &Path, data_dir: &Path, config: &str) -> TestSwitch {
+        let config_file = dir.join("switch.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
+            .args(["serve", "--config"])
+            .arg(&config_file)
+            .args([
+                "--iso-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            let mut sender = Some(sender);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+                if line.contains("\"listening\"")
+                    && let Some(sender) = sender.take()
+                {
+                    let _ = sender.send(line.clone());
+                }
+            }
+        });
+        let Ok(line) = receiver.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!("the switch did not start: {}", logs.lock().unwrap());
+        };
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let fields = &json["fields"];
+        TestSwitch {
+            child,
+            iso: fields["iso"].as_str().unwrap().parse().unwrap(),
+            http: fields["http"].as_str().unwrap().parse().unwrap(),
+            data_dir: data_dir.to_owned(),
+            config_file,
+            logs,
+            _dir: None,
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+
+    pub fn iso(&self) -> IsoClient {
+        IsoClient::connect(self.iso)
+    }
+
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> HttpReply {
+        http_request(self.http, method, path, key, headers, body)
+    }
+}
+
+impl Drop for TestSwitch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An acquirer's connection.
+pub struct IsoClient {
+    pub stream: TcpStream,
+    spec: Spec,
+}
+
+impl IsoClient {
+    pub fn connect(address: SocketAddr) -> IsoClient {
+        let stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        IsoClient {
+            stream,
+            spec: Spec::iso87().unwrap(),
+        }
+    }
+
+    pub fn send(&mut self, message: &Message) {
+        let mut frame = Vec::new();
+        message.encode_frame(&self.spec, &mut frame).unwrap();
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one framed response; `None` if the switch closed the connection.
+    pub fn receive(&mut self) -> Option<Message> {
+        let mut header = [0u8; 2];
+        if self.stream.read_exact(&mut header).is_err() {
+            return None;
+        }
+        let mut payload = vec![0u8; usize::from(u16::from_be_bytes(header))];
+        self.stream.read_exact(&mut payload).ok()?;
+        Some(Message::decode(&self.spec, &payload).unwrap())
+    }
+
+    pub fn exchange(&mut self, message: &Message) -> Message {
+        self.send(message);
+        self.receive().expect("the switch closed the connection")
+    }
+}
+
+static STAN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// A fresh STAN, so tests never collide on duplicate detection.
+pub fn stan() -> String {
+    let n = STAN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + u32::from(std::process::id() as u16) * 10;
+    format!("{:06}", n % 1_000_000)
+}
+
+/// A 0100 for `pan` and `amount` at ACME0000001's terminal.
+pub fn authorization(pan: &str, amount: u64) -> Message {
+    let mut message = Message::new(Mti::AUTHORIZATION_REQUEST);
+    message
+        .set(2, pan)
+        .set(3, "000000")
+        .set(4, format!("{amount:012}"))
+        .set(7, "1122183000")
+        .set(11, stan())
+        .set(12, "183000")
+        .set(13, "1122")
+        .set(14, "3012")
+        .set(18, "5411")
+        .set(22, "051")
+        .set(37, "532618000042")
+        .set(41, "TERM0001")
+        .set(42, "ACME0000001    ")
+        .set(49, "840");
+    message
+}
+
+pub fn network(code: &str) -> Message {
+    let mut message = Message::new(Mti::NETWORK_MANAGEMENT_REQUEST);
+    message.set(7, "1122183000").set(11, stan()).set(70, code);
+    message
+}
+
+/// A reversal (0400) of `original`, pointing at it with DE90.
+pub fn reversal_of(original: &Message, mti: Mti) -> Message {
+    let mut message = Message::new(mti);
+    for field in [2u8, 3, 4, 7, 12, 13, 37, 41, 42, 49] {
+        if let Some(value) = original.get(field) {
+            message.set(field, value);
+        }
+    }
+    message.set(11, stan());
+    let de90 = format!(
+        "{}{}{}{:011}{:011}",
+        original.mti(),
+        original.get_str(11).unwrap(),
+        original.get_str(7).unwrap(),
+        0,
+        0
+    );
+    message.set(90, de90);
+    message
+}
+
+pub fn code(message: &Message) -> &str {
+    message.get_str(39).unwrap()
+}
+
+/// One HTTP/1.1 exchange over a fresh connection.
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn http_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpReply {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: switch\r\nConnection: close\r\n");
+    if let Some(key) = key {
+        request.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect::<Vec<_>>();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        out.push_str(rest.get(..size).unwrap_or(rest));
+        body = rest.get(size + 2..).unwrap_or("");
+    }
+    out
+}
+
+/// Every byte of every file under `dir`.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}

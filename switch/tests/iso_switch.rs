@@ -1,0 +1,341 @@
+//! An acquirer's view: raw ISO 8583 frames over TCP to a switch started for
+//! the test, on its embedded journal.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::Duration;
+
+use common::*;
+use protocol::Mti;
+
+const VISA: &str = "4111111111111111";
+
+/// Luhn-valid test PANs, one per test, so velocity never crosses tests.
+fn card(seed: u64) -> String {
+    let body = format!("5{:014}", 10_000_000_000_000 + seed * 7919);
+    let digits: Vec<u32> = body.chars().map(|c| c.to_digit(10).unwrap()).collect();
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+#[test]
+fn network_management_is_answered() {
+    let switch = TestSwitch::start();
+    let mut acquirer = switch.iso();
+    for code in ["001", "301", "002"] {
+        let request = network(code);
+        let reply = acquirer.exchange(&request);
+        assert_eq!(reply.mti(), Mti::NETWORK_MANAGEMENT_RESPONSE);
+        assert_eq!(common::code(&reply), "00", "DE70 {code}");
+        assert_eq!(reply.get(11), request.get(11));
+        assert_eq!(reply.get(70), request.get(70));
+    }
+    let reply = acquirer.exchange(&network("999"));
+    assert_eq!(common::code(&reply), "12");
+}
+
+#[test]
+fn authorizations_and_purchases_are_approved_with_echoed_keys() {
+    let switch = TestSwitch::start();
+    let mut acquirer = switch.iso();
+    let request = authorization(VISA, 1250);
+    let reply = acquirer.exchange(&request);
+    assert_eq!(reply.mti(), Mti::AUTHORIZATION_RESPONSE);
+    assert_eq!(common::code(&reply), "00");
+    assert_eq!(reply.get(38).unwrap().len(), 6);
+    for field in [3, 4, 7, 11, 12, 13, 37, 41, 42, 49] {
+        assert_eq!(reply.get(field), request.get(field), "field {field} echoed");
+    }
+    assert!(!reply.has(2), "the PAN is never echoed");
+
+    let mut purchase = authorization(&card(1), 990);
+    purchase.set_mti(Mti::FINANCIAL_REQUEST);
+    let reply = acquirer.exchange(&purchase);
+    assert_eq!(reply.mti(), Mti::FINANCIAL_RESPONSE);
+    assert_eq!(common::code(&reply), "00");
+}
+
+#[test]
+fn every_rule_and_limit_declines_with_its_code() {
+    let switch = TestSwitch::start();
+    let mut acquirer = switch.iso();
+    let cases: Vec<(&str, protocol::Message)> = vec![
+        ("14", authorization("4111111111111112", 100)),
+        ("54", {
+            let mut m = authorization(&card(2), 100);
+            m.set(14, "2001");
+            m
+        }),
+        ("13", authorization(&card(3), 0)),
+        ("13", authorization(&card(4), 1_000_001)),
+        ("57", authorization("4000001234567899", 100)),
+        ("13", {
+            // Over BISTRO00001's 20000 a transaction, within the card's limits.
+            let mut m = authorization(&card(5), 30_000);
+            m.set(42, "BISTRO00001    ").set(18, "5812");
+            m
+        }),
+        ("58", {
+            let mut m = authorization(&card(6), 100);
+            m.set(42, "BISTRO00001    ");
+            m
+        }),
+        ("58", {
+            let mut m = authorization(&card(7), 100);
+            m.set(42, "NOSUCHMERCHANT ");
+            m
+        }),
+    ];
+    for (expected, request) in cases {
+        let reply = acquirer.exchange(&request);
+        assert_eq!(common::code(&reply), expected, "{request:?}");
+        assert!(!reply.has(38), "a decline carries no auth code");
+    }
+}
+
+#[test]
+fn velocity_is_exhausted_and_given_back_once_by_a_reversal() {
+    let switch = TestSwitch::start();
+    let mut acquirer = switch.iso();
+    let pan = card(10);
+    let mut approved = Vec::new();
+    for _ in 0..5 {
+        let request = authorization(&pan, 100);
+        let reply = acquirer.exchange(&request);
+        assert_eq!(common::code(&reply), "00");
+        approved.push(request);
+    }
+    assert_eq!(
+        common::code(&acquirer.exchange(&authorization(&pan, 100))),
+        "65",
+        "the sixth in a minute"
+    );
+
+    // Reverse one: one approval's worth comes back, once.
+    let reversal = reversal_of(&approved[0], Mti::REVERSAL_REQUEST);
+    let reply = acquirer.exchange(&reversal);
+    assert_eq!(reply.mti(), Mti::REVERSAL_RESPONSE);
+    assert_eq!(common::code(&reply), "00");
+    let mut repeat = reversal.clone();
+    repeat.set_mti(Mti::REVERSAL_REQUEST_REPEAT);
+    assert_eq!(
+        common::code(&acquirer.exchange(&repeat)),
+        "00",
+        "a repeated reversal has the same answer"
+    );
+    let mut advice = reversal_of(&approved[0], Mti::REVERSAL_ADVICE);
+    advice.set(39, "68");
+    assert_eq!(
+        acquirer.exchange(&advice).mti(),
+        Mti::REVERSAL_ADVICE_RESPONSE
+    );
+
+    assert_eq!(
+        common::code(&acquirer.exchange(&authorization(&pan, 100))),
+        "00",
+        "room for one more"
+    );
+    assert_eq!(
+        common::code(&acquirer.exchange(&authorization(&pan, 100))),
+        "65",
+        "but not two"
+    );
+
+    // The amount window: 200000 a minute.
+    let other = card(11);
+    assert_eq!(
+        common::code(&acquirer.exchange(&authorization(&other, 150_000))),
+        "00"
+    );
+    assert_eq!(
+        common::code(&acquirer.exchange(&authorization(&other, 60_000))),
+        "61"
+    );
+}
+
+#[test]
+fn a_reversal_of_an_unknown_original_is_acknowledged() {
+    let switch = TestSwitch::start();
+    let mut acquirer = switch.iso();
+    let never_sent = authorization(&card(20), 100);
+    let reply = acquirer.exchange(&reversal_of(&never_sent, Mti::REVERSAL_ADVICE));
+    assert_eq!(reply.mti(), Mti::REVERSAL_ADVICE_RESPONSE);
+    assert_eq!(common::code(&reply), "00");
+}
+
+#[test]
+fn duplicates_get_the_original_answer_and_count_once() {
+    let switch = TestSwitch::start();
+    let mut acquirer = switch.iso();
+    let pan = card(30);
+    let request = authorization(&pan, 100);
+    let first = acquirer.exchange(&request);
+    assert_eq!(common::code(&first), "00");
+    let again = acquirer.exchange(&request);
+    assert_eq!(
+        again.get(38),
+        first.get(38),
+        "a retransmission gets the same auth code"
+    );
+    let mut repeat = request.clone();
+    repeat.set_mti(Mti::AUTHORIZATION_REQUEST_REPEAT);
+    let repeated = acquirer.exchange(&repeat);
+    assert_eq!(repeated.mti(), Mti::AUTHORIZATION_RESPONSE);
+    assert_eq!(repeated.get(38), first.get(38));
+    let mut changed = request.clone();
+    changed.set(4, "000000000200");
+    assert_eq!(common::code(&acquirer.exchange(&changed)), "94");
+    // Counted once: four more fit in the minute's five.
+    for _ in 0..4 {
+        assert_eq!(
+            common::code(&acquirer.exchange(&authorization(&pan, 100))),
+            "00"
+        );
+    }
+    assert_eq!(
+        common::code(&acquirer.exchange(&authorization(&pan, 100))),
+        "65"
+    );
+}
+
+#[test]
+fn many_requests_in_flight_on_one_connection() {
+    let switch = TestSwitch::start();
+    let mut acquirer = switch.iso();
+    let mut sent = HashMap::new();
+    for i in 0..20 {
+        let request = authorization(&card(100 + i), 100 + i);
+        sent.insert(
+            request.get_str(11).unwrap().to_owned(),
+            request.get_str(4).unwrap().to_owned(),
+        );
+        acquirer.send(&request);
+    }
+    for _ in 0..20 {
+        let reply = acquirer.receive().unwrap();
+        let stan = reply.get_str(11).unwrap();
+        assert_eq!(
+            sent.remove(stan).as_deref(),
+            reply.get_str(4),
+            "matched by DE11"
+        );
+        assert_eq!(common::code(&reply), "00");
+    }
+    assert!(sent.is_empty());
+}
+
+#[test]
+fn a_bad_field_gets_30_and_the_connection_stays() {
+    let switch = TestSwitch::start();
+    let mut acquirer = switch.iso();
+    let mut request = authorization(&card(40), 100);
+    request.set(49, "8X0");
+    let reply = acquirer.exchange(&request);
+    assert_eq!(common::code(&reply), "30");
+    assert_eq!(reply.get(11), request.get(11));
+
+    // A field that breaks the codec itself: DE3 with a letter.
+    let mut frame = vec![0x00, 0x12];
+    frame.extend_from_slice(b"0100");
+    frame.extend_from_slice(&[0x20, 0, 0, 0, 0, 0, 0, 0]);
+    frame.extend_from_slice(b"00A000");
+    acquirer.send_raw(&frame);
+    assert_eq!(common::code(&acquirer.receive().unwrap()), "30");
+
+    assert_eq!(
+        common::code(&acquirer.exchange(&network("301"))),
+        "00",
+        "still connected"
+    );
+}
+
+#[test]
+fn an_unframeable_stream_closes_only_its_connection() {
+    let switch = TestSwitch::start();
+    let mut bystander = switch.iso();
+    let mut broken = switch.iso();
+    broken.send_raw(&[0xFF, 0xFF, 0x00]); // 65535 bytes: over the 8192 maximum
+    let mut rest = Vec::new();
+    broken
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let read = broken.stream.read_to_end(&mut rest);
+    assert!(matches!(read, Ok(0)) || read.is_err(), "closed");
+    assert_eq!(
+        common::code(&bystander.exchange(&authorization(&card(50), 100))),
+        "00"
+    );
+}
+
+#[test]
+fn velocity_survives_a_restart_and_the_journal_holds_no_pan() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let pan = card(60);
+    let switch = TestSwitch::start_in(dir.path(), &data_dir, CONFIG);
+    let mut acquirer = switch.iso();
+    for _ in 0..5 {
+        assert_eq!(
+            common::code(&acquirer.exchange(&authorization(&pan, 100))),
+            "00"
+        );
+    }
+    let mut with_track = authorization(&card(61), 100);
+    with_track.set(35, format!("{}=30121010000000000", card(61)));
+    with_track.set(52, [0x11u8, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
+    assert_eq!(common::code(&acquirer.exchange(&with_track)), "00");
+    drop(acquirer);
+    let logs = switch.logs.clone();
+    assert!(switch.stop().success(), "a clean exit on SIGTERM");
+
+    let restarted = TestSwitch::start_in(dir.path(), &data_dir, CONFIG);
+    let mut acquirer = restarted.iso();
+    assert_eq!(
+        common::code(&acquirer.exchange(&authorization(&pan, 100))),
+        "65",
+        "the five approvals before the restart still count"
+    );
+    drop(acquirer);
+    drop(restarted);
+
+    let pin_block = vec![0x11u8, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+    let secrets: Vec<Vec<u8>> = vec![
+        pan.clone().into_bytes(),
+        card(61).into_bytes(),
+        b"30121010000000000".to_vec(),
+        pin_block.clone(),
+        b"1122334455667788".to_vec(),
+    ];
+    let logs = logs.lock().unwrap().clone();
+    for secret in &secrets {
+        let shown = String::from_utf8_lossy(secret).into_owned();
+        for (path, bytes) in files_under(&data_dir) {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_slice());
+            assert!(!found, "{} holds {shown}", path.display());
+        }
+        assert!(
+            !logs
+                .as_bytes()
+                .windows(secret.len())
+                .any(|w| w == secret.as_slice()),
+            "the logs hold {shown}"
+        );
+    }
+}
