@@ -216,6 +216,24 @@ impl Spec {
         self.framing
     }
 
+    /// Lowers or raises the largest frame accepted, within what the length
+    /// header can state and [`FRAME_LENGTH_LIMIT`]; the switch's
+    /// `iso.frame_length_max` setting uses it.
+    pub fn set_frame_length_max(&mut self, frame_length_max: usize) -> Result<(), String> {
+        let capacity = self
+            .framing
+            .length_header
+            .capacity()
+            .min(FRAME_LENGTH_LIMIT);
+        if frame_length_max == 0 || frame_length_max > capacity {
+            return Err(format!(
+                "{frame_length_max} is not within 1..={capacity} for this dialect's length header"
+            ));
+        }
+        self.framing.frame_length_max = frame_length_max;
+        Ok(())
+    }
+
     /// Bytes of fixed header (for example a TPDU) before the MTI.
     pub fn header_length(&self) -> usize {
         self.header_length
@@ -605,6 +623,19 @@ length_encoding = "ascii"
             Spec::resolve("iso87-hex").unwrap(),
             Spec::builtin("iso87-hex").unwrap()
         );
+    }
+
+    #[test]
+    fn the_frame_maximum_can_be_set_within_the_header_capacity() {
+        let mut spec = Spec::builtin("iso87-hex").unwrap();
+        spec.set_frame_length_max(2048).unwrap();
+        assert_eq!(spec.framing().frame_length_max, 2048);
+        assert!(
+            spec.set_frame_length_max(10_000)
+                .unwrap_err()
+                .contains("1..=9999")
+        );
+        assert!(spec.set_frame_length_max(0).is_err());
     }
 
     #[test]

@@ -73,6 +73,8 @@ struct RawIso {
     in_flight_max: usize,
     #[serde(default = "default_idle_timeout_ms")]
     idle_timeout_ms: u64,
+    /// Overrides the dialect's largest frame.
+    frame_length_max: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +215,8 @@ pub struct IsoConfig {
     /// reading from it.
     pub in_flight_max: usize,
     pub idle_timeout_ms: u64,
+    /// Overrides the dialect's largest frame, in bytes after the length header.
+    pub frame_length_max: Option<usize>,
 }
 
 /// The JSON/HTTP listener.
@@ -368,6 +372,11 @@ impl Config {
             in_flight_max: positive("iso.in_flight_max", raw.iso.in_flight_max)?,
             idle_timeout_ms: positive("iso.idle_timeout_ms", raw.iso.idle_timeout_ms as usize)?
                 as u64,
+            frame_length_max: raw
+                .iso
+                .frame_length_max
+                .map(|value| positive("iso.frame_length_max", value))
+                .transpose()?,
         };
         let http = HttpConfig {
             listen: address(

@@ -23,6 +23,9 @@ pub enum IsoCommand {
     Decode(DecodeArgs),
     /// JSON in (a file or stdin), hex out.
     Encode(EncodeArgs),
+    /// Send one message (JSON as `encode` reads it) to a switch and print the
+    /// answer as `decode` does.
+    Send(SendArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,11 +54,71 @@ pub struct EncodeArgs {
     file: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// A built-in dialect (iso87, iso87-hex) or a spec file.
+    #[arg(long, default_value = "iso87", value_name = "NAME|FILE")]
+    spec: String,
+    /// The switch's ISO 8583 listener.
+    #[arg(long, default_value = "127.0.0.1:8583", value_name = "HOST:PORT")]
+    target: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    timeout_ms: u64,
+    /// The message as JSON; stdin if absent or `-`.
+    file: Option<PathBuf>,
+}
+
 pub fn run(command: IsoCommand) -> anyhow::Result<()> {
     match command {
         IsoCommand::Decode(args) => decode(args),
         IsoCommand::Encode(args) => encode(args),
+        IsoCommand::Send(args) => send(args),
     }
+}
+
+fn send(args: SendArgs) -> anyhow::Result<()> {
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let spec = Spec::resolve(&args.spec)?;
+    let input: serde_json::Value =
+        serde_json::from_str(&read_input(args.file.as_ref())?).context("input is not JSON")?;
+    let message = message_from_json(&spec, &input)?;
+    let mut frame = Vec::new();
+    message.encode_frame(&spec, &mut frame)?;
+
+    let mut stream = TcpStream::connect(&args.target)
+        .with_context(|| format!("{}: cannot connect", args.target))?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    stream.set_read_timeout(Some(timeout))?;
+    stream
+        .write_all(&frame)
+        .with_context(|| format!("{}: cannot send", args.target))?;
+
+    // Read until the buffer holds one whole frame.
+    let framing = spec.framing();
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let payload = loop {
+        if let Some((payload, _)) = framing.split(&buffer)? {
+            break payload.to_vec();
+        }
+        let read = stream
+            .read(&mut chunk)
+            .with_context(|| format!("{}: no answer within {} ms", args.target, args.timeout_ms))?;
+        if read == 0 {
+            bail!(
+                "{}: the switch closed the connection without answering",
+                args.target
+            );
+        }
+        buffer.extend_from_slice(chunk.get(..read).unwrap_or_default());
+    };
+    let answer = Message::decode(&spec, &payload).context("the answer")?;
+    write_stdout(&serde_json::to_string_pretty(&message_json(
+        &spec, &answer,
+    ))?)
 }
 
 fn read_input(file: Option<&PathBuf>) -> anyhow::Result<String> {

@@ -317,3 +317,30 @@ fn config_errors_name_the_file_and_the_key() {
         assert!(stderr.contains(expected), "{expected} in {stderr}");
     }
 }
+
+#[test]
+fn a_client_that_sends_no_headers_is_cut_off() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.replace(
+        "body_bytes_max = 4096",
+        "body_bytes_max = 4096\nheader_read_timeout_ms = 300",
+    );
+    let switch = TestSwitch::start_in(dir.path(), &dir.path().join("data"), &config);
+    let mut stream = std::net::TcpStream::connect(switch.http).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = Vec::new();
+    let _ = stream.read_to_end(&mut buffer);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "closed by the header read timeout"
+    );
+    assert_eq!(
+        switch.http("GET", "/health/live", None, &[], "").status,
+        200,
+        "others unaffected"
+    );
+}

@@ -339,3 +339,56 @@ fn velocity_survives_a_restart_and_the_journal_holds_no_pan() {
         );
     }
 }
+
+#[test]
+fn connection_limit_idle_timeout_and_frame_maximum_come_from_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG
+        .replace("connections_max = 16", "connections_max = 2")
+        .replace(
+            "idle_timeout_ms = 30000",
+            "idle_timeout_ms = 700\nframe_length_max = 200",
+        );
+    let switch = TestSwitch::start_in(dir.path(), &dir.path().join("data"), &config);
+
+    let mut first = switch.iso();
+    let mut second = switch.iso();
+    assert_eq!(common::code(&first.exchange(&network("301"))), "00");
+    assert_eq!(common::code(&second.exchange(&network("301"))), "00");
+    let mut third = switch.iso();
+    third
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buffer = [0u8; 1];
+    assert!(
+        matches!(third.stream.read(&mut buffer), Ok(0) | Err(_)),
+        "the third connection is refused"
+    );
+
+    // A frame over iso.frame_length_max (200) closes that connection.
+    first.send_raw(&[0x00, 0xC9]);
+    first
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(
+        matches!(first.stream.read(&mut buffer), Ok(0) | Err(_)),
+        "closed on a 201-byte frame header"
+    );
+
+    // An idle connection is closed after idle_timeout_ms.
+    std::thread::sleep(Duration::from_millis(1200));
+    second
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(
+        matches!(second.stream.read(&mut buffer), Ok(0) | Err(_)),
+        "closed when idle"
+    );
+
+    // Their slots are free again.
+    let mut fresh = switch.iso();
+    assert_eq!(common::code(&fresh.exchange(&network("301"))), "00");
+}
