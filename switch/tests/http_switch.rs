@@ -344,3 +344,133 @@ fn a_client_that_sends_no_headers_is_cut_off() {
         "others unaffected"
     );
 }
+
+#[test]
+fn concurrent_requests_with_one_idempotency_key_make_one_transaction() {
+    let switch = TestSwitch::start();
+    let payload = body("6011111111111117", 900, "ACME0000001");
+    let address = switch.http;
+    let replies: Vec<HttpReply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let payload = payload.clone();
+                scope.spawn(move || {
+                    http_request(
+                        address,
+                        "POST",
+                        "/v1/authorizations",
+                        Some(ACME_KEY),
+                        &[("Idempotency-Key", "race-1")],
+                        &payload,
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created: Vec<&HttpReply> = replies.iter().filter(|r| r.status == 201).collect();
+    assert!(!created.is_empty(), "at least the first one is decided");
+    for reply in &replies {
+        assert!(
+            reply.status == 201 || reply.status == 409,
+            "{} {}",
+            reply.status,
+            reply.body
+        );
+    }
+    let ids: std::collections::HashSet<String> = created
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "one key, one transaction: {ids:?}");
+}
+
+#[test]
+fn both_ingresses_share_one_card_s_limits() {
+    let switch = TestSwitch::start();
+    let pan = "4242424242424242";
+    let mut acquirer = switch.iso();
+    for _ in 0..3 {
+        assert_eq!(code(&acquirer.exchange(&authorization(pan, 100))), "00");
+    }
+    for _ in 0..2 {
+        let reply = switch.http(
+            "POST",
+            "/v1/authorizations",
+            Some(ACME_KEY),
+            &[],
+            &body(pan, 100, "ACME0000001"),
+        );
+        assert_eq!(reply.json()["response_code"], "00");
+    }
+    let sixth = switch.http(
+        "POST",
+        "/v1/authorizations",
+        Some(ACME_KEY),
+        &[],
+        &body(pan, 100, "ACME0000001"),
+    );
+    assert_eq!(
+        sixth.json()["response_code"],
+        "65",
+        "five a minute, whichever way they came"
+    );
+    assert_eq!(code(&acquirer.exchange(&authorization(pan, 100))), "65");
+}
+
+#[test]
+fn card_data_sent_over_http_stays_out_of_the_journal_and_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let switch = TestSwitch::start_in(dir.path(), &data_dir, CONFIG);
+    let pan = "5105105105105100";
+    let good = body(pan, 100, "ACME0000001").replace("\"123\"", "\"987\"");
+    assert_eq!(
+        switch
+            .http("POST", "/v1/authorizations", Some(ACME_KEY), &[], &good)
+            .status,
+        201
+    );
+    // The PAN in the wrong field, and a malformed body: refused, never echoed or logged.
+    let misplaced = good.replace("\"WEB00001\"", &format!("\"{pan}\""));
+    assert_eq!(
+        switch
+            .http(
+                "POST",
+                "/v1/authorizations",
+                Some(ACME_KEY),
+                &[],
+                &misplaced
+            )
+            .status,
+        400
+    );
+    let broken = format!("{{\"pan\":\"{pan}\",\"expiry\":");
+    assert_eq!(
+        switch
+            .http("POST", "/v1/authorizations", Some(ACME_KEY), &[], &broken)
+            .status,
+        400
+    );
+    let logs = switch.logs.clone();
+    assert!(switch.stop().success());
+    let logs = logs.lock().unwrap().clone();
+    for secret in [pan, "987"] {
+        if secret.len() > 3 {
+            assert!(!logs.contains(secret), "logs hold {secret}");
+        }
+        for (path, bytes) in files_under(&data_dir) {
+            let needle = format!("\"cvv\":\"{secret}\"");
+            assert!(
+                !bytes.windows(pan.len()).any(|w| w == pan.as_bytes()),
+                "{} holds the PAN",
+                path.display()
+            );
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds the CVV",
+                path.display()
+            );
+        }
+    }
+}
