@@ -570,3 +570,140 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../../config/switch.toml");
+
+    fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("switch.toml"), &Overrides::default(), env)
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_shipped_configuration_loads() {
+        let config = parse(SHIPPED, &no_env).unwrap();
+        assert_eq!(config.mode, Mode::Dev);
+        assert_eq!(config.iso.listen.to_string(), "127.0.0.1:8583");
+        assert_eq!(config.merchants.len(), 2);
+        assert_eq!(config.card_limits[0].count_max, Some(5));
+        assert!(config.admin_key_sha256.is_some());
+        assert_eq!(
+            format!("{:?}", config.vault),
+            "VaultSecrets { active_key_id: 1, keys: [1], [redacted] }"
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let overrides = Overrides {
+            iso_listen: Some("127.0.0.1:0".to_owned()),
+            http_listen: Some("127.0.0.1:9".to_owned()),
+            data_dir: Some(PathBuf::from("/tmp/node-2")),
+        };
+        let config = Config::parse(SHIPPED, Path::new("switch.toml"), &overrides, &no_env).unwrap();
+        assert_eq!(config.iso.listen.port(), 0);
+        assert_eq!(config.http.listen.port(), 9);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/node-2"));
+    }
+
+    #[test]
+    fn production_takes_keys_from_the_environment_only() {
+        let production = SHIPPED.replace("mode = \"dev\"", "mode = \"production\"");
+        let error = parse(&production, &no_env).unwrap_err().to_string();
+        assert!(
+            error.starts_with("switch.toml: vault.encryption_keys.1: a `dev:` key is refused"),
+            "{error}"
+        );
+
+        let from_env = production
+            .replace(
+                "\"dev:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"",
+                "\"env:SWITCH_TOKENIZATION_KEY\"",
+            )
+            .replace(
+                "\"dev:202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f\"",
+                "\"env:SWITCH_VAULT_KEY_1\"",
+            );
+        let error = parse(&from_env, &no_env).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "switch.toml: vault.encryption_keys.1: environment variable SWITCH_VAULT_KEY_1 is not set"
+        );
+        let env = |name: &str| match name {
+            "SWITCH_TOKENIZATION_KEY" => Some("ab".repeat(32)),
+            "SWITCH_VAULT_KEY_1" => Some("cd".repeat(32)),
+            _ => None,
+        };
+        let config = parse(&from_env, &env).unwrap();
+        assert_eq!(config.vault.tokenization_key, [0xAB; 32]);
+        let short = |name: &str| {
+            (name == "SWITCH_VAULT_KEY_1")
+                .then(|| "cd".to_owned())
+                .or_else(|| env(name))
+        };
+        let error = parse(&from_env, &short).unwrap_err().to_string();
+        assert!(error.contains("must be 64 hex digits"), "{error}");
+        let literal = production.replace("\"dev:2021", "\"2021");
+        assert!(
+            parse(&literal, &no_env)
+                .unwrap_err()
+                .to_string()
+                .contains("keys are never written in the file")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (from, to, key) in [
+            (
+                "listen = \"127.0.0.1:8583\"",
+                "listen = \"localhost\"",
+                "iso.listen",
+            ),
+            (
+                "connections_max = 1024",
+                "connections_max = 0",
+                "iso.connections_max",
+            ),
+            (
+                "active_key_id = 1",
+                "active_key_id = 2",
+                "vault.active_key_id",
+            ),
+            (
+                "{ from = \"400000\", to = \"400099\" }",
+                "{ from = \"4000\", to = \"400099\" }",
+                "rules.blocked_bins[0]",
+            ),
+            (
+                "allowed_mccs = [\"5812\", \"5814\"]",
+                "allowed_mccs = [\"58\"]",
+                "merchants.BISTRO00001.allowed_mccs",
+            ),
+            (
+                "[merchants.BISTRO00001]",
+                "[merchants.BISTRO00001_TOO_LONG]",
+                "merchants.BISTRO00001_TOO_LONG",
+            ),
+        ] {
+            assert!(SHIPPED.contains(from), "{from}");
+            let error = parse(&SHIPPED.replace(from, to), &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(&format!("switch.toml: {key}: ")),
+                "{key}: {error}"
+            );
+        }
+        let typo = parse(&SHIPPED.replace("[shards]", "[shard]"), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("unknown field `shard`"), "{typo}");
+    }
+}
