@@ -85,6 +85,26 @@ struct DuplicateKey {
     transmitted_at: Option<iso::TransmissionTime>,
 }
 
+/// A request's place in the in-flight map, from its duplicate check to its
+/// answer. Dropping it, answered or not (a cancelled task), frees the keys.
+struct InFlightSlot<'a> {
+    engine: &'a Engine,
+    key: DuplicateKey,
+    sender: watch::Sender<Option<CardOutcome>>,
+}
+
+impl Drop for InFlightSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut in_flight) = self.engine.in_flight.lock()
+            && in_flight
+                .get(&self.key)
+                .is_some_and(|receiver| receiver.same_channel(&self.sender.subscribe()))
+        {
+            in_flight.remove(&self.key);
+        }
+    }
+}
+
 /// The shared path of both ingresses.
 pub struct Engine {
     metrics: Arc<Metrics>,
@@ -278,13 +298,21 @@ impl Engine {
                         None => {
                             let (sender, receiver) = watch::channel(None);
                             in_flight.insert(key, receiver);
-                            publisher = Some(sender);
+                            publisher = Some(InFlightSlot {
+                                engine: self,
+                                key,
+                                sender,
+                            });
                             None
                         }
                     }
                 };
                 let Some(mut receiver) = waiting else { break };
-                let _ = receiver.wait_for(Option::is_some).await;
+                // An error means the first request ended without an answer
+                // (its task was cancelled); its slot is gone, so look again.
+                if receiver.wait_for(Option::is_some).await.is_err() {
+                    continue;
+                }
                 let first = receiver.borrow().clone();
                 if let Some(first) = first {
                     return self.answer_duplicate(first, token, authorization.amount);
@@ -323,7 +351,7 @@ impl Engine {
                         created_at_ms: original.created_at_ms,
                     };
                     let outcome = self.answer_duplicate(first, token, authorization.amount);
-                    self.finish_in_flight(duplicate_key, publisher, &outcome);
+                    self.finish_in_flight(publisher, &outcome);
                     return outcome;
                 }
                 Ok(_) => {}
@@ -334,7 +362,7 @@ impl Engine {
                         token,
                         DeclineReason::JournalUnavailable,
                     );
-                    self.finish_in_flight(duplicate_key, publisher, &outcome);
+                    self.finish_in_flight(publisher, &outcome);
                     return outcome;
                 }
             }
@@ -468,7 +496,7 @@ impl Engine {
             }
         }
         let _ = received_at;
-        self.finish_in_flight(duplicate_key, publisher, &outcome);
+        self.finish_in_flight(publisher, &outcome);
         outcome
     }
 
@@ -485,17 +513,11 @@ impl Engine {
             .await;
     }
 
-    fn finish_in_flight(
-        &self,
-        key: Option<DuplicateKey>,
-        publisher: Option<watch::Sender<Option<CardOutcome>>>,
-        outcome: &CardOutcome,
-    ) {
-        if let (Some(key), Some(publisher)) = (key, publisher) {
-            let _ = publisher.send(Some(outcome.clone()));
-            if let Ok(mut in_flight) = self.in_flight.lock() {
-                in_flight.remove(&key);
-            }
+    /// Hands the answer to any retransmission waiting on these keys; the
+    /// slot's drop then frees them.
+    fn finish_in_flight(&self, publisher: Option<InFlightSlot<'_>>, outcome: &CardOutcome) {
+        if let Some(publisher) = publisher {
+            let _ = publisher.sender.send(Some(outcome.clone()));
         }
     }
 

@@ -392,3 +392,35 @@ fn connection_limit_idle_timeout_and_frame_maximum_come_from_config() {
     let mut fresh = switch.iso();
     assert_eq!(common::code(&fresh.exchange(&network("301"))), "00");
 }
+
+#[test]
+fn simultaneous_retransmissions_are_decided_once() {
+    let switch = TestSwitch::start();
+    let pan = card(70);
+    let request = authorization(&pan, 100);
+    let mut acquirers: Vec<IsoClient> = (0..4).map(|_| switch.iso()).collect();
+    for acquirer in &mut acquirers {
+        acquirer.send(&request);
+    }
+    let auth_codes: std::collections::HashSet<Vec<u8>> = acquirers
+        .iter_mut()
+        .map(|acquirer| {
+            let reply = acquirer.receive().unwrap();
+            assert_eq!(common::code(&reply), "00");
+            reply.get(38).unwrap().to_vec()
+        })
+        .collect();
+    assert_eq!(auth_codes.len(), 1, "one decision, one auth code");
+    let acquirer = &mut acquirers[0];
+    for _ in 0..4 {
+        assert_eq!(
+            common::code(&acquirer.exchange(&authorization(&pan, 100))),
+            "00"
+        );
+    }
+    assert_eq!(
+        common::code(&acquirer.exchange(&authorization(&pan, 100))),
+        "65",
+        "counted once"
+    );
+}
