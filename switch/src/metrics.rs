@@ -155,9 +155,8 @@ impl Metrics {
         }
     }
 
-    /// Percentiles of every stage and channel.
-    pub fn percentiles(&self) -> Vec<Percentiles> {
-        let mut out = Vec::new();
+    /// Calls `each` with every channel's and stage's histogram, locked.
+    fn each_histogram(&self, mut each: impl FnMut(Channel, Stage, &Histogram<u64>)) {
         for channel in CHANNELS {
             for stage in STAGES {
                 let Some(cell) = self
@@ -167,19 +166,28 @@ impl Metrics {
                 else {
                     continue;
                 };
-                let Ok(histogram) = cell.lock() else { continue };
-                out.push(Percentiles {
-                    channel: channel.as_str(),
-                    stage: stage.as_str(),
-                    count: histogram.len(),
-                    p50_us: histogram.value_at_quantile(0.5),
-                    p90_us: histogram.value_at_quantile(0.9),
-                    p99_us: histogram.value_at_quantile(0.99),
-                    p999_us: histogram.value_at_quantile(0.999),
-                    max_us: histogram.max(),
-                });
+                if let Ok(histogram) = cell.lock() {
+                    each(channel, stage, &histogram);
+                }
             }
         }
+    }
+
+    /// Percentiles of every stage and channel.
+    pub fn percentiles(&self) -> Vec<Percentiles> {
+        let mut out = Vec::new();
+        self.each_histogram(|channel, stage, histogram| {
+            out.push(Percentiles {
+                channel: channel.as_str(),
+                stage: stage.as_str(),
+                count: histogram.len(),
+                p50_us: histogram.value_at_quantile(0.5),
+                p90_us: histogram.value_at_quantile(0.9),
+                p99_us: histogram.value_at_quantile(0.99),
+                p999_us: histogram.value_at_quantile(0.999),
+                max_us: histogram.max(),
+            });
+        });
         out
     }
 
@@ -192,43 +200,33 @@ impl Metrics {
             "# HELP switch_stage_seconds Latency of each stage of a request, per channel."
         );
         let _ = writeln!(out, "# TYPE switch_stage_seconds histogram");
-        for channel in CHANNELS {
-            for stage in STAGES {
-                let Some(cell) = self
-                    .latency_us
-                    .get(channel_index(channel))
-                    .and_then(|row| row.get(stage.index()))
-                else {
-                    continue;
-                };
-                let Ok(histogram) = cell.lock() else { continue };
-                let labels = format!(
-                    "channel=\"{}\",stage=\"{}\"",
-                    channel.as_str(),
-                    stage.as_str()
-                );
-                for bound in BUCKETS_S {
-                    let bound_us = (bound * 1_000_000.0) as u64;
-                    let count = histogram.count_between(0, bound_us);
-                    let _ = writeln!(
-                        out,
-                        "switch_stage_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
-                    );
-                }
+        self.each_histogram(|channel, stage, histogram| {
+            let labels = format!(
+                "channel=\"{}\",stage=\"{}\"",
+                channel.as_str(),
+                stage.as_str()
+            );
+            for bound in BUCKETS_S {
+                let bound_us = (bound * 1_000_000.0) as u64;
+                let count = histogram.count_between(0, bound_us);
                 let _ = writeln!(
                     out,
-                    "switch_stage_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                    histogram.len()
-                );
-                let sum_s = histogram.mean() * histogram.len() as f64 / 1_000_000.0;
-                let _ = writeln!(out, "switch_stage_seconds_sum{{{labels}}} {sum_s}");
-                let _ = writeln!(
-                    out,
-                    "switch_stage_seconds_count{{{labels}}} {}",
-                    histogram.len()
+                    "switch_stage_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
                 );
             }
-        }
+            let _ = writeln!(
+                out,
+                "switch_stage_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                histogram.len()
+            );
+            let sum_s = histogram.mean() * histogram.len() as f64 / 1_000_000.0;
+            let _ = writeln!(out, "switch_stage_seconds_sum{{{labels}}} {sum_s}");
+            let _ = writeln!(
+                out,
+                "switch_stage_seconds_count{{{labels}}} {}",
+                histogram.len()
+            );
+        });
         let _ = writeln!(
             out,
             "# HELP switch_responses_total Responses sent, by channel and DE39 code."
