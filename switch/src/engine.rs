@@ -184,9 +184,10 @@ impl Engine {
         &self.journal
     }
 
-    /// Ready once the journal is open and velocity is replayed.
+    /// Ready once the journal is open and velocity is replayed, and for as
+    /// long as the journal's writer is taking records.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.journal.is_running()
     }
 
     pub fn set_ready(&self) {

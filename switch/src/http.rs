@@ -718,7 +718,7 @@ async fn ready(State(state): State<Arc<HttpState>>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "starting: journal replay not finished\n",
+            "not ready: starting (journal replay) or the journal writer has stopped\n",
         )
             .into_response()
     }
