@@ -158,6 +158,9 @@ pub struct AcquirerKeys {
     pub stan: Stan,
     pub rrn: Option<Rrn>,
     pub transmitted_at: Option<TransmissionTime>,
+    /// The acquirer marked the request a repeat (0101, 0201, 0401, 0421):
+    /// it sent the original and got no answer.
+    pub repeat: bool,
 }
 
 /// A card request, from either ingress.

@@ -56,6 +56,8 @@ struct RawConfig {
     #[serde(default)]
     card_limits: RawCardLimits,
     #[serde(default)]
+    duplicates: RawDuplicates,
+    #[serde(default)]
     admin: Option<RawAdmin>,
     #[serde(default)]
     merchants: BTreeMap<String, RawMerchant>,
@@ -155,6 +157,31 @@ struct RawCardLimits {
 struct RawWindowLimit {
     count_max: Option<u32>,
     amount_max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDuplicates {
+    #[serde(default = "default_duplicate_window_ms")]
+    window_ms: u64,
+    #[serde(default = "default_duplicate_entries_max")]
+    entries_max: usize,
+}
+
+impl Default for RawDuplicates {
+    fn default() -> RawDuplicates {
+        RawDuplicates {
+            window_ms: default_duplicate_window_ms(),
+            entries_max: default_duplicate_entries_max(),
+        }
+    }
+}
+
+fn default_duplicate_window_ms() -> u64 {
+    120_000
+}
+fn default_duplicate_entries_max() -> usize {
+    1_000_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -307,6 +334,10 @@ pub struct Config {
     pub amount_max: Amount,
     pub blocked_bins: Vec<BinRange>,
     pub card_limits: [WindowLimit; 3],
+    /// How long answered ISO requests are remembered in memory for
+    /// recognizing retransmissions, and how many at most.
+    pub duplicate_window_ms: u64,
+    pub duplicate_entries_max: usize,
     /// SHA-256 of the admin credential.
     pub admin_key_sha256: Option<[u8; 32]>,
     pub merchants: Vec<MerchantConfig>,
@@ -561,6 +592,11 @@ impl Config {
                 window("card_limits.per_hour", raw.card_limits.per_hour)?,
                 window("card_limits.per_day", raw.card_limits.per_day)?,
             ],
+            duplicate_window_ms: positive(
+                "duplicates.window_ms",
+                raw.duplicates.window_ms as usize,
+            )? as u64,
+            duplicate_entries_max: positive("duplicates.entries_max", raw.duplicates.entries_max)?,
             admin_key_sha256: raw
                 .admin
                 .as_ref()

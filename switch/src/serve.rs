@@ -145,6 +145,10 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
         shards.clone(),
         journal.clone(),
         store.clone(),
+        crate::engine::DuplicateSettings {
+            window_ms: config.duplicate_window_ms,
+            entries_max: config.duplicate_entries_max,
+        },
     ));
 
     let iso_listener = TcpListener::bind(config.iso.listen)
@@ -187,6 +191,10 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
     for restore in restores {
         shards.restore(restore).await;
     }
+    engine
+        .check_journal_for_duplicates_after_restart()
+        .await
+        .context("duplicate window after restart")?;
     engine.set_ready();
     tracker.spawn(iso_server::serve(
         iso_listener,
