@@ -161,6 +161,24 @@ pub struct DuplicateSettings {
     pub entries_max: usize,
 }
 
+/// What an engine is built from.
+pub struct EngineParts {
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub rules: RuleConfig,
+    pub vault: Vault,
+    pub shards: Shards,
+    pub journal: Journal,
+    pub store: SqliteStore,
+    pub duplicates: DuplicateSettings,
+}
+
+impl std::fmt::Debug for EngineParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineParts").finish_non_exhaustive()
+    }
+}
+
 /// The shared path of both ingresses.
 pub struct Engine {
     metrics: Arc<Metrics>,
@@ -207,16 +225,17 @@ fn auth_code() -> AuthCode {
 }
 
 impl Engine {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        clock: Arc<dyn Clock>,
-        rules: RuleConfig,
-        vault: Vault,
-        shards: Shards,
-        journal: Journal,
-        store: SqliteStore,
-        duplicates: DuplicateSettings,
-    ) -> Engine {
+    pub fn new(parts: EngineParts) -> Engine {
+        let EngineParts {
+            metrics,
+            clock,
+            rules,
+            vault,
+            shards,
+            journal,
+            store,
+            duplicates,
+        } = parts;
         Engine {
             metrics,
             clock,

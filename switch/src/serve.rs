@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use std::path::PathBuf;
 
 use crate::config::{Config, Overrides};
-use crate::engine::Engine;
+use crate::engine::{DuplicateSettings, Engine, EngineParts};
 use crate::http::{self, HttpState};
 use crate::iso_server;
 use crate::metrics::Metrics;
@@ -137,19 +137,19 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
     };
 
     let metrics = Arc::new(Metrics::default());
-    let engine = Arc::new(Engine::new(
-        Arc::clone(&metrics),
-        Arc::clone(&clock),
+    let engine = Arc::new(Engine::new(EngineParts {
+        metrics: Arc::clone(&metrics),
+        clock: Arc::clone(&clock),
         rules,
         vault,
-        shards.clone(),
-        journal.clone(),
-        store.clone(),
-        crate::engine::DuplicateSettings {
+        shards: shards.clone(),
+        journal: journal.clone(),
+        store: store.clone(),
+        duplicates: DuplicateSettings {
             window_ms: config.duplicate_window_ms,
             entries_max: config.duplicate_entries_max,
         },
-    ));
+    }));
 
     let iso_listener = TcpListener::bind(config.iso.listen)
         .await
