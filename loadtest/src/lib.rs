@@ -1,9 +1,51 @@
-//! The switch's own load tester, for perf engineers.
+//! The switch's own load tester, for perf engineers: open-loop, constant-rate
+//! ISO 8583 and JSON/HTTP load whose latencies are taken from each request's
+//! intended send time (no coordinated omission), HdrHistogram percentiles,
+//! `.hlog` interval logs, plots, and the servers to compare a switch with.
 //!
-//! This crate will hold the `loadtest` binary: an open-loop, constant-rate
-//! driver for ISO 8583 over TCP and for the JSON API, whose latencies are taken
-//! from each request's intended send time and recorded in HdrHistograms (no
-//! coordinated omission); the echo server that gives the machine's own limit as
-//! a baseline; an issuer simulator; and the reports (table, JSON, `.hlog`
-//! interval logs, plots). Requests are built with the same `protocol` codec the
-//! switch uses.
+//! The modules, in the order a run flows through them:
+//!
+//! - [`cli`]: flags, checked into a [`run::RunConfig`] or a server
+//!   configuration; one-line errors that name the flag.
+//! - [`workload`]: what request number `i` is (type, card, amount,
+//!   merchant), a pure function of `--seed` and `i`; Luhn-valid PANs.
+//! - [`rng`]: the seeded generator, Zipf and normal samplers behind it.
+//! - [`schedule`]: when request `i` is intended, and the pacer thread that
+//!   wakes connections on time, finer than tokio's millisecond timer.
+//! - [`run`]: connects, starts the connections and the pacer, and once a
+//!   second harvests what they measured into the totals, the `.hlog`, the
+//!   ack log and the progress line.
+//! - [`connection`]: one connection's loop: send what is due, match
+//!   responses, time out, reconnect; the protocol is a [`connection::Dialogue`].
+//! - [`iso`] and [`http`]: the two dialogues. ISO 8583 requests are built
+//!   with the switch's own `protocol` codec and matched by DE11 (and DE41);
+//!   HTTP/1.1 is pipelined and matched in order. [`http`] also fetches the
+//!   switch's `/admin/latency`.
+//! - [`clock`]: DE7/DE12/DE13 from the wall clock.
+//! - [`stats`]: the histograms and counts, recorded per shard of connections.
+//! - [`report`]: the end-of-run table and the `--report` JSON;
+//!   [`plot`]: the `--plot` SVG.
+//! - [`echo`] and [`issuer`]: `loadtest echo` (the same frames echoed, the
+//!   machine's own limit) and `loadtest issuer` (an issuer host simulator).
+//! - [`bench`]: `loadtest bench`, the echo baselines and the switch measured
+//!   in one run, as ratios.
+//! - [`error`]: [`Error`], one line naming the flag, target or file.
+
+pub mod bench;
+pub mod cli;
+pub mod clock;
+pub mod connection;
+pub mod echo;
+pub mod error;
+pub mod http;
+pub mod iso;
+pub mod issuer;
+pub mod plot;
+pub mod report;
+pub mod rng;
+pub mod run;
+pub mod schedule;
+pub mod stats;
+pub mod workload;
+
+pub use error::Error;

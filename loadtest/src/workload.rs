@@ -234,10 +234,16 @@ impl Workload {
             return Err(Error::flag("cards", "must be at least 1"));
         }
         if !zipf_exponent.is_finite() || !(0.0..=10.0).contains(&zipf_exponent) {
-            return Err(Error::flag("zipf", "must be a number from 0 (uniform) to 10"));
+            return Err(Error::flag(
+                "zipf",
+                "must be a number from 0 (uniform) to 10",
+            ));
         }
         if !(0.0..=1.0).contains(&invalid_fraction) {
-            return Err(Error::flag("invalid-cards", "must be a fraction from 0 to 1"));
+            return Err(Error::flag(
+                "invalid-cards",
+                "must be a fraction from 0 to 1",
+            ));
         }
         if merchants.is_empty() {
             return Err(Error::flag("merchants", "name at least one merchant"));
@@ -431,7 +437,10 @@ mod tests {
         assert!(Mix::parse("0100=1,0300=1").is_err());
         assert!(Mix::parse("0100=0").is_err());
         assert_eq!(
-            Mix::parse("0800=1,0100=3").unwrap().kinds().collect::<Vec<_>>(),
+            Mix::parse("0800=1,0100=3")
+                .unwrap()
+                .kinds()
+                .collect::<Vec<_>>(),
             vec![Kind::Authorization, Kind::Network]
         );
         let mut rng = SplitMix64::new(1);

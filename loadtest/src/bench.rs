@@ -1,0 +1,451 @@
+//! `loadtest bench`: the whole comparison in one command, on this machine,
+//! in one run (DESIGN.md, "Performance is measured against the machine
+//! itself"). It starts `loadtest echo` and the switch (its embedded default,
+//! a fresh data directory) as child processes, and measures with the same
+//! frames, connections and CPUs:
+//!
+//! - `E_rr`, `E_pipe`: echo peak, one and `--in-flight` requests outstanding
+//!   per connection (closed loop);
+//! - `S_rr`, `S_pipe`: the switch's peak the same two ways, every answer
+//!   durable;
+//! - open-loop latency at 50% and 80% of `S_pipe`.
+//!
+//! and prints the ratios. `--markdown FILE` writes the figures as a section
+//! for `docs/BENCHMARKS.md`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::Spec;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::report::{Percentiles, format_ns};
+use crate::run::{self, ProgressMode, RunConfig, RunResult, Target};
+use crate::workload::Workload;
+
+/// What `loadtest bench` needs.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The `switch` executable.
+    pub switch: PathBuf,
+    /// The switch configuration file.
+    pub config: PathBuf,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub connections: u64,
+    pub in_flight: usize,
+    pub workload: Workload,
+    pub progress: ProgressMode,
+}
+
+/// One measurement of the bench.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub name: String,
+    pub target: &'static str,
+    /// `null` in closed loop.
+    pub rate_offered: Option<f64>,
+    pub in_flight: usize,
+    pub rate_achieved: f64,
+    pub latency_us: Percentiles,
+    pub timeouts: u64,
+    pub errors: u64,
+    pub approved: u64,
+    pub declined: u64,
+}
+
+/// Everything `loadtest bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub machine: String,
+    pub version: &'static str,
+    pub connections: u64,
+    pub duration_s: f64,
+    pub measurements: Vec<Measurement>,
+    /// `S_rr / E_rr`.
+    pub ratio_rr: f64,
+    /// `S_pipe / E_pipe`.
+    pub ratio_pipe: f64,
+}
+
+/// A child server, killed when dropped.
+struct ChildServer {
+    child: Child,
+    name: String,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `command` and waits up to 60 s for `find` to pick the addresses
+/// out of one of its output lines (stdout for `loadtest echo`, stderr for
+/// the switch's JSON log).
+fn start_child(
+    mut command: Command,
+    name: &str,
+    from_stderr: bool,
+    find: fn(&str) -> Option<Vec<String>>,
+) -> Result<(ChildServer, Vec<String>), Error> {
+    let failed = |reason: String| Error::Child {
+        program: name.to_owned(),
+        reason,
+    };
+    command.stdin(Stdio::null());
+    if from_stderr {
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+    } else {
+        command.stdout(Stdio::piped()).stderr(Stdio::null());
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| failed(format!("cannot start: {e}")))?;
+    let output: Box<dyn std::io::Read + Send> = match (child.stdout.take(), child.stderr.take()) {
+        (Some(out), _) if !from_stderr => Box::new(out),
+        (_, Some(err)) => Box::new(err),
+        _ => return Err(failed("no output to read".to_owned())),
+    };
+    let server = ChildServer {
+        child,
+        name: name.to_owned(),
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sender = Some(sender);
+        // Keep reading to the end, so the child never blocks on a full pipe.
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if let Some(found) = find(&line)
+                && let Some(sender) = sender.take()
+            {
+                let _ = sender.send(found);
+            }
+        }
+    });
+    match receiver.recv_timeout(Duration::from_secs(60)) {
+        Ok(addresses) => Ok((server, addresses)),
+        Err(_) => Err(failed(format!(
+            "{} did not say where it listens within 60 s",
+            server.name
+        ))),
+    }
+}
+
+fn echo_address(line: &str) -> Option<Vec<String>> {
+    line.strip_prefix("listening on ")
+        .map(|a| vec![a.trim().to_owned()])
+}
+
+fn switch_addresses(line: &str) -> Option<Vec<String>> {
+    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = &json["fields"];
+    if fields["message"] != "listening" {
+        return None;
+    }
+    Some(vec![
+        fields["iso"].as_str()?.to_owned(),
+        fields["http"].as_str()?.to_owned(),
+    ])
+}
+
+/// The `switch` beside this executable (both are built into one target
+/// directory).
+pub fn sibling_switch() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let switch = exe
+        .parent()?
+        .join(format!("switch{}", std::env::consts::EXE_SUFFIX));
+    switch.exists().then_some(switch)
+}
+
+/// The machine, for the record: CPU model and count, kernel.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default();
+    format!("{cores} x {cpu}, Linux {kernel}")
+}
+
+fn measurement(
+    name: &str,
+    target: &'static str,
+    config: &RunConfig,
+    result: &RunResult,
+) -> Measurement {
+    let counts = result.totals.counts_all();
+    let outcomes = result.totals.outcomes_all();
+    let approved = outcomes
+        .iter()
+        .filter(|(o, _)| o.is_approved())
+        .map(|(_, n)| n)
+        .sum();
+    Measurement {
+        name: name.to_owned(),
+        target,
+        rate_offered: config.rate,
+        in_flight: config.in_flight,
+        rate_achieved: (counts.received as f64 / config.duration.as_secs_f64() * 10.0).round()
+            / 10.0,
+        latency_us: Percentiles::of(&result.totals.latency_all()),
+        timeouts: counts.timeouts + counts.dropped,
+        errors: counts.errors,
+        approved,
+        declined: counts.received - approved,
+    }
+}
+
+/// Runs the bench.
+pub fn bench(config: &BenchConfig) -> Result<BenchReport, Error> {
+    let exe = std::env::current_exe().map_err(Error::Start)?;
+    let mut echo = Command::new(&exe);
+    echo.args(["echo", "--listen", "127.0.0.1:0"]);
+    let (echo_server, echo_addresses) = start_child(echo, "loadtest echo", false, echo_address)?;
+
+    let data_dir = std::env::temp_dir().join(format!(
+        "loadtest-bench-{}-{}",
+        std::process::id(),
+        crate::iso::run_tag() % 1_000_000
+    ));
+    let mut switch = Command::new(&config.switch);
+    switch
+        .args(["serve", "--config"])
+        .arg(&config.config)
+        .args([
+            "--iso-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env("RUST_LOG", "info");
+    let switch_name = config.switch.display().to_string();
+    let started = start_child(switch, &switch_name, true, switch_addresses);
+    let result = started.and_then(|(switch_server, switch_addresses)| {
+        let report = measure_all(config, &echo_addresses, &switch_addresses);
+        drop(switch_server);
+        report
+    });
+    drop(echo_server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+fn measure_all(
+    config: &BenchConfig,
+    echo: &[String],
+    switch: &[String],
+) -> Result<BenchReport, Error> {
+    let spec = Arc::new(Spec::iso87()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Start)?;
+    let target = |address: &str| Target::Iso {
+        address: address.to_owned(),
+        spec: Arc::clone(&spec),
+    };
+    let run_config = |address: &str, rate: Option<f64>, in_flight: usize| RunConfig {
+        target: target(address),
+        rate,
+        duration: config.duration,
+        warmup: config.warmup,
+        connections: config.connections,
+        in_flight,
+        timeout: Duration::from_secs(5),
+        workload: config.workload.clone(),
+        progress: config.progress,
+        ack_log: None,
+        hlog: None,
+    };
+    let echo_address = echo.first().map(String::as_str).unwrap_or_default();
+    let switch_address = switch.first().map(String::as_str).unwrap_or_default();
+    let mut measurements = Vec::new();
+    let mut measure = |name: &str, which: &'static str, c: RunConfig| -> Result<f64, Error> {
+        eprintln!("{name}: {} ...", describe(&c));
+        let result = runtime.block_on(run::run(&c))?;
+        let m = measurement(name, which, &c, &result);
+        eprintln!(
+            "{name}: {:.1} req/s, p50 {}, p99 {}",
+            m.rate_achieved,
+            format_ns((m.latency_us.p50 * 1e3) as u64),
+            format_ns((m.latency_us.p99 * 1e3) as u64)
+        );
+        let rate = m.rate_achieved;
+        measurements.push(m);
+        Ok(rate)
+    };
+    let e_rr = measure("E_rr", "echo", run_config(echo_address, None, 1))?;
+    let e_pipe = measure(
+        "E_pipe",
+        "echo",
+        run_config(echo_address, None, config.in_flight),
+    )?;
+    let s_rr = measure("S_rr", "switch", run_config(switch_address, None, 1))?;
+    let s_pipe = measure(
+        "S_pipe",
+        "switch",
+        run_config(switch_address, None, config.in_flight),
+    )?;
+    for share in [0.5, 0.8] {
+        let rate = (s_pipe * share).max(1.0).round();
+        measure(
+            &format!("S_open_{:.0}", share * 100.0),
+            "switch",
+            run_config(switch_address, Some(rate), config.in_flight),
+        )?;
+    }
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            (a / b * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        }
+    };
+    Ok(BenchReport {
+        machine: machine(),
+        version: env!("CARGO_PKG_VERSION"),
+        connections: config.connections,
+        duration_s: config.duration.as_secs_f64(),
+        measurements,
+        ratio_rr: ratio(s_rr, e_rr),
+        ratio_pipe: ratio(s_pipe, e_pipe),
+    })
+}
+
+fn describe(c: &RunConfig) -> String {
+    format!(
+        "{} for {:?}, {} connections x {} in flight",
+        c.rate
+            .map_or("closed loop".to_owned(), |r| format!("{r} req/s")),
+        c.duration,
+        c.connections,
+        c.in_flight
+    )
+}
+
+impl BenchReport {
+    /// The figures as a table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "loadtest bench on {} · {} connections · {}s per measurement\n\n",
+            self.machine, self.connections, self.duration_s
+        ));
+        out.push_str(&format!(
+            "{:<11} {:<7} {:>12} {:>10} {:>12} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}\n",
+            "measure",
+            "target",
+            "offered/s",
+            "in flight",
+            "achieved/s",
+            "p50",
+            "p99",
+            "p99.9",
+            "max",
+            "timeouts",
+            "approved"
+        ));
+        for m in &self.measurements {
+            let l = &m.latency_us;
+            let us = |v: f64| format_ns((v * 1e3) as u64);
+            out.push_str(&format!(
+                "{:<11} {:<7} {:>12} {:>10} {:>12.1} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}\n",
+                m.name,
+                m.target,
+                m.rate_offered
+                    .map_or("max".to_owned(), |r| format!("{r:.0}")),
+                m.in_flight,
+                m.rate_achieved,
+                us(l.p50),
+                us(l.p99),
+                us(l.p999),
+                us(l.max),
+                m.timeouts,
+                m.approved
+            ));
+        }
+        out.push_str(&format!(
+            "\nS_rr / E_rr = {:.3} · S_pipe / E_pipe = {:.3}\n",
+            self.ratio_rr, self.ratio_pipe
+        ));
+        out
+    }
+
+    /// The figures as a Markdown section for `docs/BENCHMARKS.md`.
+    pub fn markdown(&self, command: &str) -> String {
+        let mut out = String::new();
+        out.push_str("## End to end: `loadtest bench`\n\n");
+        out.push_str(&format!(
+            "Machine: {}. loadtest {}. Command: `{command}`.\n\n",
+            self.machine, self.version
+        ));
+        out.push_str("| measure | target | offered/s | in flight | achieved/s | p50 µs | p99 µs | p99.9 µs | max µs | timeouts |\n");
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for m in &self.measurements {
+            let l = &m.latency_us;
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {} |\n",
+                m.name,
+                m.target,
+                m.rate_offered
+                    .map_or("max".to_owned(), |r| format!("{r:.0}")),
+                m.in_flight,
+                m.rate_achieved,
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max,
+                m.timeouts
+            ));
+        }
+        out.push_str(&format!(
+            "\nS_rr / E_rr = {:.3}; S_pipe / E_pipe = {:.3}.\n",
+            self.ratio_rr, self.ratio_pipe
+        ));
+        out
+    }
+}
+
+/// Writes `text` to `path`.
+pub fn write(path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|e| Error::file(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_addresses_are_read_from_their_lines() {
+        assert_eq!(
+            echo_address("listening on 127.0.0.1:4000"),
+            Some(vec!["127.0.0.1:4000".to_owned()])
+        );
+        assert_eq!(echo_address("hello"), None);
+        let line = r#"{"level":"INFO","fields":{"message":"listening","iso":"127.0.0.1:1","http":"127.0.0.1:2"}}"#;
+        assert_eq!(
+            switch_addresses(line),
+            Some(vec!["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()])
+        );
+        assert_eq!(switch_addresses(r#"{"fields":{"message":"other"}}"#), None);
+        assert!(!machine().is_empty());
+    }
+}

@@ -1,0 +1,634 @@
+//! The command line: flags, their parsing into a [`RunConfig`] or a server
+//! configuration, and what each subcommand does. Every error is one line
+//! that names the flag or the target, and exits non-zero.
+
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use protocol::Spec;
+use tokio::net::TcpListener;
+
+use crate::echo::{self, EchoConfig, Stall};
+use crate::error::Error;
+use crate::http::{self, HttpUrl};
+use crate::issuer::{self, IssuerConfig};
+use crate::report::{Summary, WorkloadLabels};
+use crate::run::{self, ProgressMode, RunConfig, Target};
+use crate::workload::{AmountDistribution, Kind, Mix, Workload};
+
+/// Open-loop load for a card switch: ISO 8583 over TCP and its JSON API,
+/// with latency taken from each request's intended send time
+/// (coordinated-omission correct), HdrHistogram percentiles, `.hlog`
+/// interval logs, plots, and the echo and issuer servers to compare with.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load a switch (or `loadtest echo`) over ISO 8583 on TCP.
+    Iso(IsoArgs),
+    /// Load the JSON API: POST /v1/authorizations.
+    Http(HttpArgs),
+    /// Echo every frame back: the machine's own limit for the same frames.
+    Echo(EchoArgs),
+    /// An issuer host answering 0100/0200/0400 with 0110/0210/0410.
+    Issuer(IssuerArgs),
+    /// Echo baseline against the switch, same frames, one command: E_rr,
+    /// E_pipe, the switch's peaks, open-loop latency at 50% and 80%.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The switch executable [default: `switch` beside this one].
+    #[arg(long, value_name = "PATH")]
+    pub switch: Option<PathBuf>,
+    /// Switch configuration (a fresh temporary data directory is used).
+    #[arg(long, default_value = "config/switch.toml")]
+    pub config: PathBuf,
+    /// How long each measurement lasts.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Load before each measurement; not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// TCP connections.
+    #[arg(long, default_value_t = 8)]
+    pub connections: u64,
+    /// Requests outstanding per connection for the pipelined figures.
+    #[arg(long, default_value_t = 16)]
+    pub in_flight: usize,
+    /// Distinct cards.
+    #[arg(long, default_value_t = 100_000)]
+    pub cards: u64,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the figures as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Write the figures as a Markdown section (for docs/BENCHMARKS.md).
+    #[arg(long, value_name = "FILE.md")]
+    pub markdown: Option<PathBuf>,
+    /// Print progress even when stderr is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IsoArgs {
+    /// The switch's ISO 8583 listener, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: String,
+    /// Dialect: a built-in (iso87, iso87-hex) or a spec file.
+    #[arg(long, default_value = "iso87")]
+    pub spec: String,
+    /// Request types and their weights: 0100 authorization, 0200 purchase,
+    /// 0400 reversal of an earlier approval, 0800 echo.
+    #[arg(long, default_value = "0100=100", value_parser = Mix::parse, value_name = "MTI=W,..")]
+    pub mix: Mix,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// The switch's HTTP listener, http://HOST:PORT (path defaults to
+    /// /v1/authorizations).
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// The merchant's API key; `--merchants` must be that merchant.
+    #[arg(
+        long,
+        env = "LOADTEST_API_KEY",
+        hide_env_values = true,
+        default_value = "dev-merchant-key-acme"
+    )]
+    pub api_key: String,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// Flags shared by `iso` and `http`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Requests per second over all connections (`50000`, `50k`), or `max`
+    /// for closed loop: every connection keeps --in-flight outstanding.
+    #[arg(long, default_value = "1000", value_parser = parse_rate)]
+    pub rate: Rate,
+    /// How long to measure (`10s`, `500ms`, `2m`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// How long to load before measuring; not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// TCP connections.
+    #[arg(long, default_value_t = 8)]
+    pub connections: u64,
+    /// Requests outstanding per connection at most.
+    #[arg(long, default_value_t = 16)]
+    pub in_flight: usize,
+    /// A request not answered this long after its intended send time is a
+    /// timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Distinct cards (the demo config approves 5 per card per minute).
+    #[arg(long, default_value_t = 10_000)]
+    pub cards: u64,
+    /// Zipf exponent of card popularity; 0 is uniform.
+    #[arg(long, default_value_t = 0.0)]
+    pub zipf: f64,
+    /// Amounts in minor units: N, MIN-MAX, or lognormal:MEDIAN:SIGMA.
+    #[arg(long, default_value = "lognormal:2500:1.0")]
+    pub amount: String,
+    /// Fraction of requests whose PAN fails the Luhn check.
+    #[arg(long, default_value_t = 0.0)]
+    pub invalid_cards: f64,
+    /// Merchant ids (DE42, space-padded to 15), comma-separated.
+    #[arg(long, default_value = "ACME0000001", value_delimiter = ',')]
+    pub merchants: Vec<String>,
+    /// Merchant category code (DE18, `mcc`).
+    #[arg(long, default_value = "5411")]
+    pub mcc: String,
+    /// Currency, ISO 4217 numeric (DE49).
+    #[arg(long, default_value_t = 840)]
+    pub currency: u16,
+    /// Seed of the workload: same seed, same cards, amounts and types.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the results as JSON (percentiles in microseconds).
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Write an HdrHistogram interval log (one histogram per second,
+    /// nanoseconds; untagged: all requests, tagged by MTI when mixed).
+    #[arg(long, value_name = "FILE.hlog")]
+    pub hlog: Option<PathBuf>,
+    /// Draw latency over time and the percentile spectrum.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Write one line per approval: STAN terminal RRN auth-code (HTTP:
+    /// `-` terminal transaction-id auth-code), warmup included.
+    #[arg(long, value_name = "FILE")]
+    pub ack_log: Option<PathBuf>,
+    /// The switch's HTTP base URL; its /admin/latency stages are printed
+    /// beside loadtest's own at the end.
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// Admin credential for --admin.
+    #[arg(
+        long,
+        env = "LOADTEST_ADMIN_KEY",
+        hide_env_values = true,
+        default_value = "dev-admin-key"
+    )]
+    pub admin_key: String,
+    /// Print progress even when stderr is not a terminal (one line a second).
+    #[arg(long, conflicts_with = "no_progress")]
+    pub progress: bool,
+    /// No progress line, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address to listen on, HOST:PORT (port 0 picks one; it is printed).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Dialect whose length header frames the stream.
+    #[arg(long, default_value = "iso87")]
+    pub spec: String,
+    /// Stall the whole server this often (with --stall-for), to show a run
+    /// sees server pauses.
+    #[arg(long, value_parser = parse_duration, requires = "stall_for")]
+    pub stall_every: Option<Duration>,
+    /// How long each stall lasts.
+    #[arg(long, value_parser = parse_duration, requires = "stall_every")]
+    pub stall_for: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct IssuerArgs {
+    /// Address to listen on, HOST:PORT (port 0 picks one; it is printed).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Dialect.
+    #[arg(long, default_value = "iso87")]
+    pub spec: String,
+    /// Milliseconds from reading a request to answering it.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fraction of card requests declined with 05.
+    #[arg(long, default_value_t = 0.0)]
+    pub decline_rate: f64,
+    /// Fraction of requests never answered (0800 always is).
+    #[arg(long, default_value_t = 0.0)]
+    pub silence_rate: f64,
+    /// Seed of the decline and silence draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `--rate`: requests per second, or closed loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    PerSecond(f64),
+    Max,
+}
+
+/// Parses `max`, `5000`, `2.5k`, `1M`.
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    if text.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    let (number, scale) = match text.char_indices().last() {
+        Some((at, 'k' | 'K')) => (&text[..at], 1e3),
+        Some((at, 'm' | 'M')) => (&text[..at], 1e6),
+        _ => (text, 1.0),
+    };
+    let rate = number
+        .parse::<f64>()
+        .ok()
+        .map(|n| n * scale)
+        .filter(|r| r.is_finite() && *r > 0.0 && *r <= 1e8)
+        .ok_or_else(|| format!("`{text}` is not a rate: give requests per second or `max`"))?;
+    Ok(Rate::PerSecond(rate))
+}
+
+/// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, or bare seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("`{text}` is not a duration such as 10s, 500ms or 2m");
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !seconds.is_finite() || !(0.0..=7.0 * 86_400.0).contains(&seconds) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Runs the command line `args` (the program name first) and returns the
+/// process's exit code: 0 done, 1 failed, 2 bad usage.
+pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            return match error.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = error.print();
+                    ExitCode::SUCCESS
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = error.print();
+                    ExitCode::from(2)
+                }
+                _ => {
+                    // clap's message is several paragraphs (what is wrong,
+                    // a tip, the usage); the first, joined into one line,
+                    // says what is wrong and names the argument.
+                    let text = error.to_string();
+                    let first: Vec<&str> = text
+                        .lines()
+                        .map(str::trim)
+                        .skip_while(|l| l.is_empty())
+                        .take_while(|l| !l.is_empty())
+                        .collect();
+                    eprintln!("{} (see loadtest --help)", first.join(" "));
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    match execute(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("loadtest")
+        .build()
+        .map_err(Error::Start)
+}
+
+fn execute(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Iso(args) => {
+            let spec = Arc::new(Spec::resolve(&args.spec)?);
+            let target = Target::Iso {
+                address: args.target.clone(),
+                spec,
+            };
+            load(target, args.mix, &args.load)
+        }
+        Command::Http(args) => {
+            let url =
+                HttpUrl::parse(&args.target).map_err(|reason| Error::flag("target", reason))?;
+            let url = if url.path == "/" {
+                url.with_path("/v1/authorizations")
+            } else {
+                url
+            };
+            let target = Target::Http {
+                url,
+                api_key: args.api_key.clone(),
+            };
+            load(target, Mix::default(), &args.load)
+        }
+        Command::Echo(args) => {
+            let spec = Spec::resolve(&args.spec)?;
+            let stall = match (args.stall_every, args.stall_for) {
+                (Some(every), Some(length)) if !every.is_zero() && length < every => {
+                    Some(Stall { every, length })
+                }
+                (Some(_), Some(_)) => {
+                    return Err(Error::flag(
+                        "stall-for",
+                        "must be shorter than --stall-every",
+                    ));
+                }
+                _ => None,
+            };
+            let config = EchoConfig {
+                framing: spec.framing(),
+                stall,
+            };
+            serve(&args.listen, |listener| echo::serve(listener, config))
+        }
+        Command::Issuer(args) => {
+            let spec = Arc::new(Spec::resolve(&args.spec)?);
+            for (flag, rate) in [
+                ("decline-rate", args.decline_rate),
+                ("silence-rate", args.silence_rate),
+            ] {
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err(Error::flag(flag, "must be a fraction from 0 to 1"));
+                }
+            }
+            let config = IssuerConfig {
+                spec,
+                latency: Duration::from_millis(args.latency_ms),
+                decline_rate: args.decline_rate,
+                silence_rate: args.silence_rate,
+                seed: args.seed,
+            };
+            serve(&args.listen, |listener| issuer::serve(listener, config))
+        }
+        Command::Bench(args) => bench(&args),
+    }
+}
+
+fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
+    let switch = match &args.switch {
+        Some(path) => path.clone(),
+        None => crate::bench::sibling_switch().ok_or_else(|| {
+            Error::flag(
+                "switch",
+                "no `switch` beside loadtest; build it (cargo build --release -p switch) or name it",
+            )
+        })?,
+    };
+    if !args.config.exists() {
+        return Err(Error::flag(
+            "config",
+            format!("{} does not exist", args.config.display()),
+        ));
+    }
+    if !(1..=10_000).contains(&args.connections) {
+        return Err(Error::flag("connections", "must be from 1 to 10000"));
+    }
+    if !(1..=4096).contains(&args.in_flight) {
+        return Err(Error::flag("in-flight", "must be from 1 to 4096"));
+    }
+    let workload = Workload::new(
+        args.seed,
+        args.cards,
+        0.0,
+        AmountDistribution::LogNormal {
+            median: 2500.0,
+            sigma: 1.0,
+        },
+        Mix::default(),
+        &["ACME0000001".to_owned()],
+        0.0,
+        840,
+        "5411",
+    )?;
+    let config = crate::bench::BenchConfig {
+        switch,
+        config: args.config.clone(),
+        duration: args.duration,
+        warmup: args.warmup,
+        connections: args.connections,
+        in_flight: args.in_flight,
+        workload,
+        progress: ProgressMode::choose(args.progress, false),
+    };
+    let report = crate::bench::bench(&config)?;
+    print!("{}", report.table());
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::file(path, std::io::Error::other(e)))?;
+        crate::bench::write(path, &(json + "\n"))?;
+    }
+    if let Some(path) = &args.markdown {
+        let command: Vec<String> = std::env::args().collect();
+        crate::bench::write(path, &report.markdown(&command.join(" ")))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds `listen`, prints `listening on ADDR` (so scripts can read the
+/// port when 0 was asked), and serves until interrupted.
+fn serve<F, Fut>(listen: &str, server: F) -> Result<ExitCode, Error>
+where
+    F: FnOnce(TcpListener) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| Error::Listen {
+                address: listen.to_owned(),
+                source,
+            })?;
+        let address: SocketAddr = listener.local_addr().map_err(|source| Error::Listen {
+            address: listen.to_owned(),
+            source,
+        })?;
+        println!("listening on {address}");
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            result = server(listener) => result.map_err(|source| Error::Listen {
+                address: address.to_string(),
+                source,
+            })?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Checks the shared load flags and builds the run's configuration.
+pub fn run_config(target: Target, mix: Mix, args: &LoadArgs) -> Result<RunConfig, Error> {
+    if !(1..=10_000).contains(&args.connections) {
+        return Err(Error::flag("connections", "must be from 1 to 10000"));
+    }
+    if !(1..=4096).contains(&args.in_flight) {
+        return Err(Error::flag("in-flight", "must be from 1 to 4096"));
+    }
+    if args.duration.is_zero() {
+        return Err(Error::flag("duration", "must be more than 0"));
+    }
+    if args.timeout < Duration::from_millis(1) {
+        return Err(Error::flag("timeout", "must be at least 1ms"));
+    }
+    if let Target::Http { .. } = target
+        && mix.kinds().any(|k| k != Kind::Authorization)
+    {
+        return Err(Error::flag(
+            "mix",
+            "the JSON API load sends authorizations only",
+        ));
+    }
+    let amounts =
+        AmountDistribution::parse(&args.amount).map_err(|reason| Error::flag("amount", reason))?;
+    let workload = Workload::new(
+        args.seed,
+        args.cards,
+        args.zipf,
+        amounts,
+        mix,
+        &args.merchants,
+        args.invalid_cards,
+        args.currency,
+        &args.mcc,
+    )?;
+    if protocol::Currency::from_numeric(args.currency).is_none() {
+        return Err(Error::flag("currency", "not an ISO 4217 numeric code"));
+    }
+    Ok(RunConfig {
+        target,
+        rate: match args.rate {
+            Rate::PerSecond(rate) => Some(rate),
+            Rate::Max => None,
+        },
+        duration: args.duration,
+        warmup: args.warmup,
+        connections: args.connections,
+        in_flight: args.in_flight,
+        timeout: args.timeout,
+        workload,
+        progress: ProgressMode::choose(args.progress, args.no_progress),
+        ack_log: args.ack_log.clone(),
+        hlog: args.hlog.clone(),
+    })
+}
+
+fn load(target: Target, mix: Mix, args: &LoadArgs) -> Result<ExitCode, Error> {
+    let mix_label = mix.kinds().map(Kind::mti).collect::<Vec<_>>().join(",");
+    let config = run_config(target, mix, args)?;
+    let admin = args
+        .admin
+        .as_deref()
+        .map(|url| HttpUrl::parse(url).map_err(|reason| Error::flag("admin", reason)))
+        .transpose()?;
+    let runtime = runtime()?;
+    let result = runtime.block_on(run::run(&config))?;
+    let stages = admin.map(|url| http::fetch_admin_latency(&url, &args.admin_key));
+    let labels = WorkloadLabels {
+        amount: args.amount.clone(),
+        mix: mix_label,
+        zipf: args.zipf,
+    };
+    let summary = Summary::new(&config, &labels, &result, stages);
+    print!("{}", summary.table());
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&summary)
+            .map_err(|e| Error::file(path, std::io::Error::other(e)))?;
+        std::fs::write(path, json + "\n").map_err(|e| Error::file(path, e))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "loadtest {} {} · {} · {} connections x {} in flight",
+            summary.protocol,
+            summary.target,
+            summary
+                .rate_offered
+                .map_or("closed loop".to_owned(), |r| format!("{r} req/s")),
+            summary.connections,
+            summary.in_flight
+        );
+        crate::plot::write_svg(
+            path,
+            &title,
+            &result.intervals,
+            &result.totals.latency_all(),
+        )?;
+    }
+    let counts = result.totals.counts_all();
+    if counts.received == 0 {
+        return Err(Error::Target {
+            target: config.target.authority().to_owned(),
+            reason: format!(
+                "no response to {} requests ({} timeouts, {} errors)",
+                counts.sent, counts.timeouts, counts.errors
+            ),
+        });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_durations_parse() {
+        assert_eq!(parse_rate("max"), Ok(Rate::Max));
+        assert_eq!(parse_rate("5000"), Ok(Rate::PerSecond(5000.0)));
+        assert_eq!(parse_rate("2.5k"), Ok(Rate::PerSecond(2500.0)));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

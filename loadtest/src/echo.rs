@@ -1,0 +1,128 @@
+//! `loadtest echo`: sends every whole frame back as it came. With the same
+//! frames, connections and CPUs as a switch run, it is the machine's own
+//! limit (E_rr strict request/response, E_pipe pipelined), the baseline
+//! every switch figure is divided by.
+//!
+//! It can also stall on purpose (`--stall-every`, `--stall-for`): a server
+//! that pauses like a garbage collector or a slow disk, to show that a run's
+//! percentiles see the pause.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use protocol::Framing;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A pause of the whole server: for `length` at the start of every `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stall {
+    pub every: Duration,
+    pub length: Duration,
+}
+
+impl Stall {
+    /// How long until the stall that covers `now` ends (zero outside one).
+    fn remaining(&self, started: Instant, now: Instant) -> Duration {
+        let every = self.every.as_nanos().max(1);
+        let into = now.saturating_duration_since(started).as_nanos() % every;
+        let length = self.length.as_nanos();
+        if into < length {
+            Duration::from_nanos((length - into) as u64)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// How the echo server behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoConfig {
+    pub framing: Framing,
+    pub stall: Option<Stall>,
+}
+
+/// Serves echo connections on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, config: EchoConfig) -> io::Result<()> {
+    let started = Instant::now();
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors or an aborted handshake: wait, go on.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(echo_connection(stream, config, started));
+    }
+}
+
+/// Echoes whole frames back in the batches they arrived in, one write per
+/// read, as a server that answers everything it has read would.
+async fn echo_connection(mut stream: TcpStream, config: EchoConfig, started: Instant) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut filled = 0usize;
+    loop {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match stream.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        filled += n;
+        // The whole frames at the front.
+        let mut whole = 0usize;
+        loop {
+            match config.framing.check(&buf[whole..filled]) {
+                Ok(Some(bounds)) => whole += bounds.total(),
+                Ok(None) => break,
+                // A header that can never be a frame: hang up, as a switch
+                // does.
+                Err(_) => return,
+            }
+        }
+        if whole == 0 {
+            continue;
+        }
+        if let Some(stall) = config.stall {
+            let wait = stall.remaining(started, Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        if stream.write_all(&buf[..whole]).await.is_err() {
+            return;
+        }
+        buf.copy_within(whole..filled, 0);
+        filled -= whole;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalls_cover_the_start_of_each_period() {
+        let stall = Stall {
+            every: Duration::from_secs(1),
+            length: Duration::from_millis(200),
+        };
+        let t0 = Instant::now();
+        assert_eq!(
+            stall.remaining(t0, t0 + Duration::from_millis(50)),
+            Duration::from_millis(150)
+        );
+        assert_eq!(
+            stall.remaining(t0, t0 + Duration::from_millis(500)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            stall.remaining(t0, t0 + Duration::from_millis(1100)),
+            Duration::from_millis(100)
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! One load run from start to drain: connect every connection (a target
+//! that refuses is an error before anything is measured), start the pacer,
+//! and once a second move what the connections recorded into the totals,
+//! the `.hlog`, the ack log and the progress line.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use protocol::Spec;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::connection::{self, Connection};
+use crate::error::Error;
+use crate::http::{HttpDialogue, HttpUrl};
+use crate::iso::{IsoDialogue, run_tag};
+use crate::report::format_ns;
+use crate::schedule::{Pacer, Schedule};
+use crate::stats::{Shard, Tally};
+use crate::workload::Workload;
+
+/// What is loaded.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// ISO 8583 over TCP at `address` (`host:port`).
+    Iso { address: String, spec: Arc<Spec> },
+    /// The JSON API at `url`.
+    Http { url: HttpUrl, api_key: String },
+}
+
+impl Target {
+    /// `host:port` to connect to.
+    pub fn authority(&self) -> &str {
+        match self {
+            Target::Iso { address, .. } => address,
+            Target::Http { url, .. } => &url.authority,
+        }
+    }
+}
+
+/// Where the progress line goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    Off,
+    /// A line redrawn in place (stderr is a terminal).
+    Terminal,
+    /// One line a second (`--progress` without a terminal, as in CI logs).
+    Lines,
+}
+
+impl ProgressMode {
+    /// `Terminal` when stderr is one, else `Lines` if forced, else `Off`.
+    pub fn choose(forced: bool, disabled: bool) -> ProgressMode {
+        if disabled {
+            ProgressMode::Off
+        } else if std::io::stderr().is_terminal() {
+            ProgressMode::Terminal
+        } else if forced {
+            ProgressMode::Lines
+        } else {
+            ProgressMode::Off
+        }
+    }
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub target: Target,
+    /// Requests per second; `None` for closed loop (`--rate max`).
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub connections: u64,
+    pub in_flight: usize,
+    pub timeout: Duration,
+    pub workload: Workload,
+    pub progress: ProgressMode,
+    pub ack_log: Option<PathBuf>,
+    pub hlog: Option<PathBuf>,
+}
+
+/// One second of the measured run.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct IntervalPoint {
+    /// Seconds from the start of measuring to the end of the interval.
+    pub end_s: f64,
+    pub length_s: f64,
+    /// Responses recorded in the interval.
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    pub timeouts: u64,
+    pub errors: u64,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct RunResult {
+    pub totals: Tally,
+    pub intervals: Vec<IntervalPoint>,
+    /// Wall-clock time measuring started.
+    pub measure_started_at: SystemTime,
+    /// From the start of measuring until the last response or timeout.
+    pub elapsed: Duration,
+    pub acks_written: u64,
+}
+
+/// Connections share this many recorders at most; more would only cost
+/// memory (each holds histograms), fewer would make them contend.
+const SHARDS_MAX: u64 = 16;
+
+/// Runs a load test as configured.
+pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
+    let authority = config.target.authority().to_owned();
+    let mut ack_log = match &config.ack_log {
+        Some(path) => Some((
+            BufWriter::new(File::create(path).map_err(|e| Error::file(path, e))?),
+            path.clone(),
+        )),
+        None => None,
+    };
+    let mut hlog_file = match &config.hlog {
+        Some(path) => Some((
+            BufWriter::new(File::create(path).map_err(|e| Error::file(path, e))?),
+            path.clone(),
+        )),
+        None => None,
+    };
+
+    let address = resolve(&authority).await?;
+    let mut streams = Vec::with_capacity(config.connections as usize);
+    for _ in 0..config.connections {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
+            .await
+            .map_err(|_| Error::Connect {
+                target: authority.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out after 5 s"),
+            })?
+            .map_err(|source| Error::Connect {
+                target: authority.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        streams.push(stream);
+    }
+
+    let workload = Arc::new(config.workload.clone());
+    let kinds: Vec<_> = workload.mix.kinds().collect();
+    let shard_count = config.connections.clamp(1, SHARDS_MAX) as usize;
+    let shards: Vec<Arc<Mutex<Shard>>> = (0..shard_count)
+        .map(|_| Arc::new(Mutex::new(Shard::default())))
+        .collect();
+    let wakers: Vec<Arc<Notify>> = (0..config.connections)
+        .map(|_| Arc::new(Notify::new()))
+        .collect();
+    // A few milliseconds for the tasks to start before request 0 is due.
+    let schedule = Arc::new(Schedule {
+        start: Instant::now() + Duration::from_millis(20),
+        rate: config.rate,
+        warmup: config.warmup,
+        duration: config.duration,
+        connections: config.connections,
+    });
+    let measure_start = schedule.measure_start();
+    let measure_started_at = SystemTime::now() + (measure_start - Instant::now());
+
+    let tag = run_tag();
+    let mut tasks = JoinSet::new();
+    for (id, stream) in streams.into_iter().enumerate() {
+        let id = id as u64;
+        let shard = Arc::clone(&shards[id as usize % shard_count]);
+        let waker = Arc::clone(&wakers[id as usize]);
+        let ack = ack_log.is_some();
+        macro_rules! spawn_with {
+            ($dialogue:expr) => {
+                tasks.spawn(connection::drive(Connection {
+                    id,
+                    stream,
+                    address,
+                    dialogue: $dialogue,
+                    schedule: Arc::clone(&schedule),
+                    workload: Arc::clone(&workload),
+                    waker,
+                    shard,
+                    in_flight_max: config.in_flight,
+                    timeout: config.timeout,
+                }))
+            };
+        }
+        match &config.target {
+            Target::Iso { spec, .. } => spawn_with!(IsoDialogue::new(
+                Arc::clone(spec),
+                Arc::clone(&workload),
+                tag,
+                id,
+                ack
+            )),
+            Target::Http { url, api_key } => spawn_with!(HttpDialogue::new(
+                Arc::new(url.clone()),
+                api_key.clone(),
+                Arc::clone(&workload),
+                tag,
+                id,
+                ack
+            )),
+        };
+    }
+    let pacer = match config.rate {
+        Some(_) => Some(Pacer::start((*schedule).clone(), wakers).map_err(Error::Start)?),
+        None => None,
+    };
+
+    let progress = Progress::new(config.progress);
+    // The writer borrows the file and the serializer for the whole run.
+    let mut serializer = V2DeflateSerializer::new();
+    let mut hlog = match &mut hlog_file {
+        Some((file, path)) => Some(Hlog {
+            writer: IntervalLogWriterBuilder::new()
+                .add_comment(&format!("[Logged with loadtest {}]", env!("CARGO_PKG_VERSION")))
+                .add_comment("[Histogram log format version 1.3]")
+                .add_comment(
+                    "[Latency in nanoseconds from each request's intended send time; untagged: all requests, tagged: one request MTI]",
+                )
+                .with_start_time(measure_started_at)
+                .with_base_time(measure_started_at)
+                .with_max_value_divisor(1e6)
+                .begin_log_with(file, &mut serializer)
+                .map_err(|e| Error::file(path.clone(), e))?,
+            path: path.clone(),
+        }),
+        None => None,
+    };
+
+    let mut harvest = Harvest {
+        shards: &shards,
+        interval: Tally::default(),
+        totals: Tally::default(),
+        intervals: Vec::new(),
+        measure_start,
+        acks: String::new(),
+        acks_written: 0,
+        kinds_tagged: if kinds.len() > 1 { kinds } else { Vec::new() },
+        duration: config.duration,
+        warmup: config.warmup,
+    };
+
+    let mut previous = schedule.start;
+    let mut next = following_tick(previous, measure_start);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                if joined.is_none() {
+                    break;
+                }
+            }
+            () = tokio::time::sleep_until(next.into()) => {
+                harvest.tick(previous, next, &mut hlog, &mut ack_log, &progress)?;
+                previous = next;
+                next = following_tick(next, measure_start);
+            }
+        }
+    }
+    let finished = Instant::now();
+    if finished > previous {
+        harvest.tick(previous, finished, &mut hlog, &mut ack_log, &progress)?;
+    }
+    if let Some(pacer) = pacer {
+        pacer.stop();
+    }
+    progress.finish();
+    drop(hlog);
+    if let Some((mut file, path)) = hlog_file {
+        file.flush().map_err(|e| Error::file(path, e))?;
+    }
+    if let Some((mut file, path)) = ack_log {
+        file.flush().map_err(|e| Error::file(path, e))?;
+    }
+    Ok(RunResult {
+        totals: harvest.totals,
+        intervals: harvest.intervals,
+        measure_started_at,
+        elapsed: finished.saturating_duration_since(measure_start),
+        acks_written: harvest.acks_written,
+    })
+}
+
+/// The `.hlog` being written.
+struct Hlog<'a, 'b> {
+    writer: hdrhistogram::serialization::interval_log::IntervalLogWriter<
+        'a,
+        'b,
+        BufWriter<File>,
+        V2DeflateSerializer,
+    >,
+    path: PathBuf,
+}
+
+async fn resolve(authority: &str) -> Result<SocketAddr, Error> {
+    let mut addresses =
+        tokio::net::lookup_host(authority)
+            .await
+            .map_err(|source| Error::Connect {
+                target: authority.to_owned(),
+                source,
+            })?;
+    addresses.next().ok_or_else(|| Error::Connect {
+        target: authority.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address"),
+    })
+}
+
+/// The tick after `previous`: every second of warmup, then the start of
+/// measuring, then every second of it, so intervals line up with the
+/// measured window.
+fn following_tick(previous: Instant, measure_start: Instant) -> Instant {
+    if previous < measure_start {
+        (previous + Duration::from_secs(1)).min(measure_start)
+    } else {
+        previous + Duration::from_secs(1)
+    }
+}
+
+/// Moves what connections recorded into the run's totals, once a tick.
+struct Harvest<'s> {
+    shards: &'s [Arc<Mutex<Shard>>],
+    interval: Tally,
+    totals: Tally,
+    intervals: Vec<IntervalPoint>,
+    measure_start: Instant,
+    acks: String,
+    acks_written: u64,
+    /// Request MTIs that get their own tagged histogram in the `.hlog`
+    /// (none when the mix has one type: the untagged one says it all).
+    kinds_tagged: Vec<crate::workload::Kind>,
+    duration: Duration,
+    warmup: Duration,
+}
+
+impl Harvest<'_> {
+    fn tick(
+        &mut self,
+        from: Instant,
+        to: Instant,
+        hlog: &mut Option<Hlog<'_, '_>>,
+        ack_log: &mut Option<(BufWriter<File>, PathBuf)>,
+        progress: &Progress,
+    ) -> Result<(), Error> {
+        // Tallies hold measured requests only. A tick of the warmup can fire
+        // (a timer is up to a millisecond late) after the first measured
+        // responses were recorded: those wait for the first measured tick,
+        // so the `.hlog` and the totals count the same responses.
+        let warmup = to <= self.measure_start;
+        for shard in self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if !warmup {
+                self.interval.merge(&shard.tally);
+                shard.tally.reset();
+            }
+            self.acks.push_str(&shard.acks);
+            shard.acks.clear();
+        }
+        if let Some((file, path)) = ack_log {
+            file.write_all(self.acks.as_bytes())
+                .map_err(|e| Error::file(path.clone(), e))?;
+            self.acks_written += self.acks.lines().count() as u64;
+        }
+        self.acks.clear();
+        if warmup {
+            let into = self.warmup.saturating_sub(self.measure_start - to);
+            progress.update(format!(
+                "warming up {:.0}/{:.0}s",
+                into.as_secs_f64(),
+                self.warmup.as_secs_f64()
+            ));
+            return Ok(());
+        }
+        self.totals.merge(&self.interval);
+        let from = from.max(self.measure_start);
+        let length = to.saturating_duration_since(from);
+        let offset = from.saturating_duration_since(self.measure_start);
+        let all = self.interval.latency_all();
+        if let Some(hlog) = hlog {
+            let failed =
+                |e| Error::file(hlog.path.clone(), std::io::Error::other(format!("{e:?}")));
+            hlog.writer
+                .write_histogram(&all, offset, length, None)
+                .map_err(failed)?;
+            for kind in &self.kinds_tagged {
+                let failed =
+                    |e| Error::file(hlog.path.clone(), std::io::Error::other(format!("{e:?}")));
+                hlog.writer
+                    .write_histogram(
+                        &self.interval.latency_ns[kind.index()],
+                        offset,
+                        length,
+                        Tag::new(kind.mti()),
+                    )
+                    .map_err(failed)?;
+            }
+        }
+        let counts = self.interval.counts_all();
+        let point = IntervalPoint {
+            end_s: to
+                .saturating_duration_since(self.measure_start)
+                .as_secs_f64(),
+            length_s: length.as_secs_f64(),
+            count: all.len(),
+            p50_ns: all.value_at_quantile(0.5),
+            p90_ns: all.value_at_quantile(0.9),
+            p99_ns: all.value_at_quantile(0.99),
+            max_ns: all.max(),
+            timeouts: counts.timeouts,
+            errors: counts.errors,
+        };
+        self.intervals.push(point);
+        let total = self.totals.counts_all();
+        let in_flight = total
+            .sent
+            .saturating_sub(total.received + total.timeouts + total.errors);
+        let rate = if point.length_s > 0.0 {
+            point.count as f64 / point.length_s
+        } else {
+            0.0
+        };
+        let phase = if point.end_s > self.duration.as_secs_f64() + 0.5 {
+            "draining".to_owned()
+        } else {
+            format!("{:>4.0}s/{:.0}s", point.end_s, self.duration.as_secs_f64())
+        };
+        progress.update(format!(
+            "{phase} {:>10.1} req/s  p50 {:>8}  p99 {:>8}  in flight {:>5}  timeouts {}  errors {}",
+            rate,
+            format_ns(point.p50_ns),
+            format_ns(point.p99_ns),
+            in_flight,
+            total.timeouts + total.dropped,
+            total.errors,
+        ));
+        self.interval.reset();
+        Ok(())
+    }
+}
+
+/// The live progress line.
+struct Progress {
+    mode: ProgressMode,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(mode: ProgressMode) -> Progress {
+        let bar = (mode == ProgressMode::Terminal).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Progress { mode, bar }
+    }
+
+    fn update(&self, line: String) {
+        match (&self.bar, self.mode) {
+            (Some(bar), _) => bar.set_message(line),
+            (None, ProgressMode::Lines) => eprintln!("{line}"),
+            _ => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

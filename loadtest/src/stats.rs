@@ -1,0 +1,286 @@
+//! What a run measured: [`Tally`] (latency histograms per request type, the
+//! counts that must add up, responses by code) and the [`Shard`]s the
+//! connections record into.
+//!
+//! Connections record into a few shards behind mutexes rather than one: a
+//! record is a histogram increment under an uncontended lock, and the
+//! reporter takes each lock once a second to move the shard's interval into
+//! the run's totals (the HdrHistogram "recorder" pattern). Latencies are in
+//! nanoseconds, so the `.hlog` is in the unit HdrHistogram's own tools assume.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hdrhistogram::Histogram;
+
+use crate::workload::Kind;
+
+/// A new auto-resizing histogram with 3 significant digits: it starts small
+/// and grows only to the largest value seen.
+#[allow(clippy::expect_used)]
+pub fn histogram() -> Histogram<u64> {
+    // Creation fails only for more than 5 significant digits; 3 is a constant.
+    Histogram::new(3).expect("3 significant digits are supported")
+}
+
+/// What came back for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// An ISO 8583 response's DE39, or the JSON `response_code`.
+    Code([u8; 2]),
+    /// A response without DE39 (the echo server sends requests back).
+    NoCode,
+    /// An HTTP status other than 2xx.
+    Http(u16),
+}
+
+impl Outcome {
+    /// Whether the request was approved.
+    pub fn is_approved(self) -> bool {
+        self == Outcome::Code(*b"00")
+    }
+
+    /// The label in reports: `00`, `none`, `HTTP 503`.
+    pub fn label(self) -> String {
+        self.to_string()
+    }
+
+    /// What the code means, from the protocol's DE39 table.
+    pub fn description(self) -> &'static str {
+        match self {
+            Outcome::Code(code) => protocol::ResponseCode::parse(&code)
+                .map_or("not a response code", |code| code.description()),
+            Outcome::NoCode => "(no DE39: an echo)",
+            Outcome::Http(status) if status >= 500 => "server error",
+            Outcome::Http(_) => "client error",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Code(code) => f.write_str(&String::from_utf8_lossy(code)),
+            Outcome::NoCode => f.write_str("none"),
+            Outcome::Http(status) => write!(f, "HTTP {status}"),
+        }
+    }
+}
+
+/// Why a sent request got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorReason {
+    /// The connection closed (or broke) while the request was pending.
+    ConnectionClosed,
+    /// The request could not be encoded under the dialect.
+    Encode,
+}
+
+impl ErrorReason {
+    /// The label in reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorReason::ConnectionClosed => "connection closed",
+            ErrorReason::Encode => "encode failed",
+        }
+    }
+}
+
+/// Counts of one request type. They add up: `scheduled = sent + dropped`
+/// and `sent = received + timeouts + errors` once a run has drained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Requests put on the wire.
+    pub sent: u64,
+    /// Responses matched to a pending request in time.
+    pub received: u64,
+    /// Sent requests not answered within `--timeout` of their intended time.
+    pub timeouts: u64,
+    /// Sent requests lost to a broken connection.
+    pub errors: u64,
+    /// Requests never sent: by the time a slot was free (or the connection
+    /// back) they were already older than `--timeout`. Open loop only.
+    pub dropped: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.sent += other.sent;
+        self.received += other.received;
+        self.timeouts += other.timeouts;
+        self.errors += other.errors;
+        self.dropped += other.dropped;
+    }
+
+    /// Requests the schedule asked for.
+    pub fn scheduled(&self) -> u64 {
+        self.sent + self.dropped
+    }
+}
+
+/// Measurements of some stretch of a run: an interval, or all of it.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Latency from intended send time to response, nanoseconds, per kind.
+    pub latency_ns: [Histogram<u64>; 4],
+    /// How late the load tester itself put requests on the wire, relative
+    /// to their intended time. High values mean the tester is the
+    /// bottleneck.
+    pub send_lag_ns: Histogram<u64>,
+    pub counts: [Counts; 4],
+    pub outcomes: BTreeMap<(Kind, Outcome), u64>,
+    pub errors: BTreeMap<ErrorReason, u64>,
+    /// Responses that match no pending request of their connection: late
+    /// answers to requests already counted as timeouts, or strangers.
+    pub unmatched: u64,
+    /// Frames that did not decode (or HTTP bodies that did not parse).
+    pub bad_responses: u64,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            latency_ns: [histogram(), histogram(), histogram(), histogram()],
+            send_lag_ns: histogram(),
+            counts: [Counts::default(); 4],
+            outcomes: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            unmatched: 0,
+            bad_responses: 0,
+        }
+    }
+}
+
+impl Tally {
+    /// Records a response to a measured request.
+    pub fn record_response(&mut self, kind: Kind, outcome: Outcome, latency_ns: u64) {
+        let _ = self.latency_ns[kind.index()].record(latency_ns);
+        self.counts[kind.index()].received += 1;
+        *self.outcomes.entry((kind, outcome)).or_insert(0) += 1;
+    }
+
+    /// Records a measured request put on the wire `lag_ns` after its
+    /// intended time.
+    pub fn record_sent(&mut self, kind: Kind, lag_ns: Option<u64>) {
+        self.counts[kind.index()].sent += 1;
+        if let Some(lag) = lag_ns {
+            let _ = self.send_lag_ns.record(lag);
+        }
+    }
+
+    /// Records a measured request that timed out.
+    pub fn record_timeout(&mut self, kind: Kind) {
+        self.counts[kind.index()].timeouts += 1;
+    }
+
+    /// Records a measured request that was never sent.
+    pub fn record_dropped(&mut self, kind: Kind) {
+        self.counts[kind.index()].dropped += 1;
+    }
+
+    /// Records a measured, sent request lost for `reason`.
+    pub fn record_error(&mut self, kind: Kind, reason: ErrorReason) {
+        self.counts[kind.index()].errors += 1;
+        *self.errors.entry(reason).or_insert(0) += 1;
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Tally) {
+        for (mine, theirs) in self.latency_ns.iter_mut().zip(&other.latency_ns) {
+            // Auto-resizing histograms of one precision always add.
+            let _ = mine.add(theirs);
+        }
+        let _ = self.send_lag_ns.add(&other.send_lag_ns);
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            mine.add(theirs);
+        }
+        for (key, count) in &other.outcomes {
+            *self.outcomes.entry(*key).or_insert(0) += count;
+        }
+        for (key, count) in &other.errors {
+            *self.errors.entry(*key).or_insert(0) += count;
+        }
+        self.unmatched += other.unmatched;
+        self.bad_responses += other.bad_responses;
+    }
+
+    /// Empties `self`, keeping the histograms' memory.
+    pub fn reset(&mut self) {
+        for h in &mut self.latency_ns {
+            h.reset();
+        }
+        self.send_lag_ns.reset();
+        self.counts = [Counts::default(); 4];
+        self.outcomes.clear();
+        self.errors.clear();
+        self.unmatched = 0;
+        self.bad_responses = 0;
+    }
+
+    /// All kinds' latencies in one histogram.
+    pub fn latency_all(&self) -> Histogram<u64> {
+        let mut all = histogram();
+        for h in &self.latency_ns {
+            let _ = all.add(h);
+        }
+        all
+    }
+
+    /// All kinds' counts added.
+    pub fn counts_all(&self) -> Counts {
+        let mut all = Counts::default();
+        for c in &self.counts {
+            all.add(c);
+        }
+        all
+    }
+
+    /// Responses by outcome over all kinds.
+    pub fn outcomes_all(&self) -> BTreeMap<Outcome, u64> {
+        let mut all = BTreeMap::new();
+        for ((_, outcome), count) in &self.outcomes {
+            *all.entry(*outcome).or_insert(0) += count;
+        }
+        all
+    }
+}
+
+/// What one group of connections records into.
+#[derive(Debug, Default)]
+pub struct Shard {
+    pub tally: Tally,
+    /// `--ack-log` lines not yet written.
+    pub acks: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_merge_and_reset() {
+        let mut a = Tally::default();
+        a.record_sent(Kind::Authorization, Some(1_000));
+        a.record_response(Kind::Authorization, Outcome::Code(*b"00"), 2_000_000);
+        a.record_sent(Kind::Network, None);
+        a.record_error(Kind::Network, ErrorReason::ConnectionClosed);
+        let mut b = Tally::default();
+        b.record_sent(Kind::Authorization, Some(3_000));
+        b.record_timeout(Kind::Authorization);
+        b.record_dropped(Kind::Authorization);
+        b.merge(&a);
+        let all = b.counts_all();
+        assert_eq!(all.sent, 3);
+        assert_eq!(all.sent, all.received + all.timeouts + all.errors);
+        assert_eq!(all.scheduled(), 4);
+        assert_eq!(b.latency_all().len(), 1);
+        assert_eq!(b.send_lag_ns.len(), 2);
+        assert_eq!(b.outcomes_all().get(&Outcome::Code(*b"00")), Some(&1));
+        b.reset();
+        assert_eq!(b.counts_all(), Counts::default());
+        assert!(b.latency_all().is_empty());
+        assert_eq!(Outcome::Http(503).label(), "HTTP 503");
+        assert_eq!(Outcome::Code(*b"65").label(), "65");
+        assert!(Outcome::Code(*b"00").is_approved());
+    }
+}
