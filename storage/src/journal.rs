@@ -13,6 +13,12 @@
 //!    ^                                                  |
 //!    +---------------- oneshot, after COMMIT -----------+
 //! ```
+//!
+//! A server database commits on several connections at once, so
+//! [`Journal::start_many`] runs one writer per backend connection on the one
+//! queue. The writers take turns at the queue: the one holding it waits for
+//! records while the others commit, then lets go before it commits, so one
+//! writer's commit overlaps the next one's batch forming.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,9 +54,9 @@ impl Default for JournalConfig {
 
 /// A database that can write a batch of records in one transaction.
 ///
-/// The journal's only way to write. A backend owns one connection; the
-/// PostgreSQL backend will be a second implementation, started once per
-/// writer connection.
+/// The journal's only way to write. A backend owns one connection; a
+/// journal with several writer connections has one backend per connection
+/// ([`Journal::start_many`]).
 pub trait JournalBackend: Send + 'static {
     /// Writes `batch` and its riders in one transaction and commits. Returns
     /// one outcome per record, in order, only after the commit; on `Err`
@@ -138,7 +144,7 @@ enum Command {
 }
 
 /// The handle the switch appends through. Cheap to clone; all clones feed the
-/// same writer.
+/// same queue and its writers.
 #[derive(Debug, Clone)]
 pub struct Journal {
     queue: mpsc::Sender<Command>,
@@ -149,17 +155,48 @@ pub struct Journal {
 impl Journal {
     /// Starts the writer task for `backend` on the current tokio runtime.
     pub fn start<B: JournalBackend>(backend: B, config: &JournalConfig) -> Journal {
+        Journal::start_many(vec![backend], config)
+    }
+
+    /// Starts one writer task per backend, all taking from one queue, on the
+    /// current tokio runtime. Records of one caller may then commit out of
+    /// order between writers; each append still returns only after its own
+    /// commit. With no backend at all the journal is closed from the start.
+    pub fn start_many<B: JournalBackend>(backends: Vec<B>, config: &JournalConfig) -> Journal {
         // Zero would make every append QueueFull, or a batch that never ends.
         let queue_capacity = config.queue_capacity.max(1);
         let batch_rows_max = config.batch_rows_max.max(1);
         let (queue, commands) = mpsc::channel(queue_capacity);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run_writer(
-            backend,
-            commands,
-            Arc::clone(&counters),
-            batch_rows_max,
-        ));
+        let shared = Arc::new(SharedQueue {
+            commands: tokio::sync::Mutex::new(commands),
+            closing: std::sync::Mutex::new(Vec::new()),
+        });
+        let writers: Vec<_> = backends
+            .into_iter()
+            .map(|backend| {
+                tokio::spawn(run_writer(
+                    backend,
+                    Arc::clone(&shared),
+                    Arc::clone(&counters),
+                    batch_rows_max,
+                ))
+            })
+            .collect();
+        // `close` is answered once every writer has written its last batch
+        // and closed its connection, not when the first one stops.
+        tokio::spawn(async move {
+            for writer in writers {
+                let _ = writer.await;
+            }
+            let closing = match shared.closing.lock() {
+                Ok(mut closing) => std::mem::take(&mut *closing),
+                Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+            };
+            for done in closing {
+                let _ = done.send(());
+            }
+        });
         Journal {
             queue,
             counters,
@@ -193,9 +230,10 @@ impl Journal {
         outcome.await.unwrap_or(Err(JournalError::Unavailable))
     }
 
-    /// Writes every record queued before this call, then stops the writer:
-    /// later appends answer [`JournalError::Closed`]. Returns once the
-    /// backend connection is closed. For graceful shutdown.
+    /// Writes every record queued before this call, then stops the writers:
+    /// later appends answer [`JournalError::Closed`]. Returns once every
+    /// writer has finished and closed its backend connection. For graceful
+    /// shutdown.
     pub async fn close(&self) {
         let (done, closed) = oneshot::channel();
         // `send` waits for room: shutdown may wait behind a full queue, which
@@ -222,8 +260,8 @@ impl Journal {
         }
     }
 
-    /// Whether the writer is taking records: false once the journal is closed
-    /// or its writer has stopped. For `/health/ready`.
+    /// Whether the writers are taking records: false once the journal is
+    /// closed or every writer has stopped. For `/health/ready`.
     pub fn is_running(&self) -> bool {
         !self.queue.is_closed()
     }
@@ -234,31 +272,51 @@ impl Journal {
     }
 }
 
+/// The queue's receiving end, shared by the writers.
+struct SharedQueue {
+    /// Held by the writer waiting for records; released before it commits.
+    commands: tokio::sync::Mutex<mpsc::Receiver<Command>>,
+    /// `close` callers, answered after the last writer stops.
+    closing: std::sync::Mutex<Vec<oneshot::Sender<()>>>,
+}
+
 async fn run_writer<B: JournalBackend>(
     mut backend: B,
-    mut commands: mpsc::Receiver<Command>,
+    shared: Arc<SharedQueue>,
     counters: Arc<Counters>,
     batch_rows_max: usize,
 ) {
     let mut received = Vec::with_capacity(batch_rows_max);
     let mut batch = Vec::with_capacity(batch_rows_max);
     let mut replies = Vec::with_capacity(batch_rows_max);
-    let mut closing = None;
-    // `recv_many` sleeps until the first command, then takes what is already
-    // queued without waiting for more: that is the whole batching policy.
-    while commands.recv_many(&mut received, batch_rows_max).await > 0 {
-        for command in received.drain(..) {
-            match command {
-                Command::Append { record, reply } => {
-                    batch.push(record);
-                    replies.push(reply);
-                }
-                Command::Close { done } => {
-                    // Later senders get `Closed`; what is queued still drains.
-                    commands.close();
-                    closing.get_or_insert_with(Vec::new).push(done);
+    loop {
+        {
+            let mut commands = shared.commands.lock().await;
+            // `recv_many` sleeps until the first command, then takes what is
+            // already queued without waiting for more: that is the whole
+            // batching policy.
+            if commands.recv_many(&mut received, batch_rows_max).await == 0 {
+                break;
+            }
+            for command in received.drain(..) {
+                match command {
+                    Command::Append { record, reply } => {
+                        batch.push(record);
+                        replies.push(reply);
+                    }
+                    Command::Close { done } => {
+                        // Later senders get `Closed`; what is queued still
+                        // drains, through every writer.
+                        commands.close();
+                        match shared.closing.lock() {
+                            Ok(mut closing) => closing.push(done),
+                            Err(poisoned) => poisoned.into_inner().push(done),
+                        }
+                    }
                 }
             }
+            // The queue is let go here, so another writer gathers the next
+            // batch while this one commits.
         }
         if !batch.is_empty() {
             flush_batch(&mut backend, &batch, &mut replies, &counters).await;
@@ -266,9 +324,6 @@ async fn run_writer<B: JournalBackend>(
         }
     }
     backend.close().await;
-    for done in closing.into_iter().flatten() {
-        let _ = done.send(());
-    }
 }
 
 async fn flush_batch<B: JournalBackend>(
@@ -330,5 +385,119 @@ fn record_batch(counters: &Counters, rows: usize) {
     let bucket = (rows.max(1).ilog2() as usize).min(BATCH_SIZE_BUCKETS - 1);
     if let Some(counter) = counters.batch_sizes.get(bucket) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use protocol::domain::{Channel, TransactionId, pad};
+    use protocol::{Amount, Currency, Mti, ResponseCode};
+
+    use super::*;
+    use crate::record::{RecordKind, StageTimings};
+
+    /// A backend that takes a while to commit and notes who wrote what.
+    struct SlowBackend {
+        writer: usize,
+        written: Arc<Mutex<Vec<(usize, usize)>>>,
+        closed: Arc<AtomicUsize>,
+    }
+
+    impl JournalBackend for SlowBackend {
+        async fn write_batch(
+            &mut self,
+            batch: &[JournalRecord],
+        ) -> Result<Vec<AppendOutcome>, StorageError> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.written
+                .lock()
+                .unwrap()
+                .push((self.writer, batch.len()));
+            Ok(vec![AppendOutcome::Recorded; batch.len()])
+        }
+
+        async fn close(self) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn record(n: u64) -> JournalRecord {
+        JournalRecord {
+            id: TransactionId::new(n, [0; 10]),
+            created_at_ms: n,
+            channel: Channel::Iso,
+            kind: RecordKind::Authorization,
+            mti: Mti::AUTHORIZATION_REQUEST,
+            processing_code: None,
+            amount: Amount::from_minor(100).unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            merchant_id: pad("M0001").unwrap(),
+            terminal_id: pad("TERM0001").unwrap(),
+            stan: None,
+            rrn: None,
+            transmitted_at: None,
+            token: None,
+            bin: None,
+            last4: None,
+            response_code: ResponseCode::Approved,
+            auth_code: None,
+            reason: None,
+            original_id: None,
+            timings: StageTimings::default(),
+            sealed_pan: None,
+            idempotency: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_writers_share_the_queue_and_close_waits_for_every_one() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let backends = (0..3)
+            .map(|writer| SlowBackend {
+                writer,
+                written: Arc::clone(&written),
+                closed: Arc::clone(&closed),
+            })
+            .collect();
+        let journal = Journal::start_many(backends, &JournalConfig::default());
+        let tasks: Vec<_> = (0..300)
+            .map(|n| {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    for k in 0..5 {
+                        let outcome = journal.append(record(n * 10 + k)).await;
+                        assert_eq!(outcome, Ok(AppendOutcome::Recorded));
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let stats = journal.stats();
+        assert_eq!(stats.records, 1500);
+        let writers: std::collections::HashSet<usize> =
+            written.lock().unwrap().iter().map(|(w, _)| *w).collect();
+        assert_eq!(writers.len(), 3, "every writer took batches");
+
+        journal.close().await;
+        assert_eq!(closed.load(Ordering::SeqCst), 3);
+        assert!(!journal.is_running());
+        assert_eq!(journal.append(record(1)).await, Err(JournalError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_journal_without_writers_is_closed() {
+        let journal = Journal::start_many(Vec::<SlowBackend>::new(), &JournalConfig::default());
+        journal.close().await;
+        assert!(!journal.is_running());
     }
 }

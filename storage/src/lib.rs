@@ -33,6 +33,7 @@
 
 pub mod error;
 pub mod journal;
+pub mod postgres;
 pub mod record;
 pub mod sqlite;
 pub mod store;
@@ -40,6 +41,7 @@ pub mod vault;
 
 pub use error::{JournalError, StorageError};
 pub use journal::{Journal, JournalBackend, JournalConfig, JournalStats};
+pub use postgres::{PostgresConfig, PostgresStore, PostgresWriter};
 pub use record::{
     AppendOutcome, IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor,
     ReplayRow, SealedPan, StageTimings, StoredTransaction, bin_and_last4,

@@ -1,0 +1,480 @@
+//! Lookups on the read pool, and turning rows back into typed values.
+//!
+//! The same queries as the embedded backend's, in PostgreSQL's dialect:
+//! numbered parameters, and the kinds asked for bound as one array. Every
+//! one is answered from an index (a test checks the query plans).
+
+use std::future::Future;
+
+use sqlx::postgres::PgRow;
+use sqlx::{Decode, Postgres, Row, Type};
+
+use protocol::domain::{Channel, DeclineReason, Token, TransactionId};
+use protocol::iso::Text;
+use protocol::{Amount, Currency, Mti, ResponseCode};
+
+use super::{PostgresStore, timed_out, to_i64};
+use crate::error::StorageError;
+use crate::record::{
+    IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor, ReplayRow, SealedPan,
+    StageTimings, StoredTransaction,
+};
+use crate::store::StoreReader;
+
+pub(crate) const SELECT_TRANSACTION: &str = concat!(
+    "SELECT ",
+    transaction_columns!(),
+    ", (SELECT reversal_id FROM reversals WHERE original_id = transactions.id) AS reversed_by \
+     FROM transactions WHERE id = $1"
+);
+
+pub(crate) const FIND_ORIGINAL_AT: &str = concat!(
+    "SELECT ",
+    transaction_columns!(),
+    " FROM transactions \
+     WHERE terminal_id = $1 AND stan = $2 AND transmitted_at = $3 AND created_at_ms >= $4 \
+       AND kind = ANY($5::text[]) \
+     ORDER BY created_at_ms DESC LIMIT 1"
+);
+
+pub(crate) const FIND_ORIGINAL_ANY_TIME: &str = concat!(
+    "SELECT ",
+    transaction_columns!(),
+    " FROM transactions \
+     WHERE terminal_id = $1 AND stan = $2 AND created_at_ms >= $3 \
+       AND kind = ANY($4::text[]) \
+     ORDER BY created_at_ms DESC LIMIT 1"
+);
+
+/// The first three conditions repeat the partial index's own `WHERE`, which
+/// is how the planner knows it may use the index.
+pub(crate) const APPROVED_SINCE: &str = "\
+    SELECT id, token, merchant_id, amount_minor, currency_numeric, created_at_ms \
+    FROM transactions \
+    WHERE response_code = '00' AND kind IN ('authorization', 'purchase') \
+      AND token IS NOT NULL \
+      AND (created_at_ms, id) > ($1, $2) \
+      AND NOT EXISTS (SELECT 1 FROM reversals WHERE original_id = transactions.id) \
+    ORDER BY created_at_ms, id LIMIT $3";
+
+pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
+    SELECT merchant_id, idempotency_key, request_hash, response_json, status \
+    FROM idempotency WHERE merchant_id = $1 AND idempotency_key = $2";
+
+pub(crate) const SEALED_PAN: &str =
+    "SELECT token, key_id, nonce, ciphertext FROM vault WHERE token = $1";
+
+impl PostgresStore {
+    /// Runs one read within the read timeout: a server that stops
+    /// answering fails a lookup instead of holding its caller.
+    pub(super) async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        read: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StorageError> {
+        tokio::time::timeout(self.read_timeout, read)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(operation, self.read_timeout)))
+            .map_err(StorageError::database(operation))
+    }
+
+    /// See [`StoreReader::transaction`].
+    pub async fn transaction(
+        &self,
+        id: TransactionId,
+    ) -> Result<Option<StoredTransaction>, StorageError> {
+        let query = sqlx::query(SELECT_TRANSACTION).bind(id.as_bytes().as_slice());
+        let row = self
+            .bounded("read a transaction", query.fetch_optional(&self.pool))
+            .await?;
+        row.map(|row| {
+            let columns = Columns::new(&row, "transactions");
+            Ok(StoredTransaction {
+                record: record_from_columns(&columns)?,
+                reversed_by: columns.optional_id("reversed_by")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// See [`StoreReader::find_original`].
+    pub async fn find_original(
+        &self,
+        keys: &OriginalKeys,
+        kinds: &[RecordKind],
+        created_since_ms: u64,
+    ) -> Result<Option<JournalRecord>, StorageError> {
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let kinds: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+        let query = match &keys.transmitted_at {
+            Some(at) => sqlx::query(FIND_ORIGINAL_AT)
+                .bind(keys.terminal_id.as_str())
+                .bind(keys.stan.as_str())
+                .bind(at.as_str()),
+            None => sqlx::query(FIND_ORIGINAL_ANY_TIME)
+                .bind(keys.terminal_id.as_str())
+                .bind(keys.stan.as_str()),
+        };
+        let query = query.bind(to_i64(created_since_ms)).bind(kinds);
+        let row = self
+            .bounded(
+                "find an original by acquirer keys",
+                query.fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(|row| record_from(&row)).transpose()
+    }
+
+    /// See [`StoreReader::idempotent_response`].
+    pub async fn idempotent_response(
+        &self,
+        merchant_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyEntry>, StorageError> {
+        let query = sqlx::query(IDEMPOTENT_RESPONSE).bind(merchant_id).bind(key);
+        let row = self
+            .bounded(
+                "read an idempotency entry",
+                query.fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(|row| {
+            let columns = Columns::new(&row, "idempotency");
+            Ok(IdempotencyEntry {
+                merchant_id: columns.get("merchant_id")?,
+                key: columns.get("idempotency_key")?,
+                request_hash: columns.bytes("request_hash")?,
+                response_json: columns.get("response_json")?,
+                status: columns.number("status")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// See [`StoreReader::approved_since`].
+    pub async fn approved_since(
+        &self,
+        since_ms: u64,
+        after: Option<ReplayCursor>,
+        rows_max: u32,
+    ) -> Result<Vec<ReplayRow>, StorageError> {
+        // With no cursor, start just before the first id at `since_ms`: an
+        // empty bytea sorts before every 16-byte id.
+        let (at_ms, id): (u64, &[u8]) = match &after {
+            Some(cursor) if cursor.at_ms >= since_ms => (cursor.at_ms, cursor.id.as_bytes()),
+            _ => (since_ms, &[]),
+        };
+        let query = sqlx::query(APPROVED_SINCE)
+            .bind(to_i64(at_ms))
+            .bind(id)
+            .bind(i64::from(rows_max));
+        let rows = self
+            .bounded(
+                "read approved transactions for replay",
+                query.fetch_all(&self.pool),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let columns = Columns::new(row, "transactions");
+                Ok(ReplayRow {
+                    id: columns.id("id")?,
+                    token: Token::from_bytes(columns.bytes("token")?),
+                    merchant_id: columns.text("merchant_id")?,
+                    amount: columns.amount("amount_minor")?,
+                    currency: columns.currency("currency_numeric")?,
+                    at_ms: columns.number("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// See [`StoreReader::sealed_pan`].
+    pub async fn sealed_pan(&self, token: Token) -> Result<Option<SealedPan>, StorageError> {
+        let query = sqlx::query(SEALED_PAN).bind(token.as_bytes().as_slice());
+        let row = self
+            .bounded("read a vault entry", query.fetch_optional(&self.pool))
+            .await?;
+        row.map(|row| {
+            let columns = Columns::new(&row, "vault");
+            Ok(SealedPan {
+                token: Token::from_bytes(columns.bytes("token")?),
+                key_id: columns.number("key_id")?,
+                nonce: columns.bytes("nonce")?,
+                ciphertext: columns.get("ciphertext")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl StoreReader for PostgresStore {
+    async fn transaction(
+        &self,
+        id: TransactionId,
+    ) -> Result<Option<StoredTransaction>, StorageError> {
+        PostgresStore::transaction(self, id).await
+    }
+
+    async fn find_original(
+        &self,
+        keys: &OriginalKeys,
+        kinds: &[RecordKind],
+        created_since_ms: u64,
+    ) -> Result<Option<JournalRecord>, StorageError> {
+        PostgresStore::find_original(self, keys, kinds, created_since_ms).await
+    }
+
+    async fn idempotent_response(
+        &self,
+        merchant_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyEntry>, StorageError> {
+        PostgresStore::idempotent_response(self, merchant_id, key).await
+    }
+
+    async fn approved_since(
+        &self,
+        since_ms: u64,
+        after: Option<ReplayCursor>,
+        rows_max: u32,
+    ) -> Result<Vec<ReplayRow>, StorageError> {
+        PostgresStore::approved_since(self, since_ms, after, rows_max).await
+    }
+
+    async fn sealed_pan(&self, token: Token) -> Result<Option<SealedPan>, StorageError> {
+        PostgresStore::sealed_pan(self, token).await
+    }
+}
+
+/// A record from a row holding every column of `transactions`.
+pub(super) fn record_from(row: &PgRow) -> Result<JournalRecord, StorageError> {
+    record_from_columns(&Columns::new(row, "transactions"))
+}
+
+fn record_from_columns(columns: &Columns<'_>) -> Result<JournalRecord, StorageError> {
+    Ok(JournalRecord {
+        id: columns.id("id")?,
+        created_at_ms: columns.number("created_at_ms")?,
+        channel: columns.parsed("channel", |name| match name {
+            "iso" => Some(Channel::Iso),
+            "http" => Some(Channel::Http),
+            _ => None,
+        })?,
+        kind: columns.parsed("kind", RecordKind::from_name)?,
+        mti: columns.parsed("mti", |text| Mti::parse(text.as_bytes()))?,
+        processing_code: columns.optional_text("processing_code")?,
+        amount: columns.amount("amount_minor")?,
+        currency: columns.currency("currency_numeric")?,
+        merchant_id: columns.text("merchant_id")?,
+        terminal_id: columns.text("terminal_id")?,
+        stan: columns.optional_text("stan")?,
+        rrn: columns.optional_text("rrn")?,
+        transmitted_at: columns.optional_text("transmitted_at")?,
+        token: columns.optional_bytes("token")?.map(Token::from_bytes),
+        bin: columns.get("bin")?,
+        last4: columns.get("last4")?,
+        response_code: columns
+            .parsed("response_code", |code| ResponseCode::parse(code.as_bytes()))?,
+        auth_code: columns.optional_text("auth_code")?,
+        reason: columns
+            .get::<Option<&str>>("reason")?
+            .map(|name| DeclineReason::from_name(name).ok_or(columns.corrupt("reason")))
+            .transpose()?,
+        original_id: columns.optional_id("original_id")?,
+        timings: StageTimings {
+            decode_us: columns.number("decode_us")?,
+            decide_us: columns.number("decide_us")?,
+            vault_us: columns.number("vault_us")?,
+        },
+        sealed_pan: None,
+        idempotency: None,
+    })
+}
+
+/// One row of one table, read column by column; any value that does not
+/// decode is `StorageError::Corrupt` naming the column.
+struct Columns<'r> {
+    row: &'r PgRow,
+    table: &'static str,
+}
+
+impl<'r> Columns<'r> {
+    fn new(row: &'r PgRow, table: &'static str) -> Self {
+        Columns { row, table }
+    }
+
+    fn corrupt(&self, column: &'static str) -> StorageError {
+        StorageError::Corrupt {
+            table: self.table,
+            column,
+        }
+    }
+
+    fn get<T: Decode<'r, Postgres> + Type<Postgres>>(
+        &self,
+        column: &'static str,
+    ) -> Result<T, StorageError> {
+        self.row.try_get(column).map_err(|_| self.corrupt(column))
+    }
+
+    fn parsed<T>(
+        &self,
+        column: &'static str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, StorageError> {
+        parse(self.get::<&str>(column)?).ok_or(self.corrupt(column))
+    }
+
+    fn number<T: TryFrom<i64>>(&self, column: &'static str) -> Result<T, StorageError> {
+        T::try_from(self.get::<i64>(column)?).map_err(|_| self.corrupt(column))
+    }
+
+    fn bytes<const N: usize>(&self, column: &'static str) -> Result<[u8; N], StorageError> {
+        self.get::<&[u8]>(column)?
+            .try_into()
+            .map_err(|_| self.corrupt(column))
+    }
+
+    fn optional_bytes<const N: usize>(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<[u8; N]>, StorageError> {
+        self.get::<Option<&[u8]>>(column)?
+            .map(|bytes| bytes.try_into().map_err(|_| self.corrupt(column)))
+            .transpose()
+    }
+
+    fn id(&self, column: &'static str) -> Result<TransactionId, StorageError> {
+        self.bytes(column).map(TransactionId::from_bytes)
+    }
+
+    fn optional_id(&self, column: &'static str) -> Result<Option<TransactionId>, StorageError> {
+        Ok(self.optional_bytes(column)?.map(TransactionId::from_bytes))
+    }
+
+    fn text<const N: usize>(&self, column: &'static str) -> Result<Text<N>, StorageError> {
+        self.parsed(column, |text| Text::parse(text.as_bytes()))
+    }
+
+    fn optional_text<const N: usize>(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<Text<N>>, StorageError> {
+        self.get::<Option<&str>>(column)?
+            .map(|text| Text::parse(text.as_bytes()).ok_or(self.corrupt(column)))
+            .transpose()
+    }
+
+    fn amount(&self, column: &'static str) -> Result<Amount, StorageError> {
+        Amount::from_minor(self.number(column)?).ok_or(self.corrupt(column))
+    }
+
+    fn currency(&self, column: &'static str) -> Result<Currency, StorageError> {
+        Currency::from_numeric(self.number(column)?).ok_or(self.corrupt(column))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sqlx::{Connection, Executor, PgConnection};
+
+    use super::*;
+    use crate::postgres::PostgresConfig;
+
+    /// Every lookup can be answered from its index (or a primary key), so
+    /// its cost does not grow with the journal. Sequential scans are priced
+    /// out, as on a table of millions of rows; a plan that still scans has
+    /// no index to use.
+    ///
+    /// Needs a server: runs under scripts/test-env (see
+    /// storage/tests/common/postgres.rs for the rules when it is missing).
+    #[tokio::test]
+    async fn every_lookup_uses_an_index() {
+        let Some(admin_url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            let required = ["CI", "SWITCH_REQUIRE_DATABASES"].iter().any(|name| {
+                std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+            });
+            assert!(
+                !required,
+                "DATABASE_URL is not set, and CI or SWITCH_REQUIRE_DATABASES requires the \
+                 PostgreSQL tests: run them under scripts/test-env"
+            );
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: DATABASE_URL not set (run under scripts/test-env)"
+            );
+            return;
+        };
+        let name = format!("switch_test_plans_{}", std::process::id());
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            admin.execute(sqlx::raw_sql(&statement)).await.unwrap();
+        }
+        let options = std::str::FromStr::from_str(&admin_url)
+            .map(|o: sqlx::postgres::PgConnectOptions| o.database(&name))
+            .unwrap();
+        let (journal, store) =
+            PostgresStore::open_with_options(options.clone(), PostgresConfig::default())
+                .await
+                .unwrap();
+        let mut conn = PgConnection::connect_with(&options).await.unwrap();
+        conn.execute("SET enable_seqscan = off").await.unwrap();
+        let id = [0u8; 16];
+        let kinds = vec!["authorization"];
+        for (sql, index) in [
+            (SELECT_TRANSACTION, "transactions_pkey"),
+            (FIND_ORIGINAL_AT, "transactions_by_acquirer_keys"),
+            (FIND_ORIGINAL_ANY_TIME, "transactions_by_acquirer_keys"),
+            (APPROVED_SINCE, "transactions_approved"),
+            (IDEMPOTENT_RESPONSE, "idempotency_pkey"),
+            (SEALED_PAN, "vault_pkey"),
+        ] {
+            let explain = format!("EXPLAIN {sql}");
+            let query = sqlx::query(&explain);
+            let query = match sql {
+                SELECT_TRANSACTION | SEALED_PAN => query.bind(id.as_slice()),
+                FIND_ORIGINAL_AT => query
+                    .bind("TERM0001")
+                    .bind("000001")
+                    .bind("1122183000")
+                    .bind(0i64)
+                    .bind(kinds.clone()),
+                FIND_ORIGINAL_ANY_TIME => query
+                    .bind("TERM0001")
+                    .bind("000001")
+                    .bind(0i64)
+                    .bind(kinds.clone()),
+                APPROVED_SINCE => query.bind(0i64).bind(id.as_slice()).bind(100i64),
+                _ => query.bind("M0001").bind("key"),
+            };
+            let plan: Vec<String> = query
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(!plan.contains("Seq Scan"), "{sql}:\n{plan}");
+            assert!(plan.contains(index), "{sql}:\n{plan}");
+        }
+        conn.close().await.unwrap();
+        journal.close().await;
+        store.close().await;
+        admin
+            .execute(sqlx::raw_sql(&format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,656 @@
+//! The PostgreSQL journal writer: one connection, one transaction and one
+//! statement per batch.
+//!
+//! A batch is sent as column arrays and written by a single statement whose
+//! four data-modifying CTEs each do one multi-row `INSERT ... SELECT FROM
+//! UNNEST(...)`: transactions, reversals, vault entries, idempotency
+//! entries. The statement text does not depend on the batch size, so each
+//! connection prepares it once, and a batch of any size is three round trips:
+//! BEGIN, the statement, COMMIT.
+//!
+//! Every insert is `ON CONFLICT DO NOTHING`, and who holds a reversal's
+//! original or an idempotency key is decided by reading the table, not by
+//! whose insert happened to run. So writing a batch that is already
+//! committed changes nothing and answers what the first write answered:
+//! that is what makes it safe to retry a batch whose connection dropped
+//! around COMMIT, when nobody can say whether it committed.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::time::Duration;
+
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
+use sqlx::{Connection, PgConnection, Postgres, Row};
+use tokio::time::Instant;
+
+use protocol::domain::TransactionId;
+
+use super::reads::record_from;
+use super::{
+    PostgresConfig, WRITER_APPLICATION_NAME, connect, session_settings, timed_out, to_i64,
+};
+use crate::error::StorageError;
+use crate::journal::JournalBackend;
+use crate::record::{AppendOutcome, JournalRecord};
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
+/// The whole batch in one statement. The data-modifying CTEs all run to
+/// completion whether or not the final SELECT reads them; it reads the
+/// counts of rows each insert wrote. The foreign keys from `reversals` and
+/// `idempotency` to `transactions` are checked at the end of the statement,
+/// when the rows of the first CTE are in place.
+const INSERT_BATCH: &str = concat!(
+    "WITH written_transactions AS (\
+        INSERT INTO transactions (",
+    transaction_columns!(),
+    ") SELECT * FROM UNNEST(\
+            $1::bytea[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
+            $7::int8[], $8::int8[], $9::text[], $10::text[], $11::text[], $12::text[], \
+            $13::text[], $14::bytea[], $15::text[], $16::text[], $17::text[], $18::text[], \
+            $19::text[], $20::bytea[], $21::int8[], $22::int8[], $23::int8[]) \
+        ON CONFLICT (id) DO NOTHING RETURNING 1\
+    ), written_reversals AS (\
+        INSERT INTO reversals (original_id, reversal_id, created_at_ms) \
+        SELECT * FROM UNNEST($24::bytea[], $25::bytea[], $26::int8[]) \
+        ON CONFLICT (original_id) DO NOTHING RETURNING 1\
+    ), written_vault AS (\
+        INSERT INTO vault (token, key_id, nonce, ciphertext, created_at_ms) \
+        SELECT * FROM UNNEST($27::bytea[], $28::int8[], $29::bytea[], $30::bytea[], $31::int8[]) \
+        ON CONFLICT (token) DO NOTHING RETURNING 1\
+    ), written_idempotency AS (\
+        INSERT INTO idempotency (merchant_id, idempotency_key, request_hash, response_json, \
+            status, transaction_id, created_at_ms) \
+        SELECT * FROM UNNEST($32::text[], $33::text[], $34::bytea[], $35::text[], $36::int8[], \
+            $37::bytea[], $38::int8[]) \
+        ON CONFLICT (merchant_id, idempotency_key) DO NOTHING RETURNING 1\
+    ) SELECT \
+        (SELECT count(*) FROM written_transactions), \
+        (SELECT count(*) FROM written_reversals), \
+        (SELECT count(*) FROM written_vault), \
+        (SELECT count(*) FROM written_idempotency)"
+);
+
+/// Rows already in `transactions` with a batch's ids, to tell a retried
+/// batch (the same records) from a clash (another record under an id).
+const SELECT_EXISTING: &str = concat!(
+    "SELECT ",
+    transaction_columns!(),
+    " FROM transactions WHERE id = ANY($1::bytea[])"
+);
+
+/// Who holds each original a batch reverses.
+const SELECT_REVERSAL_HOLDERS: &str =
+    "SELECT original_id, reversal_id FROM reversals WHERE original_id = ANY($1::bytea[])";
+
+/// Who holds each idempotency key a batch carries.
+const SELECT_IDEMPOTENCY_HOLDERS: &str = "\
+    SELECT i.merchant_id, i.idempotency_key, i.transaction_id \
+    FROM idempotency AS i \
+    JOIN UNNEST($1::text[], $2::text[]) AS k (merchant_id, idempotency_key) \
+      ON i.merchant_id = k.merchant_id AND i.idempotency_key = k.idempotency_key";
+
+/// The PostgreSQL backend's writer: one connection. After any failure it
+/// drops the connection and opens a fresh one for the next batch, so no
+/// half-finished transaction or broken socket outlives the batch it failed.
+///
+/// Public so that tests and benchmarks can drive batches directly; the
+/// switch gets its writers from [`PostgresStore::open`](super::PostgresStore::open).
+#[derive(Debug)]
+pub struct PostgresWriter {
+    conn: Option<PgConnection>,
+    options: PgConnectOptions,
+    settings: String,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
+}
+
+impl PostgresWriter {
+    /// Opens a writer connection with `config`'s timeouts.
+    pub async fn connect(
+        options: &PgConnectOptions,
+        config: &PostgresConfig,
+    ) -> Result<PostgresWriter, StorageError> {
+        let mut writer = PostgresWriter {
+            conn: None,
+            options: options.clone().application_name(WRITER_APPLICATION_NAME),
+            settings: session_settings(
+                config.statement_timeout_ms,
+                config.journal.busy_timeout_ms,
+                false,
+            ),
+            connect_timeout: Duration::from_millis(u64::from(config.connect_timeout_ms)),
+            statement_timeout: Duration::from_millis(u64::from(config.statement_timeout_ms)),
+        };
+        writer.conn = Some(writer.reconnect().await?);
+        Ok(writer)
+    }
+
+    async fn reconnect(&self) -> Result<PgConnection, StorageError> {
+        connect(&self.options, self.connect_timeout, &self.settings).await
+    }
+
+    /// One attempt: connect if needed, write, commit. On any error the
+    /// connection is dropped, never reused.
+    async fn write_once(
+        &mut self,
+        batch: &[JournalRecord],
+    ) -> Result<Vec<AppendOutcome>, StorageError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let conn = self.reconnect().await?;
+                self.conn.insert(conn)
+            }
+        };
+        let written = write_batch_in_transaction(conn, batch).await;
+        if written.is_err() {
+            // Dropping closes the socket; the server rolls back whatever
+            // the batch left open. No goodbye is sent: on a broken
+            // connection it could wait for ever.
+            self.conn = None;
+        }
+        written
+    }
+}
+
+impl JournalBackend for PostgresWriter {
+    /// Writes the batch; if the connection turns out to be gone (killed,
+    /// restarted server, failover), reconnects and writes it once more.
+    /// The second write is safe whether or not the first committed: it then
+    /// finds the batch in place and answers as the first would have. The
+    /// whole call, retry included, ends within the connect and statement
+    /// timeouts.
+    async fn write_batch(
+        &mut self,
+        batch: &[JournalRecord],
+    ) -> Result<Vec<AppendOutcome>, StorageError> {
+        let bound = self.connect_timeout + self.statement_timeout;
+        let deadline = Instant::now() + bound;
+        let mut retried = false;
+        loop {
+            match tokio::time::timeout_at(deadline, self.write_once(batch)).await {
+                Ok(Ok(outcomes)) => return Ok(outcomes),
+                Ok(Err(error)) if !retried && is_connection_lost(&error) => {
+                    tracing::warn!(%error, records = batch.len(), "journal connection lost; writing the batch again on a new one");
+                    retried = true;
+                }
+                Ok(Err(error)) => return Err(error),
+                Err(_) => {
+                    // The attempt was dropped mid-flight: its connection
+                    // is in an unknown state.
+                    self.conn = None;
+                    return Err(StorageError::Database {
+                        operation: "write a journal batch",
+                        source: timed_out("a journal batch", bound),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn close(mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        // A goodbye to a server that no longer answers would wait for ever,
+        // and shutdown with it; after the timeout the socket is just dropped.
+        match tokio::time::timeout(self.connect_timeout, conn.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "closing a journal writer connection"),
+            Err(_) => tracing::warn!("closing a journal writer connection timed out"),
+        }
+    }
+}
+
+/// Whether `error` says the connection is gone rather than that the batch
+/// was refused: worth one more try on a new connection.
+fn is_connection_lost(error: &StorageError) -> bool {
+    let StorageError::Database { source, .. } = error else {
+        return false;
+    };
+    match source {
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::TimedOut,
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-03: the server is shutting
+            // down or starting (pg_terminate_backend, restart, failover);
+            // 40001/40P01: a serialization failure or deadlock, which a
+            // second try in a fresh transaction resolves.
+            code.starts_with("08")
+                || ["57P01", "57P02", "57P03", "40001", "40P01"].contains(&code.as_ref())
+        }),
+        _ => false,
+    }
+}
+
+async fn write_batch_in_transaction(
+    conn: &mut PgConnection,
+    batch: &[JournalRecord],
+) -> Result<Vec<AppendOutcome>, StorageError> {
+    let rows = BatchRows::new(batch);
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(StorageError::database("begin a journal batch"))?;
+    let counts = rows
+        .bind(sqlx::query(INSERT_BATCH))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StorageError::database("insert a journal batch"))?;
+    let count = |index: usize| -> Result<u64, StorageError> {
+        counts
+            .try_get::<i64, _>(index)
+            .ok()
+            .and_then(|count| u64::try_from(count).ok())
+            .ok_or(StorageError::Corrupt {
+                table: "transactions",
+                column: "count",
+            })
+    };
+    let transactions_written = count(0)?;
+    let reversals_written = count(1)?;
+    let idempotency_written = count(3)?;
+
+    // Fewer rows than records: some ids are taken. By this very batch, on a
+    // retry, is fine; by any other record, the batch is refused whole.
+    if transactions_written != batch.len() as u64 {
+        check_already_written(&mut tx, batch, transactions_written).await?;
+    }
+
+    let mut outcomes = vec![AppendOutcome::Recorded; batch.len()];
+    if !rows.reversals.is_empty() {
+        // Every first reversal of each original won its insert, the usual
+        // case: the holders are known. Otherwise ask the table.
+        let holders = if reversals_written == rows.reversals.len() as u64 {
+            rows.reversals.clone()
+        } else {
+            reversal_holders(&mut tx, &rows.reversals).await?
+        };
+        for (record, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+            let Some(original) = reversed_original(record) else {
+                continue;
+            };
+            let by = *holders.get(&original).ok_or(StorageError::RowCount {
+                table: "reversals",
+                expected: rows.reversals.len(),
+                written: reversals_written,
+            })?;
+            if by != record.id {
+                *outcome = AppendOutcome::AlreadyReversed { by };
+            }
+        }
+    }
+    if !rows.keys.is_empty() {
+        let holders = if idempotency_written == rows.keys.len() as u64 {
+            rows.keys.clone()
+        } else {
+            idempotency_holders(&mut tx, &rows.keys).await?
+        };
+        for (record, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+            let Some(entry) = &record.idempotency else {
+                continue;
+            };
+            let key = (entry.merchant_id.as_str(), entry.key.as_str());
+            let by = *holders.get(&key).ok_or(StorageError::RowCount {
+                table: "idempotency",
+                expected: rows.keys.len(),
+                written: idempotency_written,
+            })?;
+            if by != record.id {
+                *outcome = AppendOutcome::IdempotencyKeyTaken { by };
+            }
+        }
+    }
+
+    tx.commit()
+        .await
+        .map_err(StorageError::database("commit a journal batch"))?;
+    Ok(outcomes)
+}
+
+/// The original a record reverses, if it claims one.
+fn reversed_original(record: &JournalRecord) -> Option<TransactionId> {
+    record.original_id.filter(|_| record.kind.is_reversal())
+}
+
+/// Checks that every record of `batch` is in `transactions` exactly as
+/// given: true of a batch written before (a retry), false when another
+/// record holds one of the ids.
+async fn check_already_written(
+    conn: &mut PgConnection,
+    batch: &[JournalRecord],
+    written: u64,
+) -> Result<(), StorageError> {
+    let clash = StorageError::RowCount {
+        table: "transactions",
+        expected: batch.len(),
+        written,
+    };
+    let ids: Vec<&[u8]> = batch.iter().map(|r| r.id.as_bytes().as_slice()).collect();
+    let rows = sqlx::query(SELECT_EXISTING)
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StorageError::database("read back a batch's transactions"))?;
+    let mut stored = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let record = record_from(row)?;
+        stored.insert(record.id, record);
+    }
+    for record in batch {
+        let Some(on_disk) = stored.get(&record.id) else {
+            return Err(clash);
+        };
+        // Reads give records back without their riders.
+        let written_as = JournalRecord {
+            sealed_pan: None,
+            idempotency: None,
+            ..record.clone()
+        };
+        if *on_disk != written_as {
+            tracing::error!(id = %record.id, "another record holds a journal record's id");
+            return Err(clash);
+        }
+    }
+    Ok(())
+}
+
+async fn reversal_holders(
+    conn: &mut PgConnection,
+    firsts: &HashMap<TransactionId, TransactionId>,
+) -> Result<HashMap<TransactionId, TransactionId>, StorageError> {
+    let originals: Vec<&[u8]> = firsts.keys().map(|id| id.as_bytes().as_slice()).collect();
+    let rows = sqlx::query(SELECT_REVERSAL_HOLDERS)
+        .bind(originals)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StorageError::database("look up who reversed an original"))?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                id_column(row, 0, "reversals", "original_id")?,
+                id_column(row, 1, "reversals", "reversal_id")?,
+            ))
+        })
+        .collect()
+}
+
+async fn idempotency_holders<'b>(
+    conn: &mut PgConnection,
+    firsts: &HashMap<(&'b str, &'b str), TransactionId>,
+) -> Result<HashMap<(&'b str, &'b str), TransactionId>, StorageError> {
+    let (merchants, keys): (Vec<&str>, Vec<&str>) = firsts.keys().copied().unzip();
+    let rows = sqlx::query(SELECT_IDEMPOTENCY_HOLDERS)
+        .bind(merchants)
+        .bind(keys)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StorageError::database(
+            "look up who holds an idempotency key",
+        ))?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let merchant: String = row.try_get(0).map_err(|_| StorageError::Corrupt {
+            table: "idempotency",
+            column: "merchant_id",
+        })?;
+        let key: String = row.try_get(1).map_err(|_| StorageError::Corrupt {
+            table: "idempotency",
+            column: "idempotency_key",
+        })?;
+        let holder = id_column(row, 2, "idempotency", "transaction_id")?;
+        found.insert((merchant, key), holder);
+    }
+    // Keyed again by the batch's own strings, which outlive the rows.
+    Ok(firsts
+        .keys()
+        .filter_map(|&(merchant, key)| {
+            found
+                .get(&(merchant.to_owned(), key.to_owned()))
+                .map(|&holder| ((merchant, key), holder))
+        })
+        .collect())
+}
+
+fn id_column(
+    row: &PgRow,
+    index: usize,
+    table: &'static str,
+    column: &'static str,
+) -> Result<TransactionId, StorageError> {
+    let bytes: &[u8] = row
+        .try_get(index)
+        .map_err(|_| StorageError::Corrupt { table, column })?;
+    bytes
+        .try_into()
+        .map(TransactionId::from_bytes)
+        .map_err(|_| StorageError::Corrupt { table, column })
+}
+
+/// A batch as the column arrays [`INSERT_BATCH`] binds, borrowing from the
+/// records.
+///
+/// Reversals and idempotency entries are reduced to the first of each
+/// original or key in batch order, which is who wins inside a batch, as in
+/// the embedded backend. Their rows, and the vault's, are sent sorted by
+/// key: two writer connections inserting overlapping keys then take their
+/// row locks in the same order and wait for each other instead of
+/// deadlocking.
+struct BatchRows<'b> {
+    batch: &'b [JournalRecord],
+    /// Each reversed original and the first reversal of it in the batch.
+    reversals: HashMap<TransactionId, TransactionId>,
+    /// Each idempotency key and the first record in the batch carrying it.
+    keys: HashMap<(&'b str, &'b str), TransactionId>,
+    reversal_rows: Vec<&'b JournalRecord>,
+    vault_rows: Vec<&'b JournalRecord>,
+    key_rows: Vec<&'b JournalRecord>,
+}
+
+impl<'b> BatchRows<'b> {
+    fn new(batch: &'b [JournalRecord]) -> BatchRows<'b> {
+        let mut reversals = HashMap::new();
+        let mut reversal_rows = Vec::new();
+        let mut keys = HashMap::new();
+        let mut key_rows = Vec::new();
+        let mut vault_rows: Vec<&JournalRecord> = Vec::new();
+        for record in batch {
+            if let Some(original) = reversed_original(record)
+                && let Entry::Vacant(first) = reversals.entry(original)
+            {
+                first.insert(record.id);
+                reversal_rows.push(record);
+            }
+            if let Some(entry) = &record.idempotency
+                && let Entry::Vacant(first) =
+                    keys.entry((entry.merchant_id.as_str(), entry.key.as_str()))
+            {
+                first.insert(record.id);
+                key_rows.push(record);
+            }
+            if record.sealed_pan.is_some() {
+                vault_rows.push(record);
+            }
+        }
+        reversal_rows.sort_by_key(|r| r.original_id);
+        key_rows.sort_by_key(|r| {
+            r.idempotency
+                .as_ref()
+                .map(|e| (e.merchant_id.as_str(), e.key.as_str()))
+        });
+        // The same card sealed twice holds the same PAN: one row is enough.
+        vault_rows.sort_by_key(|r| r.sealed_pan.as_ref().map(|s| s.token));
+        vault_rows.dedup_by_key(|r| r.sealed_pan.as_ref().map(|s| s.token));
+        BatchRows {
+            batch,
+            reversals,
+            keys,
+            reversal_rows,
+            vault_rows,
+            key_rows,
+        }
+    }
+
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        let batch = self.batch;
+        let text = |f: fn(&'q JournalRecord) -> &'q str| batch.iter().map(f).collect::<Vec<_>>();
+        let optional_text =
+            |f: fn(&'q JournalRecord) -> Option<&'q str>| batch.iter().map(f).collect::<Vec<_>>();
+        let number = |f: fn(&JournalRecord) -> i64| batch.iter().map(f).collect::<Vec<_>>();
+        let bytes =
+            |f: fn(&'q JournalRecord) -> Option<&'q [u8]>| batch.iter().map(f).collect::<Vec<_>>();
+        let query = query
+            .bind(
+                batch
+                    .iter()
+                    .map(|r| r.id.as_bytes().as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(number(|r| to_i64(r.created_at_ms)))
+            .bind(text(|r| r.channel.as_str()))
+            .bind(text(|r| r.kind.as_str()))
+            .bind(text(|r| r.mti.as_str()))
+            .bind(optional_text(|r| {
+                r.processing_code.as_ref().map(|t| t.as_str())
+            }))
+            .bind(number(|r| to_i64(r.amount.minor())))
+            .bind(number(|r| i64::from(r.currency.numeric())))
+            .bind(text(|r| r.merchant_id.as_str()))
+            .bind(text(|r| r.terminal_id.as_str()))
+            .bind(optional_text(|r| r.stan.as_ref().map(|t| t.as_str())))
+            .bind(optional_text(|r| r.rrn.as_ref().map(|t| t.as_str())))
+            .bind(optional_text(|r| {
+                r.transmitted_at.as_ref().map(|t| t.as_str())
+            }))
+            .bind(bytes(|r| r.token.as_ref().map(|t| t.as_bytes().as_slice())))
+            .bind(optional_text(|r| r.bin.as_deref()))
+            .bind(optional_text(|r| r.last4.as_deref()))
+            .bind(text(|r| r.response_code.as_str()))
+            .bind(optional_text(|r| r.auth_code.as_ref().map(|t| t.as_str())))
+            .bind(optional_text(|r| r.reason.map(|reason| reason.as_str())))
+            .bind(bytes(|r| {
+                r.original_id.as_ref().map(|id| id.as_bytes().as_slice())
+            }))
+            .bind(number(|r| i64::from(r.timings.decode_us)))
+            .bind(number(|r| i64::from(r.timings.decide_us)))
+            .bind(number(|r| i64::from(r.timings.vault_us)));
+
+        let reversals = &self.reversal_rows;
+        let query = query
+            .bind(
+                reversals
+                    .iter()
+                    .map(|r| r.original_id.as_ref().map(|id| id.as_bytes().as_slice()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                reversals
+                    .iter()
+                    .map(|r| r.id.as_bytes().as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                reversals
+                    .iter()
+                    .map(|r| to_i64(r.created_at_ms))
+                    .collect::<Vec<_>>(),
+            );
+
+        let sealed: Vec<_> = self
+            .vault_rows
+            .iter()
+            .filter_map(|r| r.sealed_pan.as_ref().map(|s| (s, r.created_at_ms)))
+            .collect();
+        let query = query
+            .bind(
+                sealed
+                    .iter()
+                    .map(|(s, _)| s.token.as_bytes().as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                sealed
+                    .iter()
+                    .map(|(s, _)| i64::from(s.key_id))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                sealed
+                    .iter()
+                    .map(|(s, _)| s.nonce.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                sealed
+                    .iter()
+                    .map(|(s, _)| s.ciphertext.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(sealed.iter().map(|(_, at)| to_i64(*at)).collect::<Vec<_>>());
+
+        let keyed: Vec<_> = self
+            .key_rows
+            .iter()
+            .filter_map(|r| r.idempotency.as_ref().map(|e| (e, *r)))
+            .collect();
+        query
+            .bind(
+                keyed
+                    .iter()
+                    .map(|(e, _)| e.merchant_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                keyed
+                    .iter()
+                    .map(|(e, _)| e.key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                keyed
+                    .iter()
+                    .map(|(e, _)| e.request_hash.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                keyed
+                    .iter()
+                    .map(|(e, _)| e.response_json.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                keyed
+                    .iter()
+                    .map(|(e, _)| i64::from(e.status))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                keyed
+                    .iter()
+                    .map(|(_, r)| r.id.as_bytes().as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                keyed
+                    .iter()
+                    .map(|(_, r)| to_i64(r.created_at_ms))
+                    .collect::<Vec<_>>(),
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_batch_statement_binds_every_column() {
+        // 23 transaction columns, 3 reversal, 5 vault, 7 idempotency.
+        assert!(INSERT_BATCH.contains("$38::int8[]"));
+        assert!(!INSERT_BATCH.contains("$39"));
+        assert_eq!(transaction_columns!().split(',').count(), 23);
+    }
+}
