@@ -47,5 +47,5 @@ pub use record::{
     ReplayRow, SealedPan, StageTimings, StoredTransaction, bin_and_last4,
 };
 pub use sqlite::SqliteStore;
-pub use store::{StoreReader, replay_approved};
+pub use store::{AnyStore, StoreReader, replay_approved};
 pub use vault::{Vault, VaultKeys, fill_random};

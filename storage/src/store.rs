@@ -83,3 +83,87 @@ pub async fn replay_approved<S: StoreReader>(
         page.into_iter().for_each(&mut each);
     }
 }
+
+/// Whichever backend the switch was configured with, behind one type: the
+/// reader trait returns `impl Future`, so it cannot be a trait object, and a
+/// switch generic over its backend would carry the parameter everywhere.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// The embedded default.
+    Sqlite(crate::SqliteStore),
+    /// PostgreSQL (Aurora in production).
+    Postgres(crate::PostgresStore),
+}
+
+impl AnyStore {
+    /// Whether the database answers now: PostgreSQL runs a bounded
+    /// `SELECT 1`; the embedded file is always there once open.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(()),
+            AnyStore::Postgres(store) => store.check().await,
+        }
+    }
+
+    /// Closes the read connections (after the journal is closed).
+    pub async fn close(&self) {
+        match self {
+            AnyStore::Sqlite(store) => store.close().await,
+            AnyStore::Postgres(store) => store.close().await,
+        }
+    }
+}
+
+impl StoreReader for AnyStore {
+    async fn transaction(
+        &self,
+        id: TransactionId,
+    ) -> Result<Option<StoredTransaction>, StorageError> {
+        match self {
+            AnyStore::Sqlite(store) => store.transaction(id).await,
+            AnyStore::Postgres(store) => store.transaction(id).await,
+        }
+    }
+
+    async fn find_original(
+        &self,
+        keys: &OriginalKeys,
+        kinds: &[RecordKind],
+        created_since_ms: u64,
+    ) -> Result<Option<JournalRecord>, StorageError> {
+        match self {
+            AnyStore::Sqlite(store) => store.find_original(keys, kinds, created_since_ms).await,
+            AnyStore::Postgres(store) => store.find_original(keys, kinds, created_since_ms).await,
+        }
+    }
+
+    async fn idempotent_response(
+        &self,
+        merchant_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyEntry>, StorageError> {
+        match self {
+            AnyStore::Sqlite(store) => store.idempotent_response(merchant_id, key).await,
+            AnyStore::Postgres(store) => store.idempotent_response(merchant_id, key).await,
+        }
+    }
+
+    async fn approved_since(
+        &self,
+        since_ms: u64,
+        after: Option<ReplayCursor>,
+        rows_max: u32,
+    ) -> Result<Vec<ReplayRow>, StorageError> {
+        match self {
+            AnyStore::Sqlite(store) => store.approved_since(since_ms, after, rows_max).await,
+            AnyStore::Postgres(store) => store.approved_since(since_ms, after, rows_max).await,
+        }
+    }
+
+    async fn sealed_pan(&self, token: Token) -> Result<Option<SealedPan>, StorageError> {
+        match self {
+            AnyStore::Sqlite(store) => store.sealed_pan(token).await,
+            AnyStore::Postgres(store) => store.sealed_pan(token).await,
+        }
+    }
+}

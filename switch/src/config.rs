@@ -48,6 +48,8 @@ struct RawConfig {
     iso: RawIso,
     http: RawHttp,
     #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
     journal: RawJournal,
     vault: RawVault,
     #[serde(default)]
@@ -89,6 +91,86 @@ struct RawHttp {
     header_read_timeout_ms: u64,
     #[serde(default = "default_request_timeout_ms")]
     request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    #[serde(default = "default_backend")]
+    backend: Backend,
+    database_url: Option<String>,
+    #[serde(default = "default_writer_connections")]
+    writer_connections: usize,
+    #[serde(default = "default_read_connections")]
+    read_connections: u32,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u32,
+    #[serde(default = "default_statement_timeout_ms")]
+    statement_timeout_ms: u32,
+}
+
+impl Default for RawStorage {
+    fn default() -> RawStorage {
+        RawStorage {
+            backend: default_backend(),
+            database_url: None,
+            writer_connections: default_writer_connections(),
+            read_connections: default_read_connections(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            statement_timeout_ms: default_statement_timeout_ms(),
+        }
+    }
+}
+
+fn default_backend() -> Backend {
+    Backend::Sqlite
+}
+fn default_writer_connections() -> usize {
+    2
+}
+fn default_read_connections() -> u32 {
+    4
+}
+fn default_connect_timeout_ms() -> u32 {
+    2_000
+}
+fn default_statement_timeout_ms() -> u32 {
+    2_000
+}
+
+/// Where the journal and vault live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A SQLite file under `data_dir`: no server (the default).
+    Sqlite,
+    /// PostgreSQL 15 or Aurora PostgreSQL at `storage.database_url`.
+    Postgres,
+}
+
+/// The journal backend and how to reach it.
+#[derive(Clone)]
+pub struct StorageSettings {
+    pub backend: Backend,
+    /// PostgreSQL only; may hold a password, so never printed.
+    pub database_url: Option<String>,
+    pub writer_connections: usize,
+    pub read_connections: u32,
+    pub connect_timeout_ms: u32,
+    pub statement_timeout_ms: u32,
+}
+
+impl std::fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageSettings")
+            .field("backend", &self.backend)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "[redacted]"),
+            )
+            .field("writer_connections", &self.writer_connections)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,6 +409,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub iso: IsoConfig,
     pub http: HttpConfig,
+    pub storage: StorageSettings,
     pub journal: JournalSettings,
     pub vault: VaultSecrets,
     pub shard_count: usize,
@@ -349,6 +432,8 @@ pub struct Overrides {
     pub iso_listen: Option<String>,
     pub http_listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Overrides `storage.database_url`.
+    pub database_url: Option<String>,
 }
 
 impl Config {
@@ -485,6 +570,57 @@ impl Config {
             active_key_id: raw.vault.active_key_id,
         };
 
+        let database_url = match (&overrides.database_url, &raw.storage.database_url) {
+            (Some(url), _) => Some(url.clone()),
+            (None, None) => None,
+            (None, Some(value)) => Some(if let Some(name) = value.strip_prefix("env:") {
+                env(name).ok_or_else(|| {
+                    value_error(
+                        "storage.database_url",
+                        format!("environment variable {name} is not set"),
+                    )
+                })?
+            } else if let Some(path) = value.strip_prefix("file:") {
+                std::fs::read_to_string(path)
+                    .map_err(|error| {
+                        value_error(
+                            "storage.database_url",
+                            format!("{path} cannot be read: {error}"),
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            } else {
+                value.clone()
+            }),
+        };
+        if raw.storage.backend == Backend::Postgres && database_url.is_none() {
+            return Err(value_error(
+                "storage.database_url",
+                "backend \"postgres\" needs a URL: set it here (env:NAME or file:PATH), or pass --database-url or DATABASE_URL".to_owned(),
+            ));
+        }
+        let storage = StorageSettings {
+            backend: raw.storage.backend,
+            database_url,
+            writer_connections: positive(
+                "storage.writer_connections",
+                raw.storage.writer_connections,
+            )?,
+            read_connections: positive(
+                "storage.read_connections",
+                raw.storage.read_connections as usize,
+            )? as u32,
+            connect_timeout_ms: positive(
+                "storage.connect_timeout_ms",
+                raw.storage.connect_timeout_ms as usize,
+            )? as u32,
+            statement_timeout_ms: positive(
+                "storage.statement_timeout_ms",
+                raw.storage.statement_timeout_ms as usize,
+            )? as u32,
+        };
+
         let amount = |key: &str, minor: u64| -> Result<Amount, ConfigError> {
             Amount::from_minor(minor)
                 .ok_or_else(|| value_error(key, "must be at most 999999999999".to_owned()))
@@ -581,6 +717,7 @@ impl Config {
             data_dir: overrides.data_dir.clone().unwrap_or(raw.data_dir),
             iso,
             http,
+            storage,
             journal,
             vault,
             shard_count: raw.shards.count,

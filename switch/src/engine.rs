@@ -25,8 +25,8 @@ use protocol::iso::{
 };
 use protocol::{Amount, Currency, Message, Mti, ResponseCode};
 use storage::{
-    AppendOutcome, IdempotencyEntry, Journal, JournalError, JournalRecord, OriginalKeys,
-    RecordKind, SqliteStore, StageTimings, Vault,
+    AnyStore, AppendOutcome, IdempotencyEntry, Journal, JournalError, JournalRecord, OriginalKeys,
+    RecordKind, StageTimings, StoreReader, Vault,
 };
 use tokio::sync::watch;
 
@@ -169,7 +169,7 @@ pub struct EngineParts {
     pub vault: Vault,
     pub shards: Shards,
     pub journal: Journal,
-    pub store: SqliteStore,
+    pub store: AnyStore,
     pub duplicates: DuplicateSettings,
 }
 
@@ -187,7 +187,7 @@ pub struct Engine {
     vault: Vault,
     shards: Shards,
     journal: Journal,
-    store: SqliteStore,
+    store: AnyStore,
     /// Requests between their duplicate check and their journal commit, so a
     /// retransmission arriving meanwhile waits for the first one's answer
     /// instead of being decided twice.
@@ -198,6 +198,7 @@ pub struct Engine {
     /// and only if the journal holds requests from the window before it.
     journal_check_until_ms: std::sync::atomic::AtomicU64,
     ready: AtomicBool,
+    database_answers: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -253,6 +254,7 @@ impl Engine {
             }),
             journal_check_until_ms: std::sync::atomic::AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            database_answers: AtomicBool::new(true),
         }
     }
 
@@ -264,7 +266,7 @@ impl Engine {
         &self.shards
     }
 
-    pub fn store(&self) -> &SqliteStore {
+    pub fn store(&self) -> &AnyStore {
         &self.store
     }
 
@@ -273,9 +275,33 @@ impl Engine {
     }
 
     /// Ready once the journal is open and velocity is replayed, and for as
-    /// long as the journal's writer is taking records.
+    /// long as the journal's writer is taking records and the database
+    /// answers (see [`Engine::watch_database`]).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.journal.is_running()
+        self.ready.load(Ordering::Acquire)
+            && self.journal.is_running()
+            && self.database_answers.load(Ordering::Relaxed)
+    }
+
+    /// Asks the database once a second whether it answers, for
+    /// `/health/ready`: a PostgreSQL that went away keeps the writers alive
+    /// (their batches fail with 96), so the writer's state alone would not
+    /// tell. Ends when `shutdown` fires.
+    pub async fn watch_database(&self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let answers = self.store.check().await.is_ok();
+            if answers != self.database_answers.swap(answers, Ordering::Relaxed) {
+                if answers {
+                    tracing::info!("the database answers again");
+                } else {
+                    tracing::warn!("the database does not answer; not ready");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
     }
 
     pub fn set_ready(&self) {

@@ -31,7 +31,7 @@ use protocol::domain::{
 };
 use protocol::json::{self, FieldError, Problem};
 use sha2::{Digest, Sha256};
-use storage::RecordKind;
+use storage::{RecordKind, StoreReader};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -13,14 +13,16 @@ use std::time::Duration;
 use actors::{Clock, Restore, ShardConfig, Shards, SystemClock};
 use anyhow::Context;
 use protocol::Spec;
-use storage::{JournalConfig, SqliteStore, Vault, VaultKeys};
+use storage::{
+    AnyStore, JournalConfig, PostgresConfig, PostgresStore, SqliteStore, Vault, VaultKeys,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use std::path::PathBuf;
 
-use crate::config::{Config, Overrides};
+use crate::config::{Backend, Config, Overrides};
 use crate::engine::{DuplicateSettings, Engine, EngineParts};
 use crate::http::{self, HttpState};
 use crate::iso_server;
@@ -38,9 +40,12 @@ pub struct ServeArgs {
     /// Overrides `http.listen`.
     #[arg(long, env = "SWITCH_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<String>,
-    /// Overrides `data_dir`: where the journal and vault live.
+    /// Overrides `data_dir`: where the embedded journal and vault live.
     #[arg(long, env = "SWITCH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Overrides `storage.database_url` (backend "postgres").
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 /// The longest velocity window; replay covers it.
@@ -54,6 +59,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         iso_listen: args.iso_listen,
         http_listen: args.http_listen,
         data_dir: args.data_dir,
+        database_url: args.database_url,
     };
     let config = Config::load(&args.config, &overrides)?;
     let spec = Spec::resolve(&config.iso.spec)
@@ -77,19 +83,40 @@ fn init_logs() {
 }
 
 async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("data_dir {} cannot be created", config.data_dir.display()))?;
-    let journal_path = config.data_dir.join("journal.sqlite");
-    let (journal, store) = SqliteStore::open(
-        &journal_path,
-        JournalConfig {
-            queue_capacity: config.journal.queue_capacity,
-            batch_rows_max: config.journal.batch_rows_max,
-            ..JournalConfig::default()
-        },
-    )
-    .await
-    .with_context(|| format!("journal {} cannot be opened", journal_path.display()))?;
+    let journal_config = JournalConfig {
+        queue_capacity: config.journal.queue_capacity,
+        batch_rows_max: config.journal.batch_rows_max,
+        ..JournalConfig::default()
+    };
+    let (journal, store) = match config.storage.backend {
+        Backend::Sqlite => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("data_dir {} cannot be created", config.data_dir.display())
+            })?;
+            let journal_path = config.data_dir.join("journal.sqlite");
+            let (journal, store) = SqliteStore::open(&journal_path, journal_config)
+                .await
+                .with_context(|| format!("journal {} cannot be opened", journal_path.display()))?;
+            (journal, AnyStore::Sqlite(store))
+        }
+        Backend::Postgres => {
+            let url = config.storage.database_url.clone().unwrap_or_default();
+            let (journal, store) = PostgresStore::open(
+                &url,
+                PostgresConfig {
+                    journal: journal_config,
+                    writer_connections: config.storage.writer_connections,
+                    read_connections: config.storage.read_connections,
+                    connect_timeout_ms: config.storage.connect_timeout_ms,
+                    statement_timeout_ms: config.storage.statement_timeout_ms,
+                },
+            )
+            .await
+            // The URL may hold a password: the error names the backend, not the URL.
+            .context("the PostgreSQL journal cannot be opened")?;
+            (journal, AnyStore::Postgres(store))
+        }
+    };
     let vault = Vault::new(
         VaultKeys {
             tokenization_key: config.vault.tokenization_key,
@@ -196,6 +223,11 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
         .await
         .context("duplicate window after restart")?;
     engine.set_ready();
+    {
+        let engine = Arc::clone(&engine);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move { engine.watch_database(shutdown).await });
+    }
     tracker.spawn(iso_server::serve(
         iso_listener,
         Arc::clone(&engine),
@@ -207,6 +239,7 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
     tracing::info!(
         iso = %iso_address,
         http = %http_address,
+        backend = ?config.storage.backend,
         data_dir = %config.data_dir.display(),
         replayed,
         "listening"
