@@ -778,6 +778,7 @@ mod tests {
             iso_listen: Some("127.0.0.1:0".to_owned()),
             http_listen: Some("127.0.0.1:9".to_owned()),
             data_dir: Some(PathBuf::from("/tmp/node-2")),
+            database_url: None,
         };
         let config = Config::parse(SHIPPED, Path::new("switch.toml"), &overrides, &no_env).unwrap();
         assert_eq!(config.iso.listen.port(), 0);

@@ -66,7 +66,7 @@ fn authorizations_are_journaled_in_postgres_and_survive_a_restart() {
         "/v1/authorizations",
         Some(ACME_KEY),
         &[("Idempotency-Key", &format!("pg-{}", std::process::id()))],
-        &body,
+        body,
     );
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.json()["id"].as_str().unwrap().to_owned();
