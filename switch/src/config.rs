@@ -773,6 +773,45 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_postgres_and_bench_configurations_load() {
+        let postgres = include_str!("../../config/switch.postgres.toml");
+        let error = parse(postgres, &no_env).unwrap_err().to_string();
+        assert!(
+            error
+                .starts_with("switch.toml: storage.database_url: backend \"postgres\" needs a URL"),
+            "{error}"
+        );
+        let overrides = Overrides {
+            database_url: Some("postgres://switch@127.0.0.1:5432/switch".to_owned()),
+            ..Overrides::default()
+        };
+        let config =
+            Config::parse(postgres, Path::new("switch.toml"), &overrides, &no_env).unwrap();
+        assert_eq!(config.storage.backend, Backend::Postgres);
+        assert_eq!(config.storage.writer_connections, 2);
+        assert!(
+            !format!("{:?}", config.storage).contains("127.0.0.1"),
+            "the URL is never printed"
+        );
+        let from_env = postgres.replace(
+            "[storage]\n",
+            "[storage]\ndatabase_url = \"env:SWITCH_DATABASE_URL\"\n",
+        );
+        let env =
+            |name: &str| (name == "SWITCH_DATABASE_URL").then(|| "postgres://a@b/c".to_owned());
+        assert_eq!(
+            parse(&from_env, &env)
+                .unwrap()
+                .storage
+                .database_url
+                .as_deref(),
+            Some("postgres://a@b/c")
+        );
+        let bench = parse(include_str!("../../config/bench.toml"), &no_env).unwrap();
+        assert_eq!(bench.storage.backend, Backend::Sqlite);
+    }
+
+    #[test]
     fn overrides_win_over_the_file() {
         let overrides = Overrides {
             iso_listen: Some("127.0.0.1:0".to_owned()),
