@@ -435,3 +435,27 @@ fn simultaneous_retransmissions_are_decided_once() {
         "counted once"
     );
 }
+
+#[test]
+fn every_repeat_mti_gets_its_response_type() {
+    let switch = TestSwitch::start();
+    let mut acquirer = switch.iso();
+    let mut purchase = authorization(&card(80), 300);
+    purchase.set_mti(Mti::FINANCIAL_REQUEST_REPEAT);
+    let reply = acquirer.exchange(&purchase);
+    assert_eq!(reply.mti(), Mti::FINANCIAL_RESPONSE, "0201 -> 0210");
+    assert_eq!(common::code(&reply), "00");
+    let mut original = purchase.clone();
+    original.set_mti(Mti::FINANCIAL_REQUEST);
+    let mut advice = reversal_of(&original, Mti::REVERSAL_ADVICE_REPEAT);
+    advice.set(39, "68");
+    let reply = acquirer.exchange(&advice);
+    assert_eq!(reply.mti(), Mti::REVERSAL_ADVICE_RESPONSE, "0421 -> 0430");
+    assert_eq!(common::code(&reply), "00");
+    // An MTI outside the contract that still has a response type: 12.
+    let mut unknown = authorization(&card(81), 100);
+    unknown.set_mti(protocol::Mti::parse(b"0300").unwrap());
+    let reply = acquirer.exchange(&unknown);
+    assert_eq!(reply.mti().as_str(), "0310");
+    assert_eq!(common::code(&reply), "12");
+}
