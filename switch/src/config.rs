@@ -17,6 +17,8 @@ use protocol::domain::pad;
 use protocol::iso::{MerchantId, Text};
 use serde::Deserialize;
 
+pub use crate::fleet::OnRedisDown;
+
 /// A configuration that cannot be used, with the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -63,6 +65,47 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     merchants: BTreeMap<String, RawMerchant>,
+    #[serde(default)]
+    fleet: Option<RawFleet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    redis_url: Option<String>,
+    #[serde(default = "default_on_redis_down")]
+    on_redis_down: OnRedisDown,
+    #[serde(default = "default_fleet_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_on_redis_down() -> OnRedisDown {
+    OnRedisDown::Decline
+}
+fn default_fleet_timeout_ms() -> u64 {
+    200
+}
+
+/// Several nodes sharing card velocity in Redis: on with a `[fleet]`
+/// section. As `DATABASE_URL` only matters with `backend = "postgres"`,
+/// `--redis-url` / `REDIS_URL` only gives the URL: a test environment that
+/// exports REDIS_URL does not turn every single-node test into a fleet.
+#[derive(Clone)]
+pub struct FleetSettings {
+    /// May hold a password, so never printed.
+    pub redis_url: String,
+    pub on_redis_down: OnRedisDown,
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for FleetSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetSettings")
+            .field("redis_url", &"[redacted]")
+            .field("on_redis_down", &self.on_redis_down)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -424,6 +467,8 @@ pub struct Config {
     /// SHA-256 of the admin credential.
     pub admin_key_sha256: Option<[u8; 32]>,
     pub merchants: Vec<MerchantConfig>,
+    /// `None`: a single node, no Redis.
+    pub fleet: Option<FleetSettings>,
 }
 
 /// Values given on the command line or in the environment, over the file's.
@@ -434,6 +479,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// Overrides `storage.database_url`.
     pub database_url: Option<String>,
+    /// Overrides `fleet.redis_url` (used only with a `[fleet]` section).
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -570,29 +617,44 @@ impl Config {
             active_key_id: raw.vault.active_key_id,
         };
 
+        // A URL may hold a password, so like a key it can come from the
+        // environment or a file.
+        let url_value = |key: &str, value: &str| -> Result<String, ConfigError> {
+            if let Some(name) = value.strip_prefix("env:") {
+                env(name).ok_or_else(|| {
+                    value_error(key, format!("environment variable {name} is not set"))
+                })
+            } else if let Some(path) = value.strip_prefix("file:") {
+                Ok(std::fs::read_to_string(path)
+                    .map_err(|error| value_error(key, format!("{path} cannot be read: {error}")))?
+                    .trim()
+                    .to_owned())
+            } else {
+                Ok(value.to_owned())
+            }
+        };
         let database_url = match (&overrides.database_url, &raw.storage.database_url) {
             (Some(url), _) => Some(url.clone()),
             (None, None) => None,
-            (None, Some(value)) => Some(if let Some(name) = value.strip_prefix("env:") {
-                env(name).ok_or_else(|| {
-                    value_error(
-                        "storage.database_url",
-                        format!("environment variable {name} is not set"),
-                    )
-                })?
-            } else if let Some(path) = value.strip_prefix("file:") {
-                std::fs::read_to_string(path)
-                    .map_err(|error| {
-                        value_error(
-                            "storage.database_url",
-                            format!("{path} cannot be read: {error}"),
-                        )
-                    })?
-                    .trim()
-                    .to_owned()
-            } else {
-                value.clone()
-            }),
+            (None, Some(value)) => Some(url_value("storage.database_url", value)?),
+        };
+        let fleet = match &raw.fleet {
+            None => None,
+            Some(raw_fleet) => {
+                let redis_url = match (&overrides.redis_url, &raw_fleet.redis_url) {
+                    (Some(url), _) => url.clone(),
+                    (None, Some(value)) => url_value("fleet.redis_url", value)?,
+                    (None, None) => return Err(value_error(
+                        "fleet.redis_url",
+                        "[fleet] needs a Redis URL: set it here (env:NAME or file:PATH), or pass --redis-url or REDIS_URL".to_owned(),
+                    )),
+                };
+                Some(FleetSettings {
+                    redis_url,
+                    on_redis_down: raw_fleet.on_redis_down,
+                    timeout_ms: positive("fleet.timeout_ms", raw_fleet.timeout_ms as usize)? as u64,
+                })
+            }
         };
         if raw.storage.backend == Backend::Postgres && database_url.is_none() {
             return Err(value_error(
@@ -740,6 +802,7 @@ impl Config {
                 .map(|admin| digest("admin.api_key_sha256", &admin.api_key_sha256))
                 .transpose()?,
             merchants,
+            fleet,
         })
     }
 }
@@ -812,12 +875,50 @@ mod tests {
     }
 
     #[test]
+    fn fleet_mode_needs_a_redis_url_and_defaults_to_declining() {
+        let single = parse(SHIPPED, &no_env).unwrap();
+        assert!(single.fleet.is_none(), "no [fleet]: one node");
+        let fleet_file = include_str!("../../config/switch.fleet.toml");
+        let database_only = Overrides {
+            database_url: Some("postgres://a@b/c".to_owned()),
+            ..Overrides::default()
+        };
+        let error = Config::parse(fleet_file, Path::new("fleet.toml"), &database_only, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("fleet.redis_url"), "{error}");
+        let overrides = Overrides {
+            database_url: Some("postgres://a@b/c".to_owned()),
+            redis_url: Some("redis://:secret@127.0.0.1:6379/".to_owned()),
+            ..Overrides::default()
+        };
+        let config =
+            Config::parse(fleet_file, Path::new("fleet.toml"), &overrides, &no_env).unwrap();
+        let fleet = config.fleet.unwrap();
+        assert_eq!(fleet.on_redis_down, OnRedisDown::Decline);
+        assert_eq!(fleet.timeout_ms, 200);
+        assert!(!format!("{fleet:?}").contains("secret"), "never printed");
+        // REDIS_URL without [fleet] (a test environment exports it for
+        // every test) leaves a single node alone.
+        let config = Config::parse(SHIPPED, Path::new("switch.toml"), &overrides, &no_env).unwrap();
+        assert!(config.fleet.is_none());
+        let local = SHIPPED.to_owned()
+            + "\n[fleet]\nredis_url = \"env:R\"\non_redis_down = \"local\"\ntimeout_ms = 50\n";
+        let env = |name: &str| (name == "R").then(|| "redis://r/".to_owned());
+        let fleet = parse(&local, &env).unwrap().fleet.unwrap();
+        assert_eq!(fleet.redis_url, "redis://r/");
+        assert_eq!(fleet.on_redis_down, OnRedisDown::Local);
+        assert_eq!(fleet.timeout_ms, 50);
+    }
+
+    #[test]
     fn overrides_win_over_the_file() {
         let overrides = Overrides {
             iso_listen: Some("127.0.0.1:0".to_owned()),
             http_listen: Some("127.0.0.1:9".to_owned()),
             data_dir: Some(PathBuf::from("/tmp/node-2")),
             database_url: None,
+            redis_url: None,
         };
         let config = Config::parse(SHIPPED, Path::new("switch.toml"), &overrides, &no_env).unwrap();
         assert_eq!(config.iso.listen.port(), 0);

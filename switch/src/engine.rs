@@ -30,6 +30,7 @@ use storage::{
 };
 use tokio::sync::watch;
 
+use crate::fleet::{Fleet, OnRedisDown};
 use crate::metrics::{Metrics, Stage};
 
 /// What the switch answered to a card request.
@@ -171,6 +172,8 @@ pub struct EngineParts {
     pub journal: Journal,
     pub store: AnyStore,
     pub duplicates: DuplicateSettings,
+    /// Shared card velocity in Redis; `None` on a single node.
+    pub fleet: Option<Fleet>,
 }
 
 impl std::fmt::Debug for EngineParts {
@@ -199,6 +202,8 @@ pub struct Engine {
     journal_check_until_ms: std::sync::atomic::AtomicU64,
     ready: AtomicBool,
     database_answers: AtomicBool,
+    fleet: Option<Fleet>,
+    redis_answers: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -236,6 +241,7 @@ impl Engine {
             journal,
             store,
             duplicates,
+            fleet,
         } = parts;
         Engine {
             metrics,
@@ -255,6 +261,8 @@ impl Engine {
             journal_check_until_ms: std::sync::atomic::AtomicU64::new(0),
             ready: AtomicBool::new(false),
             database_answers: AtomicBool::new(true),
+            fleet,
+            redis_answers: AtomicBool::new(true),
         }
     }
 
@@ -277,10 +285,18 @@ impl Engine {
     /// Ready once the journal is open and velocity is replayed, and for as
     /// long as the journal's writer is taking records and the database
     /// answers (see [`Engine::watch_database`]).
+    ///
+    /// In a fleet that declines while Redis is away, Redis must answer too;
+    /// a fleet that falls back to local limits can still decide without it.
     pub fn is_ready(&self) -> bool {
+        let redis_needed = self
+            .fleet
+            .as_ref()
+            .is_some_and(|fleet| fleet.on_redis_down == OnRedisDown::Decline);
         self.ready.load(Ordering::Acquire)
             && self.journal.is_running()
             && self.database_answers.load(Ordering::Relaxed)
+            && (!redis_needed || self.redis_answers.load(Ordering::Relaxed))
     }
 
     /// Asks the database once a second whether it answers, for
@@ -295,6 +311,16 @@ impl Engine {
                     tracing::info!("the database answers again");
                 } else {
                     tracing::warn!("the database does not answer; not ready");
+                }
+            }
+            if let Some(fleet) = &self.fleet {
+                let answers = fleet.ping().await.is_ok();
+                if answers != self.redis_answers.swap(answers, Ordering::Relaxed) {
+                    if answers {
+                        tracing::info!("redis answers again");
+                    } else {
+                        tracing::warn!("redis does not answer");
+                    }
                 }
             }
             tokio::select! {
@@ -530,7 +556,7 @@ impl Engine {
 
         let decide_started = Instant::now();
         let now_ms = self.clock.now_ms();
-        let decision = match actors::check_rules(&authorization, &self.rules, now_ms) {
+        let local = match actors::check_rules(&authorization, &self.rules, now_ms) {
             Err(reason) => Decision::Declined { reason },
             // The same instant the record is journaled with: a give-back later
             // finds the bucket this approval was counted in.
@@ -553,13 +579,23 @@ impl Engine {
                 Err(reason) => Decision::Declined { reason },
             },
         };
-        if decision
+        if local
             == (Decision::Declined {
                 reason: DeclineReason::Overloaded,
             })
         {
             self.metrics.shed.fetch_add(1, Ordering::Relaxed);
         }
+        // In a fleet, the node's approval is only a cache's opinion: Redis
+        // holds the card's velocity across all nodes and has the last word.
+        let (decision, fleet_counted) = if local.is_approved() {
+            match self.confirm_with_fleet(token, &authorization, now_ms).await {
+                Ok(fleet_counted) => (local, fleet_counted),
+                Err(reason) => (Decision::Declined { reason }, false),
+            }
+        } else {
+            (local, false)
+        };
         let decide_us = decide_started.elapsed().as_micros() as u64;
         self.metrics
             .record(authorization.channel, Stage::Decide, decide_us);
@@ -663,7 +699,8 @@ impl Engine {
                 };
                 tracing::warn!(%error, code = %reason.response_code(), "journal append failed");
                 if decision.is_approved() {
-                    self.give_back_approval(token, &authorization, now_ms).await;
+                    self.give_back_approval(token, &authorization, now_ms, fleet_counted)
+                        .await;
                 }
                 outcome.decision = Decision::Declined { reason };
             }
@@ -673,9 +710,57 @@ impl Engine {
         outcome
     }
 
+    /// Asks Redis to check and count an approval the node's actors made.
+    /// `Ok(true)`: counted in Redis; `Ok(false)`: no fleet, or Redis failed
+    /// and `on_redis_down = "local"` keeps the node's decision. A decline
+    /// (Redis's, or 91 while Redis is away) gives the node's reservation back.
+    async fn confirm_with_fleet(
+        &self,
+        token: Token,
+        authorization: &Authorization,
+        at_ms: u64,
+    ) -> Result<bool, DeclineReason> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(false);
+        };
+        let reason = match fleet.reserve(&token, authorization.amount, at_ms).await {
+            Ok(Ok(())) => return Ok(true),
+            Ok(Err(reason)) => reason,
+            Err(error) => {
+                self.metrics.fleet_errors.fetch_add(1, Ordering::Relaxed);
+                match fleet.on_redis_down {
+                    OnRedisDown::Local => {
+                        self.metrics.fleet_fallbacks.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, "redis failed; deciding on local limits");
+                        return Ok(false);
+                    }
+                    OnRedisDown::Decline => {
+                        // A timed-out script may still have counted the
+                        // approval in Redis; it is not given back there, as
+                        // that could remove another node's approval. The
+                        // card is over-counted until the bucket expires: a
+                        // spare decline, never an extra approval.
+                        tracing::warn!(%error, "redis failed; answering 91");
+                        DeclineReason::Overloaded
+                    }
+                }
+            }
+        };
+        self.give_back_approval(token, authorization, at_ms, false)
+            .await;
+        Err(reason)
+    }
+
     /// Gives back the velocity an approval took when the approval could not
-    /// be recorded: nothing is approved that is not on disk.
-    async fn give_back_approval(&self, token: Token, authorization: &Authorization, at_ms: u64) {
+    /// be recorded: nothing is approved that is not on disk. `fleet_counted`:
+    /// Redis counted it too, so Redis gives it back as well.
+    async fn give_back_approval(
+        &self,
+        token: Token,
+        authorization: &Authorization,
+        at_ms: u64,
+        fleet_counted: bool,
+    ) {
         self.shards
             .give_back(GiveBack {
                 token,
@@ -684,6 +769,22 @@ impl Engine {
                 original_at_ms: at_ms,
             })
             .await;
+        if fleet_counted {
+            self.give_back_in_fleet(token, authorization.amount, at_ms)
+                .await;
+        }
+    }
+
+    /// Gives one approval back in Redis. A failure leaves the card
+    /// over-counted until its bucket expires: a spare decline, never an
+    /// extra approval.
+    async fn give_back_in_fleet(&self, token: Token, amount: Amount, original_at_ms: u64) {
+        if let Some(fleet) = &self.fleet
+            && let Err(error) = fleet.give_back(&token, amount, original_at_ms).await
+        {
+            self.metrics.fleet_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, "redis give-back failed; the card stays counted until its bucket expires");
+        }
     }
 
     /// Hands the answer to any retransmission waiting on these keys; the
@@ -859,6 +960,17 @@ impl Engine {
                             original_at_ms: original.created_at_ms,
                         })
                         .await;
+                    // An approval decided on local limits while Redis was
+                    // away (`on_redis_down = "local"`) was never counted in
+                    // Redis; the journal does not say which, so that mode
+                    // may under-count after its reversal, as it already
+                    // lets each node approve up to the limit on its own.
+                    self.give_back_in_fleet(
+                        token,
+                        amount.min(original.amount),
+                        original.created_at_ms,
+                    )
+                    .await;
                 }
                 ReversalOutcome {
                     id,

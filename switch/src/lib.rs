@@ -12,11 +12,14 @@
 //! - [`http`]: the JSON API, API keys, idempotency keys, and the ops routes.
 //! - [`engine`]: the one path both ingresses share: rules, token, actors,
 //!   journal, reply.
+//! - [`fleet`]: card velocity shared by several nodes in Redis (one Lua
+//!   check-and-increment per approval), when a Redis URL is configured.
 //! - [`metrics`]: latency histograms per stage and channel, counters.
 //! - [`iso_cli`]: `switch iso decode|encode` for people who read messages.
 
 pub mod config;
 pub mod engine;
+pub mod fleet;
 pub mod http;
 pub mod iso_cli;
 pub mod iso_server;

@@ -88,6 +88,11 @@ pub struct Metrics {
     pub shed: AtomicU64,
     /// Duplicates answered with the original response.
     pub duplicates: AtomicU64,
+    /// Redis calls (fleet velocity) that failed or timed out.
+    pub fleet_errors: AtomicU64,
+    /// Requests decided on the node's own limits because Redis failed
+    /// (`fleet.on_redis_down = "local"`).
+    pub fleet_fallbacks: AtomicU64,
 }
 
 fn histogram() -> Mutex<Histogram<u64>> {
@@ -110,6 +115,8 @@ impl Default for Metrics {
             journal_failures: AtomicU64::new(0),
             shed: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            fleet_errors: AtomicU64::new(0),
+            fleet_fallbacks: AtomicU64::new(0),
         }
     }
 }
@@ -274,6 +281,16 @@ impl Metrics {
                 "switch_duplicates_total",
                 "Duplicates answered with the original response.",
                 &self.duplicates,
+            ),
+            (
+                "switch_fleet_errors_total",
+                "Redis calls for fleet velocity that failed or timed out.",
+                &self.fleet_errors,
+            ),
+            (
+                "switch_fleet_fallbacks_total",
+                "Requests decided on local limits because Redis failed.",
+                &self.fleet_fallbacks,
             ),
         ] {
             let _ = writeln!(

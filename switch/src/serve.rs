@@ -24,6 +24,7 @@ use std::path::PathBuf;
 
 use crate::config::{Backend, Config, Overrides};
 use crate::engine::{DuplicateSettings, Engine, EngineParts};
+use crate::fleet::Fleet;
 use crate::http::{self, HttpState};
 use crate::iso_server;
 use crate::metrics::Metrics;
@@ -46,6 +47,10 @@ pub struct ServeArgs {
     /// Overrides `storage.database_url` (backend "postgres").
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Overrides `fleet.redis_url`; used only when the configuration has a
+    /// `[fleet]` section (shared card velocity in Redis).
+    #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
 }
 
 /// The longest velocity window; replay covers it.
@@ -60,6 +65,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         http_listen: args.http_listen,
         data_dir: args.data_dir,
         database_url: args.database_url,
+        redis_url: args.redis_url,
     };
     let config = Config::load(&args.config, &overrides)?;
     let spec = Spec::resolve(&config.iso.spec)
@@ -128,14 +134,28 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
     .context("vault keys")?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let card_limits = actors::CardLimits {
+        per_minute: window(config.card_limits[0]),
+        per_hour: window(config.card_limits[1]),
+        per_day: window(config.card_limits[2]),
+    };
+    let fleet = match &config.fleet {
+        None => None,
+        Some(settings) => Some(
+            Fleet::new(
+                &settings.redis_url,
+                card_limits,
+                settings.timeout_ms,
+                settings.on_redis_down,
+            )
+            // The URL may hold a password: the error does not repeat it.
+            .context("fleet.redis_url")?,
+        ),
+    };
     let shard_config = ShardConfig {
         shard_count: config.shard_count,
         mailbox_capacity: config.mailbox_capacity,
-        card_limits: actors::CardLimits {
-            per_minute: window(config.card_limits[0]),
-            per_hour: window(config.card_limits[1]),
-            per_day: window(config.card_limits[2]),
-        },
+        card_limits,
         merchants: config
             .merchants
             .iter()
@@ -176,6 +196,7 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
             window_ms: config.duplicate_window_ms,
             entries_max: config.duplicate_entries_max,
         },
+        fleet,
     }));
 
     let iso_listener = TcpListener::bind(config.iso.listen)
@@ -240,6 +261,7 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
         iso = %iso_address,
         http = %http_address,
         backend = ?config.storage.backend,
+        fleet = ?config.fleet.as_ref().map(|f| f.on_redis_down),
         data_dir = %config.data_dir.display(),
         replayed,
         "listening"

@@ -1,0 +1,259 @@
+//! Card velocity shared by a fleet of switch nodes, in Redis.
+//!
+//! Each node's card actors still decide first (they are a cache, and they
+//! alone hold merchant limits); an approval is then confirmed by one Lua
+//! script that, atomically in Redis, sums the card's buckets inside each
+//! window, declines (65 count, 61 amount) without counting anything if one
+//! more approval would exceed a window, and otherwise counts it in the current
+//! bucket of every window. The buckets are those of the actors
+//! ([`actors::Window`]): minute 6 x 10 s, hour 12 x 5 min, day 12 x 2 h, so
+//! a node and Redis agree on which approvals a window still holds.
+//!
+//! Keys are `v:{token}:<window>:<bucket>` hashes with fields `c` (count) and
+//! `a` (amount, minor units). The `{token}` hash tag keeps one card's keys on
+//! one Redis Cluster slot, which a multi-key script needs. Each bucket lives
+//! for its window plus one bucket, so Redis forgets a card by itself.
+
+use std::time::Duration;
+
+use actors::{CardLimits, Window};
+use protocol::Amount;
+use protocol::domain::{DeclineReason, Token};
+use redis::aio::ConnectionManager;
+use redis::{Client, Script};
+
+/// What the switch does when Redis does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRedisDown {
+    /// Answer 91: no card can exceed a global limit (the default).
+    Decline,
+    /// Keep the node's own decision: each node enforces the limits alone, so
+    /// the fleet may approve up to `nodes x limit` while Redis is away.
+    Local,
+}
+
+/// A Redis call that failed or did not answer within the timeout.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {timeout_ms} ms")]
+    Timeout { timeout_ms: u64 },
+    #[error("redis answered the velocity script with {0}")]
+    UnexpectedReply(i64),
+}
+
+/// Checks and counts one approval in every window, or declines without
+/// counting anything. KEYS: per window (minute, hour, day), its buckets from
+/// oldest to current. ARGV[1]: amount; then per window: bucket count,
+/// count_max (-1: none), amount_max (-1: none), TTL in seconds.
+/// Returns 0 (counted), 65 (count limit) or 61 (amount limit).
+const RESERVE_LUA: &str = r"
+local amount = tonumber(ARGV[1])
+local key_index = 1
+local arg_index = 2
+local current = {}
+for window = 1, 3 do
+  local buckets = tonumber(ARGV[arg_index])
+  local count_max = tonumber(ARGV[arg_index + 1])
+  local amount_max = tonumber(ARGV[arg_index + 2])
+  local ttl_s = tonumber(ARGV[arg_index + 3])
+  arg_index = arg_index + 4
+  local count = 0
+  local sum = 0
+  for i = key_index, key_index + buckets - 1 do
+    local held = redis.call('HMGET', KEYS[i], 'c', 'a')
+    count = count + (tonumber(held[1]) or 0)
+    sum = sum + (tonumber(held[2]) or 0)
+  end
+  if count_max >= 0 and count + 1 > count_max then return 65 end
+  if amount_max >= 0 and sum + amount > amount_max then return 61 end
+  current[window] = { KEYS[key_index + buckets - 1], ttl_s }
+  key_index = key_index + buckets
+end
+for window = 1, 3 do
+  local key = current[window][1]
+  redis.call('HINCRBY', key, 'c', 1)
+  redis.call('HINCRBY', key, 'a', amount)
+  redis.call('EXPIRE', key, current[window][2])
+end
+return 0
+";
+
+/// Gives one approval back: KEYS are the bucket the original was counted in,
+/// per window; ARGV[1] the amount. Never below zero, and a bucket that has
+/// already expired is not brought back (it would have no TTL).
+const GIVE_BACK_LUA: &str = r"
+local amount = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local count = tonumber(redis.call('HGET', KEYS[i], 'c') or 0) or 0
+    local sum = tonumber(redis.call('HGET', KEYS[i], 'a') or 0) or 0
+    redis.call('HSET', KEYS[i], 'c', math.max(count - 1, 0), 'a', math.max(sum - amount, 0))
+  end
+end
+return 0
+";
+
+/// The fleet's shared card velocity.
+pub struct Fleet {
+    connection: ConnectionManager,
+    limits: CardLimits,
+    timeout: Duration,
+    timeout_ms: u64,
+    pub on_redis_down: OnRedisDown,
+    reserve: Script,
+    give_back: Script,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: not printed.
+        f.debug_struct("Fleet")
+            .field("on_redis_down", &self.on_redis_down)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+fn window_tag(window: Window) -> &'static str {
+    match window {
+        Window::Minute => "m",
+        Window::Hour => "h",
+        Window::Day => "d",
+    }
+}
+
+fn bucket_key(token: &Token, window: Window, bucket: u64) -> String {
+    format!("v:{{{token}}}:{}:{bucket}", window_tag(window))
+}
+
+fn bucket_of(window: Window, at_ms: u64) -> u64 {
+    at_ms / 1000 / u64::from(window.bucket_s())
+}
+
+fn limit_arg(limit: Option<u64>) -> i64 {
+    limit.map_or(-1, |value| i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+impl Fleet {
+    /// Builds the connection without connecting: a node starts even while
+    /// Redis is away, and the connection manager reconnects by itself.
+    pub fn new(
+        redis_url: &str,
+        limits: CardLimits,
+        timeout_ms: u64,
+        on_redis_down: OnRedisDown,
+    ) -> Result<Fleet, FleetError> {
+        let client = Client::open(redis_url)?;
+        let timeout = Duration::from_millis(timeout_ms);
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Fleet {
+            connection,
+            limits,
+            timeout,
+            timeout_ms,
+            on_redis_down,
+            reserve: Script::new(RESERVE_LUA),
+            give_back: Script::new(GIVE_BACK_LUA),
+        })
+    }
+
+    async fn within_timeout<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, FleetError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(FleetError::Timeout {
+                timeout_ms: self.timeout_ms,
+            }),
+        }
+    }
+
+    /// Checks one approval of `amount` at `at_ms` against the card's global
+    /// limits and counts it if it fits: `Ok(Err(reason))` is a decline,
+    /// nothing counted.
+    pub async fn reserve(
+        &self,
+        token: &Token,
+        amount: Amount,
+        at_ms: u64,
+    ) -> Result<Result<(), DeclineReason>, FleetError> {
+        let mut invocation = self.reserve.prepare_invoke();
+        invocation.arg(amount.minor());
+        for window in Window::ALL {
+            let current = bucket_of(window, at_ms);
+            let buckets = u64::from(window.bucket_count());
+            for bucket in (current + 1).saturating_sub(buckets)..=current {
+                invocation.key(bucket_key(token, window, bucket));
+            }
+            // Fewer keys than buckets only in the first minutes after 1970.
+            let keys = current + 1 - (current + 1).saturating_sub(buckets);
+            let limit = self.limits.of(window);
+            invocation
+                .arg(keys)
+                .arg(limit_arg(limit.count_max.map(u64::from)))
+                .arg(limit_arg(limit.amount_max.map(|amount| amount.minor())))
+                .arg(window.length_s() + window.bucket_s());
+        }
+        let mut connection = self.connection.clone();
+        let reply: i64 = self
+            .within_timeout(invocation.invoke_async(&mut connection))
+            .await?;
+        match reply {
+            0 => Ok(Ok(())),
+            65 => Ok(Err(DeclineReason::CardCountLimit)),
+            61 => Ok(Err(DeclineReason::CardAmountLimit)),
+            other => Err(FleetError::UnexpectedReply(other)),
+        }
+    }
+
+    /// Gives back one approval of `amount` counted at `original_at_ms`.
+    pub async fn give_back(
+        &self,
+        token: &Token,
+        amount: Amount,
+        original_at_ms: u64,
+    ) -> Result<(), FleetError> {
+        let mut invocation = self.give_back.prepare_invoke();
+        invocation.arg(amount.minor());
+        for window in Window::ALL {
+            invocation.key(bucket_key(token, window, bucket_of(window, original_at_ms)));
+        }
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .within_timeout(invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(())
+    }
+
+    /// PING, for `/health/ready`.
+    pub async fn ping(&self) -> Result<(), FleetError> {
+        let mut connection = self.connection.clone();
+        let _: String = self
+            .within_timeout(redis::cmd("PING").query_async(&mut connection))
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_token_hash_tag_and_name_the_bucket() {
+        let token = Token::from_bytes([0xAB; 16]);
+        let key = bucket_key(&token, Window::Minute, bucket_of(Window::Minute, 125_000));
+        assert_eq!(key, format!("v:{{{token}}}:m:12"));
+        assert_eq!(bucket_of(Window::Hour, 600_000), 2);
+        assert_eq!(bucket_of(Window::Day, 7_199_999), 0);
+    }
+}

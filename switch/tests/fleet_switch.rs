@@ -1,0 +1,267 @@
+//! A fleet: two switch processes sharing a real PostgreSQL 15 (the journal)
+//! and a real Redis (card velocity), both started by `scripts/test-env`
+//! (DATABASE_URL, REDIS_URL). Without them these tests fail under CI or
+//! SWITCH_REQUIRE_DATABASES, and otherwise print one line and return.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use protocol::{Message, Mti};
+
+fn urls() -> Option<(String, String)> {
+    if let (Ok(database), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL")) {
+        return Some((database, redis));
+    }
+    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    if set("CI") || set("SWITCH_REQUIRE_DATABASES") {
+        panic!("DATABASE_URL or REDIS_URL is not set: run under scripts/test-env");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: DATABASE_URL or REDIS_URL not set (run under scripts/test-env)"
+    );
+    None
+}
+
+/// The test CONFIG (5 approvals per card per minute) on PostgreSQL, in a fleet.
+fn fleet_config(on_redis_down: &str) -> String {
+    CONFIG.replace(
+        "[iso]",
+        &format!(
+            "[storage]\nbackend = \"postgres\"\nwriter_connections = 2\n\n\
+             [fleet]\non_redis_down = \"{on_redis_down}\"\ntimeout_ms = 200\n\n[iso]"
+        ),
+    )
+}
+
+/// A switch node started with its own Redis URL (the environment's
+/// REDIS_URL would otherwise win over the file for every node).
+struct Node {
+    child: Child,
+    iso: SocketAddr,
+    http: SocketAddr,
+    logs: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(config: &str, redis_url: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let config_file = dir.path().join("switch.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
+            .args(["serve", "--config"])
+            .arg(&config_file)
+            .args([
+                "--iso-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .env("REDIS_URL", redis_url)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            let mut sender = Some(sender);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+                if line.contains("\"listening\"")
+                    && let Some(sender) = sender.take()
+                {
+                    let _ = sender.send(line.clone());
+                }
+            }
+        });
+        let Ok(line) = receiver.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!("the switch did not start: {}", logs.lock().unwrap());
+        };
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        Node {
+            child,
+            iso: json["fields"]["iso"].as_str().unwrap().parse().unwrap(),
+            http: json["fields"]["http"].as_str().unwrap().parse().unwrap(),
+            logs,
+            _dir: dir,
+        }
+    }
+
+    fn iso(&self) -> IsoClient {
+        IsoClient::connect(self.iso)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A card and a terminal no other run has used: Redis and PostgreSQL keep
+/// their state across the tests of one `scripts/test-env` run.
+fn unique_card_and_terminal(test: u64) -> (String, String) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let seed = (nanos / 1_000 + u64::from(std::process::id()) * 1_000 + test) % 100_000_000_000;
+    let pan = with_check_digit(&format!("4100{seed:011}"));
+    let terminal = format!("F{:07}", seed % 10_000_000);
+    (pan, terminal)
+}
+
+fn authorization_at(pan: &str, terminal: &str) -> Message {
+    let mut message = authorization(pan, 100);
+    message.set(41, terminal);
+    message
+}
+
+#[test]
+fn two_nodes_approve_exactly_the_card_limit_between_them() {
+    let Some((_database, redis)) = urls() else {
+        return;
+    };
+    let config = fleet_config("decline");
+    let nodes = [Node::start(&config, &redis), Node::start(&config, &redis)];
+    let (pan, terminal) = unique_card_and_terminal(1);
+
+    // 40 requests for one card: 4 connections per node, 5 pipelined on each.
+    let mut threads = Vec::new();
+    for connection in 0..8 {
+        let address = nodes[connection % 2].iso;
+        let requests: Vec<Message> = (0..5).map(|_| authorization_at(&pan, &terminal)).collect();
+        threads.push(std::thread::spawn(move || {
+            let mut client = IsoClient::connect(address);
+            for request in &requests {
+                client.send(request);
+            }
+            (0..requests.len())
+                .map(|_| code(&client.receive().expect("an answer")).to_owned())
+                .collect::<Vec<String>>()
+        }));
+    }
+    let codes: Vec<String> = threads
+        .into_iter()
+        .flat_map(|thread| thread.join().unwrap())
+        .collect();
+    assert_eq!(codes.len(), 40);
+    let approved = codes.iter().filter(|c| *c == "00").count();
+    let count_limited = codes.iter().filter(|c| *c == "65").count();
+    assert_eq!(
+        approved, 5,
+        "exactly the limit across both nodes: {codes:?}"
+    );
+    assert_eq!(count_limited, 35, "the rest answer 65: {codes:?}");
+}
+
+#[test]
+fn a_reversal_on_one_node_gives_the_approval_back_to_the_other() {
+    let Some((_database, redis)) = urls() else {
+        return;
+    };
+    let config = fleet_config("decline");
+    let a = Node::start(&config, &redis);
+    let b = Node::start(&config, &redis);
+    let (pan, terminal) = unique_card_and_terminal(2);
+    let mut on_a = a.iso();
+    let mut on_b = b.iso();
+
+    let first = authorization_at(&pan, &terminal);
+    assert_eq!(code(&on_a.exchange(&first)), "00");
+    for _ in 0..4 {
+        assert_eq!(
+            code(&on_a.exchange(&authorization_at(&pan, &terminal))),
+            "00"
+        );
+    }
+    assert_eq!(
+        code(&on_b.exchange(&authorization_at(&pan, &terminal))),
+        "65",
+        "node B sees node A's approvals"
+    );
+    let reversal = reversal_of(&first, Mti::REVERSAL_REQUEST);
+    assert_eq!(code(&on_a.exchange(&reversal)), "00");
+    assert_eq!(
+        code(&on_b.exchange(&authorization_at(&pan, &terminal))),
+        "00",
+        "the reversal on A gave one back to the fleet"
+    );
+    assert_eq!(
+        code(&on_b.exchange(&authorization_at(&pan, &terminal))),
+        "65"
+    );
+}
+
+#[test]
+fn redis_unreachable_declines_promptly_and_never_approves() {
+    let Some(_) = urls() else { return };
+    // A port nothing listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let node = Node::start(
+        &fleet_config("decline"),
+        &format!("redis://127.0.0.1:{port}/"),
+    );
+    let (pan, terminal) = unique_card_and_terminal(3);
+    let mut client = node.iso();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = client.exchange(&authorization_at(&pan, &terminal));
+        assert_eq!(code(&reply), "91", "{}", node.logs.lock().unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "answered in {:?}",
+            started.elapsed()
+        );
+    }
+    // The readiness check pings Redis once a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = http_request(node.http, "GET", "/health/ready", None, &[], "");
+        if ready.status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready: {}", ready.status);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn with_check_digit(body: &str) -> String {
+    let sum: u32 = body
+        .chars()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = c.to_digit(10).unwrap();
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
