@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -44,78 +41,8 @@ fn fleet_config(on_redis_down: &str) -> String {
 
 /// A switch node started with its own Redis URL (the environment's
 /// REDIS_URL would otherwise win over the file for every node).
-struct Node {
-    child: Child,
-    iso: SocketAddr,
-    http: SocketAddr,
-    logs: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn start(config: &str, redis_url: &str) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let config_file = dir.path().join("switch.toml");
-        std::fs::write(&config_file, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
-            .args(["serve", "--config"])
-            .arg(&config_file)
-            .args([
-                "--iso-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"))
-            .env("REDIS_URL", redis_url)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            let mut sender = Some(sender);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-                if line.contains("\"listening\"")
-                    && let Some(sender) = sender.take()
-                {
-                    let _ = sender.send(line.clone());
-                }
-            }
-        });
-        let Ok(line) = receiver.recv_timeout(Duration::from_secs(60)) else {
-            let _ = child.kill();
-            panic!("the switch did not start: {}", logs.lock().unwrap());
-        };
-        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
-        Node {
-            child,
-            iso: json["fields"]["iso"].as_str().unwrap().parse().unwrap(),
-            http: json["fields"]["http"].as_str().unwrap().parse().unwrap(),
-            logs,
-            _dir: dir,
-        }
-    }
-
-    fn iso(&self) -> IsoClient {
-        IsoClient::connect(self.iso)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn node(config: &str, redis_url: &str) -> TestSwitch {
+    TestSwitch::start_with_env(config, &[("REDIS_URL", redis_url)])
 }
 
 /// A card and a terminal no other run has used: Redis and PostgreSQL keep
@@ -143,7 +70,7 @@ fn two_nodes_approve_exactly_the_card_limit_between_them() {
         return;
     };
     let config = fleet_config("decline");
-    let nodes = [Node::start(&config, &redis), Node::start(&config, &redis)];
+    let nodes = [node(&config, &redis), node(&config, &redis)];
     let (pan, terminal) = unique_card_and_terminal(1);
 
     // 40 requests for one card: 4 connections per node, 5 pipelined on each.
@@ -181,8 +108,8 @@ fn a_reversal_on_one_node_gives_the_approval_back_to_the_other() {
         return;
     };
     let config = fleet_config("decline");
-    let a = Node::start(&config, &redis);
-    let b = Node::start(&config, &redis);
+    let a = node(&config, &redis);
+    let b = node(&config, &redis);
     let (pan, terminal) = unique_card_and_terminal(2);
     let mut on_a = a.iso();
     let mut on_b = b.iso();
@@ -220,7 +147,7 @@ fn redis_unreachable_declines_promptly_and_never_approves() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let node = Node::start(
+    let node = node(
         &fleet_config("decline"),
         &format!("redis://127.0.0.1:{port}/"),
     );
@@ -246,22 +173,4 @@ fn redis_unreachable_declines_promptly_and_never_approves() {
         assert!(Instant::now() < deadline, "still ready: {}", ready.status);
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn with_check_digit(body: &str) -> String {
-    let sum: u32 = body
-        .chars()
-        .rev()
-        .enumerate()
-        .map(|(i, c)| {
-            let d = c.to_digit(10).unwrap();
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
 }

@@ -16,22 +16,7 @@ const VISA: &str = "4111111111111111";
 
 /// Luhn-valid test PANs, one per test, so velocity never crosses tests.
 fn card(seed: u64) -> String {
-    let body = format!("5{:014}", 10_000_000_000_000 + seed * 7919);
-    let digits: Vec<u32> = body.chars().map(|c| c.to_digit(10).unwrap()).collect();
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
+    with_check_digit(&format!("5{:014}", 10_000_000_000_000 + seed * 7919))
 }
 
 #[test]

@@ -86,6 +86,25 @@ impl TestSwitch {
     }
 
     pub fn start_in(dir: &Path, data_dir: &Path, config: &str) -> TestSwitch {
+        TestSwitch::start_in_with_env(dir, data_dir, config, &[])
+    }
+
+    /// A switch in its own temporary directory, with extra environment
+    /// variables (a node of a fleet with its own REDIS_URL, say).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> TestSwitch {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut switch = TestSwitch::start_in_with_env(dir.path(), &data_dir, config, env);
+        switch._dir = Some(dir);
+        switch
+    }
+
+    pub fn start_in_with_env(
+        dir: &Path,
+        data_dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> TestSwitch {
         let config_file = dir.join("switch.toml");
         std::fs::write(&config_file, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
@@ -100,6 +119,7 @@ impl TestSwitch {
             ])
             .arg(data_dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -274,6 +294,25 @@ pub fn reversal_of(original: &Message, mti: Mti) -> Message {
 
 pub fn code(message: &Message) -> &str {
     message.get_str(39).unwrap()
+}
+
+/// `body` (digits) with its Luhn check digit appended.
+pub fn with_check_digit(body: &str) -> String {
+    let sum: u32 = body
+        .chars()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = c.to_digit(10).unwrap();
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
 }
 
 /// One HTTP/1.1 exchange over a fresh connection.
