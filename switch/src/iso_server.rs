@@ -191,12 +191,16 @@ async fn answer_frame(
     payload: &[u8],
     received_at: Instant,
 ) -> Option<Vec<u8>> {
+    // The decode stage is the decode alone; time spent waiting for an
+    // in-flight permit or a worker thread shows in the total, which counts
+    // from the moment the frame was cut off the stream.
+    let decode_started = Instant::now();
     let mut message = Message::with_capacity(payload.len() * 2);
     let decoded = message.decode_into(spec, payload);
     engine.metrics().record(
         Channel::Iso,
         Stage::Decode,
-        received_at.elapsed().as_micros() as u64,
+        decode_started.elapsed().as_micros() as u64,
     );
     let response = match decoded {
         Ok(()) => engine.handle_iso(&message, received_at).await,
