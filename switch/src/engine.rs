@@ -506,8 +506,12 @@ impl Engine {
                 transmitted_at: key.transmitted_at,
             };
             let since_ms = self.clock.now_ms().saturating_sub(DUPLICATE_WINDOW_MS);
-            let ask_journal =
-                repeat || self.clock.now_ms() < self.journal_check_until_ms.load(Ordering::Relaxed);
+            // In a fleet the original may have been answered by another node,
+            // whose memory this node cannot see: the shared journal is asked
+            // on every miss. (Keys in Redis would spare that read; not yet.)
+            let ask_journal = repeat
+                || self.fleet.is_some()
+                || self.clock.now_ms() < self.journal_check_until_ms.load(Ordering::Relaxed);
             if ask_journal {
                 match self
                     .store

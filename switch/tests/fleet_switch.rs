@@ -141,6 +141,39 @@ fn a_reversal_on_one_node_gives_the_approval_back_to_the_other() {
 }
 
 #[test]
+fn a_retransmission_to_another_node_gets_the_first_answer_once() {
+    let Some((_database, redis)) = urls() else {
+        return;
+    };
+    let config = fleet_config("decline");
+    let a = node(&config, &redis);
+    let b = node(&config, &redis);
+    let (pan, terminal) = unique_card_and_terminal(4);
+    let request = authorization_at(&pan, &terminal);
+    let first = a.iso().exchange(&request);
+    assert_eq!(code(&first), "00");
+    // The acquirer timed out on node A and sends the same request to node B.
+    let again = b.iso().exchange(&request);
+    assert_eq!(
+        again.get(38),
+        first.get(38),
+        "the same auth code from the other node"
+    );
+    let mut on_b = b.iso();
+    for _ in 0..4 {
+        assert_eq!(
+            code(&on_b.exchange(&authorization_at(&pan, &terminal))),
+            "00"
+        );
+    }
+    assert_eq!(
+        code(&on_b.exchange(&authorization_at(&pan, &terminal))),
+        "65",
+        "the retransmission was not counted again"
+    );
+}
+
+#[test]
 fn redis_unreachable_declines_promptly_and_never_approves() {
     let Some(_) = urls() else { return };
     // A port nothing listens on: bound, then closed.
