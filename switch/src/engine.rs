@@ -30,7 +30,7 @@ use storage::{
 };
 use tokio::sync::watch;
 
-use crate::fleet::{Fleet, OnRedisDown};
+use crate::fleet::{Claim, Fleet, OnRedisDown};
 use crate::metrics::{Metrics, Stage};
 
 /// What the switch answered to a card request.
@@ -60,6 +60,55 @@ pub struct ReversalOutcome {
     pub original: Option<TransactionId>,
     /// False when the original had already been reversed: nothing was given back again.
     pub first: bool,
+}
+
+/// How long a node's claim on a request's keys may stay pending in Redis
+/// (a node that dies mid-decision frees them after this).
+const CLAIM_PENDING_MS: u64 = 10_000;
+/// How long a copy of a request waits for another node's answer.
+const CLAIM_WAIT_MS: u64 = 2_000;
+
+/// An answer as the fleet shares it in Redis: id, decision, auth code,
+/// token, amount, time. No card data: the token stands for the card.
+fn encode_answer(outcome: &CardOutcome) -> String {
+    let (decision, auth_code) = match outcome.decision {
+        Decision::Approved { auth_code } => ("approved", auth_code.as_str().to_owned()),
+        Decision::Declined { reason } => (reason.as_str(), "-".to_owned()),
+    };
+    let token = outcome.token.map(|t| t.to_string()).unwrap_or_default();
+    format!(
+        "{}|{decision}|{auth_code}|{token}|{}|{}",
+        outcome.id,
+        outcome.amount.minor(),
+        outcome.created_at_ms
+    )
+}
+
+/// Reads an answer [`encode_answer`] wrote; the PAN's last four and the
+/// currency are the retransmission's own (they are the same request).
+fn decode_answer(text: &str, authorization: &Authorization) -> Option<CardOutcome> {
+    let mut parts = text.split('|');
+    let id = TransactionId::parse(parts.next()?)?;
+    let decision = match (parts.next()?, parts.next()?) {
+        ("approved", code) => Decision::Approved {
+            auth_code: AuthCode::parse(code.as_bytes())?,
+        },
+        (reason, _) => Decision::Declined {
+            reason: DeclineReason::from_name(reason)?,
+        },
+    };
+    let token = Token::parse(parts.next()?)?;
+    let amount = Amount::from_minor(parts.next()?.parse().ok()?)?;
+    let created_at_ms = parts.next()?.parse().ok()?;
+    Some(CardOutcome {
+        id,
+        decision,
+        token: Some(token),
+        last4: authorization.pan.last4().to_owned(),
+        amount,
+        currency: authorization.currency,
+        created_at_ms,
+    })
 }
 
 /// How far back a retransmission is matched with its original.
@@ -453,6 +502,9 @@ impl Engine {
         // same answer and is counted once; the same keys with another card or
         // amount are a different request reusing keys: 94.
         let mut publisher = None;
+        // In a fleet: the Redis key of this request's acquirer keys, once
+        // this node has claimed it; it gets the answer after the commit.
+        let mut fleet_claim: Option<String> = None;
         if let Some(key) = duplicate_key {
             loop {
                 let waiting = {
@@ -506,11 +558,43 @@ impl Engine {
                 transmitted_at: key.transmitted_at,
             };
             let since_ms = self.clock.now_ms().saturating_sub(DUPLICATE_WINDOW_MS);
-            // In a fleet the original may have been answered by another node,
-            // whose memory this node cannot see: the shared journal is asked
-            // on every miss. (Keys in Redis would spare that read; not yet.)
+            // In a fleet the original may be another node's: its acquirer keys
+            // are claimed in Redis, so a copy sent to a second node waits for
+            // the first node's answer instead of being decided twice.
+            let mut claimed = false;
+            if let Some(fleet) = &self.fleet {
+                let redis_key = crate::fleet::request_key(
+                    key.terminal_id.as_str().trim_end(),
+                    key.stan.as_str(),
+                    key.transmitted_at.as_ref().map(|at| at.as_str()),
+                );
+                match self.claim_in_fleet(fleet, &redis_key, &authorization).await {
+                    Ok(None) => {
+                        fleet_claim = Some(redis_key);
+                        claimed = true;
+                    }
+                    Ok(Some(first)) => {
+                        let outcome = self.answer_duplicate(first, token, authorization.amount);
+                        self.finish_in_flight(publisher, &outcome);
+                        return outcome;
+                    }
+                    Err(()) if fleet.on_redis_down == OnRedisDown::Decline => {
+                        let outcome = self.declined_without_record(
+                            &authorization,
+                            token,
+                            DeclineReason::Overloaded,
+                        );
+                        self.finish_in_flight(publisher, &outcome);
+                        return outcome;
+                    }
+                    // "local": the shared journal below is the fallback.
+                    Err(()) => {}
+                }
+            }
+            // The journal is asked for a repeat, in a fleet whose Redis could
+            // not be asked, and after a restart (see above).
             let ask_journal = repeat
-                || self.fleet.is_some()
+                || (self.fleet.is_some() && !claimed)
                 || self.clock.now_ms() < self.journal_check_until_ms.load(Ordering::Relaxed);
             if ask_journal {
                 match self
@@ -687,6 +771,19 @@ impl Engine {
                         },
                     );
                 }
+                if let (Some(fleet), Some(redis_key)) = (&self.fleet, &fleet_claim) {
+                    let ttl_ms = self
+                        .recent
+                        .lock()
+                        .map_or(DUPLICATE_WINDOW_MS, |recent| recent.window_ms);
+                    if let Err(error) = fleet
+                        .answer(redis_key, &encode_answer(&outcome), ttl_ms)
+                        .await
+                    {
+                        self.metrics.fleet_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, "redis: the answer could not be shared with the fleet");
+                    }
+                }
             }
             Err(error) => {
                 // Nothing is approved that is not on disk: the velocity this
@@ -707,11 +804,57 @@ impl Engine {
                         .await;
                 }
                 outcome.decision = Decision::Declined { reason };
+                // Not recorded: a retransmission must be decided afresh.
+                if let (Some(fleet), Some(redis_key)) = (&self.fleet, &fleet_claim)
+                    && let Err(error) = fleet.release(redis_key).await
+                {
+                    self.metrics.fleet_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "redis: a claim could not be released");
+                }
             }
         }
         let _ = received_at;
         self.finish_in_flight(publisher, &outcome);
         outcome
+    }
+
+    /// Claims a request's acquirer keys in Redis: `Ok(None)` when this node
+    /// decides it, `Ok(Some(first))` when another node answered it, waiting
+    /// while that node decides; `Err(())` when Redis cannot tell (down, or a
+    /// claim pending past its deadline).
+    async fn claim_in_fleet(
+        &self,
+        fleet: &Fleet,
+        redis_key: &str,
+        authorization: &Authorization,
+    ) -> Result<Option<CardOutcome>, ()> {
+        let deadline = Instant::now() + std::time::Duration::from_millis(CLAIM_WAIT_MS);
+        loop {
+            match fleet.claim(redis_key, CLAIM_PENDING_MS).await {
+                Ok(Claim::Mine) => return Ok(None),
+                Ok(Claim::Answered(text)) => {
+                    return decode_answer(&text, authorization)
+                        .map(Some)
+                        .ok_or_else(|| {
+                            tracing::warn!("redis: an answer in the fleet could not be read");
+                        });
+                }
+                Ok(Claim::Pending) if Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Ok(Claim::Pending) => {
+                    tracing::warn!(
+                        "redis: another node's claim stayed pending; not deciding twice"
+                    );
+                    return Err(());
+                }
+                Err(error) => {
+                    self.metrics.fleet_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "redis: the request's keys could not be claimed");
+                    return Err(());
+                }
+            }
+        }
     }
 
     /// Asks Redis to check and count an approval the node's actors made.
@@ -1027,6 +1170,49 @@ mod tests {
             amount: Amount::from_minor(100).unwrap(),
             at_ms,
         }
+    }
+
+    #[test]
+    fn answers_shared_in_the_fleet_read_back() {
+        let authorization = Authorization {
+            channel: Channel::Iso,
+            kind: TransactionKind::Authorization,
+            pan: protocol::Pan::parse(b"4111111111111111").unwrap(),
+            expiry: None,
+            amount: Amount::from_minor(1250).unwrap(),
+            currency: protocol::Currency::parse("EUR").unwrap(),
+            merchant_id: protocol::domain::pad("ACME0000001").unwrap(),
+            terminal_id: iso::Text::parse(b"TERM0001").unwrap(),
+            mcc: None,
+            keys: None,
+        };
+        for decision in [
+            Decision::Approved {
+                auth_code: AuthCode::parse(b"A1B2C3").unwrap(),
+            },
+            Decision::Declined {
+                reason: DeclineReason::CardCountLimit,
+            },
+        ] {
+            let outcome = CardOutcome {
+                id: TransactionId::new(1_795_000_000_000, [9; 10]),
+                decision,
+                token: Some(Token::from_bytes([3; 16])),
+                last4: "1111".to_owned(),
+                amount: Amount::from_minor(1250).unwrap(),
+                currency: protocol::Currency::parse("EUR").unwrap(),
+                created_at_ms: 1_795_000_000_000,
+            };
+            let text = encode_answer(&outcome);
+            assert!(!text.contains("4111111111111111"), "{text}");
+            let read = decode_answer(&text, &authorization).unwrap();
+            assert_eq!(
+                (read.id, read.decision, read.token, read.amount),
+                (outcome.id, outcome.decision, outcome.token, outcome.amount)
+            );
+            assert_eq!(read.created_at_ms, outcome.created_at_ms);
+        }
+        assert!(decode_answer("tx_1|approved", &authorization).is_none());
     }
 
     #[test]

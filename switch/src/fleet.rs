@@ -84,6 +84,37 @@ return 0
 /// Gives one approval back: KEYS are the bucket the original was counted in,
 /// per window; ARGV[1] the amount. Never below zero, and a bucket that has
 /// already expired is not brought back (it would have no TTL).
+/// Claims a request's acquirer keys for this node, or reads who has them.
+/// KEYS[1]: the request's key; ARGV[1]: how long a claim may stay pending
+/// (ms). Returns nil when this node now holds the claim, else the value
+/// there: `pending` while another node decides, or that node's answer.
+const CLAIM_LUA: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1])
+return false
+";
+
+/// What Redis holds for a request's acquirer keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This node claimed the keys: it decides the request.
+    Mine,
+    /// Another node is deciding it now.
+    Pending,
+    /// Another node answered it: its answer, as [`Fleet::answer`] wrote it.
+    Answered(String),
+}
+
+/// The Redis key of a request's acquirer keys. The terminal is the hash tag,
+/// so one acquirer terminal's keys share a Redis Cluster slot.
+pub fn request_key(terminal_id: &str, stan: &str, transmitted_at: Option<&str>) -> String {
+    format!(
+        "d:{{{terminal_id}}}:{stan}:{}",
+        transmitted_at.unwrap_or("-")
+    )
+}
+
 const GIVE_BACK_LUA: &str = r"
 local amount = tonumber(ARGV[1])
 for i = 1, #KEYS do
@@ -99,6 +130,7 @@ return 0
 /// The fleet's shared card velocity.
 pub struct Fleet {
     connection: ConnectionManager,
+    claim: Script,
     limits: CardLimits,
     timeout: Duration,
     timeout_ms: u64,
@@ -160,6 +192,7 @@ impl Fleet {
             timeout,
             timeout_ms,
             on_redis_down,
+            claim: Script::new(CLAIM_LUA),
             reserve: Script::new(RESERVE_LUA),
             give_back: Script::new(GIVE_BACK_LUA),
         })
@@ -234,6 +267,48 @@ impl Fleet {
         Ok(())
     }
 
+    /// Claims `key` for this node (pending for at most `pending_ms`), or says
+    /// who holds it.
+    pub async fn claim(&self, key: &str, pending_ms: u64) -> Result<Claim, FleetError> {
+        let mut invocation = self.claim.prepare_invoke();
+        invocation.key(key).arg(pending_ms);
+        let mut connection = self.connection.clone();
+        let held: Option<String> = self
+            .within_timeout(invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(match held {
+            None => Claim::Mine,
+            Some(value) if value == "pending" => Claim::Pending,
+            Some(answer) => Claim::Answered(answer),
+        })
+    }
+
+    /// Records this node's answer to the request it claimed, for `ttl_ms`.
+    pub async fn answer(&self, key: &str, answer: &str, ttl_ms: u64) -> Result<(), FleetError> {
+        let mut connection = self.connection.clone();
+        self.within_timeout(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(answer)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async::<()>(&mut connection),
+        )
+        .await
+    }
+
+    /// Gives up a claim without an answer (the request could not be
+    /// recorded), so a retransmission is decided afresh.
+    pub async fn release(&self, key: &str) -> Result<(), FleetError> {
+        let mut connection = self.connection.clone();
+        self.within_timeout(
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<()>(&mut connection),
+        )
+        .await
+    }
+
     /// PING, for `/health/ready`.
     pub async fn ping(&self) -> Result<(), FleetError> {
         let mut connection = self.connection.clone();
@@ -247,6 +322,18 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_keys_share_the_terminal_hash_tag() {
+        assert_eq!(
+            request_key("TERM0001", "000042", Some("1122183000")),
+            "d:{TERM0001}:000042:1122183000"
+        );
+        assert_eq!(
+            request_key("TERM0001", "000042", None),
+            "d:{TERM0001}:000042:-"
+        );
+    }
 
     #[test]
     fn keys_share_the_token_hash_tag_and_name_the_bucket() {

@@ -174,6 +174,33 @@ fn a_retransmission_to_another_node_gets_the_first_answer_once() {
 }
 
 #[test]
+fn copies_of_a_request_sent_to_two_nodes_at_once_are_decided_once() {
+    let Some((_database, redis)) = urls() else {
+        return;
+    };
+    let config = fleet_config("decline");
+    let a = node(&config, &redis);
+    let b = node(&config, &redis);
+    let (pan, terminal) = unique_card_and_terminal(5);
+    let mut on_a = a.iso();
+    let mut on_b = b.iso();
+    // Five distinct requests, each sent to both nodes at the same moment.
+    for _ in 0..5 {
+        let request = authorization_at(&pan, &terminal);
+        on_a.send(&request);
+        on_b.send(&request);
+        let (first, second) = (on_a.receive().unwrap(), on_b.receive().unwrap());
+        assert_eq!(code(&first), "00");
+        assert_eq!(first.get(38), second.get(38), "one decision, one auth code");
+    }
+    assert_eq!(
+        code(&on_a.exchange(&authorization_at(&pan, &terminal))),
+        "65",
+        "five requests, five approvals counted, though each reached two nodes"
+    );
+}
+
+#[test]
 fn redis_unreachable_declines_promptly_and_never_approves() {
     let Some(_) = urls() else { return };
     // A port nothing listens on: bound, then closed.
