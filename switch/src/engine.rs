@@ -409,7 +409,7 @@ impl Engine {
 
     /// Answers one decoded ISO 8583 request; `None` if it deserves no answer
     /// (it is itself a response).
-    pub async fn handle_iso(&self, message: &Message, received_at: Instant) -> Option<Message> {
+    pub async fn handle_iso(&self, message: &Message) -> Option<Message> {
         match Request::parse(message) {
             Ok(Request::Network(request)) => {
                 let code = match request.code {
@@ -421,7 +421,7 @@ impl Engine {
                 iso::response(message, code, None)
             }
             Ok(Request::Card(request)) => {
-                let outcome = self.authorize_iso(&request, received_at).await;
+                let outcome = self.authorize_iso(&request).await;
                 iso::response(
                     message,
                     outcome.response_code(),
@@ -429,7 +429,7 @@ impl Engine {
                 )
             }
             Ok(Request::Reversal(request)) => {
-                let outcome = self.reverse_iso(&request, received_at).await;
+                let outcome = self.reverse_iso(&request).await;
                 iso::response(message, outcome.code, None)
             }
             Err(protocol::DecodeError::UnsupportedMti { .. }) => {
@@ -445,7 +445,7 @@ impl Engine {
         }
     }
 
-    async fn authorize_iso(&self, request: &CardRequest, received_at: Instant) -> CardOutcome {
+    async fn authorize_iso(&self, request: &CardRequest) -> CardOutcome {
         let authorization = Authorization {
             channel: Channel::Iso,
             kind: match request.kind {
@@ -471,14 +471,8 @@ impl Engine {
         } else {
             Mti::AUTHORIZATION_REQUEST
         };
-        self.authorize(
-            authorization,
-            mti,
-            Some(request.processing_code),
-            None,
-            received_at,
-        )
-        .await
+        self.authorize(authorization, mti, Some(request.processing_code), None)
+            .await
     }
 
     /// Decides a card request and journals it; the outcome is returned only
@@ -489,7 +483,6 @@ impl Engine {
         mti: Mti,
         processing_code: Option<iso::Text<6>>,
         idempotency: Option<IdempotencyRequest>,
-        received_at: Instant,
     ) -> CardOutcome {
         let duplicate_key = authorization.keys.map(|keys| DuplicateKey {
             terminal_id: authorization.terminal_id,
@@ -813,7 +806,6 @@ impl Engine {
                 }
             }
         }
-        let _ = received_at;
         self.finish_in_flight(publisher, &outcome);
         outcome
     }
@@ -974,11 +966,7 @@ impl Engine {
         }
     }
 
-    async fn reverse_iso(
-        &self,
-        request: &ReversalRequest,
-        _received_at: Instant,
-    ) -> ReversalOutcome {
+    async fn reverse_iso(&self, request: &ReversalRequest) -> ReversalOutcome {
         let (stan, transmitted_at) = match &request.original {
             Some(OriginalData {
                 stan,

@@ -494,13 +494,7 @@ async fn create_authorization(
         render: render_authorization,
     });
     let outcome = engine
-        .authorize(
-            authorization,
-            Mti::AUTHORIZATION_REQUEST,
-            None,
-            idempotency,
-            started,
-        )
+        .authorize(authorization, Mti::AUTHORIZATION_REQUEST, None, idempotency)
         .await;
     drop(in_flight_guard);
     engine

@@ -203,7 +203,7 @@ async fn answer_frame(
         decode_started.elapsed().as_micros() as u64,
     );
     let response = match decoded {
-        Ok(()) => engine.handle_iso(&message, received_at).await,
+        Ok(()) => engine.handle_iso(&message).await,
         Err(error) => {
             engine
                 .metrics()
