@@ -8,10 +8,16 @@
 //!   per connection (closed loop);
 //! - `S_rr`, `S_pipe`: the switch's peak the same two ways, every answer
 //!   durable;
-//! - open-loop latency at 50% and 80% of `S_pipe`.
+//! - open-loop latency at 50% and 80% of `S_pipe`;
+//! - the journal database's own limits, `K_copy`, `K_1` and `L_1`
+//!   (`storage::baseline`), measured against the same database while the
+//!   switch is idle: a fresh SQLite file with the journal's schema and
+//!   pragmas, or a scratch table in the switch's PostgreSQL database with
+//!   `--backend postgres`.
 //!
 //! and prints the ratios. `--markdown FILE` writes the figures as a section
-//! for `docs/BENCHMARKS.md`.
+//! for `docs/BENCHMARKS.md`; `--docs FILE` replaces that section in place
+//! (between `<!-- loadtest bench: BACKEND -->` markers) or appends it.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -40,6 +46,25 @@ pub struct BenchConfig {
     pub in_flight: usize,
     pub workload: Workload,
     pub progress: ProgressMode,
+    pub backend: Backend,
+}
+
+/// The switch's journal for the bench.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The embedded default: SQLite in the bench's temporary data directory.
+    Sqlite,
+    /// PostgreSQL at this URL (passed to the switch as `--database-url`).
+    Postgres { url: String },
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        }
+    }
 }
 
 /// One measurement of the bench.
@@ -66,10 +91,18 @@ pub struct BenchReport {
     pub connections: u64,
     pub duration_s: f64,
     pub measurements: Vec<Measurement>,
+    /// The journal database's own limits in the same run.
+    pub baselines: storage::baseline::Baselines,
     /// `S_rr / E_rr`.
     pub ratio_rr: f64,
     /// `S_pipe / E_pipe`.
     pub ratio_pipe: f64,
+    /// `S_pipe / K_copy`.
+    pub ratio_pipe_k_copy: f64,
+    /// `S_pipe / K_1`.
+    pub ratio_pipe_k_1: f64,
+    /// p99 at 80% of `S_pipe` over `L_1`'s median.
+    pub ratio_p99_80_l_1: f64,
 }
 
 /// A child server, killed when dropped.
@@ -236,10 +269,13 @@ pub fn bench(config: &BenchConfig) -> Result<BenchReport, Error> {
         .arg("--data-dir")
         .arg(&data_dir)
         .env("RUST_LOG", "info");
+    if let Backend::Postgres { url } = &config.backend {
+        switch.arg("--database-url").arg(url);
+    }
     let switch_name = config.switch.display().to_string();
     let started = start_child(switch, &switch_name, true, switch_addresses);
     let result = started.and_then(|(switch_server, switch_addresses)| {
-        let report = measure_all(config, &echo_addresses, &switch_addresses);
+        let report = measure_all(config, &echo_addresses, &switch_addresses, &data_dir);
         drop(switch_server);
         report
     });
@@ -252,12 +288,34 @@ fn measure_all(
     config: &BenchConfig,
     echo: &[String],
     switch: &[String],
+    data_dir: &Path,
 ) -> Result<BenchReport, Error> {
     let spec = Arc::new(Spec::iso87()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(Error::Start)?;
+    // The database's limits first, while the switch is idle.
+    eprintln!("K_copy, K_1, L_1 on {} ...", config.backend.name());
+    let size = storage::baseline::BaselineSize::default();
+    let baselines = runtime
+        .block_on(async {
+            match &config.backend {
+                Backend::Sqlite => storage::baseline::sqlite(data_dir, size).await,
+                Backend::Postgres { url } => storage::baseline::postgres(url, size).await,
+            }
+        })
+        .map_err(|e| Error::Child {
+            program: format!("{} baseline", config.backend.name()),
+            reason: e.to_string(),
+        })?;
+    eprintln!(
+        "K_copy {:.0} rows/s, K_1 {:.0} commits/s, L_1 p50 {:.0} us, p99 {:.0} us",
+        baselines.k_copy_rows_per_s,
+        baselines.k_1_commits_per_s,
+        baselines.l_1_us_p50,
+        baselines.l_1_us_p99
+    );
     let target = |address: &str| Target::Iso {
         address: address.to_owned(),
         spec: Arc::clone(&spec),
@@ -312,6 +370,10 @@ fn measure_all(
             run_config(switch_address, Some(rate), config.in_flight),
         )?;
     }
+    let p99_80 = measurements
+        .iter()
+        .find(|m| m.name == "S_open_80")
+        .map_or(0.0, |m| m.latency_us.p99);
     let ratio = |a: f64, b: f64| {
         if b > 0.0 {
             (a / b * 1000.0).round() / 1000.0
@@ -327,6 +389,10 @@ fn measure_all(
         measurements,
         ratio_rr: ratio(s_rr, e_rr),
         ratio_pipe: ratio(s_pipe, e_pipe),
+        ratio_pipe_k_copy: ratio(s_pipe, baselines.k_copy_rows_per_s),
+        ratio_pipe_k_1: ratio(s_pipe, baselines.k_1_commits_per_s),
+        ratio_p99_80_l_1: ratio(p99_80, baselines.l_1_us_p50),
+        baselines,
     })
 }
 
@@ -386,13 +452,36 @@ impl BenchReport {
             "\nS_rr / E_rr = {:.3} · S_pipe / E_pipe = {:.3}\n",
             self.ratio_rr, self.ratio_pipe
         ));
+        out.push_str(&self.baseline_lines());
         out
+    }
+
+    /// The database's limits and the ratios to them.
+    fn baseline_lines(&self) -> String {
+        let b = &self.baselines;
+        format!(
+            "{} journal database: K_copy {:.0} rows/s ({} rows, best of 3) · K_1 {:.0} commits/s \
+             · L_1 p50 {:.0} µs, p99 {:.0} µs\n\
+             S_pipe / K_copy = {:.3} · S_pipe / K_1 = {:.1} · p99 at 80% / L_1 p50 = {:.1}\n",
+            b.backend,
+            b.k_copy_rows_per_s,
+            b.k_copy_rows,
+            b.k_1_commits_per_s,
+            b.l_1_us_p50,
+            b.l_1_us_p99,
+            self.ratio_pipe_k_copy,
+            self.ratio_pipe_k_1,
+            self.ratio_p99_80_l_1
+        )
     }
 
     /// The figures as a Markdown section for `docs/BENCHMARKS.md`.
     pub fn markdown(&self, command: &str) -> String {
         let mut out = String::new();
-        out.push_str("## End to end: `loadtest bench`\n\n");
+        out.push_str(&format!(
+            "## End to end: `loadtest bench`, {} journal\n\n",
+            self.baselines.backend
+        ));
         out.push_str(&format!(
             "Machine: {}. loadtest {}. Command: `{command}`.\n\n",
             self.machine, self.version
@@ -417,10 +506,34 @@ impl BenchReport {
             ));
         }
         out.push_str(&format!(
-            "\nS_rr / E_rr = {:.3}; S_pipe / E_pipe = {:.3}.\n",
+            "\nS_rr / E_rr = {:.3}; S_pipe / E_pipe = {:.3}.\n\n",
             self.ratio_rr, self.ratio_pipe
         ));
+        out.push_str(&self.baseline_lines().replace('\n', "\n\n"));
         out
+    }
+}
+
+/// Puts `section` between the markers `<!-- loadtest bench: NAME -->` and
+/// `<!-- /loadtest bench: NAME -->` of `document`, replacing what was there,
+/// or appends it with its markers when the document has none.
+pub fn replace_section(document: &str, name: &str, section: &str) -> String {
+    let open = format!("<!-- loadtest bench: {name} -->");
+    let close = format!("<!-- /loadtest bench: {name} -->");
+    let marked = format!("{open}\n{}\n{close}", section.trim_end());
+    match (document.find(&open), document.find(&close)) {
+        (Some(start), Some(end)) if end > start => format!(
+            "{}{marked}{}",
+            &document[..start],
+            &document[end + close.len()..]
+        ),
+        _ => {
+            let mut out = document.trim_end().to_owned();
+            out.push_str("\n\n");
+            out.push_str(&marked);
+            out.push('\n');
+            out
+        }
     }
 }
 
@@ -447,5 +560,23 @@ mod tests {
         );
         assert_eq!(switch_addresses(r#"{"fields":{"message":"other"}}"#), None);
         assert!(!machine().is_empty());
+    }
+
+    #[test]
+    fn a_bench_section_is_replaced_in_place_or_appended() {
+        let document = "# Benchmarks\n\nintro\n";
+        let once = replace_section(document, "sqlite", "## Run 1\nfigures 1\n");
+        assert!(once.starts_with("# Benchmarks\n\nintro\n\n<!-- loadtest bench: sqlite -->\n"));
+        assert!(once.contains("figures 1"));
+        let with_tail = format!("{once}\n## After\n");
+        let twice = replace_section(&with_tail, "sqlite", "## Run 2\nfigures 2\n");
+        assert!(!twice.contains("figures 1"));
+        assert!(twice.contains("figures 2"));
+        assert!(twice.ends_with("<!-- /loadtest bench: sqlite -->\n\n## After\n"));
+        assert_eq!(twice.matches("<!-- loadtest bench: sqlite -->").count(), 1);
+        // Another backend's section is its own.
+        let both = replace_section(&twice, "postgres", "## PG\n");
+        assert!(both.contains("figures 2"));
+        assert!(both.contains("## PG"));
     }
 }

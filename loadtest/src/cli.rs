@@ -53,9 +53,18 @@ pub struct BenchArgs {
     /// The switch executable [default: `switch` beside this one].
     #[arg(long, value_name = "PATH")]
     pub switch: Option<PathBuf>,
-    /// Switch configuration (a fresh temporary data directory is used).
-    #[arg(long, default_value = "config/switch.toml")]
-    pub config: PathBuf,
+    /// Switch configuration (a fresh temporary data directory is used)
+    /// [default: config/bench.toml, or config/bench.postgres.toml with
+    /// `--backend postgres`].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The switch's journal: `sqlite` (embedded) or `postgres`.
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+    pub backend: String,
+    /// PostgreSQL for `--backend postgres`; the switch journals there and
+    /// K_copy, K_1 and L_1 are measured in the same database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
     /// How long each measurement lasts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -80,6 +89,10 @@ pub struct BenchArgs {
     /// Write the figures as a Markdown section (for docs/BENCHMARKS.md).
     #[arg(long, value_name = "FILE.md")]
     pub markdown: Option<PathBuf>,
+    /// Replace this backend's section of a Markdown document in place (for
+    /// example docs/BENCHMARKS.md), or append it.
+    #[arg(long, value_name = "FILE.md")]
+    pub docs: Option<PathBuf>,
     /// Print progress even when stderr is not a terminal.
     #[arg(long)]
     pub progress: bool,
@@ -414,10 +427,24 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
             )
         })?,
     };
-    if !args.config.exists() {
+    let backend = match (args.backend.as_str(), &args.database_url) {
+        ("postgres", Some(url)) => crate::bench::Backend::Postgres { url: url.clone() },
+        ("postgres", None) => {
+            return Err(Error::flag(
+                "database-url",
+                "--backend postgres needs --database-url or DATABASE_URL",
+            ));
+        }
+        _ => crate::bench::Backend::Sqlite,
+    };
+    let config_file = args.config.clone().unwrap_or_else(|| match backend {
+        crate::bench::Backend::Sqlite => PathBuf::from("config/bench.toml"),
+        crate::bench::Backend::Postgres { .. } => PathBuf::from("config/bench.postgres.toml"),
+    });
+    if !config_file.exists() {
         return Err(Error::flag(
             "config",
-            format!("{} does not exist", args.config.display()),
+            format!("{} does not exist", config_file.display()),
         ));
     }
     if !(1..=10_000).contains(&args.connections) {
@@ -442,13 +469,14 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
     )?;
     let config = crate::bench::BenchConfig {
         switch,
-        config: args.config.clone(),
+        config: config_file,
         duration: args.duration,
         warmup: args.warmup,
         connections: args.connections,
         in_flight: args.in_flight,
         workload,
         progress: ProgressMode::choose(args.progress, false),
+        backend,
     };
     let report = crate::bench::bench(&config)?;
     print!("{}", report.table());
@@ -457,9 +485,24 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
             .map_err(|e| Error::file(path, std::io::Error::other(e)))?;
         crate::bench::write(path, &(json + "\n"))?;
     }
+    // The command as typed, without a database URL's password.
+    let command: Vec<String> = std::env::args()
+        .map(|arg| {
+            if arg.contains("://") {
+                "$DATABASE_URL".to_owned()
+            } else {
+                arg
+            }
+        })
+        .collect();
+    let section = report.markdown(&command.join(" "));
     if let Some(path) = &args.markdown {
-        let command: Vec<String> = std::env::args().collect();
-        crate::bench::write(path, &report.markdown(&command.join(" ")))?;
+        crate::bench::write(path, &section)?;
+    }
+    if let Some(path) = &args.docs {
+        let document = std::fs::read_to_string(path).unwrap_or_default();
+        let updated = crate::bench::replace_section(&document, report.baselines.backend, &section);
+        crate::bench::write(path, &updated)?;
     }
     Ok(ExitCode::SUCCESS)
 }

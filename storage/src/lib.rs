@@ -25,12 +25,16 @@
 //! - [`error`]: [`StorageError`], naming what failed and never carrying card
 //!   data, and [`JournalError`], the answer one append gets.
 //!
+//! - [`baseline`]: the database's own limits (`K_copy`, `K_1`, `L_1`) for
+//!   benchmarks, measured beside the journal's figures.
+//!
 //! A second backend (PostgreSQL) is a second implementation of
 //! [`JournalBackend`] and [`StoreReader`]; the journal, the records and the
 //! vault stay as they are.
 //!
 //! [`Token`]: protocol::domain::Token
 
+pub mod baseline;
 pub mod error;
 pub mod journal;
 pub mod postgres;

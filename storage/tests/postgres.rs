@@ -1266,3 +1266,32 @@ fn test_urls_are_rewritten_as_meant() {
     let ids: HashSet<TransactionId> = (0..100).map(|_| id_at(NOW_MS)).collect();
     assert_eq!(ids.len(), 100);
 }
+
+#[tokio::test]
+async fn baselines_measure_on_a_scratch_table_and_leave_the_journal_alone() {
+    let Some(t) = Pg::open(config(1)).await else {
+        return;
+    };
+    let record = approved(NOW_MS, token(2), "000001");
+    t.journal.append(record.clone()).await.unwrap();
+    let size = storage::baseline::BaselineSize {
+        bulk_rows: 300,
+        single_commits: 20,
+    };
+    let figures = storage::baseline::postgres(&t.db.url, size).await.unwrap();
+    assert_eq!(figures.backend, "postgres");
+    assert_eq!(figures.k_copy_rows, 300);
+    assert!(figures.k_copy_rows_per_s > 0.0);
+    assert!(figures.k_1_commits_per_s > 0.0);
+    assert!(figures.l_1_us_p99 >= figures.l_1_us_p50);
+    let mut conn = t.db.connect().await;
+    // The journal's table holds only its own record; the scratch table is gone.
+    assert_eq!(count_rows(&mut conn, "transactions").await, 1);
+    let scratch: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('baseline_transactions')::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(scratch, None);
+    t.finish().await;
+}

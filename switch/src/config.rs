@@ -872,6 +872,14 @@ mod tests {
         );
         let bench = parse(include_str!("../../config/bench.toml"), &no_env).unwrap();
         assert_eq!(bench.storage.backend, Backend::Sqlite);
+        let bench_postgres = Config::parse(
+            include_str!("../../config/bench.postgres.toml"),
+            Path::new("bench.postgres.toml"),
+            &overrides,
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(bench_postgres.storage.backend, Backend::Postgres);
     }
 
     #[test]
