@@ -332,6 +332,7 @@ fn measure_all(
         progress: config.progress,
         ack_log: None,
         hlog: None,
+        tls: None,
     };
     let echo_address = echo.first().map(String::as_str).unwrap_or_default();
     let switch_address = switch.first().map(String::as_str).unwrap_or_default();

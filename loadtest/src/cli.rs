@@ -20,6 +20,7 @@ use crate::http::{self, HttpUrl};
 use crate::issuer::{self, IssuerConfig};
 use crate::report::{Summary, WorkloadLabels};
 use crate::run::{self, ProgressMode, RunConfig, Target};
+use crate::tls::TlsOptions;
 use crate::workload::{AmountDistribution, Kind, Mix, Workload};
 
 /// Open-loop load for a card switch: ISO 8583 over TCP and its JSON API,
@@ -211,6 +212,51 @@ pub struct LoadArgs {
     /// No progress line, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS for the load's connections (an https:// target implies --tls).
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Speak TLS 1.2/1.3 to the target (ISO 8583 over TLS, or HTTPS).
+    #[arg(long)]
+    pub tls: bool,
+    /// CA certificates (PEM) the target's certificate must chain to.
+    #[arg(long, value_name = "FILE.pem")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM), for mutual TLS.
+    #[arg(long, value_name = "FILE.pem", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE.pem", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the target's certificate must carry [default: the target's host].
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The options when TLS is asked for (or implied by `https`).
+    fn options(&self, implied: bool) -> Result<Option<TlsOptions>, Error> {
+        let any_option =
+            self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some();
+        if !(self.tls || implied) {
+            if any_option {
+                return Err(Error::flag(
+                    "tls",
+                    "--tls-ca, --tls-cert and --tls-server-name need --tls (or an https:// target)",
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(TlsOptions {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            server_name: self.tls_server_name.clone(),
+        }))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +274,16 @@ pub struct EchoArgs {
     /// How long each stall lasts.
     #[arg(long, value_parser = parse_duration, requires = "stall_every")]
     pub stall_for: Option<Duration>,
+    /// Serve TLS with this certificate chain (PEM): the echo baseline for a
+    /// switch behind TLS pays for the same encryption.
+    #[arg(long, value_name = "FILE.pem", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE.pem", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Ask for a client certificate signed by these CAs (mutual TLS).
+    #[arg(long, value_name = "FILE.pem", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -388,9 +444,18 @@ fn execute(command: Command) -> Result<ExitCode, Error> {
                 }
                 _ => None,
             };
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::server_config(
+                    cert,
+                    key,
+                    args.tls_client_ca.as_deref(),
+                )?),
+                _ => None,
+            };
             let config = EchoConfig {
                 framing: spec.framing(),
                 stall,
+                tls,
             };
             serve(&args.listen, |listener| echo::serve(listener, config))
         }
@@ -553,6 +618,8 @@ pub fn run_config(target: Target, mix: Mix, args: &LoadArgs) -> Result<RunConfig
     if args.timeout < Duration::from_millis(1) {
         return Err(Error::flag("timeout", "must be at least 1ms"));
     }
+    let https = matches!(&target, Target::Http { url, .. } if url.tls);
+    let tls = args.tls.options(https)?;
     if let Target::Http { .. } = target
         && mix.kinds().any(|k| k != Kind::Authorization)
     {
@@ -592,6 +659,7 @@ pub fn run_config(target: Target, mix: Mix, args: &LoadArgs) -> Result<RunConfig
         progress: ProgressMode::choose(args.progress, args.no_progress),
         ack_log: args.ack_log.clone(),
         hlog: args.hlog.clone(),
+        tls,
     })
 }
 

@@ -14,11 +14,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::schedule::{EARLY_MAX, Schedule};
 use crate::stats::{ErrorReason, Outcome, Shard};
+use crate::tls::{TlsClient, Transport};
 use crate::workload::{Kind, Plan, Workload};
 
 /// What came off the wire for one response.
@@ -76,9 +76,11 @@ pub struct Connection<D> {
     /// 0-based; decides which requests of the schedule are this
     /// connection's.
     pub id: u64,
-    pub stream: TcpStream,
+    pub stream: Transport,
     /// Where to reconnect.
     pub address: SocketAddr,
+    /// Reconnects shake hands again with this when set.
+    pub tls: Option<Arc<TlsClient>>,
     pub dialogue: D,
     pub schedule: Arc<Schedule>,
     pub workload: Arc<Workload>,
@@ -164,6 +166,7 @@ pub async fn drive<D: Dialogue>(connection: Connection<D>) {
         id,
         stream,
         address,
+        tls,
         mut dialogue,
         schedule,
         workload,
@@ -218,9 +221,10 @@ pub async fn drive<D: Dialogue>(connection: Connection<D>) {
         }
 
         if stream.is_none() && !sending_done && now >= reconnect_at {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, Transport::connect(address, tls.as_deref()))
+                .await
+            {
                 Ok(Ok(fresh)) => {
-                    let _ = fresh.set_nodelay(true);
                     dialogue.reconnected();
                     stream = Some(fresh);
                 }
@@ -304,17 +308,19 @@ pub async fn drive<D: Dialogue>(connection: Connection<D>) {
         }
 
         let mut lost = false;
-        if let Some(s) = &stream
-            && written < out.len()
-        {
-            match s.try_write(out.get(written..).unwrap_or_default()) {
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => lost = true,
-            }
-            if written >= out.len() {
-                out.clear();
-                written = 0;
+        if let Some(s) = &mut stream {
+            if written < out.len() {
+                match s.try_write(out.get(written..).unwrap_or_default()) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => lost = true,
+                }
+                if written >= out.len() {
+                    out.clear();
+                    written = 0;
+                }
+            } else if s.wants_flush() && s.flush().is_err() {
+                lost = true;
             }
         }
 
@@ -331,22 +337,36 @@ pub async fn drive<D: Dialogue>(connection: Connection<D>) {
             } else {
                 next_sweep
             };
-            match &stream {
+            match &mut stream {
                 Some(s) => {
-                    tokio::select! {
-                        biased;
-                        ready = s.readable() => {
-                            if ready.is_err() {
-                                lost = true;
-                            } else {
-                                lost = read_responses(s, &mut input, &mut dialogue, &mut pending, &shard, &mut acks);
+                    let wants_write = written < out.len() || s.wants_flush();
+                    // Decrypted bytes already held count as readable now.
+                    let readable = if s.has_buffered() {
+                        true
+                    } else {
+                        tokio::select! {
+                            biased;
+                            ready = s.readable() => {
+                                lost = ready.is_err();
+                                !lost
                             }
+                            ready = s.writable(), if wants_write => {
+                                lost = ready.is_err();
+                                false
+                            }
+                            () = waker.notified(), if wants_wake => false,
+                            () = tokio::time::sleep_until(deadline.into()) => false,
                         }
-                        ready = s.writable(), if written < out.len() => {
-                            lost = ready.is_err();
-                        }
-                        () = waker.notified(), if wants_wake => {}
-                        () = tokio::time::sleep_until(deadline.into()) => {}
+                    };
+                    if readable {
+                        lost = read_responses(
+                            s,
+                            &mut input,
+                            &mut dialogue,
+                            &mut pending,
+                            &shard,
+                            &mut acks,
+                        );
                     }
                 }
                 None => tokio::time::sleep_until(deadline.into()).await,
@@ -390,7 +410,7 @@ pub async fn drive<D: Dialogue>(connection: Connection<D>) {
 /// Reads what is there and handles every whole response. Returns whether
 /// the connection is lost.
 fn read_responses<D: Dialogue>(
-    stream: &TcpStream,
+    stream: &mut Transport,
     input: &mut Input,
     dialogue: &mut D,
     pending: &mut HashMap<u64, Pending>,

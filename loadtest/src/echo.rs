@@ -10,9 +10,11 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use protocol::Framing;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// A pause of the whole server: for `length` at the start of every `every`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +38,12 @@ impl Stall {
 }
 
 /// How the echo server behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EchoConfig {
     pub framing: Framing,
     pub stall: Option<Stall>,
+    /// Serve TLS (`--tls-cert`), with or without client certificates.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves echo connections on `listener` until the process ends.
@@ -55,13 +59,36 @@ pub async fn serve(listener: TcpListener, config: EchoConfig) -> io::Result<()> 
             }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(echo_connection(stream, config, started));
+        let framing = config.framing;
+        let stall = config.stall;
+        match &config.tls {
+            None => {
+                tokio::spawn(echo_connection(stream, framing, stall, started));
+            }
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+                tokio::spawn(async move {
+                    // A refused handshake (no or a bad client certificate)
+                    // closes that connection only.
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await
+                    {
+                        echo_connection(stream, framing, stall, started).await;
+                    }
+                });
+            }
+        }
     }
 }
 
 /// Echoes whole frames back in the batches they arrived in, one write per
 /// read, as a server that answers everything it has read would.
-async fn echo_connection(mut stream: TcpStream, config: EchoConfig, started: Instant) {
+async fn echo_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    framing: Framing,
+    stall: Option<Stall>,
+    started: Instant,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut filled = 0usize;
     loop {
@@ -76,7 +103,7 @@ async fn echo_connection(mut stream: TcpStream, config: EchoConfig, started: Ins
         // The whole frames at the front.
         let mut whole = 0usize;
         loop {
-            match config.framing.check(&buf[whole..filled]) {
+            match framing.check(&buf[whole..filled]) {
                 Ok(Some(bounds)) => whole += bounds.total(),
                 Ok(None) => break,
                 // A header that can never be a frame: hang up, as a switch
@@ -87,7 +114,7 @@ async fn echo_connection(mut stream: TcpStream, config: EchoConfig, started: Ins
         if whole == 0 {
             continue;
         }
-        if let Some(stall) = config.stall {
+        if let Some(stall) = stall {
             let wait = stall.remaining(started, Instant::now());
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;

@@ -26,24 +26,26 @@ const HEAD_MAX: usize = 64 * 1024;
 /// Bodies larger than this are refused.
 const BODY_MAX: usize = 4 * 1024 * 1024;
 
-/// An `http://host:port/path` URL.
+/// An `http://host:port/path` or `https://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
     /// `host:port`, for connecting and the `Host` header.
     pub authority: String,
     /// Starts with `/`; empty paths become `/`.
     pub path: String,
+    /// `https://`: spoken over TLS.
+    pub tls: bool,
 }
 
 impl HttpUrl {
-    /// Parses `http://host[:port][/path]`; the port defaults to 80.
+    /// Parses `http[s]://host[:port][/path]`; the port defaults to 80
+    /// (443 for https).
     pub fn parse(text: &str) -> Result<HttpUrl, String> {
-        if text.starts_with("https://") {
-            return Err("https is not supported yet; use http://".to_owned());
-        }
-        let rest = text
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("`{text}` is not an http:// URL"))?;
+        let (rest, tls) = match (text.strip_prefix("http://"), text.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("`{text}` is not an http:// or https:// URL")),
+        };
         let (authority, path) = match rest.find('/') {
             Some(at) => rest.split_at(at),
             None => (rest, "/"),
@@ -57,13 +59,14 @@ impl HttpUrl {
         {
             authority.to_owned()
         } else if authority.ends_with(']') || !authority.contains(':') {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         } else {
             return Err(format!("`{text}` has a bad port"));
         };
         Ok(HttpUrl {
             authority,
             path: path.to_owned(),
+            tls,
         })
     }
 
@@ -72,6 +75,7 @@ impl HttpUrl {
         HttpUrl {
             authority: self.authority.clone(),
             path: path.to_owned(),
+            tls: self.tls,
         }
     }
 }
@@ -343,6 +347,11 @@ pub fn fetch_admin_latency(base: &HttpUrl, key: &str) -> Result<Vec<StageLatency
     } else {
         base.clone()
     };
+    if url.tls {
+        return Err(
+            "--admin over https is not supported; give the admin page's http:// URL".to_owned(),
+        );
+    }
     let timeout = Duration::from_secs(5);
     let address = url
         .authority
@@ -384,17 +393,22 @@ mod tests {
             HttpUrl::parse("http://127.0.0.1:8080").unwrap(),
             HttpUrl {
                 authority: "127.0.0.1:8080".to_owned(),
-                path: "/".to_owned()
+                path: "/".to_owned(),
+                tls: false,
             }
         );
         assert_eq!(
             HttpUrl::parse("http://localhost/v1/authorizations").unwrap(),
             HttpUrl {
                 authority: "localhost:80".to_owned(),
-                path: "/v1/authorizations".to_owned()
+                path: "/v1/authorizations".to_owned(),
+                tls: false,
             }
         );
-        assert!(HttpUrl::parse("https://x").is_err());
+        let https = HttpUrl::parse("https://switch.example").unwrap();
+        assert_eq!(https.authority, "switch.example:443");
+        assert!(https.tls);
+        assert!(HttpUrl::parse("ftp://x").is_err());
         assert!(HttpUrl::parse("127.0.0.1:80").is_err());
         assert!(HttpUrl::parse("http://").is_err());
         assert!(HttpUrl::parse("http://h:x").is_err());

@@ -21,6 +21,9 @@
 //!   with the switch's own `protocol` codec and matched by DE11 (and DE41);
 //!   HTTP/1.1 is pipelined and matched in order. [`http`] also fetches the
 //!   switch's `/admin/latency`.
+//! - [`tls`]: `--tls` (mutual TLS with `--tls-cert`): the handshake at
+//!   connect, then the rustls session driven from the connection's own
+//!   readiness loop; and TLS for `loadtest echo`.
 //! - [`clock`]: DE7/DE12/DE13 from the wall clock.
 //! - [`stats`]: the histograms and counts, recorded per shard of connections.
 //! - [`report`]: the end-of-run table and the `--report` JSON;
@@ -46,6 +49,7 @@ pub mod rng;
 pub mod run;
 pub mod schedule;
 pub mod stats;
+pub mod tls;
 pub mod workload;
 
 pub use error::Error;

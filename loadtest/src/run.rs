@@ -14,7 +14,6 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use protocol::Spec;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -25,6 +24,7 @@ use crate::iso::{IsoDialogue, run_tag};
 use crate::report::format_ns;
 use crate::schedule::{Pacer, Schedule};
 use crate::stats::{Shard, Tally};
+use crate::tls::{TlsClient, TlsOptions, Transport};
 use crate::workload::Workload;
 
 /// What is loaded.
@@ -86,6 +86,8 @@ pub struct RunConfig {
     pub progress: ProgressMode,
     pub ack_log: Option<PathBuf>,
     pub hlog: Option<PathBuf>,
+    /// TLS (and a client certificate) for every connection.
+    pub tls: Option<TlsOptions>,
 }
 
 /// One second of the measured run.
@@ -139,19 +141,30 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
     };
 
     let address = resolve(&authority).await?;
+    let tls = match &config.tls {
+        Some(options) => {
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority.as_str(), |(host, _)| host);
+            Some(Arc::new(TlsClient::new(options, host)?))
+        }
+        None => None,
+    };
     let mut streams = Vec::with_capacity(config.connections as usize);
     for _ in 0..config.connections {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
-            .await
-            .map_err(|_| Error::Connect {
-                target: authority.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out after 5 s"),
-            })?
-            .map_err(|source| Error::Connect {
-                target: authority.clone(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            Transport::connect(address, tls.as_deref()),
+        )
+        .await
+        .map_err(|_| Error::Connect {
+            target: authority.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out after 5 s"),
+        })?
+        .map_err(|source| Error::Connect {
+            target: authority.clone(),
+            source,
+        })?;
         streams.push(stream);
     }
 
@@ -188,6 +201,7 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
                     id,
                     stream,
                     address,
+                    tls: tls.clone(),
                     dialogue: $dialogue,
                     schedule: Arc::clone(&schedule),
                     workload: Arc::clone(&workload),

@@ -83,7 +83,8 @@ fn bad_values_are_one_line_and_exit_1() {
             ],
             "--merchants",
         ),
-        (vec!["http", "--target", "https://127.0.0.1:1"], "--target"),
+        (vec!["http", "--target", "ftp://127.0.0.1:1"], "--target"),
+        (vec!["http", "--target", "https://127.0.0.1:1"], "--tls-ca"),
         (vec!["echo", "--listen", "256.0.0.1:0"], "256.0.0.1:0"),
         (
             vec![
