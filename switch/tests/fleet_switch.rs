@@ -7,26 +7,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
 use protocol::{Message, Mti};
-
-fn urls() -> Option<(String, String)> {
-    if let (Ok(database), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL")) {
-        return Some((database, redis));
-    }
-    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
-    if set("CI") || set("SWITCH_REQUIRE_DATABASES") {
-        panic!("DATABASE_URL or REDIS_URL is not set: run under scripts/test-env");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: DATABASE_URL or REDIS_URL not set (run under scripts/test-env)"
-    );
-    None
-}
 
 /// The test CONFIG (5 approvals per card per minute) on PostgreSQL, in a fleet.
 fn fleet_config(on_redis_down: &str) -> String {
@@ -66,7 +50,7 @@ fn authorization_at(pan: &str, terminal: &str) -> Message {
 
 #[test]
 fn two_nodes_approve_exactly_the_card_limit_between_them() {
-    let Some((_database, redis)) = urls() else {
+    let Some((_database, redis)) = database_and_redis_urls() else {
         return;
     };
     let config = fleet_config("decline");
@@ -104,7 +88,7 @@ fn two_nodes_approve_exactly_the_card_limit_between_them() {
 
 #[test]
 fn a_reversal_on_one_node_gives_the_approval_back_to_the_other() {
-    let Some((_database, redis)) = urls() else {
+    let Some((_database, redis)) = database_and_redis_urls() else {
         return;
     };
     let config = fleet_config("decline");
@@ -142,7 +126,7 @@ fn a_reversal_on_one_node_gives_the_approval_back_to_the_other() {
 
 #[test]
 fn a_retransmission_to_another_node_gets_the_first_answer_once() {
-    let Some((_database, redis)) = urls() else {
+    let Some((_database, redis)) = database_and_redis_urls() else {
         return;
     };
     let config = fleet_config("decline");
@@ -175,7 +159,7 @@ fn a_retransmission_to_another_node_gets_the_first_answer_once() {
 
 #[test]
 fn copies_of_a_request_sent_to_two_nodes_at_once_are_decided_once() {
-    let Some((_database, redis)) = urls() else {
+    let Some((_database, redis)) = database_and_redis_urls() else {
         return;
     };
     let config = fleet_config("decline");
@@ -202,7 +186,9 @@ fn copies_of_a_request_sent_to_two_nodes_at_once_are_decided_once() {
 
 #[test]
 fn redis_unreachable_declines_promptly_and_never_approves() {
-    let Some(_) = urls() else { return };
+    let Some(_) = database_and_redis_urls() else {
+        return;
+    };
     // A port nothing listens on: bound, then closed.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();

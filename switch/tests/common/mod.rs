@@ -407,6 +407,24 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// PostgreSQL's and Redis's URLs from `scripts/test-env`. Without them a
+/// test that needs both fails under CI or SWITCH_REQUIRE_DATABASES, and
+/// otherwise prints one line and is skipped.
+pub fn database_and_redis_urls() -> Option<(String, String)> {
+    if let (Ok(database), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL")) {
+        return Some((database, redis));
+    }
+    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    if set("CI") || set("SWITCH_REQUIRE_DATABASES") {
+        panic!("DATABASE_URL or REDIS_URL is not set: run under scripts/test-env");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: DATABASE_URL or REDIS_URL not set (run under scripts/test-env)"
+    );
+    None
+}
+
 /// Every byte of every file under `dir`.
 pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
