@@ -315,6 +315,9 @@ impl HttpState {
     }
 }
 
+/// Set once a request without its peer address was seen.
+static PEERLESS_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The peer's address, as [`serve`] attached it to the request.
 fn peer_address(request: &Request) -> Option<SocketAddr> {
     request
@@ -334,7 +337,14 @@ async fn check_access(
         return next.run(request).await;
     };
     let peer = peer_address(&request);
-    let origin_ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip());
+    // Without the peer (a listener that does not attach it) there is no
+    // origin to hold failures against: lumping every such client into one
+    // origin would let one guesser lock all of them out, so those failures
+    // are left untracked and the gap is logged once.
+    let origin_ip = peer.map(|peer| peer.ip());
+    if origin_ip.is_none() && !PEERLESS_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::error!("a request came without its peer address; lockout cannot track it");
+    }
     let origin = peer.map_or_else(|| "unknown".to_owned(), |peer| peer.to_string());
     let resource = format!("{} {}", request.method(), request.uri().path());
     let audit = |actor: &str, event: &str, outcome: &str| {
@@ -347,7 +357,9 @@ async fn check_access(
         });
     };
 
-    if let Standing::LockedOut(retry) = state.lockout.check(origin_ip) {
+    if let Some(origin_ip) = origin_ip
+        && let Standing::LockedOut(retry) = state.lockout.check(origin_ip)
+    {
         state.refuse(Refusal::LockedOut);
         return locked_out(retry);
     }
@@ -362,14 +374,16 @@ async fn check_access(
         Credential::Wrong => {
             state.refuse(Refusal::BadKey);
             audit("unknown", events::AUTH_FAILURE, "bad_key");
-            match state.lockout.fail(origin_ip) {
-                Failure::LockedOut => {
+            match origin_ip.map(|origin_ip| state.lockout.fail(origin_ip)) {
+                Some(Failure::LockedOut) => {
                     state.lockouts.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(origin = %origin_ip, "origin locked out after failed authentications");
+                    tracing::warn!(%origin, "origin locked out after failed authentications");
                     audit("unknown", events::AUTH_LOCKOUT, "locked_out");
                 }
-                Failure::Untracked => state.engine.metrics().count_lockout_untracked(),
-                Failure::Counted => {}
+                Some(Failure::Untracked) | None => {
+                    state.engine.metrics().count_lockout_untracked();
+                }
+                Some(Failure::Counted) => {}
             }
             return unauthorized();
         }
@@ -393,7 +407,10 @@ async fn check_access(
         Principal::Merchant(merchant) => {
             // Merchant requests come by the thousand a second: their
             // successes are recorded once per key and origin per interval.
-            if state.success_due(index, origin_ip) {
+            if state.success_due(
+                index,
+                origin_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            ) {
                 audit(&key.actor, events::AUTH_SUCCESS, "ok");
             }
             if route.rate_limited
@@ -1207,3 +1224,49 @@ async fn admin_page() -> Response {
 }
 
 const ADMIN_PAGE: &str = include_str!("admin.html");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_one_rule_and_keyed_routes_name_their_roles() {
+        for (i, route) in ROUTES.iter().enumerate() {
+            assert!(
+                ROUTES
+                    .iter()
+                    .skip(i + 1)
+                    .all(|other| (other.method, other.path) != (route.method, route.path)),
+                "{} {} has two rules",
+                route.method,
+                route.path
+            );
+            if let Access::Roles(roles) = route.access {
+                assert!(!roles.is_empty(), "{} names no role", route.path);
+            } else {
+                assert!(
+                    !route.rate_limited,
+                    "{}: open routes have no merchant",
+                    route.path
+                );
+            }
+            // Staff routes are never open, whatever else changes.
+            if route.path.starts_with("/admin/") || route.path == "/metrics" {
+                assert!(
+                    matches!(route.access, Access::Roles(roles) if !roles.contains(&Role::Merchant)),
+                    "{}",
+                    route.path
+                );
+            }
+        }
+        // The audit log is for admins only.
+        let audit = ROUTES.iter().find(|r| r.path == "/admin/audit").unwrap();
+        assert_eq!(audit.access, Access::Roles(&[Role::Admin]));
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_763_846_400_123), "2025-11-22T21:20:00.123Z");
+    }
+}
