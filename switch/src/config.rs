@@ -64,7 +64,15 @@ struct RawConfig {
     #[serde(default)]
     admin: Option<RawAdmin>,
     #[serde(default)]
+    admins: BTreeMap<String, RawAdmin>,
+    #[serde(default)]
+    operators: BTreeMap<String, RawAdmin>,
+    #[serde(default)]
     merchants: BTreeMap<String, RawMerchant>,
+    #[serde(default)]
+    security: RawSecurity,
+    #[serde(default)]
+    audit: RawAudit,
     #[serde(default)]
     fleet: Option<RawFleet>,
 }
@@ -323,6 +331,74 @@ struct RawMerchant {
     daily_volume_max: Option<u64>,
     allowed_mccs: Option<Vec<String>>,
     tps_max: Option<u32>,
+    rate_per_second: Option<u32>,
+    rate_burst: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    #[serde(default = "default_lockout_failures")]
+    lockout_failures: u32,
+    #[serde(default = "default_lockout_ms")]
+    lockout_ms: u64,
+    #[serde(default = "default_lockout_origins_max")]
+    lockout_origins_max: usize,
+    rate_per_second: Option<u32>,
+    rate_burst: Option<u32>,
+}
+
+impl Default for RawSecurity {
+    fn default() -> RawSecurity {
+        RawSecurity {
+            lockout_failures: default_lockout_failures(),
+            lockout_ms: default_lockout_ms(),
+            lockout_origins_max: default_lockout_origins_max(),
+            rate_per_second: None,
+            rate_burst: None,
+        }
+    }
+}
+
+fn default_lockout_failures() -> u32 {
+    10
+}
+fn default_lockout_ms() -> u64 {
+    30 * 60 * 1000
+}
+fn default_lockout_origins_max() -> usize {
+    100_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default = "default_audit_queue_capacity")]
+    queue_capacity: usize,
+    #[serde(default = "default_audit_batch_entries_max")]
+    batch_entries_max: usize,
+    #[serde(default = "default_audit_success_interval_ms")]
+    success_interval_ms: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> RawAudit {
+        RawAudit {
+            queue_capacity: default_audit_queue_capacity(),
+            batch_entries_max: default_audit_batch_entries_max(),
+            success_interval_ms: default_audit_success_interval_ms(),
+        }
+    }
+}
+
+fn default_audit_queue_capacity() -> usize {
+    65_536
+}
+fn default_audit_batch_entries_max() -> usize {
+    1_024
+}
+fn default_audit_success_interval_ms() -> u64 {
+    60_000
 }
 
 fn default_spec() -> String {
@@ -443,6 +519,47 @@ pub struct MerchantConfig {
     pub daily_volume_max: Option<Amount>,
     pub allowed_mccs: Option<Vec<Text<4>>>,
     pub tps_max: Option<u32>,
+    /// The merchant's admission rate on both ingresses (token bucket), from
+    /// its own section or `[security]`; `None`: not limited.
+    pub rate: Option<RateLimit>,
+}
+
+/// A token bucket: `per_second` tokens a second, at most `burst` saved up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// A named operator or admin credential: the name is what the audit log
+/// records as the actor, never the key.
+#[derive(Debug, Clone)]
+pub struct StaffKey {
+    pub name: String,
+    /// SHA-256 of the API key.
+    pub api_key_sha256: [u8; 32],
+}
+
+/// Lockout of client origins after failed authentications.
+#[derive(Debug, Clone, Copy)]
+pub struct SecuritySettings {
+    /// Failed authentications from one origin within `lockout_ms` that lock it out.
+    pub lockout_failures: u32,
+    /// How long the failures are counted and the lockout lasts.
+    pub lockout_ms: u64,
+    /// Origins tracked at most (failures or lockouts), so many addresses
+    /// cannot grow the table without end.
+    pub lockout_origins_max: usize,
+}
+
+/// The audit log's queue and batches.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditSettings {
+    pub queue_capacity: usize,
+    pub batch_entries_max: usize,
+    /// A merchant key's successful authentications are recorded once per
+    /// origin per interval, not once per request.
+    pub success_interval_ms: u64,
 }
 
 /// The whole configuration, checked.
@@ -466,7 +583,13 @@ pub struct Config {
     pub duplicate_entries_max: usize,
     /// SHA-256 of the admin credential.
     pub admin_key_sha256: Option<[u8; 32]>,
+    /// Admin credentials: `[admin]` (named "admin") and `[admins.NAME]`.
+    pub admins: Vec<StaffKey>,
+    /// Operator credentials, `[operators.NAME]`.
+    pub operators: Vec<StaffKey>,
     pub merchants: Vec<MerchantConfig>,
+    pub security: SecuritySettings,
+    pub audit: AuditSettings,
     /// `None`: a single node, no Redis.
     pub fleet: Option<FleetSettings>,
 }
@@ -727,6 +850,34 @@ impl Config {
             })
         };
 
+        let rate = |key: &str,
+                    per_second: Option<u32>,
+                    burst: Option<u32>|
+         -> Result<Option<RateLimit>, ConfigError> {
+            match (per_second, burst) {
+                (None, None) => Ok(None),
+                (None, Some(_)) => Err(value_error(
+                    &format!("{key}.rate_burst"),
+                    "needs rate_per_second".to_owned(),
+                )),
+                (Some(per_second), burst) => {
+                    let per_second =
+                        positive(&format!("{key}.rate_per_second"), per_second as usize)? as u32;
+                    // Without a burst, one second's worth may come at once.
+                    let burst = positive(
+                        &format!("{key}.rate_burst"),
+                        burst.unwrap_or(per_second) as usize,
+                    )? as u32;
+                    Ok(Some(RateLimit { per_second, burst }))
+                }
+            }
+        };
+        let default_rate = rate(
+            "security",
+            raw.security.rate_per_second,
+            raw.security.rate_burst,
+        )?;
+
         let mut merchants = Vec::new();
         for (id, merchant) in &raw.merchants {
             let key = format!("merchants.{id}");
@@ -771,8 +922,104 @@ impl Config {
                     .transpose()?,
                 allowed_mccs,
                 tps_max: merchant.tps_max,
+                rate: rate(&key, merchant.rate_per_second, merchant.rate_burst)?.or(default_rate),
             });
         }
+
+        // Staff credentials. A name is what the audit log shows, so it is a
+        // plain identifier; one key never serves two principals.
+        let staff = |section: &str,
+                     entries: &BTreeMap<String, RawAdmin>|
+         -> Result<Vec<StaffKey>, ConfigError> {
+            let mut out = Vec::new();
+            for (name, entry) in entries {
+                let key = format!("{section}.{name}");
+                if name.is_empty()
+                    || name.len() > 32
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    return Err(value_error(
+                        &key,
+                        "a name is 1 to 32 letters, digits, `_` or `-`".to_owned(),
+                    ));
+                }
+                out.push(StaffKey {
+                    name: name.clone(),
+                    api_key_sha256: digest(
+                        &format!("{key}.api_key_sha256"),
+                        &entry.api_key_sha256,
+                    )?,
+                });
+            }
+            Ok(out)
+        };
+        let admin_key_sha256 = raw
+            .admin
+            .as_ref()
+            .map(|admin| digest("admin.api_key_sha256", &admin.api_key_sha256))
+            .transpose()?;
+        let mut admins = staff("admins", &raw.admins)?;
+        if let Some(digest) = admin_key_sha256 {
+            if admins.iter().any(|admin| admin.name == "admin") {
+                return Err(value_error(
+                    "admins.admin",
+                    "the name `admin` is taken by the [admin] section".to_owned(),
+                ));
+            }
+            admins.push(StaffKey {
+                name: "admin".to_owned(),
+                api_key_sha256: digest,
+            });
+        }
+        let operators = staff("operators", &raw.operators)?;
+        let mut seen: Vec<(&[u8; 32], String)> = Vec::new();
+        for (digest, key) in merchants
+            .iter()
+            .filter_map(|m| {
+                m.api_key_sha256
+                    .as_ref()
+                    .map(|d| (d, format!("merchants.{}", m.id.as_str().trim_end())))
+            })
+            .chain(admins.iter().map(|a| {
+                let section = if a.name == "admin" && admin_key_sha256.is_some() {
+                    "admin".to_owned()
+                } else {
+                    format!("admins.{}", a.name)
+                };
+                (&a.api_key_sha256, section)
+            }))
+            .chain(
+                operators
+                    .iter()
+                    .map(|o| (&o.api_key_sha256, format!("operators.{}", o.name))),
+            )
+        {
+            if let Some((_, first)) = seen.iter().find(|(d, _)| *d == digest) {
+                return Err(value_error(
+                    &format!("{key}.api_key_sha256"),
+                    format!("the same key as {first}: one key, one principal"),
+                ));
+            }
+            seen.push((digest, key));
+        }
+        let security = SecuritySettings {
+            lockout_failures: positive(
+                "security.lockout_failures",
+                raw.security.lockout_failures as usize,
+            )? as u32,
+            lockout_ms: positive("security.lockout_ms", raw.security.lockout_ms as usize)? as u64,
+            lockout_origins_max: positive(
+                "security.lockout_origins_max",
+                raw.security.lockout_origins_max,
+            )?,
+        };
+        let audit = AuditSettings {
+            queue_capacity: positive("audit.queue_capacity", raw.audit.queue_capacity)?,
+            batch_entries_max: positive("audit.batch_entries_max", raw.audit.batch_entries_max)?,
+            success_interval_ms: raw.audit.success_interval_ms,
+        };
 
         Ok(Config {
             mode: raw.mode,
@@ -796,12 +1043,12 @@ impl Config {
                 raw.duplicates.window_ms as usize,
             )? as u64,
             duplicate_entries_max: positive("duplicates.entries_max", raw.duplicates.entries_max)?,
-            admin_key_sha256: raw
-                .admin
-                .as_ref()
-                .map(|admin| digest("admin.api_key_sha256", &admin.api_key_sha256))
-                .transpose()?,
+            admin_key_sha256,
+            admins,
+            operators,
             merchants,
+            security,
+            audit,
             fleet,
         })
     }
@@ -829,6 +1076,25 @@ mod tests {
         assert_eq!(config.merchants.len(), 2);
         assert_eq!(config.card_limits[0].count_max, Some(5));
         assert!(config.admin_key_sha256.is_some());
+        assert_eq!(config.admins.len(), 1);
+        assert_eq!(config.admins[0].name, "admin");
+        assert_eq!(config.operators.len(), 1);
+        assert_eq!(config.operators[0].name, "ops");
+        assert_eq!(config.security.lockout_failures, 10);
+        assert_eq!(config.security.lockout_ms, 1_800_000);
+        assert_eq!(config.audit.success_interval_ms, 60_000);
+        let bistro = config
+            .merchants
+            .iter()
+            .find(|m| m.id.as_str().starts_with("BISTRO"))
+            .unwrap();
+        assert_eq!(
+            bistro.rate,
+            Some(RateLimit {
+                per_second: 100,
+                burst: 200
+            })
+        );
         assert_eq!(
             format!("{:?}", config.vault),
             "VaultSecrets { active_key_id: 1, keys: [1], [redacted] }"
@@ -1023,6 +1289,62 @@ mod tests {
                 "{key}: {error}"
             );
         }
+        for (from, to, key) in [
+            (
+                "lockout_failures = 10",
+                "lockout_failures = 0",
+                "security.lockout_failures",
+            ),
+            (
+                "rate_per_second = 100",
+                "rate_per_second = 0",
+                "merchants.BISTRO00001.rate_per_second",
+            ),
+            (
+                "rate_per_second = 100",
+                "rate_per_seconds = 100",
+                "unknown field `rate_per_seconds`",
+            ),
+            ("[operators.ops]", "[operators.\"o p\"]", "operators.o p"),
+            (
+                "7eee78659ab50d4dd820f4242709d188809ca0249506edf83d70022973d5e2ca",
+                "df76ff796f70d2c9cb055ea6280553caa27eda26b70e01082c160de75a05a4a9",
+                "operators.ops.api_key_sha256",
+            ),
+        ] {
+            assert!(SHIPPED.contains(from), "{from}");
+            let error = parse(&SHIPPED.replace(from, to), &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{key}: {error}");
+            assert!(error.starts_with("switch.toml: "), "{error}");
+        }
+        let only_burst = SHIPPED.replace("rate_per_second = 100       #", "#");
+        let error = parse(&only_burst, &no_env).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "switch.toml: merchants.BISTRO00001.rate_burst: needs rate_per_second"
+            ),
+            "{error}"
+        );
+        // A default rate in [security] applies to a merchant without its own.
+        let default_rate = SHIPPED.replace(
+            "lockout_origins_max = 100000",
+            "lockout_origins_max = 100000\nrate_per_second = 7",
+        );
+        let config = parse(&default_rate, &no_env).unwrap();
+        let acme = config
+            .merchants
+            .iter()
+            .find(|m| m.id.as_str().starts_with("ACME"))
+            .unwrap();
+        assert_eq!(
+            acme.rate,
+            Some(RateLimit {
+                per_second: 7,
+                burst: 7
+            })
+        );
         let typo = parse(&SHIPPED.replace("[shards]", "[shard]"), &no_env)
             .unwrap_err()
             .to_string();

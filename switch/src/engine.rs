@@ -31,6 +31,7 @@ use storage::{
 use tokio::sync::watch;
 
 use crate::fleet::{Claim, Fleet, OnRedisDown};
+use crate::limits::RateLimits;
 use crate::metrics::{Metrics, Stage};
 
 /// What the switch answered to a card request.
@@ -223,6 +224,8 @@ pub struct EngineParts {
     pub duplicates: DuplicateSettings,
     /// Shared card velocity in Redis; `None` on a single node.
     pub fleet: Option<Fleet>,
+    /// Per-merchant admission rates, checked by both ingresses.
+    pub limits: Arc<RateLimits>,
 }
 
 impl std::fmt::Debug for EngineParts {
@@ -253,6 +256,7 @@ pub struct Engine {
     database_answers: AtomicBool,
     fleet: Option<Fleet>,
     redis_answers: AtomicBool,
+    limits: Arc<RateLimits>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -291,6 +295,7 @@ impl Engine {
             store,
             duplicates,
             fleet,
+            limits,
         } = parts;
         Engine {
             metrics,
@@ -312,7 +317,13 @@ impl Engine {
             database_answers: AtomicBool::new(true),
             fleet,
             redis_answers: AtomicBool::new(true),
+            limits,
         }
+    }
+
+    /// Per-merchant admission rates (HTTP checks them before its handler).
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -421,6 +432,17 @@ impl Engine {
                 iso::response(message, code, None)
             }
             Ok(Request::Card(request)) => {
+                // A merchant over its rate is refused before the vault, the
+                // actors and the journal, so its flood costs others nothing.
+                // Not journaled, like a request shed at a full mailbox: under
+                // a flood a record per refusal would put the flood's weight
+                // on the journal the limit protects. It is counted instead
+                // (switch_rate_limited_total), and a retransmission is
+                // decided afresh.
+                if self.limits.admit(request.merchant_id).is_err() {
+                    self.metrics.count_rate_limited(Channel::Iso);
+                    return iso::response(message, ResponseCode::IssuerUnavailable, None);
+                }
                 let outcome = self.authorize_iso(&request).await;
                 iso::response(
                     message,

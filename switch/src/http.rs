@@ -1,30 +1,47 @@
 //! The JSON/HTTP API for web clients, and the ops endpoints.
 //!
-//! | route                                     | who           |
-//! |-------------------------------------------|---------------|
-//! | `POST /v1/authorizations`                 | merchant key  |
-//! | `POST /v1/authorizations/{id}/reversal`   | merchant key  |
-//! | `GET /v1/transactions/{id}`               | merchant key (own only) or admin |
-//! | `GET /metrics`, `/health/live`, `/health/ready` | anyone on the listener |
-//! | `GET /admin/latency`                      | admin key     |
-//! | `GET /admin`                              | the page; it asks for the admin key |
+//! Who may call what is one table, [`ROUTES`], from which the router is
+//! built; every route that needs a key gets [`check_access`] in front of
+//! its handler. Roles follow a payments platform's permission model:
+//!
+//! | route                                     | merchant | operator | admin | rate limited |
+//! |-------------------------------------------|----------|----------|-------|--------------|
+//! | `POST /v1/authorizations`                 | yes      |          |       | yes          |
+//! | `POST /v1/authorizations/{id}/reversal`   | own only |          |       |              |
+//! | `GET /v1/transactions/{id}`               | own only | yes      | yes   | yes          |
+//! | `GET /metrics`                            |          | yes      | yes   |              |
+//! | `GET /admin/latency`                      |          | yes      | yes   |              |
+//! | `GET /admin/audit`                        |          |          | yes   |              |
+//! | `GET /admin`, `/health/live`, `/health/ready` | open (no key; the page asks for one) |
+//!
+//! Another merchant's transaction is "not found" (404), never "forbidden",
+//! so ids cannot be probed. No route ever returns card data: a transaction
+//! shows its token, BIN and last four only.
 //!
 //! API keys are compared as SHA-256 digests in constant time, against every
-//! configured key, so timing tells nothing about which key was close. Errors
-//! are `application/problem+json` naming the field; they never repeat a
-//! value from the request, so a PAN sent in the wrong field is not echoed.
+//! configured key, so timing tells nothing about which key was close. A
+//! client origin (peer IP) that sends `security.lockout_failures` wrong
+//! keys within `security.lockout_ms` is refused (429, `locked-out`) for
+//! `lockout_ms`, right key or not. Every refusal is counted by reason in
+//! `switch_http_refusals_total` and authentication is recorded in the audit
+//! log. Errors are `application/problem+json` naming the field; they never
+//! repeat a value from the request, so a PAN sent in the wrong field is not
+//! echoed.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actors::Clock;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use protocol::Mti;
 use protocol::domain::{
     Authorization, Channel, Decision, DeclineReason, TransactionId, TransactionKind, pad,
@@ -37,23 +54,162 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{HttpConfig, MerchantConfig};
+use crate::audit::{Audit, AuditEvent, events};
+use crate::config::{Config, HttpConfig};
 use crate::engine::{CardOutcome, Engine, IdempotencyRequest};
-use crate::metrics::Stage;
+use crate::limits::{Failure, Lockout, RetryAfter, Standing};
+use crate::metrics::{Refusal, Stage};
 
-/// Who a request is from.
+/// A role, as a payments platform grants them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Its own authorizations and transactions only.
+    Merchant,
+    /// Reads every transaction and the metrics; never card data.
+    Operator,
+    /// Configuration, key rotation, the audit log.
+    Admin,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who reaches the listener; no key asked.
+    Open,
+    /// A key of one of these roles.
+    Roles(&'static [Role]),
+}
+
+/// One route and who may call it.
+#[derive(Debug)]
+pub struct RouteAccess {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    /// Whether a merchant's call takes a token from its rate limit.
+    pub rate_limited: bool,
+    handler: fn() -> MethodRouter<Arc<HttpState>>,
+}
+
+const MERCHANT: &[Role] = &[Role::Merchant];
+const ANY_ROLE: &[Role] = &[Role::Merchant, Role::Operator, Role::Admin];
+const STAFF: &[Role] = &[Role::Operator, Role::Admin];
+const ADMIN: &[Role] = &[Role::Admin];
+
+/// Every route and who may call it: the one place access is decided. The
+/// router is built from it, so a route cannot exist without a rule. A
+/// reversal is not rate limited: refusing one would leave the cardholder's
+/// funds held while the merchant retries.
+pub const ROUTES: &[RouteAccess] = &[
+    RouteAccess {
+        method: "POST",
+        path: "/v1/authorizations",
+        access: Access::Roles(MERCHANT),
+        rate_limited: true,
+        handler: || post(create_authorization),
+    },
+    RouteAccess {
+        method: "POST",
+        path: "/v1/authorizations/{id}/reversal",
+        access: Access::Roles(MERCHANT),
+        rate_limited: false,
+        handler: || post(reverse_authorization),
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/v1/transactions/{id}",
+        access: Access::Roles(ANY_ROLE),
+        rate_limited: true,
+        handler: || get(get_transaction),
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/metrics",
+        access: Access::Roles(STAFF),
+        rate_limited: false,
+        handler: || get(metrics),
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/admin/latency",
+        access: Access::Roles(STAFF),
+        rate_limited: false,
+        handler: || get(admin_latency),
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/admin/audit",
+        access: Access::Roles(ADMIN),
+        rate_limited: false,
+        handler: || get(admin_audit),
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/admin",
+        access: Access::Open,
+        rate_limited: false,
+        handler: || get(admin_page),
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/health/live",
+        access: Access::Open,
+        rate_limited: false,
+        handler: || get(|| async { "live\n" }),
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/health/ready",
+        access: Access::Open,
+        rate_limited: false,
+        handler: || get(ready),
+    },
+];
+
+/// Who a request is from, once its key matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Principal {
     Merchant(protocol::iso::MerchantId),
+    Operator,
     Admin,
 }
+
+impl Principal {
+    fn role(self) -> Role {
+        match self {
+            Principal::Merchant(_) => Role::Merchant,
+            Principal::Operator => Role::Operator,
+            Principal::Admin => Role::Admin,
+        }
+    }
+}
+
+/// A configured key: its digest, whose it is, and the name the audit log
+/// shows (`merchant:ID`, `operator:NAME`, `admin:NAME`), never the key.
+struct Key {
+    sha256: [u8; 32],
+    principal: Principal,
+    actor: String,
+}
+
+/// A merchant key's successes are recorded once per origin per interval;
+/// at most this many (key, origin) pairs are remembered for it.
+const SUCCESS_ORIGINS_MAX: usize = 4_096;
 
 /// Shared state of the HTTP handlers.
 pub struct HttpState {
     engine: Arc<Engine>,
-    keys: Vec<([u8; 32], Principal)>,
+    keys: Vec<Key>,
     /// Idempotency keys whose first request is still being decided.
     idempotency_in_flight: Mutex<HashSet<(protocol::iso::MerchantId, String)>>,
+    audit: Audit,
+    lockout: Lockout,
+    clock: Arc<dyn Clock>,
+    success_interval_ms: u64,
+    /// (key index, origin) -> when its success was last recorded.
+    successes_recorded: Mutex<HashMap<(usize, IpAddr), u64>>,
+    /// Origins locked out since start.
+    lockouts: AtomicU64,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -64,61 +220,228 @@ impl std::fmt::Debug for HttpState {
     }
 }
 
+/// What a request's `Authorization` header held.
+enum Credential {
+    Missing,
+    Wrong,
+    Matched(usize),
+}
+
 impl HttpState {
     pub fn new(
         engine: Arc<Engine>,
-        merchants: &[MerchantConfig],
-        admin_key_sha256: Option<[u8; 32]>,
+        config: &Config,
+        audit: Audit,
+        clock: Arc<dyn Clock>,
     ) -> HttpState {
-        let mut keys: Vec<([u8; 32], Principal)> = merchants
+        let mut keys: Vec<Key> = config
+            .merchants
             .iter()
             .filter_map(|m| {
-                m.api_key_sha256
-                    .map(|digest| (digest, Principal::Merchant(m.id)))
+                m.api_key_sha256.map(|sha256| Key {
+                    sha256,
+                    principal: Principal::Merchant(m.id),
+                    actor: format!("merchant:{}", m.id.as_str().trim_end()),
+                })
             })
             .collect();
-        if let Some(digest) = admin_key_sha256 {
-            keys.push((digest, Principal::Admin));
-        }
+        keys.extend(config.operators.iter().map(|o| Key {
+            sha256: o.api_key_sha256,
+            principal: Principal::Operator,
+            actor: format!("operator:{}", o.name),
+        }));
+        keys.extend(config.admins.iter().map(|a| Key {
+            sha256: a.api_key_sha256,
+            principal: Principal::Admin,
+            actor: format!("admin:{}", a.name),
+        }));
         HttpState {
             engine,
             keys,
             idempotency_in_flight: Mutex::new(HashSet::new()),
+            audit,
+            lockout: Lockout::new(config.security, Arc::clone(&clock)),
+            clock,
+            success_interval_ms: config.audit.success_interval_ms,
+            successes_recorded: Mutex::new(HashMap::new()),
+            lockouts: AtomicU64::new(0),
         }
     }
 
-    fn principal(&self, headers: &HeaderMap) -> Option<Principal> {
-        let key = headers
-            .get(header::AUTHORIZATION)?
+    fn credential(&self, headers: &HeaderMap) -> Credential {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Credential::Missing;
+        };
+        let Some(key) = value
             .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")?
-            .trim();
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+        else {
+            return Credential::Wrong;
+        };
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         // Every configured key is compared, whatever matched first.
         let mut found = None;
-        for (configured, principal) in &self.keys {
-            if bool::from(configured.ct_eq(&digest)) {
-                found = Some(*principal);
+        for (index, configured) in self.keys.iter().enumerate() {
+            if bool::from(configured.sha256.ct_eq(&digest)) {
+                found = Some(index);
             }
         }
-        found
+        found.map_or(Credential::Wrong, Credential::Matched)
+    }
+
+    fn refuse(&self, reason: Refusal) {
+        self.engine.metrics().count_refusal(reason);
+    }
+
+    /// Whether a merchant key's success from `origin` is due a record.
+    fn success_due(&self, key: usize, origin: IpAddr) -> bool {
+        let now_ms = self.clock.now_ms();
+        let Ok(mut recorded) = self.successes_recorded.lock() else {
+            return false;
+        };
+        match recorded.get(&(key, origin)) {
+            Some(&at_ms) if now_ms.saturating_sub(at_ms) < self.success_interval_ms => false,
+            _ => {
+                if recorded.len() >= SUCCESS_ORIGINS_MAX {
+                    // Forgetting only means the next success is recorded again.
+                    recorded.clear();
+                }
+                recorded.insert((key, origin), now_ms);
+                true
+            }
+        }
     }
 }
 
+/// Set once a request without its peer address was seen.
+static PEERLESS_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The peer's address, as [`serve`] attached it to the request.
+fn peer_address(request: &Request) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+}
+
+/// Stands in front of every route that needs a key: lockout, key, role,
+/// rate limit, audit; then hands the request on with its [`Principal`].
+async fn check_access(
+    State((state, route)): State<(Arc<HttpState>, &'static RouteAccess)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Access::Roles(roles) = route.access else {
+        return next.run(request).await;
+    };
+    let peer = peer_address(&request);
+    // Without the peer (a listener that does not attach it) there is no
+    // origin to hold failures against: lumping every such client into one
+    // origin would let one guesser lock all of them out, so those failures
+    // are left untracked and the gap is logged once.
+    let origin_ip = peer.map(|peer| peer.ip());
+    if origin_ip.is_none() && !PEERLESS_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::error!("a request came without its peer address; lockout cannot track it");
+    }
+    let origin = peer.map_or_else(|| "unknown".to_owned(), |peer| peer.to_string());
+    let resource = format!("{} {}", request.method(), request.uri().path());
+    let audit = |actor: &str, event: &str, outcome: &str| {
+        state.audit.record(AuditEvent {
+            actor: actor.to_owned(),
+            event: event.to_owned(),
+            outcome: outcome.to_owned(),
+            origin: origin.clone(),
+            resource: resource.clone(),
+        });
+    };
+
+    if let Some(origin_ip) = origin_ip
+        && let Standing::LockedOut(retry) = state.lockout.check(origin_ip)
+    {
+        state.refuse(Refusal::LockedOut);
+        return locked_out(retry);
+    }
+    let index = match state.credential(request.headers()) {
+        Credential::Matched(index) => index,
+        Credential::Missing => {
+            // Not a guess at a key: counted, neither audited nor held
+            // against the origin.
+            state.refuse(Refusal::NoKey);
+            return unauthorized();
+        }
+        Credential::Wrong => {
+            state.refuse(Refusal::BadKey);
+            audit("unknown", events::AUTH_FAILURE, "bad_key");
+            match origin_ip.map(|origin_ip| state.lockout.fail(origin_ip)) {
+                Some(Failure::LockedOut) => {
+                    state.lockouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%origin, "origin locked out after failed authentications");
+                    audit("unknown", events::AUTH_LOCKOUT, "locked_out");
+                }
+                Some(Failure::Untracked) | None => {
+                    state.engine.metrics().count_lockout_untracked();
+                }
+                Some(Failure::Counted) => {}
+            }
+            return unauthorized();
+        }
+    };
+    let Some(key) = state.keys.get(index) else {
+        return unauthorized();
+    };
+    let principal = key.principal;
+    if !roles.contains(&principal.role()) {
+        state.refuse(Refusal::ForbiddenRole);
+        audit(&key.actor, events::ACCESS_DENIED, "denied");
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "This key's role may not use this route",
+            "see the roles of each route in the API documentation",
+            None,
+        );
+    }
+    match principal {
+        Principal::Merchant(merchant) => {
+            // Merchant requests come by the thousand a second: their
+            // successes are recorded once per key and origin per interval.
+            if state.success_due(
+                index,
+                origin_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            ) {
+                audit(&key.actor, events::AUTH_SUCCESS, "ok");
+            }
+            if route.rate_limited
+                && let Err(retry) = state.engine.limits().admit(merchant)
+            {
+                state.refuse(Refusal::RateLimited);
+                return rate_limited(retry);
+            }
+        }
+        Principal::Operator | Principal::Admin => {
+            audit(&key.actor, events::ACCESS_ALLOWED, "allowed");
+        }
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
 pub fn router(state: Arc<HttpState>, config: &HttpConfig) -> Router {
-    Router::new()
-        .route("/v1/authorizations", post(create_authorization))
-        .route(
-            "/v1/authorizations/{id}/reversal",
-            post(reverse_authorization),
-        )
-        .route("/v1/transactions/{id}", get(get_transaction))
-        .route("/metrics", get(metrics))
-        .route("/health/live", get(|| async { "live\n" }))
-        .route("/health/ready", get(ready))
-        .route("/admin/latency", get(admin_latency))
-        .route("/admin", get(admin_page))
+    let mut router = Router::new();
+    for route in ROUTES {
+        let handler = (route.handler)();
+        let handler = match route.access {
+            Access::Open => handler,
+            Access::Roles(_) => handler.route_layer(from_fn_with_state(
+                (Arc::clone(&state), route),
+                check_access,
+            )),
+        };
+        router = router.route(route.path, handler);
+    }
+    router
         .fallback(|| async {
             problem(
                 StatusCode::NOT_FOUND,
@@ -141,9 +464,8 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let service = hyper_util::service::TowerToHyperService::new(router);
     loop {
-        let (stream, _peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -155,7 +477,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
+        let service = with_peer(router.clone(), peer);
         let shutdown = shutdown.clone();
         let header_read_timeout = Duration::from_millis(config.header_read_timeout_ms);
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
@@ -176,6 +498,26 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// The router for one connection, with the peer's address attached to each
+/// request (as axum's `ConnectInfo`), for lockout and the audit log.
+fn with_peer(
+    router: Router,
+    peer: SocketAddr,
+) -> hyper_util::service::TowerToHyperService<
+    tower::util::MapRequest<
+        Router,
+        impl FnMut(Request<hyper::body::Incoming>) -> Request<hyper::body::Incoming> + Clone,
+    >,
+> {
+    use tower::ServiceExt as _;
+    hyper_util::service::TowerToHyperService::new(router.map_request(
+        move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        },
+    ))
 }
 
 fn problem(
@@ -211,6 +553,37 @@ fn unauthorized() -> Response {
     response
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// An origin locked out after failed authentications. The same answer
+/// whether this request's key was right or not.
+fn locked_out(retry: RetryAfter) -> Response {
+    let mut response = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        "locked-out",
+        "Too many failed authentications from this address",
+        "this address is refused for a while; try again after Retry-After seconds",
+        None,
+    );
+    if let Ok(value) = HeaderValue::from_str(&retry.seconds().to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// A merchant over its rate.
+fn rate_limited(retry: RetryAfter) -> Response {
+    let mut response = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "This merchant is over its request rate",
+        "slow down; try again after Retry-After seconds",
+        None,
+    );
+    if let Ok(value) = HeaderValue::from_str(&retry.seconds().to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
     response
 }
 
@@ -284,7 +657,7 @@ fn field_problem(error: &FieldError) -> Response {
     )
 }
 
-fn rfc3339(unix_ms: u64) -> String {
+pub(crate) fn rfc3339(unix_ms: u64) -> String {
     // Days since the epoch to a civil date (Howard Hinnant's algorithm).
     let seconds = unix_ms / 1000;
     let days = (seconds / 86_400) as i64;
@@ -346,14 +719,12 @@ fn unavailable(detail: &str) -> Response {
 
 async fn create_authorization(
     State(state): State<Arc<HttpState>>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
     let engine = &state.engine;
-    let Some(principal) = state.principal(&headers) else {
-        return unauthorized();
-    };
     let Principal::Merchant(merchant_id) = principal else {
         return problem(
             StatusCode::FORBIDDEN,
@@ -584,7 +955,7 @@ async fn visible_transaction(
     };
     match state.engine.store().transaction(id).await {
         Ok(Some(stored)) => match principal {
-            Principal::Admin => Ok(stored),
+            Principal::Admin | Principal::Operator => Ok(stored),
             Principal::Merchant(merchant) if stored.record.merchant_id == merchant => Ok(stored),
             Principal::Merchant(_) => Err(not_found()),
         },
@@ -598,12 +969,9 @@ async fn visible_transaction(
 
 async fn get_transaction(
     State(state): State<Arc<HttpState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(principal) = state.principal(&headers) else {
-        return unauthorized();
-    };
     match visible_transaction(&state, principal, &id).await {
         Ok(stored) => json_response(
             StatusCode::OK,
@@ -615,14 +983,11 @@ async fn get_transaction(
 
 async fn reverse_authorization(
     State(state): State<Arc<HttpState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let Some(principal) = state.principal(&headers) else {
-        return unauthorized();
-    };
     let Principal::Merchant(_) = principal else {
         return problem(
             StatusCode::FORBIDDEN,
@@ -727,7 +1092,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
         .map(|shard| shard.mailbox_depth as u64)
         .sum();
     let journal = engine.journal().stats();
-    let text = engine.metrics().render(&[
+    let mut text = engine.metrics().render(&[
         (
             "switch_shard_mailbox_depth",
             "Messages waiting in all shard mailboxes.",
@@ -764,6 +1129,39 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
             u64::from(engine.is_ready()),
         ),
     ]);
+    crate::metrics::render_counters(
+        &mut text,
+        &[
+            (
+                "switch_audit_entries_total",
+                "Audit log entries written and synced.",
+                state.audit.written(),
+            ),
+            (
+                "switch_audit_dropped_total",
+                "Audit events dropped at a full audit queue.",
+                state.audit.dropped(),
+            ),
+            (
+                "switch_audit_write_failures_total",
+                "Audit batches that could not be written or synced.",
+                state.audit.write_failures(),
+            ),
+            (
+                "switch_http_lockouts_total",
+                "Client origins locked out after failed authentications.",
+                state.lockouts.load(Ordering::Relaxed),
+            ),
+        ],
+    );
+    crate::metrics::render_gauges(
+        &mut text,
+        &[(
+            "switch_http_lockout_origins",
+            "Client origins with failed authentications or a lockout, tracked now.",
+            state.lockout.origins() as u64,
+        )],
+    );
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -772,22 +1170,48 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     response
 }
 
-async fn admin_latency(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
-    match state.principal(&headers) {
-        Some(Principal::Admin) => {}
-        Some(Principal::Merchant(_)) => {
-            return problem(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Admin only",
-                "this route needs the admin credential",
-                None,
-            );
-        }
-        None => return unauthorized(),
-    }
+async fn admin_latency(State(state): State<Arc<HttpState>>) -> Response {
     let body = serde_json::json!({ "stages": state.engine.metrics().percentiles() });
     json_response(StatusCode::OK, body.to_string())
+}
+
+/// Entries `GET /admin/audit` returns when no `limit` is asked, and at most.
+const AUDIT_TAIL_DEFAULT: usize = 100;
+const AUDIT_TAIL_MAX: usize = 1_000;
+
+#[derive(Debug, serde::Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+/// The newest audit entries on disk, oldest first: `{"entries": [...]}`.
+async fn admin_audit(
+    State(state): State<Arc<HttpState>>,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let limit = query
+        .limit
+        .unwrap_or(AUDIT_TAIL_DEFAULT)
+        .clamp(1, AUDIT_TAIL_MAX);
+    let audit = state.audit.clone();
+    let lines = tokio::task::spawn_blocking(move || audit.tail(limit)).await;
+    match lines {
+        Ok(Ok(lines)) => {
+            let entries: Vec<serde_json::Value> = lines
+                .iter()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect();
+            json_response(
+                StatusCode::OK,
+                serde_json::json!({ "entries": entries }).to_string(),
+            )
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "audit log cannot be read");
+            unavailable("the audit log cannot be read")
+        }
+        Err(_) => unavailable("the audit log cannot be read"),
+    }
 }
 
 async fn admin_page() -> Response {
@@ -800,3 +1224,49 @@ async fn admin_page() -> Response {
 }
 
 const ADMIN_PAGE: &str = include_str!("admin.html");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_one_rule_and_keyed_routes_name_their_roles() {
+        for (i, route) in ROUTES.iter().enumerate() {
+            assert!(
+                ROUTES
+                    .iter()
+                    .skip(i + 1)
+                    .all(|other| (other.method, other.path) != (route.method, route.path)),
+                "{} {} has two rules",
+                route.method,
+                route.path
+            );
+            if let Access::Roles(roles) = route.access {
+                assert!(!roles.is_empty(), "{} names no role", route.path);
+            } else {
+                assert!(
+                    !route.rate_limited,
+                    "{}: open routes have no merchant",
+                    route.path
+                );
+            }
+            // Staff routes are never open, whatever else changes.
+            if route.path.starts_with("/admin/") || route.path == "/metrics" {
+                assert!(
+                    matches!(route.access, Access::Roles(roles) if !roles.contains(&Role::Merchant)),
+                    "{}",
+                    route.path
+                );
+            }
+        }
+        // The audit log is for admins only.
+        let audit = ROUTES.iter().find(|r| r.path == "/admin/audit").unwrap();
+        assert_eq!(audit.access, Access::Roles(&[Role::Admin]));
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_763_846_400_123), "2025-11-22T21:20:00.123Z");
+    }
+}

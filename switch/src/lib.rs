@@ -9,19 +9,25 @@
 //!   overrides.
 //! - [`iso_server`]: ISO 8583 over TCP: framing, several requests in flight per
 //!   connection, answers written as they complete.
-//! - [`http`]: the JSON API, API keys, idempotency keys, and the ops routes.
+//! - [`http`]: the JSON API, API keys and roles, idempotency keys, and the
+//!   ops routes.
+//! - [`limits`]: per-merchant rate limits (both ingresses) and the lockout
+//!   of client origins after failed authentications.
 //! - [`engine`]: the one path both ingresses share: rules, token, actors,
 //!   journal, reply.
 //! - [`fleet`]: card velocity shared by several nodes in Redis (one Lua
 //!   check-and-increment per approval), when a Redis URL is configured.
 //! - [`metrics`]: latency histograms per stage and channel, counters.
+//! - [`audit`]: the hash-chained, append-only audit log, and its verifier.
 //! - [`iso_cli`]: `switch iso decode|encode` for people who read messages.
 
+pub mod audit;
 pub mod config;
 pub mod engine;
 pub mod fleet;
 pub mod http;
 pub mod iso_cli;
 pub mod iso_server;
+pub mod limits;
 pub mod metrics;
 pub mod serve;

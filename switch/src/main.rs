@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switch::{iso_cli, serve};
+use switch::{audit, iso_cli, serve};
 
 /// The card-transaction switch.
 #[derive(Debug, Parser)]
@@ -21,6 +21,30 @@ enum Command {
     /// Read and write ISO 8583 messages.
     #[command(subcommand)]
     Iso(iso_cli::IsoCommand),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check every entry's hash and the chain; exits 1 naming the first
+    /// line at fault (edited, deleted, reordered).
+    Verify {
+        /// The audit log, `data_dir/audit.log`.
+        #[arg(long, value_name = "PATH")]
+        file: std::path::PathBuf,
+    },
+}
+
+fn audit_verify(file: &std::path::Path) -> anyhow::Result<()> {
+    match audit::verify(file) {
+        Ok(head) => {
+            println!("OK: {} entries, chain head {}", head.seq, head.hash);
+            Ok(())
+        }
+        Err(error) => Err(anyhow::anyhow!("{}: {error}", file.display())),
+    }
 }
 
 fn main() -> ExitCode {
@@ -28,6 +52,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Iso(command) => iso_cli::run(command),
+        Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -62,6 +62,41 @@ const CODES: [&str; 15] = [
     "00", "05", "12", "13", "14", "30", "54", "57", "58", "61", "65", "91", "94", "96", "other",
 ];
 
+/// Why an HTTP request was refused before its handler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `Authorization` header on a route that needs a key.
+    NoKey,
+    /// A key that matches no principal.
+    BadKey,
+    /// The client origin is locked out after failed authentications.
+    LockedOut,
+    /// The key's role may not use the route.
+    ForbiddenRole,
+    /// The merchant is over its rate.
+    RateLimited,
+}
+
+const REFUSALS: [Refusal; 5] = [
+    Refusal::NoKey,
+    Refusal::BadKey,
+    Refusal::LockedOut,
+    Refusal::ForbiddenRole,
+    Refusal::RateLimited,
+];
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoKey => "no_key",
+            Refusal::BadKey => "bad_key",
+            Refusal::LockedOut => "locked_out",
+            Refusal::ForbiddenRole => "forbidden_role",
+            Refusal::RateLimited => "rate_limited",
+        }
+    }
+}
+
 /// Bucket bounds of the Prometheus histograms, in seconds.
 const BUCKETS_S: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -93,6 +128,13 @@ pub struct Metrics {
     /// Requests decided on the node's own limits because Redis failed
     /// (`fleet.on_redis_down = "local"`).
     pub fleet_fallbacks: AtomicU64,
+    /// HTTP requests refused before their handler, by [`Refusal`].
+    refusals: [AtomicU64; REFUSALS.len()],
+    /// Card requests refused at a merchant's rate limit, per channel.
+    rate_limited: [AtomicU64; 2],
+    /// Failed authentications from an origin the full lockout table could
+    /// not track.
+    lockout_untracked: AtomicU64,
 }
 
 fn histogram() -> Mutex<Histogram<u64>> {
@@ -117,6 +159,9 @@ impl Default for Metrics {
             duplicates: AtomicU64::new(0),
             fleet_errors: AtomicU64::new(0),
             fleet_fallbacks: AtomicU64::new(0),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            rate_limited: std::array::from_fn(|_| AtomicU64::new(0)),
+            lockout_untracked: AtomicU64::new(0),
         }
     }
 }
@@ -160,6 +205,63 @@ impl Metrics {
         {
             counter.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts an HTTP request refused for `reason`.
+    pub fn count_refusal(&self, reason: Refusal) {
+        if let Some(counter) = self.refusals.get(reason as usize) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a card request refused at its merchant's rate limit.
+    pub fn count_rate_limited(&self, channel: Channel) {
+        if let Some(counter) = self.rate_limited.get(channel_index(channel)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failure the lockout table had no room to track.
+    pub fn count_lockout_untracked(&self) {
+        self.lockout_untracked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The access counters, in Prometheus text.
+    fn render_access(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP switch_http_refusals_total HTTP requests refused before their handler, by reason.\n# TYPE switch_http_refusals_total counter"
+        );
+        for (reason, counter) in REFUSALS.iter().zip(&self.refusals) {
+            let _ = writeln!(
+                out,
+                "switch_http_refusals_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switch_rate_limited_total Card requests refused at their merchant's rate limit (HTTP 429, DE39 91), per channel.\n# TYPE switch_rate_limited_total counter"
+        );
+        for channel in CHANNELS {
+            if let Some(counter) = self.rate_limited.get(channel_index(channel)) {
+                let _ = writeln!(
+                    out,
+                    "switch_rate_limited_total{{channel=\"{}\"}} {}",
+                    channel.as_str(),
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
+        render_counters(
+            out,
+            &[(
+                "switch_http_lockout_untracked_total",
+                "Failed authentications from origins the full lockout table could not track.",
+                self.lockout_untracked.load(Ordering::Relaxed),
+            )],
+        );
     }
 
     /// Calls `each` with every channel's and stage's histogram, locked.
@@ -310,7 +412,28 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
+        self.render_access(&mut out);
         out
+    }
+}
+
+/// Appends counters read from other components (the audit log's).
+pub fn render_counters(out: &mut String, counters: &[(&str, &str, u64)]) {
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+}
+
+/// Appends gauges read from other components.
+pub fn render_gauges(out: &mut String, gauges: &[(&str, &str, u64)]) {
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
 }
 
@@ -336,6 +459,12 @@ mod tests {
         assert!(text.contains("switch_responses_total{channel=\"iso\",code=\"00\"} 1"));
         assert!(text.contains("switch_responses_total{channel=\"http\",code=\"other\"} 1"));
         assert!(text.contains("switch_shard_mailbox_depth 7"));
+        metrics.count_refusal(Refusal::LockedOut);
+        metrics.count_rate_limited(Channel::Iso);
+        let text = metrics.render(&[]);
+        assert!(text.contains("switch_http_refusals_total{reason=\"locked_out\"} 1"));
+        assert!(text.contains("switch_http_refusals_total{reason=\"no_key\"} 0"));
+        assert!(text.contains("switch_rate_limited_total{channel=\"iso\"} 1"));
         let p = metrics.percentiles();
         let total = p
             .iter()

@@ -22,11 +22,13 @@ use tokio_util::task::TaskTracker;
 
 use std::path::PathBuf;
 
+use crate::audit::{Audit, AuditEvent, AuditOptions, events};
 use crate::config::{Backend, Config, Overrides};
 use crate::engine::{DuplicateSettings, Engine, EngineParts};
 use crate::fleet::Fleet;
 use crate::http::{self, HttpState};
 use crate::iso_server;
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use clap::Args;
 
@@ -74,7 +76,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("the runtime cannot start")?;
-    runtime.block_on(serve(config, spec))
+    runtime.block_on(serve(config, spec, args.config))
 }
 
 fn init_logs() {
@@ -88,7 +90,23 @@ fn init_logs() {
         .try_init();
 }
 
-async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
+async fn serve(config: Config, spec: Spec, config_file: PathBuf) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // The audit log opens first: a switch that cannot record who did what
+    // does not start.
+    let audit = Audit::open(
+        &config.data_dir.join("audit.log"),
+        AuditOptions {
+            queue_capacity: config.audit.queue_capacity,
+            batch_entries_max: config.audit.batch_entries_max,
+        },
+        Arc::clone(&clock),
+    )?;
+    audit.record_or_wait(AuditEvent::system(
+        events::CONFIG_LOAD,
+        "ok",
+        config_file.display().to_string(),
+    ));
     let journal_config = JournalConfig {
         queue_capacity: config.journal.queue_capacity,
         batch_rows_max: config.journal.batch_rows_max,
@@ -133,7 +151,6 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
     )
     .context("vault keys")?;
 
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let card_limits = actors::CardLimits {
         per_minute: window(config.card_limits[0]),
         per_hour: window(config.card_limits[1]),
@@ -197,6 +214,7 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
             entries_max: config.duplicate_entries_max,
         },
         fleet,
+        limits: Arc::new(RateLimits::new(&config.merchants)),
     }));
 
     let iso_listener = TcpListener::bind(config.iso.listen)
@@ -212,8 +230,9 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let http_state = Arc::new(HttpState::new(
         Arc::clone(&engine),
-        &config.merchants,
-        config.admin_key_sha256,
+        &config,
+        audit.clone(),
+        Arc::clone(&clock),
     ));
     tracker.spawn(http::serve(
         http_listener,
@@ -266,6 +285,11 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
         replayed,
         "listening"
     );
+    audit.record_or_wait(AuditEvent::system(
+        events::SWITCH_START,
+        "ok",
+        format!("iso={iso_address},http={http_address}"),
+    ));
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
@@ -279,6 +303,13 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
     }
     journal.close().await;
     store.close().await;
+    audit.record_or_wait(AuditEvent::system(events::SWITCH_STOP, "ok", ""));
+    // The chain's head, logged where the log is shipped: it anchors the end
+    // of the audit log, which the chain alone cannot (a cut tail).
+    match tokio::task::spawn_blocking(move || audit.close()).await {
+        Ok(Some(head)) => tracing::info!(seq = head.seq, hash = %head.hash, "audit log closed"),
+        _ => tracing::warn!("the audit log did not close cleanly"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

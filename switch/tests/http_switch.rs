@@ -267,7 +267,9 @@ fn ops_endpoints() {
         &[],
         &body("4111111111111111", 100, "ACME0000001"),
     );
-    let metrics = switch.http("GET", "/metrics", None, &[], "");
+    // Metrics are for operators and admins (Prometheus sends a bearer token).
+    assert_eq!(switch.http("GET", "/metrics", None, &[], "").status, 401);
+    let metrics = switch.http("GET", "/metrics", Some(ADMIN_KEY), &[], "");
     assert_eq!(metrics.status, 200);
     for expected in [
         "switch_stage_seconds_bucket{channel=\"http\",stage=\"total\"",
