@@ -16,6 +16,10 @@
 //!   check-and-increment per approval), when a Redis URL is configured.
 //! - [`metrics`]: latency histograms per stage and channel, counters.
 //! - [`iso_cli`]: `switch iso decode|encode` for people who read messages.
+//! - [`vault_admin`]: vault key reload (SIGHUP or admin route) and the
+//!   background rewrap of old rows under the active key.
+//! - [`vault_cli`]: `switch vault status|reload|rewrap|verify`, the
+//!   operator's side of those routes.
 
 pub mod config;
 pub mod engine;
@@ -25,3 +29,5 @@ pub mod iso_cli;
 pub mod iso_server;
 pub mod metrics;
 pub mod serve;
+pub mod vault_admin;
+pub mod vault_cli;

@@ -1,10 +1,11 @@
 //! The `switch` binary: `switch serve` runs the switch; `switch iso decode`
-//! and `switch iso encode` read and write ISO 8583 messages for people.
+//! and `switch iso encode` read and write ISO 8583 messages for people;
+//! `switch vault ...` rotates vault keys on a running switch.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switch::{iso_cli, serve};
+use switch::{iso_cli, serve, vault_cli};
 
 /// The card-transaction switch.
 #[derive(Debug, Parser)]
@@ -21,6 +22,9 @@ enum Command {
     /// Read and write ISO 8583 messages.
     #[command(subcommand)]
     Iso(iso_cli::IsoCommand),
+    /// Vault key rotation on a running switch: status, reload, rewrap, verify.
+    #[command(subcommand)]
+    Vault(vault_cli::VaultCommand),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +32,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Iso(command) => iso_cli::run(command),
+        Command::Vault(command) => vault_cli::run(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,9 +13,7 @@ use std::time::Duration;
 use actors::{Clock, Restore, ShardConfig, Shards, SystemClock};
 use anyhow::Context;
 use protocol::Spec;
-use storage::{
-    AnyStore, JournalConfig, PostgresConfig, PostgresStore, SqliteStore, Vault, VaultKeys,
-};
+use storage::{AnyStore, JournalConfig, PostgresConfig, PostgresStore, SqliteStore, Vault};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +26,7 @@ use crate::fleet::Fleet;
 use crate::http::{self, HttpState};
 use crate::iso_server;
 use crate::metrics::Metrics;
+use crate::vault_admin::{self, VaultControl};
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -74,7 +73,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("the runtime cannot start")?;
-    runtime.block_on(serve(config, spec))
+    // The file and overrides again, for vault reloads (SIGHUP, admin route).
+    let reload_from = (args.config, overrides);
+    runtime.block_on(serve(config, spec, reload_from))
 }
 
 fn init_logs() {
@@ -88,7 +89,11 @@ fn init_logs() {
         .try_init();
 }
 
-async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    spec: Spec,
+    (config_file, overrides): (PathBuf, Overrides),
+) -> anyhow::Result<()> {
     let journal_config = JournalConfig {
         queue_capacity: config.journal.queue_capacity,
         batch_rows_max: config.journal.batch_rows_max,
@@ -123,15 +128,7 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
             (journal, AnyStore::Postgres(store))
         }
     };
-    let vault = Vault::new(
-        VaultKeys {
-            tokenization_key: config.vault.tokenization_key,
-            encryption_keys: config.vault.encryption_keys.clone(),
-            active_key_id: config.vault.active_key_id,
-        },
-        1 << 20,
-    )
-    .context("vault keys")?;
+    let vault = Arc::new(Vault::new(config.vault.vault_keys(), 1 << 20).context("vault keys")?);
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let card_limits = actors::CardLimits {
@@ -188,7 +185,7 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
         rules,
-        vault,
+        vault: Arc::clone(&vault),
         shards: shards.clone(),
         journal: journal.clone(),
         store: store.clone(),
@@ -215,9 +212,22 @@ async fn serve(config: Config, spec: Spec) -> anyhow::Result<()> {
         &config.merchants,
         config.admin_key_sha256,
     ));
+    let vault_control = Arc::new(VaultControl::new(
+        vault,
+        store.clone(),
+        config_file,
+        overrides,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(reload_vault_on_sighup(
+        Arc::clone(&vault_control),
+        shutdown.clone(),
+    ));
     tracker.spawn(http::serve(
         http_listener,
-        http::router(http_state, &config.http),
+        http::router(Arc::clone(&http_state), &config.http)
+            .merge(vault_admin::router(http_state, vault_control)),
         config.http.clone(),
         shutdown.clone(),
         tracker.clone(),
@@ -287,6 +297,30 @@ fn window(limit: crate::config::WindowLimit) -> actors::WindowLimit {
     actors::WindowLimit {
         count_max: limit.count_max,
         amount_max: limit.amount_max,
+    }
+}
+
+/// Reloads the vault keys from the configuration file on each SIGHUP until
+/// shutdown. A refused reload is logged and changes nothing.
+async fn reload_vault_on_sighup(control: Arc<VaultControl>, shutdown: CancellationToken) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::warn!(%error, "SIGHUP cannot be caught; reload the vault with POST /admin/vault/reload");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = hangup.recv() => {
+                if received.is_none() {
+                    return;
+                }
+                // The outcome is logged by `reload`.
+                let _ = control.reload("SIGHUP").await;
+            }
+        }
     }
 }
 
