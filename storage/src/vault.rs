@@ -257,11 +257,10 @@ impl Vault {
         let current = self.keyring.load();
         for (id, _, check) in &current.ciphers {
             match next.ciphers.iter().find(|(next_id, _, _)| next_id == id) {
-                Some((_, _, next_check)) => {
-                    if !bool::from(next_check.ct_eq(check)) {
-                        return Err(StorageError::KeyChanged { key_id: *id });
-                    }
+                Some((_, _, next_check)) if !bool::from(next_check.ct_eq(check)) => {
+                    return Err(StorageError::KeyChanged { key_id: *id });
                 }
+                Some(_) => {}
                 None if *id == current.active_key_id => {
                     return Err(StorageError::KeyActive { key_id: *id });
                 }

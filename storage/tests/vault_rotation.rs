@@ -88,6 +88,7 @@ const BATCH_ROWS: u32 = 64;
 
 /// The whole rotation on one backend.
 async fn rotate_and_rewrap<S: VaultMaintenance + StoreReader + Clone>(
+    backend: &str,
     journal: &Journal,
     store: &S,
 ) {
@@ -142,23 +143,30 @@ async fn rotate_and_rewrap<S: VaultMaintenance + StoreReader + Clone>(
     };
     let ours: Vec<Rewrapped> = page.iter().map(rewrap).collect();
     let theirs = rewrap(&page[0]);
-    assert_eq!(store.replace_sealed(&[theirs.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .replace_sealed(std::slice::from_ref(&theirs))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(store.replace_sealed(&ours).await.unwrap(), 7);
     let kept = store.sealed_pan(page[0].token).await.unwrap().unwrap();
     assert_eq!(kept, theirs.sealed, "the concurrent change won");
     // Written twice: the second time nothing matches any more.
     assert_eq!(store.replace_sealed(&ours).await.unwrap(), 0);
 
-    // The rewrap, in batches, while the journal keeps taking records.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
+    // The rewrap, in batches, while the journal keeps taking records. The
+    // same load runs alone first, for a baseline of append latency.
+    let start_load = |first: u64| {
+        let stop = Arc::new(AtomicBool::new(false));
         let journal = journal.clone();
         let vault = Arc::clone(&vault);
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut n = OLD_ROWS + NEW_ROWS;
+        let stopping = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut n = first;
             let mut slowest = Duration::ZERO;
-            while !stop.load(Ordering::Relaxed) {
+            while !stopping.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 assert_eq!(
                     journal.append(sealed_record(&vault, n)).await,
@@ -167,9 +175,15 @@ async fn rotate_and_rewrap<S: VaultMaintenance + StoreReader + Clone>(
                 slowest = slowest.max(started.elapsed());
                 n += 1;
             }
-            (n - OLD_ROWS - NEW_ROWS, slowest)
-        })
+            (n - first, slowest)
+        });
+        (stop, task)
     };
+    let (stop, baseline) = start_load(1_000_000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (baseline_appended, baseline_slowest) = baseline.await.unwrap();
+    let (stop, load) = start_load(2_000_000);
     let mut after = None;
     let mut batches = 0;
     let mut moved = 0;
@@ -189,9 +203,10 @@ async fn rotate_and_rewrap<S: VaultMaintenance + StoreReader + Clone>(
     }
     stop.store(true, Ordering::Relaxed);
     let (appended, slowest) = load.await.unwrap();
+    let appended = appended + baseline_appended;
     eprintln!(
-        "rewrap: {moved} rows in {batches} batches of <= {BATCH_ROWS}; \
-         {appended} appends meanwhile, slowest {slowest:?}"
+        "{backend} rewrap: {moved} rows in {batches} batches of <= {BATCH_ROWS}; appends meanwhile \
+         slowest {slowest:?}; alone before, slowest {baseline_slowest:?}"
     );
     assert_eq!(moved, OLD_ROWS - 8);
     assert!(batches > 1, "bounded batches");
@@ -226,7 +241,7 @@ async fn rotate_and_rewrap<S: VaultMaintenance + StoreReader + Clone>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_rows_move_to_the_new_key_in_batches() {
     let t = TestStore::open(JournalConfig::default()).await;
-    rotate_and_rewrap(&t.journal, &t.store).await;
+    rotate_and_rewrap("sqlite", &t.journal, &t.store).await;
     t.close().await;
 }
 
@@ -236,7 +251,7 @@ async fn postgres_rows_move_to_the_new_key_in_batches() {
         return;
     };
     let (journal, store) = PostgresStore::open(&db.url, config(2)).await.unwrap();
-    rotate_and_rewrap(&journal, &store).await;
+    rotate_and_rewrap("postgres", &journal, &store).await;
     journal.close().await;
     store.close().await;
     db.drop().await;

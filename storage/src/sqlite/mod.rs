@@ -46,7 +46,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// For the vault rewrap's short write transactions, beside the journal
     /// writer (see `rewrap`).
-    write_options: SqliteConnectOptions,
+    /// Boxed: the options are large and the store is cloned and moved.
+    write_options: std::sync::Arc<SqliteConnectOptions>,
 }
 
 impl SqliteStore {
@@ -97,7 +98,7 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(opened)?;
-        let write_options = writer_options.clone();
+        let write_options = std::sync::Arc::new(writer_options.clone());
         let journal = Journal::start(SqliteJournalWriter::new(conn, writer_options), &config);
         Ok((
             journal,
