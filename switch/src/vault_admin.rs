@@ -136,15 +136,27 @@ impl VaultControl {
         let _one_at_a_time = self.reloading.lock().await;
         let outcome = async {
             let secrets = Config::load_vault(&self.config_file, &self.overrides)?;
-            let in_use: Vec<u32> = self
-                .store
-                .vault_rows_per_key()
-                .await
-                .map_err(ReloadError::Count)?
-                .into_iter()
-                .filter(|(_, rows)| *rows > 0)
-                .map(|(key_id, _)| key_id)
-                .collect();
+            // Counting rows per key scans the vault, so it is done only when
+            // the reload removes a key: adding a key or changing the active
+            // one costs no database work.
+            let removes_a_key = self
+                .vault
+                .keyring()
+                .key_ids
+                .iter()
+                .any(|id| !secrets.encryption_keys.iter().any(|(kept, _)| kept == id));
+            let in_use: Vec<u32> = if removes_a_key {
+                self.store
+                    .vault_rows_per_key()
+                    .await
+                    .map_err(ReloadError::Count)?
+                    .into_iter()
+                    .filter(|(_, rows)| *rows > 0)
+                    .map(|(key_id, _)| key_id)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             Ok(self.vault.rotate(&secrets.vault_keys(), &in_use)?)
         }
         .await;
