@@ -61,6 +61,19 @@ pub enum StorageError {
     /// The vault keys given at start are unusable.
     #[error("vault keys: {0}")]
     Keys(&'static str),
+    /// A key rotation would remove a key that stored PANs still use.
+    #[error(
+        "vault key {key_id} cannot be removed: stored PANs are still sealed under it; rewrap them first"
+    )]
+    KeyInUse { key_id: u32 },
+    /// A key rotation would remove the key new PANs are sealed under now.
+    #[error(
+        "vault key {key_id} is the active key and cannot be removed in the same reload; make another key active first"
+    )]
+    KeyActive { key_id: u32 },
+    /// A key rotation gives a known key id a different key.
+    #[error("vault key id {key_id} now names a different key; a key id names one key for ever")]
+    KeyChanged { key_id: u32 },
     /// A sealed PAN names an encryption key this process was not given.
     #[error("vault key {key_id} is not configured")]
     UnknownKey { key_id: u32 },

@@ -22,6 +22,10 @@
 //! - [`store`]: [`StoreReader`], the lookups by index (transaction by id,
 //!   original by acquirer keys, idempotency entry, sealed PAN) and the paged
 //!   replay of approvals that rebuilds velocity windows at start.
+//! - [`rewrap`]: after a key rotation, [`rewrap_batch`] moves vault rows to
+//!   the active key a bounded batch at a time, with a compare-and-set so a
+//!   concurrent change is never overwritten; [`VaultMaintenance`] is what a
+//!   backend provides for it.
 //! - [`error`]: [`StorageError`], naming what failed and never carrying card
 //!   data, and [`JournalError`], the answer one append gets.
 //!
@@ -39,6 +43,7 @@ pub mod error;
 pub mod journal;
 pub mod postgres;
 pub mod record;
+pub mod rewrap;
 pub mod sqlite;
 pub mod store;
 pub mod vault;
@@ -50,6 +55,10 @@ pub use record::{
     AppendOutcome, IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor,
     ReplayRow, SealedPan, StageTimings, StoredTransaction, bin_and_last4,
 };
+pub use rewrap::{
+    REWRAP_BATCH_ROWS_MAX, RewrapBatch, Rewrapped, VaultMaintenance, VerifyReport, rewrap_batch,
+    verify_all,
+};
 pub use sqlite::SqliteStore;
 pub use store::{AnyStore, StoreReader, replay_approved};
-pub use vault::{Vault, VaultKeys, fill_random};
+pub use vault::{KeyringChange, KeyringView, Vault, VaultKeys, fill_random};

@@ -167,3 +167,31 @@ impl StoreReader for AnyStore {
         }
     }
 }
+
+impl crate::rewrap::VaultMaintenance for AnyStore {
+    async fn vault_rows_per_key(&self) -> Result<Vec<(u32, u64)>, StorageError> {
+        match self {
+            AnyStore::Sqlite(store) => store.vault_rows_per_key().await,
+            AnyStore::Postgres(store) => store.vault_rows_per_key().await,
+        }
+    }
+
+    async fn sealed_page(
+        &self,
+        after: Option<Token>,
+        skip_key_id: Option<u32>,
+        rows_max: u32,
+    ) -> Result<Vec<SealedPan>, StorageError> {
+        match self {
+            AnyStore::Sqlite(store) => store.sealed_page(after, skip_key_id, rows_max).await,
+            AnyStore::Postgres(store) => store.sealed_page(after, skip_key_id, rows_max).await,
+        }
+    }
+
+    async fn replace_sealed(&self, rows: &[crate::rewrap::Rewrapped]) -> Result<u64, StorageError> {
+        match self {
+            AnyStore::Sqlite(store) => store.replace_sealed(rows).await,
+            AnyStore::Postgres(store) => store.replace_sealed(rows).await,
+        }
+    }
+}

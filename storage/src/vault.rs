@@ -7,8 +7,12 @@
 //! - [`Vault::seal`] encrypts the PAN under the active encryption key with a
 //!   random 96-bit nonce and the token as associated data. The key id is
 //!   stored beside the ciphertext, so after a rotation old entries open with
-//!   their old key while new ones use the new key: rotation is a config
-//!   change and a restart, no re-encryption pass.
+//!   their old key while new ones use the new key.
+//! - The encryption keys and the active id form a keyring held in an
+//!   [`ArcSwap`]: [`Vault::rotate`] swaps in a new one while the switch
+//!   serves, and `seal`/`open` on the hot path only load a pointer, no lock.
+//!   [`rewrap_batch`](crate::rewrap::rewrap_batch) then moves old rows to the
+//!   new key a bounded batch at a time.
 //! - [`Vault::seal_if_new`] skips sealing a card this process has already
 //!   stored, using a fixed-size, lossy set of tokens. Forgetting is safe: the
 //!   vault row is written with "insert unless the token is there".
@@ -17,7 +21,10 @@
 //! every card's velocity history); only encryption keys rotate.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
 
 use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
@@ -61,21 +68,126 @@ pub struct Vault {
     /// Keyed once; each token clones this state instead of re-deriving the
     /// HMAC pads from the key.
     tokenizer: Hmac<Sha256>,
-    /// aes-gcm wipes each key schedule on drop (its `zeroize` feature).
-    ciphers: Vec<(u32, Aes256Gcm)>,
-    active_key_id: u32,
+    /// A keyed fingerprint of the tokenization key (never the key), so a
+    /// reload can tell whether it changed.
+    tokenization_check: [u8; 16],
+    /// The encryption keys and the active id. Swapped whole by
+    /// [`Vault::rotate`]; readers load it without a lock.
+    keyring: ArcSwap<Keyring>,
     sealed: SealedSet,
+}
+
+/// The encryption keys at one moment. Immutable: a rotation builds a new
+/// one. aes-gcm wipes each key schedule on drop (its `zeroize` feature), so
+/// an old keyring leaves no key behind once its last reader lets go.
+struct Keyring {
+    /// Key id, cipher, and the key's check value (see [`key_check`]).
+    ciphers: Vec<(u32, Aes256Gcm, [u8; 16])>,
+    active_key_id: u32,
+}
+
+impl Keyring {
+    fn key_ids(&self) -> Vec<u32> {
+        self.ciphers.iter().map(|(id, _, _)| *id).collect()
+    }
+}
+
+/// The key ids and the active id of a vault's keyring; no key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringView {
+    /// Every key id that can open a stored PAN, ascending.
+    pub key_ids: Vec<u32>,
+    /// The key id new PANs are sealed under.
+    pub active_key_id: u32,
+}
+
+/// What a rotation changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringChange {
+    /// The keyring before.
+    pub before: KeyringView,
+    /// The keyring now.
+    pub after: KeyringView,
+}
+
+impl KeyringChange {
+    /// Whether anything changed at all.
+    pub fn changed(&self) -> bool {
+        self.before != self.after
+    }
 }
 
 impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids: Vec<u32> = self.ciphers.iter().map(|(id, _)| *id).collect();
+        let keyring = self.keyring.load();
         f.debug_struct("Vault")
-            .field("encryption_key_ids", &ids)
-            .field("active_key_id", &self.active_key_id)
+            .field("encryption_key_ids", &keyring.key_ids())
+            .field("active_key_id", &keyring.active_key_id)
             .field("sealed_cache_slots", &self.sealed.slots.len())
             .finish_non_exhaustive()
     }
+}
+
+/// A key check value: AES-GCM of nothing under the key with a fixed nonce,
+/// i.e. the tag alone. It tells two keys apart without revealing either
+/// (the usual KCV of key ceremonies); the fixed nonce never seals data.
+fn key_check(cipher: &Aes256Gcm) -> Result<[u8; 16], StorageError> {
+    let tag = cipher
+        .encrypt(
+            Nonce::from_slice(&[0xFF; 12]),
+            Payload {
+                msg: b"",
+                aad: b"switch vault key check",
+            },
+        )
+        .map_err(|_| StorageError::Keys("a key check value cannot be computed"))?;
+    let mut check = [0u8; 16];
+    check.copy_from_slice(tag.get(..16).unwrap_or(&[0; 16]));
+    Ok(check)
+}
+
+/// The keyring for `keys`, checked: no all-zero key, no duplicate id, no
+/// encryption key equal to the tokenization key, an active id that names a
+/// key.
+fn build_keyring(keys: &VaultKeys) -> Result<Keyring, StorageError> {
+    let mut ciphers = Vec::with_capacity(keys.encryption_keys.len());
+    for (id, key) in &keys.encryption_keys {
+        if *key == [0; 32] {
+            return Err(StorageError::Keys("an encryption key is all zeros"));
+        }
+        if *key == keys.tokenization_key {
+            return Err(StorageError::Keys(
+                "an encryption key equals the tokenization key",
+            ));
+        }
+        if ciphers.iter().any(|(seen, _, _)| seen == id) {
+            return Err(StorageError::Keys("two encryption keys share an id"));
+        }
+        let cipher = Aes256Gcm::new_from_slice(key)
+            .map_err(|_| StorageError::Keys("an encryption key has the wrong length"))?;
+        let check = key_check(&cipher)?;
+        ciphers.push((*id, cipher, check));
+    }
+    if !ciphers.iter().any(|(id, _, _)| *id == keys.active_key_id) {
+        return Err(StorageError::Keys(
+            "the active key id names no encryption key",
+        ));
+    }
+    ciphers.sort_by_key(|(id, _, _)| *id);
+    Ok(Keyring {
+        ciphers,
+        active_key_id: keys.active_key_id,
+    })
+}
+
+/// A fingerprint of the tokenization key: HMAC of a fixed label under it.
+fn tokenization_check(tokenizer: &Hmac<Sha256>) -> [u8; 16] {
+    let mut mac = tokenizer.clone();
+    mac.update(b"switch vault tokenization key check");
+    let digest = mac.finalize().into_bytes();
+    let mut check = [0u8; 16];
+    check.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+    check
 }
 
 impl Vault {
@@ -89,41 +201,87 @@ impl Vault {
         if keys.tokenization_key == [0; 32] {
             return Err(StorageError::Keys("the tokenization key is all zeros"));
         }
-        let mut ciphers = Vec::with_capacity(keys.encryption_keys.len());
-        for (id, key) in &keys.encryption_keys {
-            if *key == [0; 32] {
-                return Err(StorageError::Keys("an encryption key is all zeros"));
-            }
-            if *key == keys.tokenization_key {
-                return Err(StorageError::Keys(
-                    "an encryption key equals the tokenization key",
-                ));
-            }
-            if ciphers.iter().any(|(seen, _)| seen == id) {
-                return Err(StorageError::Keys("two encryption keys share an id"));
-            }
-            let cipher = Aes256Gcm::new_from_slice(key)
-                .map_err(|_| StorageError::Keys("an encryption key has the wrong length"))?;
-            ciphers.push((*id, cipher));
-        }
-        if !ciphers.iter().any(|(id, _)| *id == keys.active_key_id) {
-            return Err(StorageError::Keys(
-                "the active key id names no encryption key",
-            ));
-        }
+        let keyring = build_keyring(&keys)?;
         let tokenizer = <Hmac<Sha256> as Mac>::new_from_slice(&keys.tokenization_key)
             .map_err(|_| StorageError::Keys("the tokenization key has the wrong length"))?;
         Ok(Vault {
+            tokenization_check: tokenization_check(&tokenizer),
             tokenizer,
-            ciphers,
-            active_key_id: keys.active_key_id,
+            keyring: ArcSwap::from_pointee(keyring),
             sealed: SealedSet::new(sealed_cache_slots),
         })
     }
 
     /// The id of the key new PANs are sealed under.
     pub fn active_key_id(&self) -> u32 {
-        self.active_key_id
+        self.keyring.load().active_key_id
+    }
+
+    /// The key ids and the active id now.
+    pub fn keyring(&self) -> KeyringView {
+        let keyring = self.keyring.load();
+        KeyringView {
+            key_ids: keyring.key_ids(),
+            active_key_id: keyring.active_key_id,
+        }
+    }
+
+    /// Replaces the encryption keys and the active id while the vault is in
+    /// use: seals after the swap use the new active key, and every key kept
+    /// goes on opening its rows. On `Err` the running keyring is untouched.
+    ///
+    /// Refused:
+    /// - a different tokenization key: every token, and so every card's
+    ///   velocity history, idempotency and vault row, would change;
+    /// - a key id that is kept but now names another key: its rows would no
+    ///   longer open (a key id names one key for ever);
+    /// - removing a key id listed in `key_ids_in_use` (ids that still seal
+    ///   stored rows; the caller counts them);
+    /// - removing the key that is active now: seals already made under it may
+    ///   still be on their way to the journal. Make another key active first,
+    ///   rewrap, then remove it in a later rotation;
+    /// - everything [`Vault::new`] refuses.
+    pub fn rotate(
+        &self,
+        keys: &VaultKeys,
+        key_ids_in_use: &[u32],
+    ) -> Result<KeyringChange, StorageError> {
+        let tokenizer = <Hmac<Sha256> as Mac>::new_from_slice(&keys.tokenization_key)
+            .map_err(|_| StorageError::Keys("the tokenization key has the wrong length"))?;
+        if !bool::from(tokenization_check(&tokenizer).ct_eq(&self.tokenization_check)) {
+            return Err(StorageError::Keys(
+                "the tokenization key cannot change while serving: every token would change",
+            ));
+        }
+        let next = build_keyring(keys)?;
+        let current = self.keyring.load();
+        for (id, _, check) in &current.ciphers {
+            match next.ciphers.iter().find(|(next_id, _, _)| next_id == id) {
+                Some((_, _, next_check)) if !bool::from(next_check.ct_eq(check)) => {
+                    return Err(StorageError::KeyChanged { key_id: *id });
+                }
+                Some(_) => {}
+                None if *id == current.active_key_id => {
+                    return Err(StorageError::KeyActive { key_id: *id });
+                }
+                None if key_ids_in_use.contains(id) => {
+                    return Err(StorageError::KeyInUse { key_id: *id });
+                }
+                None => {}
+            }
+        }
+        let change = KeyringChange {
+            before: KeyringView {
+                key_ids: current.key_ids(),
+                active_key_id: current.active_key_id,
+            },
+            after: KeyringView {
+                key_ids: next.key_ids(),
+                active_key_id: next.active_key_id,
+            },
+        };
+        self.keyring.store(Arc::new(next));
+        Ok(change)
     }
 
     /// The card's token: HMAC-SHA256(tokenization key, PAN digits), first 16
@@ -137,25 +295,19 @@ impl Vault {
         Token::from_bytes(token)
     }
 
-    fn cipher(&self, key_id: u32) -> Result<&Aes256Gcm, StorageError> {
-        self.ciphers
-            .iter()
-            .find(|(id, _)| *id == key_id)
-            .map(|(_, cipher)| cipher)
-            .ok_or(StorageError::UnknownKey { key_id })
-    }
-
     /// The card's token and its PAN sealed under the active key.
     ///
     /// Nonces are random: each card is sealed about once, far below the 2^32
     /// messages per key where random 96-bit GCM nonces start to risk a
     /// repeat.
     pub fn seal(&self, pan: &Pan) -> Result<SealedPan, StorageError> {
-        let key_id = self.active_key_id;
+        // One load: the key id written is the key that sealed, even if a
+        // rotation swaps the keyring meanwhile.
+        let keyring = self.keyring.load();
+        let key_id = keyring.active_key_id;
         let token = self.tokenize(pan);
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ciphertext = self
-            .cipher(key_id)?
+        let ciphertext = cipher(&keyring, key_id)?
             .encrypt(
                 &nonce,
                 Payload {
@@ -203,8 +355,9 @@ impl Vault {
     /// The PAN in a sealed entry, checked against its token.
     pub fn open(&self, sealed: &SealedPan) -> Result<Pan, StorageError> {
         let key_id = sealed.key_id;
+        let keyring = self.keyring.load();
         let digits = Zeroizing::new(
-            self.cipher(key_id)?
+            cipher(&keyring, key_id)?
                 .decrypt(
                     Nonce::from_slice(&sealed.nonce),
                     Payload {
@@ -239,6 +392,15 @@ impl Vault {
             None => Ok(None),
         }
     }
+}
+
+fn cipher(keyring: &Keyring, key_id: u32) -> Result<&Aes256Gcm, StorageError> {
+    keyring
+        .ciphers
+        .iter()
+        .find(|(id, _, _)| *id == key_id)
+        .map(|(_, cipher, _)| cipher)
+        .ok_or(StorageError::UnknownKey { key_id })
 }
 
 /// Fills `bytes` from the operating system's random source, the one the
@@ -320,6 +482,53 @@ mod tests {
         same.encryption_keys = vec![(1, [1; 32])];
         assert!(Vault::new(same, 0).is_err());
         assert!(Vault::new(keys(), 0).is_ok());
+    }
+
+    #[test]
+    fn rotation_keeps_old_keys_opening_and_refuses_what_would_break() {
+        let vault = Vault::new(keys(), 0).unwrap();
+        let pan = Pan::parse(b"4111111111111111").unwrap();
+        let old = vault.seal(&pan).unwrap();
+        assert_eq!(old.key_id, 1);
+        let mut next = keys();
+        next.encryption_keys.push((2, [3; 32]));
+        next.active_key_id = 2;
+        let change = vault.rotate(&next, &[1]).unwrap();
+        assert!(change.changed());
+        assert_eq!(change.after.key_ids, vec![1, 2]);
+        let new = vault.seal(&pan).unwrap();
+        assert_eq!(new.key_id, 2);
+        assert_eq!(vault.open(&old).unwrap().expose(), pan.expose());
+        assert_eq!(vault.open(&new).unwrap().expose(), pan.expose());
+
+        // Removing key 1 while rows use it, or giving id 1 another key: refused.
+        let mut without_one = next.clone();
+        without_one.encryption_keys.retain(|(id, _)| *id != 1);
+        assert!(matches!(
+            vault.rotate(&without_one, &[1, 2]),
+            Err(StorageError::KeyInUse { key_id: 1 })
+        ));
+        let mut changed = next.clone();
+        changed.encryption_keys[0].1 = [4; 32];
+        assert!(matches!(
+            vault.rotate(&changed, &[]),
+            Err(StorageError::KeyChanged { key_id: 1 })
+        ));
+        let mut tokenization = next.clone();
+        tokenization.tokenization_key = [9; 32];
+        assert!(vault.rotate(&tokenization, &[]).is_err());
+        // The active key cannot go in the same step.
+        let mut back = keys();
+        back.encryption_keys = vec![(1, [2; 32])];
+        assert!(matches!(
+            vault.rotate(&back, &[]),
+            Err(StorageError::KeyActive { key_id: 2 })
+        ));
+        assert_eq!(vault.active_key_id(), 2);
+        // Unused and not active: removed.
+        assert!(vault.rotate(&without_one, &[2]).is_ok());
+        assert!(vault.open(&old).is_err());
+        assert_eq!(vault.open(&new).unwrap().expose(), pan.expose());
     }
 
     #[test]

@@ -56,6 +56,14 @@ pub mod events {
     pub const ACCESS_ALLOWED: &str = "access.allowed";
     /// A principal's role may not use the route.
     pub const ACCESS_DENIED: &str = "access.denied";
+    /// The vault keyring was re-read (SIGHUP or the admin route).
+    pub const VAULT_RELOAD: &str = "vault.reload";
+    /// The job re-encrypting vault rows under the active key started.
+    pub const VAULT_REWRAP_START: &str = "vault.rewrap.start";
+    /// ... and finished (`done`, `stopped` or `failed`).
+    pub const VAULT_REWRAP_FINISH: &str = "vault.rewrap.finish";
+    /// A TLS handshake on an acquirer or HTTPS listener (`ok` or why not).
+    pub const TLS_HANDSHAKE: &str = "tls.handshake";
 }
 
 /// The actor, origin and resource of events that are the switch's own.

@@ -7,6 +7,9 @@
 //! never written in the file in production: a value `env:NAME` reads the
 //! environment variable NAME and `file:PATH` reads a file; a literal key
 //! must be marked `dev:` and the switch refuses it unless `mode = "dev"`.
+//! In production the keys and API keys published in `config/switch.toml`
+//! are refused however they arrive (see [`DEV_SECRETS`]), and so is a
+//! database or Redis URL with a password written in the file.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,6 +35,58 @@ pub enum ConfigError {
         key: String,
         reason: String,
     },
+}
+
+/// The secrets published in `config/switch.toml` for development, by name.
+/// They are public, so a production switch refuses them even when they come
+/// from the environment or a file: a copied development setting must not
+/// protect real cards. Vault keys are compared as keys, API keys as the
+/// SHA-256 digests the file stores.
+pub const DEV_SECRETS: &[(&str, &str)] = &[
+    (
+        "the development tokenization key",
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+    ),
+    (
+        "the development vault encryption key 1",
+        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",
+    ),
+    (
+        "the development admin key `dev-admin-key`",
+        "df76ff796f70d2c9cb055ea6280553caa27eda26b70e01082c160de75a05a4a9",
+    ),
+    (
+        "the development merchant key `dev-merchant-key-acme`",
+        "c0b25ce7613e713a8149047fa3a32d050b46602e7231a0eb46e83883823f7b57",
+    ),
+    (
+        "the development merchant key `dev-merchant-key-bistro`",
+        "55604055569451644cb17df68b8b3e78fdc69f215f581db8450453c2095521f4",
+    ),
+];
+
+/// The name of the published development secret equal to `value`, if any.
+fn dev_secret_named(value: &[u8; 32]) -> Option<&'static str> {
+    DEV_SECRETS.iter().find_map(|(name, hex)| {
+        let known = protocol::encoding::from_hex(hex)?;
+        (known.as_slice() == value.as_slice()).then_some(*name)
+    })
+}
+
+/// Whether a database or Redis URL carries a password: `scheme://user:pw@`
+/// or a `password=` parameter.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let in_userinfo = authority.rsplit_once('@').is_some_and(|(userinfo, _)| {
+        userinfo
+            .split_once(':')
+            .is_some_and(|(_, pw)| !pw.is_empty())
+    });
+    let in_query = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("password=")));
+    in_userinfo || in_query
 }
 
 /// Whether development shortcuts (literal `dev:` keys) are allowed.
@@ -485,6 +540,17 @@ impl std::fmt::Debug for VaultSecrets {
     }
 }
 
+impl VaultSecrets {
+    /// The keys in the vault's form.
+    pub fn vault_keys(&self) -> storage::VaultKeys {
+        storage::VaultKeys {
+            tokenization_key: self.tokenization_key,
+            encryption_keys: self.encryption_keys.clone(),
+            active_key_id: self.active_key_id,
+        }
+    }
+}
+
 impl Drop for VaultSecrets {
     fn drop(&mut self) {
         use zeroize::Zeroize;
@@ -616,6 +682,14 @@ impl Config {
         Config::parse(&text, file, overrides, &|name| std::env::var(name).ok())
     }
 
+    /// Reads `file` again for its `[vault]` section, as a running switch does
+    /// on SIGHUP or `POST /admin/vault/reload`. The whole file is checked,
+    /// so a reload never applies keys from a file the switch could not
+    /// start with; only the vault keys are taken from it.
+    pub fn load_vault(file: &Path, overrides: &Overrides) -> Result<VaultSecrets, ConfigError> {
+        Config::load(file, overrides).map(|config| config.vault)
+    }
+
     /// Parses and checks configuration text; `env` looks up `env:` secrets.
     pub fn parse(
         text: &str,
@@ -708,11 +782,25 @@ impl Config {
                         .to_owned(),
                 ));
             };
-            let bytes = protocol::encoding::from_hex(hex.trim())
-                .ok_or_else(|| value_error(key, "must be 64 hex digits (32 bytes)".to_owned()))?;
-            bytes
+            let bytes =
+                zeroize::Zeroizing::new(protocol::encoding::from_hex(hex.trim()).ok_or_else(
+                    || value_error(key, "must be 64 hex digits (32 bytes)".to_owned()),
+                )?);
+            let secret: [u8; 32] = bytes
+                .as_slice()
                 .try_into()
-                .map_err(|_| value_error(key, "must be 64 hex digits (32 bytes)".to_owned()))
+                .map_err(|_| value_error(key, "must be 64 hex digits (32 bytes)".to_owned()))?;
+            if raw.mode == Mode::Production
+                && let Some(name) = dev_secret_named(&secret)
+            {
+                return Err(value_error(
+                    key,
+                    format!(
+                        "is {name}, published in config/switch.toml; refused in mode = \"production\": generate a new key"
+                    ),
+                ));
+            }
+            Ok(secret)
         };
         let mut encryption_keys = Vec::new();
         for (id, value) in &raw.vault.encryption_keys {
@@ -752,6 +840,11 @@ impl Config {
                     .map_err(|error| value_error(key, format!("{path} cannot be read: {error}")))?
                     .trim()
                     .to_owned())
+            } else if raw.mode == Mode::Production && url_has_password(value) {
+                Err(value_error(
+                    key,
+                    "a password written in the file is refused in mode = \"production\"; use env:NAME or file:PATH".to_owned(),
+                ))
             } else {
                 Ok(value.to_owned())
             }
@@ -811,14 +904,25 @@ impl Config {
                 .ok_or_else(|| value_error(key, "must be at most 999999999999".to_owned()))
         };
         let digest = |key: &str, hex: &str| -> Result<[u8; 32], ConfigError> {
-            protocol::encoding::from_hex(hex)
+            let digest: [u8; 32] = protocol::encoding::from_hex(hex)
                 .and_then(|bytes| bytes.try_into().ok())
                 .ok_or_else(|| {
                     value_error(
                         key,
                         "must be the SHA-256 of the key, 64 hex digits".to_owned(),
                     )
-                })
+                })?;
+            if raw.mode == Mode::Production
+                && let Some(name) = dev_secret_named(&digest)
+            {
+                return Err(value_error(
+                    key,
+                    format!(
+                        "is the SHA-256 of {name}, published in config/switch.toml; refused in mode = \"production\""
+                    ),
+                ));
+            }
+            Ok(digest)
         };
 
         let mut blocked_bins = Vec::new();
@@ -1223,6 +1327,7 @@ mod tests {
             error,
             "switch.toml: vault.encryption_keys.1: environment variable SWITCH_VAULT_KEY_1 is not set"
         );
+        let from_env = without_dev_api_keys(&from_env);
         let env = |name: &str| match name {
             "SWITCH_TOKENIZATION_KEY" => Some("ab".repeat(32)),
             "SWITCH_VAULT_KEY_1" => Some("cd".repeat(32)),
@@ -1243,6 +1348,115 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("keys are never written in the file")
+        );
+    }
+
+    /// The shipped file with its published API key digests replaced.
+    fn without_dev_api_keys(text: &str) -> String {
+        let mut text = text.to_owned();
+        for (i, (_, hex)) in DEV_SECRETS.iter().enumerate().skip(2) {
+            text = text.replace(hex, &format!("{i:064x}"));
+        }
+        text
+    }
+
+    #[test]
+    fn production_refuses_the_published_dev_secrets_however_given() {
+        let production = SHIPPED
+            .replace("mode = \"dev\"", "mode = \"production\"")
+            .replace(
+                "\"dev:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"",
+                "\"env:T\"",
+            )
+            .replace(
+                "\"dev:202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f\"",
+                "\"env:K\"",
+            );
+        let fresh = |name: &str| match name {
+            "T" => Some("ab".repeat(32)),
+            "K" => Some("cd".repeat(32)),
+            _ => None,
+        };
+        // The published API key digests are still in the file.
+        let error = parse(&production, &fresh).unwrap_err().to_string();
+        assert!(
+            error.contains(".api_key_sha256: is the SHA-256 of the development"),
+            "{error}"
+        );
+        let production = without_dev_api_keys(&production);
+        assert!(parse(&production, &fresh).is_ok());
+        for (name, value, key) in [
+            ("T", DEV_SECRETS[0].1, "vault.tokenization_key"),
+            ("K", DEV_SECRETS[1].1, "vault.encryption_keys.1"),
+            ("K", DEV_SECRETS[0].1, "vault.encryption_keys.1"),
+        ] {
+            let env = |asked: &str| {
+                if asked == name {
+                    Some(value.to_owned())
+                } else {
+                    fresh(asked)
+                }
+            };
+            let error = parse(&production, &env).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("switch.toml: {key}: is the development")),
+                "{error}"
+            );
+            assert!(error.contains("production"), "{error}");
+            assert!(
+                !error.contains(value),
+                "the key itself is never printed: {error}"
+            );
+        }
+        // Dev mode still takes them.
+        assert!(parse(SHIPPED, &no_env).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_a_password_written_in_the_file() {
+        assert!(url_has_password("postgres://switch:secret@db:5432/switch"));
+        assert!(url_has_password("redis://:secret@127.0.0.1:6379/"));
+        assert!(url_has_password("postgres://db/switch?user=a&password=b"));
+        assert!(!url_has_password("postgres://switch@db:5432/switch"));
+        assert!(!url_has_password("redis://127.0.0.1:6379/"));
+        let production = without_dev_api_keys(
+            &SHIPPED
+                .replace("mode = \"dev\"", "mode = \"production\"")
+                .replace(
+                    "\"dev:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"",
+                    "\"env:T\"",
+                )
+                .replace(
+                    "\"dev:202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f\"",
+                    "\"env:K\"",
+                ),
+        );
+        let env = |name: &str| match name {
+            "T" => Some("ab".repeat(32)),
+            "K" => Some("cd".repeat(32)),
+            "DB" => Some("postgres://switch:secret@db/switch".to_owned()),
+            _ => None,
+        };
+        let literal = format!(
+            "{production}\n[storage]\nbackend = \"postgres\"\ndatabase_url = \"postgres://switch:secret@db/switch\"\n"
+        );
+        let error = parse(&literal, &env).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "switch.toml: storage.database_url: a password written in the file is refused"
+            ),
+            "{error}"
+        );
+        assert!(!error.contains("secret"), "{error}");
+        let from_env = literal.replace("\"postgres://switch:secret@db/switch\"", "\"env:DB\"");
+        assert!(parse(&from_env, &env).is_ok());
+        let no_password = literal.replace("switch:secret@", "switch@");
+        assert!(parse(&no_password, &env).is_ok());
+        let redis = format!("{production}\n[fleet]\nredis_url = \"redis://:pw@r:6379/\"\n");
+        let error = parse(&redis, &env).unwrap_err().to_string();
+        assert!(
+            error.contains("fleet.redis_url: a password written"),
+            "{error}"
         );
     }
 

@@ -217,7 +217,8 @@ pub struct EngineParts {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub rules: RuleConfig,
-    pub vault: Vault,
+    /// Shared with the vault admin routes, which rotate its keyring.
+    pub vault: Arc<Vault>,
     pub shards: Shards,
     pub journal: Journal,
     pub store: AnyStore,
@@ -239,7 +240,7 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     rules: RuleConfig,
-    vault: Vault,
+    vault: Arc<Vault>,
     shards: Shards,
     journal: Journal,
     store: AnyStore,

@@ -12,6 +12,7 @@
 //! | `GET /metrics`                            |          | yes      | yes   |              |
 //! | `GET /admin/latency`                      |          | yes      | yes   |              |
 //! | `GET /admin/audit`                        |          |          | yes   |              |
+//! | `GET /admin/vault`, `POST /admin/vault/{reload,rewrap,verify}` | | | yes |     |
 //! | `GET /admin`, `/health/live`, `/health/ready` | open (no key; the page asks for one) |
 //!
 //! Another merchant's transaction is "not found" (404), never "forbidden",
@@ -59,6 +60,7 @@ use crate::config::{Config, HttpConfig};
 use crate::engine::{CardOutcome, Engine, IdempotencyRequest};
 use crate::limits::{Failure, Lockout, RetryAfter, Standing};
 use crate::metrics::{Refusal, Stage};
+use crate::vault_admin::{self, VaultControl};
 
 /// A role, as a payments platform grants them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +147,34 @@ pub const ROUTES: &[RouteAccess] = &[
     },
     RouteAccess {
         method: "GET",
+        path: "/admin/vault",
+        access: Access::Roles(ADMIN),
+        rate_limited: false,
+        handler: || get(vault_admin::vault_status),
+    },
+    RouteAccess {
+        method: "POST",
+        path: "/admin/vault/reload",
+        access: Access::Roles(ADMIN),
+        rate_limited: false,
+        handler: || post(vault_admin::vault_reload),
+    },
+    RouteAccess {
+        method: "POST",
+        path: "/admin/vault/rewrap",
+        access: Access::Roles(ADMIN),
+        rate_limited: false,
+        handler: || post(vault_admin::vault_rewrap),
+    },
+    RouteAccess {
+        method: "POST",
+        path: "/admin/vault/verify",
+        access: Access::Roles(ADMIN),
+        rate_limited: false,
+        handler: || post(vault_admin::vault_verify),
+    },
+    RouteAccess {
+        method: "GET",
         path: "/admin",
         access: Access::Open,
         rate_limited: false,
@@ -210,6 +240,8 @@ pub struct HttpState {
     successes_recorded: Mutex<HashMap<(usize, IpAddr), u64>>,
     /// Origins locked out since start.
     lockouts: AtomicU64,
+    /// Vault key reloads and the rewrap job (`/admin/vault*`).
+    vault: Arc<VaultControl>,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -233,6 +265,7 @@ impl HttpState {
         config: &Config,
         audit: Audit,
         clock: Arc<dyn Clock>,
+        vault: Arc<VaultControl>,
     ) -> HttpState {
         let mut keys: Vec<Key> = config
             .merchants
@@ -265,7 +298,18 @@ impl HttpState {
             success_interval_ms: config.audit.success_interval_ms,
             successes_recorded: Mutex::new(HashMap::new()),
             lockouts: AtomicU64::new(0),
+            vault,
         }
+    }
+
+    /// The vault's reload and rewrap control.
+    pub(crate) fn vault(&self) -> &VaultControl {
+        &self.vault
+    }
+
+    /// The same, shared (the rewrap job keeps it while it runs).
+    pub(crate) fn vault_arc(&self) -> &Arc<VaultControl> {
+        &self.vault
     }
 
     fn credential(&self, headers: &HeaderMap) -> Credential {
@@ -520,7 +564,7 @@ fn with_peer(
     ))
 }
 
-fn problem(
+pub(crate) fn problem(
     status: StatusCode,
     kind: &str,
     title: &str,
@@ -587,7 +631,7 @@ fn rate_limited(retry: RetryAfter) -> Response {
     response
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

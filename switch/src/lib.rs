@@ -20,6 +20,10 @@
 //! - [`metrics`]: latency histograms per stage and channel, counters.
 //! - [`audit`]: the hash-chained, append-only audit log, and its verifier.
 //! - [`iso_cli`]: `switch iso decode|encode` for people who read messages.
+//! - [`vault_admin`]: vault key reload (SIGHUP or admin route) and the
+//!   background rewrap of old rows under the active key.
+//! - [`vault_cli`]: `switch vault status|reload|rewrap|verify`, the
+//!   operator's side of those routes.
 
 pub mod audit;
 pub mod config;
@@ -31,3 +35,5 @@ pub mod iso_server;
 pub mod limits;
 pub mod metrics;
 pub mod serve;
+pub mod vault_admin;
+pub mod vault_cli;

@@ -1,10 +1,11 @@
 //! The `switch` binary: `switch serve` runs the switch; `switch iso decode`
-//! and `switch iso encode` read and write ISO 8583 messages for people.
+//! and `switch iso encode` read and write ISO 8583 messages for people;
+//! `switch vault ...` rotates vault keys on a running switch.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switch::{audit, iso_cli, serve};
+use switch::{audit, iso_cli, serve, vault_cli};
 
 /// The card-transaction switch.
 #[derive(Debug, Parser)]
@@ -24,6 +25,9 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Vault key rotation on a running switch: status, reload, rewrap, verify.
+    #[command(subcommand)]
+    Vault(vault_cli::VaultCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Iso(command) => iso_cli::run(command),
         Command::Audit(AuditCommand::Verify { file }) => audit_verify(&file),
+        Command::Vault(command) => vault_cli::run(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,9 +13,7 @@ use std::time::Duration;
 use actors::{Clock, Restore, ShardConfig, Shards, SystemClock};
 use anyhow::Context;
 use protocol::Spec;
-use storage::{
-    AnyStore, JournalConfig, PostgresConfig, PostgresStore, SqliteStore, Vault, VaultKeys,
-};
+use storage::{AnyStore, JournalConfig, PostgresConfig, PostgresStore, SqliteStore, Vault};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,6 +28,7 @@ use crate::http::{self, HttpState};
 use crate::iso_server;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::vault_admin::VaultControl;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -76,7 +75,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("the runtime cannot start")?;
-    runtime.block_on(serve(config, spec, args.config))
+    // The file and overrides again, for vault reloads (SIGHUP, admin route).
+    let reload_from = (args.config, overrides);
+    runtime.block_on(serve(config, spec, reload_from))
 }
 
 fn init_logs() {
@@ -90,7 +91,11 @@ fn init_logs() {
         .try_init();
 }
 
-async fn serve(config: Config, spec: Spec, config_file: PathBuf) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    spec: Spec,
+    (config_file, overrides): (PathBuf, Overrides),
+) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The audit log opens first: a switch that cannot record who did what
     // does not start.
@@ -141,15 +146,7 @@ async fn serve(config: Config, spec: Spec, config_file: PathBuf) -> anyhow::Resu
             (journal, AnyStore::Postgres(store))
         }
     };
-    let vault = Vault::new(
-        VaultKeys {
-            tokenization_key: config.vault.tokenization_key,
-            encryption_keys: config.vault.encryption_keys.clone(),
-            active_key_id: config.vault.active_key_id,
-        },
-        1 << 20,
-    )
-    .context("vault keys")?;
+    let vault = Arc::new(Vault::new(config.vault.vault_keys(), 1 << 20).context("vault keys")?);
 
     let card_limits = actors::CardLimits {
         per_minute: window(config.card_limits[0]),
@@ -205,7 +202,7 @@ async fn serve(config: Config, spec: Spec, config_file: PathBuf) -> anyhow::Resu
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
         rules,
-        vault,
+        vault: Arc::clone(&vault),
         shards: shards.clone(),
         journal: journal.clone(),
         store: store.clone(),
@@ -228,11 +225,25 @@ async fn serve(config: Config, spec: Spec, config_file: PathBuf) -> anyhow::Resu
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let vault_control = Arc::new(VaultControl::new(
+        vault,
+        store.clone(),
+        config_file,
+        overrides,
+        audit.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(reload_vault_on_sighup(
+        Arc::clone(&vault_control),
+        shutdown.clone(),
+    ));
     let http_state = Arc::new(HttpState::new(
         Arc::clone(&engine),
         &config,
         audit.clone(),
         Arc::clone(&clock),
+        vault_control,
     ));
     tracker.spawn(http::serve(
         http_listener,
@@ -318,6 +329,30 @@ fn window(limit: crate::config::WindowLimit) -> actors::WindowLimit {
     actors::WindowLimit {
         count_max: limit.count_max,
         amount_max: limit.amount_max,
+    }
+}
+
+/// Reloads the vault keys from the configuration file on each SIGHUP until
+/// shutdown. A refused reload is logged and changes nothing.
+async fn reload_vault_on_sighup(control: Arc<VaultControl>, shutdown: CancellationToken) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::warn!(%error, "SIGHUP cannot be caught; reload the vault with POST /admin/vault/reload");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = hangup.recv() => {
+                if received.is_none() {
+                    return;
+                }
+                // The outcome is logged by `reload`.
+                let _ = control.reload("SIGHUP").await;
+            }
+        }
     }
 }
 

@@ -85,7 +85,7 @@ fn every_role_against_every_route() {
     ];
     let transaction = format!("/v1/transactions/{id}");
     let reversal = format!("/v1/authorizations/{id}/reversal");
-    let rows: [(&str, &str, &str, [u16; 7]); 9] = [
+    let rows: [(&str, &str, &str, [u16; 7]); 13] = [
         (
             "POST",
             "/v1/authorizations",
@@ -123,6 +123,31 @@ fn every_role_against_every_route() {
             "/admin/audit",
             [403, 403, 403, 200, 200, 401, 401],
         ),
+        (
+            "GET",
+            "/admin/vault",
+            "/admin/vault",
+            [403, 403, 403, 200, 200, 401, 401],
+        ),
+        (
+            "POST",
+            "/admin/vault/reload",
+            "/admin/vault/reload",
+            [403, 403, 403, 200, 200, 401, 401],
+        ),
+        (
+            // The body is refused (400) only once the key is accepted.
+            "POST",
+            "/admin/vault/rewrap",
+            "/admin/vault/rewrap",
+            [403, 403, 403, 400, 400, 401, 401],
+        ),
+        (
+            "POST",
+            "/admin/vault/verify",
+            "/admin/vault/verify",
+            [403, 403, 403, 200, 200, 401, 401],
+        ),
         ("GET", "/admin", "/admin", [200; 7]),
         ("GET", "/health/live", "/health/live", [200; 7]),
         ("GET", "/health/ready", "/health/ready", [200; 7]),
@@ -150,6 +175,8 @@ fn every_role_against_every_route() {
                     "ACME0000001"
                 };
                 body(&card(card_number), merchant)
+            } else if *template == "/admin/vault/rewrap" {
+                r#"{"batch_rows": 0}"#.to_owned()
             } else {
                 String::new()
             };
@@ -178,21 +205,27 @@ fn every_role_against_every_route() {
     assert_eq!(seen.json()["bin"], "411111");
     assert_eq!(seen.json()["status"], "reversed");
 
-    // Every refusal is counted by reason.
+    // Every refusal is counted by reason, as many as the table expects.
+    let expected = |column: usize, status: u16| {
+        rows.iter()
+            .filter(|(_, _, _, statuses)| statuses[column] == status)
+            .count() as u64
+    };
+    let forbidden: u64 = (0..5).map(|column| expected(column, 403)).sum();
     assert_eq!(
         metric(&switch, "switch_http_refusals_total{reason=\"no_key\"}"),
-        6
+        expected(5, 401)
     );
     assert_eq!(
         metric(&switch, "switch_http_refusals_total{reason=\"bad_key\"}"),
-        6
+        expected(6, 401)
     );
     assert_eq!(
         metric(
             &switch,
             "switch_http_refusals_total{reason=\"forbidden_role\"}"
         ),
-        3 + 3 + 2 + 2 + 3
+        forbidden
     );
 }
 

@@ -33,6 +33,7 @@ macro_rules! transaction_columns {
 }
 
 mod reads;
+mod rewrap;
 pub(crate) mod schema;
 mod writer;
 

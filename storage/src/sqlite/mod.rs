@@ -18,6 +18,7 @@ macro_rules! transaction_columns {
 }
 
 mod reads;
+mod rewrap;
 pub(crate) mod schema;
 mod writer;
 
@@ -43,6 +44,10 @@ const READ_CONNECTIONS: u32 = 4;
 pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    /// For the vault rewrap's short write transactions, beside the journal
+    /// writer (see `rewrap`).
+    /// Boxed: the options are large and the store is cloned and moved.
+    write_options: std::sync::Arc<SqliteConnectOptions>,
 }
 
 impl SqliteStore {
@@ -93,12 +98,14 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(opened)?;
+        let write_options = std::sync::Arc::new(writer_options.clone());
         let journal = Journal::start(SqliteJournalWriter::new(conn, writer_options), &config);
         Ok((
             journal,
             SqliteStore {
                 pool,
                 path: path.to_path_buf(),
+                write_options,
             },
         ))
     }

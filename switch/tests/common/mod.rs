@@ -170,6 +170,11 @@ impl TestSwitch {
         IsoClient::connect(self.iso)
     }
 
+    /// The process id, to send it a signal (SIGHUP reloads the vault keys).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn http(
         &self,
         method: &str,

@@ -1,0 +1,129 @@
+//! The embedded backend's side of the vault rewrap.
+//!
+//! SQLite has one writer at a time, and the journal's writer must not be
+//! starved. A rewrap batch therefore reads its rows on a read connection
+//! (WAL: no lock taken), does the crypto outside any transaction, and then
+//! writes on its own connection in one `BEGIN IMMEDIATE` transaction of
+//! bounded size: a few hundred primary-key updates and one commit, a few
+//! milliseconds, during which a journal batch waits on SQLite's busy
+//! handler (well inside its `busy_timeout`) and then commits as usual. The
+//! caller pauses between batches so the journal gets the lock back at
+//! once. Going through the journal's writer task instead would serialize
+//! the rewrap behind every append and need a second kind of command on the
+//! journal queue for no gain in safety: the compare-and-set below already
+//! keeps a concurrent change safe.
+
+use sqlx::{Connection, Row, SqliteConnection};
+
+use super::SqliteStore;
+use crate::error::StorageError;
+use crate::record::SealedPan;
+use crate::rewrap::{Rewrapped, VaultMaintenance};
+use protocol::domain::Token;
+
+const ROWS_PER_KEY: &str = "SELECT key_id, count(*) FROM vault GROUP BY key_id ORDER BY key_id";
+
+/// Walks the primary key from the cursor: each page is an index range scan,
+/// so a whole rewrap reads the table once. An empty BLOB sorts before every
+/// token. `-1` as the key to skip matches no row.
+const SEALED_PAGE: &str = "\
+    SELECT token, key_id, nonce, ciphertext FROM vault \
+    WHERE token > ? AND key_id <> ? ORDER BY token LIMIT ?";
+
+const REPLACE_SEALED: &str = "\
+    UPDATE vault SET key_id = ?, nonce = ?, ciphertext = ? \
+    WHERE token = ? AND key_id = ? AND nonce = ?";
+
+fn sealed_from(row: &sqlx::sqlite::SqliteRow) -> Result<SealedPan, StorageError> {
+    let corrupt = |column| StorageError::Corrupt {
+        table: "vault",
+        column,
+    };
+    let token: &[u8] = row.try_get("token").map_err(|_| corrupt("token"))?;
+    let key_id: i64 = row.try_get("key_id").map_err(|_| corrupt("key_id"))?;
+    let nonce: &[u8] = row.try_get("nonce").map_err(|_| corrupt("nonce"))?;
+    Ok(SealedPan {
+        token: Token::from_bytes(token.try_into().map_err(|_| corrupt("token"))?),
+        key_id: u32::try_from(key_id).map_err(|_| corrupt("key_id"))?,
+        nonce: nonce.try_into().map_err(|_| corrupt("nonce"))?,
+        ciphertext: row
+            .try_get("ciphertext")
+            .map_err(|_| corrupt("ciphertext"))?,
+    })
+}
+
+impl VaultMaintenance for SqliteStore {
+    async fn vault_rows_per_key(&self) -> Result<Vec<(u32, u64)>, StorageError> {
+        let rows = sqlx::query(ROWS_PER_KEY)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StorageError::database("count vault rows per key"))?;
+        rows.iter()
+            .map(|row| {
+                let key_id: i64 = row.try_get(0).unwrap_or(-1);
+                let count: i64 = row.try_get(1).unwrap_or(-1);
+                match (u32::try_from(key_id), u64::try_from(count)) {
+                    (Ok(key_id), Ok(count)) => Ok((key_id, count)),
+                    _ => Err(StorageError::Corrupt {
+                        table: "vault",
+                        column: "key_id",
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    async fn sealed_page(
+        &self,
+        after: Option<Token>,
+        skip_key_id: Option<u32>,
+        rows_max: u32,
+    ) -> Result<Vec<SealedPan>, StorageError> {
+        let after: &[u8] = match &after {
+            Some(token) => token.as_bytes().as_slice(),
+            None => &[],
+        };
+        let rows = sqlx::query(SEALED_PAGE)
+            .bind(after)
+            .bind(skip_key_id.map_or(-1, i64::from))
+            .bind(i64::from(rows_max))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StorageError::database("read a page of the vault"))?;
+        rows.iter().map(sealed_from).collect()
+    }
+
+    async fn replace_sealed(&self, rows: &[Rewrapped]) -> Result<u64, StorageError> {
+        let failed = StorageError::database;
+        let mut conn = SqliteConnection::connect_with(&self.write_options)
+            .await
+            .map_err(failed("open a connection for the vault rewrap"))?;
+        let written = async {
+            let mut tx = conn
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(failed("begin a vault rewrap batch"))?;
+            let mut moved = 0;
+            for row in rows {
+                moved += sqlx::query(REPLACE_SEALED)
+                    .bind(i64::from(row.sealed.key_id))
+                    .bind(row.sealed.nonce.as_slice())
+                    .bind(row.sealed.ciphertext.as_slice())
+                    .bind(row.sealed.token.as_bytes().as_slice())
+                    .bind(i64::from(row.old_key_id))
+                    .bind(row.old_nonce.as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed("rewrap a vault row"))?
+                    .rows_affected();
+            }
+            tx.commit()
+                .await
+                .map_err(failed("commit a vault rewrap batch"))?;
+            Ok(moved)
+        }
+        .await;
+        let _ = conn.close().await;
+        written
+    }
+}

@@ -1,0 +1,496 @@
+//! Vault key rotation while the switch serves: reloading the keyring from
+//! the configuration file, and the background job that re-encrypts old
+//! rows under the active key.
+//!
+//! | route                         | what                                              |
+//! |-------------------------------|---------------------------------------------------|
+//! | `GET /admin/vault`            | key ids, active id, rows per key id, job progress |
+//! | `POST /admin/vault/reload`    | re-read `[vault]` from the file (as SIGHUP does)  |
+//! | `POST /admin/vault/rewrap`    | start the re-encryption job; 409 while one runs   |
+//! | `POST /admin/vault/verify`    | open every row, report counts per key id          |
+//!
+//! All need the admin credential. Answers carry key ids and counts only:
+//! never a key, a PAN or a token.
+//!
+//! Who may call them is decided in `http::ROUTES` (admin only), where the
+//! calling admin is audited; a reload (accepted or refused, with its source
+//! and the key ids after) and a rewrap's start and finish are audited here.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use storage::{AnyStore, KeyringChange, REWRAP_BATCH_ROWS_MAX, Vault, VaultMaintenance};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::{Audit, AuditEvent, events};
+use crate::config::{Config, Overrides};
+use crate::http::{HttpState, json_response, problem};
+
+/// Rows per rewrap batch when the request does not say.
+pub const REWRAP_BATCH_ROWS_DEFAULT: u32 = 500;
+/// Pause between rewrap batches when the request does not say: the journal
+/// gets the database back between two batches.
+pub const REWRAP_PAUSE_MS_DEFAULT: u64 = 20;
+/// The longest pause a request may ask for.
+pub const REWRAP_PAUSE_MS_MAX: u64 = 60_000;
+/// Walks over the vault before the job gives up on rows that keep arriving
+/// under an old key (seals in flight during the reload).
+const REWRAP_PASSES_MAX: u32 = 3;
+
+/// Why a reload was refused. The running keyring is untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Keys(#[from] storage::StorageError),
+    #[error("the vault rows per key cannot be counted: {0}")]
+    Count(storage::StorageError),
+}
+
+/// The state of the rewrap job, as `GET /admin/vault` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RewrapProgress {
+    /// `idle` (never started), `running`, `done`, `failed` or `stopped`.
+    pub state: &'static str,
+    pub batch_rows: u32,
+    pub pause_ms: u64,
+    pub batches: u64,
+    pub moved: u64,
+    pub skipped: u64,
+    pub passes: u32,
+    /// Rows still under another key than the active one at the end of the
+    /// last walk.
+    pub remaining: Option<u64>,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// What the vault routes and SIGHUP share.
+pub struct VaultControl {
+    vault: Arc<Vault>,
+    store: AnyStore,
+    config_file: PathBuf,
+    overrides: Overrides,
+    /// One reload at a time, so two cannot interleave count and swap.
+    reloading: tokio::sync::Mutex<()>,
+    job: Mutex<RewrapProgress>,
+    audit: Audit,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for VaultControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultControl")
+            .field("vault", &self.vault)
+            .field("config_file", &self.config_file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+impl VaultControl {
+    pub fn new(
+        vault: Arc<Vault>,
+        store: AnyStore,
+        config_file: PathBuf,
+        overrides: Overrides,
+        audit: Audit,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> VaultControl {
+        VaultControl {
+            vault,
+            store,
+            config_file,
+            overrides,
+            reloading: tokio::sync::Mutex::new(()),
+            job: Mutex::new(RewrapProgress {
+                state: "idle",
+                ..RewrapProgress::default()
+            }),
+            audit,
+            shutdown,
+            tracker,
+        }
+    }
+
+    /// Re-reads the configuration file and swaps in its vault keys, if the
+    /// vault accepts them (see [`Vault::rotate`]). `source` says who asked,
+    /// for the log. Never panics; a refused reload changes nothing.
+    pub async fn reload(&self, source: &'static str) -> Result<KeyringChange, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let outcome = async {
+            let secrets = Config::load_vault(&self.config_file, &self.overrides)?;
+            // Counting rows per key scans the vault, so it is done only when
+            // the reload removes a key: adding a key or changing the active
+            // one costs no database work.
+            let removes_a_key = self
+                .vault
+                .keyring()
+                .key_ids
+                .iter()
+                .any(|id| !secrets.encryption_keys.iter().any(|(kept, _)| kept == id));
+            let in_use: Vec<u32> = if removes_a_key {
+                self.store
+                    .vault_rows_per_key()
+                    .await
+                    .map_err(ReloadError::Count)?
+                    .into_iter()
+                    .filter(|(_, rows)| *rows > 0)
+                    .map(|(key_id, _)| key_id)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok(self.vault.rotate(&secrets.vault_keys(), &in_use)?)
+        }
+        .await;
+        let audit = |outcome: &str, resource: String| {
+            self.audit.record_or_wait(AuditEvent {
+                actor: if source == "SIGHUP" {
+                    "switch"
+                } else {
+                    "admin"
+                }
+                .to_owned(),
+                event: events::VAULT_RELOAD.to_owned(),
+                outcome: outcome.to_owned(),
+                origin: source.to_owned(),
+                resource,
+            });
+        };
+        match &outcome {
+            Ok(change) => {
+                audit(
+                    "ok",
+                    format!(
+                        "vault keys {:?}, active {} (was {:?}, active {})",
+                        change.after.key_ids,
+                        change.after.active_key_id,
+                        change.before.key_ids,
+                        change.before.active_key_id
+                    ),
+                );
+                tracing::info!(
+                source,
+                key_ids_before = ?change.before.key_ids,
+                active_key_id_before = change.before.active_key_id,
+                key_ids = ?change.after.key_ids,
+                active_key_id = change.after.active_key_id,
+                "vault keyring reloaded"
+                );
+            }
+            Err(error) => {
+                // The reason stays in the log: a configuration error may
+                // quote a line of the file.
+                audit("refused", "vault keys".to_owned());
+                tracing::warn!(
+                    source,
+                    %error,
+                    "vault reload refused; the running keyring is unchanged"
+                );
+            }
+        }
+        outcome
+    }
+
+    /// Starts the rewrap job; `false` if one is running already.
+    pub fn start_rewrap(self: &Arc<Self>, batch_rows: u32, pause_ms: u64) -> bool {
+        {
+            let Ok(mut job) = self.job.lock() else {
+                return false;
+            };
+            if job.state == "running" {
+                return false;
+            }
+            *job = RewrapProgress {
+                state: "running",
+                batch_rows,
+                pause_ms,
+                started_at_ms: Some(now_ms()),
+                ..RewrapProgress::default()
+            };
+        }
+        self.audit.record_or_wait(AuditEvent {
+            actor: "admin".to_owned(),
+            event: events::VAULT_REWRAP_START.to_owned(),
+            outcome: "ok".to_owned(),
+            origin: "admin route".to_owned(),
+            resource: format!(
+                "vault rows to key {}, {batch_rows} a batch, {pause_ms} ms apart",
+                self.vault.active_key_id()
+            ),
+        });
+        tracing::info!(
+            batch_rows,
+            pause_ms,
+            active_key_id = self.vault.active_key_id(),
+            "vault rewrap started"
+        );
+        let control = Arc::clone(self);
+        self.tracker
+            .spawn(async move { control.run_rewrap(batch_rows, pause_ms).await });
+        true
+    }
+
+    fn update(&self, change: impl FnOnce(&mut RewrapProgress)) {
+        match self.job.lock() {
+            Ok(mut job) => change(&mut job),
+            Err(poisoned) => change(&mut poisoned.into_inner()),
+        }
+    }
+
+    async fn run_rewrap(&self, batch_rows: u32, pause_ms: u64) {
+        let mut after = None;
+        let mut passes = 0u32;
+        let outcome: Result<&'static str, String> = loop {
+            let batch = tokio::select! {
+                () = self.shutdown.cancelled() => break Ok("stopped"),
+                batch = storage::rewrap_batch(&self.store, &self.vault, after, batch_rows) => batch,
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                // StorageError never carries card data.
+                Err(error) => break Err(error.to_string()),
+            };
+            self.update(|job| {
+                job.batches += 1;
+                job.moved += batch.moved;
+                job.skipped += batch.skipped;
+            });
+            after = batch.next;
+            if after.is_none() {
+                passes += 1;
+                let remaining = match self.store.vault_rows_per_key().await {
+                    Ok(rows) => rows
+                        .iter()
+                        .filter(|(key_id, _)| *key_id != self.vault.active_key_id())
+                        .map(|(_, rows)| rows)
+                        .sum::<u64>(),
+                    Err(error) => break Err(error.to_string()),
+                };
+                self.update(|job| {
+                    job.passes = passes;
+                    job.remaining = Some(remaining);
+                });
+                if remaining == 0 {
+                    break Ok("done");
+                }
+                if passes >= REWRAP_PASSES_MAX {
+                    break Err(format!(
+                        "{remaining} rows still under an old key after {passes} passes; start the rewrap again"
+                    ));
+                }
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => break Ok("stopped"),
+                () = tokio::time::sleep(Duration::from_millis(pause_ms)) => {}
+            }
+        };
+        let mut finished = RewrapProgress::default();
+        self.update(|job| {
+            job.finished_at_ms = Some(now_ms());
+            match &outcome {
+                Ok(state) => job.state = state,
+                Err(error) => {
+                    job.state = "failed";
+                    job.error = Some(error.clone());
+                }
+            }
+            finished = job.clone();
+        });
+        self.audit.record_or_wait(AuditEvent {
+            actor: "switch".to_owned(),
+            event: events::VAULT_REWRAP_FINISH.to_owned(),
+            outcome: finished.state.to_owned(),
+            origin: "local".to_owned(),
+            resource: format!(
+                "vault rows: {} moved, {} skipped, {:?} left",
+                finished.moved, finished.skipped, finished.remaining
+            ),
+        });
+        match outcome {
+            Ok(state) => tracing::info!(
+                state,
+                moved = finished.moved,
+                skipped = finished.skipped,
+                batches = finished.batches,
+                remaining = finished.remaining,
+                "vault rewrap finished"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                moved = finished.moved,
+                batches = finished.batches,
+                "vault rewrap failed"
+            ),
+        }
+    }
+
+    /// The keyring, rows per key id, and the job, as JSON.
+    pub async fn status(&self) -> Result<serde_json::Value, storage::StorageError> {
+        let rows = self.store.vault_rows_per_key().await?;
+        let keyring = self.vault.keyring();
+        let job = match self.job.lock() {
+            Ok(job) => job.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Ok(serde_json::json!({
+            "key_ids": keyring.key_ids,
+            "active_key_id": keyring.active_key_id,
+            "rows_per_key_id": rows
+                .iter()
+                .map(|(key_id, rows)| (key_id.to_string(), serde_json::json!(rows)))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "rewrap": job,
+        }))
+    }
+}
+
+fn storage_problem(error: &storage::StorageError) -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "vault-unavailable",
+        "The vault cannot be read",
+        &error.to_string(),
+        None,
+    )
+}
+
+/// `GET /admin/vault`.
+pub(crate) async fn vault_status(State(http): State<Arc<HttpState>>) -> Response {
+    match http.vault().status().await {
+        Ok(status) => json_response(StatusCode::OK, status.to_string()),
+        Err(error) => storage_problem(&error),
+    }
+}
+
+/// `POST /admin/vault/reload`.
+pub(crate) async fn vault_reload(State(http): State<Arc<HttpState>>) -> Response {
+    match http.vault().reload("admin route").await {
+        Ok(change) => json_response(
+            StatusCode::OK,
+            serde_json::json!({
+                "changed": change.changed(),
+                "key_ids": change.after.key_ids,
+                "active_key_id": change.after.active_key_id,
+                "key_ids_before": change.before.key_ids,
+                "active_key_id_before": change.before.active_key_id,
+            })
+            .to_string(),
+        ),
+        Err(ReloadError::Count(error)) => storage_problem(&error),
+        Err(error) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "vault-reload-refused",
+            "The vault reload was refused; the running keys are unchanged",
+            &error.to_string(),
+            None,
+        ),
+    }
+}
+
+/// The optional body of `POST /admin/vault/rewrap`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewrapRequest {
+    batch_rows: Option<u32>,
+    pause_ms: Option<u64>,
+}
+
+/// `POST /admin/vault/rewrap`.
+pub(crate) async fn vault_rewrap(State(http): State<Arc<HttpState>>, body: Bytes) -> Response {
+    let request: RewrapRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RewrapRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(_) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-body",
+                    "The body is not a rewrap request",
+                    "send {} or {\"batch_rows\": N, \"pause_ms\": M}",
+                    None,
+                );
+            }
+        }
+    };
+    let batch_rows = request.batch_rows.unwrap_or(REWRAP_BATCH_ROWS_DEFAULT);
+    if !(1..=REWRAP_BATCH_ROWS_MAX).contains(&batch_rows) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-field",
+            "batch_rows is out of range",
+            &format!("batch_rows must be 1 to {REWRAP_BATCH_ROWS_MAX}"),
+            Some("batch_rows"),
+        );
+    }
+    let pause_ms = request.pause_ms.unwrap_or(REWRAP_PAUSE_MS_DEFAULT);
+    if pause_ms > REWRAP_PAUSE_MS_MAX {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-field",
+            "pause_ms is out of range",
+            &format!("pause_ms must be at most {REWRAP_PAUSE_MS_MAX}"),
+            Some("pause_ms"),
+        );
+    }
+    if !http.vault_arc().start_rewrap(batch_rows, pause_ms) {
+        return problem(
+            StatusCode::CONFLICT,
+            "rewrap-running",
+            "A rewrap is already running",
+            "wait for it to finish (GET /admin/vault) before starting another",
+            None,
+        );
+    }
+    match http.vault().status().await {
+        Ok(status) => json_response(StatusCode::ACCEPTED, status.to_string()),
+        Err(error) => storage_problem(&error),
+    }
+}
+
+/// `POST /admin/vault/verify`.
+pub(crate) async fn vault_verify(State(http): State<Arc<HttpState>>) -> Response {
+    let control = http.vault();
+    match storage::verify_all(&control.store, &control.vault, REWRAP_BATCH_ROWS_DEFAULT).await {
+        Ok(report) => {
+            let counts = |pairs: &[(u32, u64)]| {
+                pairs
+                    .iter()
+                    .map(|(key_id, rows)| (key_id.to_string(), serde_json::json!(rows)))
+                    .collect::<serde_json::Map<String, serde_json::Value>>()
+            };
+            let failed: u64 = report.failed_per_key.iter().map(|(_, rows)| rows).sum();
+            tracing::info!(failed, "vault verified");
+            json_response(
+                StatusCode::OK,
+                serde_json::json!({
+                    "opened_per_key_id": counts(&report.opened_per_key),
+                    "failed_per_key_id": counts(&report.failed_per_key),
+                    "failed": failed,
+                })
+                .to_string(),
+            )
+        }
+        Err(error) => storage_problem(&error),
+    }
+}
