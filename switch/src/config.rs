@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use protocol::Amount;
 use protocol::domain::pad;
-use protocol::iso::{MerchantId, Text};
+use protocol::iso::{MerchantId, TerminalId, Text};
 use serde::Deserialize;
 
 pub use crate::fleet::OnRedisDown;
@@ -67,6 +67,8 @@ struct RawConfig {
     merchants: BTreeMap<String, RawMerchant>,
     #[serde(default)]
     fleet: Option<RawFleet>,
+    #[serde(default)]
+    acquirers: BTreeMap<String, RawAcquirer>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,7 +113,8 @@ impl std::fmt::Debug for FleetSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIso {
-    listen: String,
+    /// The plain TCP listener; may be left out when `[iso.tls]` is set.
+    listen: Option<String>,
     #[serde(default = "default_spec")]
     spec: String,
     #[serde(default = "default_connections_max")]
@@ -122,6 +125,37 @@ struct RawIso {
     idle_timeout_ms: u64,
     /// Overrides the dialect's largest frame.
     frame_length_max: Option<usize>,
+    tls: Option<RawIsoTls>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIsoTls {
+    listen: String,
+    certificate: PathBuf,
+    private_key: PathBuf,
+    client_ca: PathBuf,
+    #[serde(default = "default_handshake_timeout_ms")]
+    handshake_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpTls {
+    certificate: PathBuf,
+    private_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcquirer {
+    certificate_subject: String,
+    merchants: Option<Vec<String>>,
+    terminals: Option<Vec<String>>,
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +168,7 @@ struct RawHttp {
     header_read_timeout_ms: u64,
     #[serde(default = "default_request_timeout_ms")]
     request_timeout_ms: u64,
+    tls: Option<RawHttpTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -356,10 +391,13 @@ fn default_mailbox_capacity() -> usize {
     4_096
 }
 
-/// The ISO 8583 listener.
+/// The ISO 8583 listeners: plain TCP, TLS with client certificates, or both.
 #[derive(Debug, Clone)]
 pub struct IsoConfig {
-    pub listen: SocketAddr,
+    /// The plain TCP listener; `None` when only `[iso.tls]` takes acquirers.
+    pub listen: Option<SocketAddr>,
+    /// The mutual-TLS listener.
+    pub tls: Option<IsoTlsConfig>,
     /// A built-in dialect name or a spec file.
     pub spec: String,
     pub connections_max: usize,
@@ -371,10 +409,51 @@ pub struct IsoConfig {
     pub frame_length_max: Option<usize>,
 }
 
+/// ISO 8583 over TLS 1.2/1.3 on its own listener; every client presents a
+/// certificate issued under `client_ca` that names a configured acquirer.
+/// Paths are as written in the file (relative ones from the working
+/// directory, like `data_dir`).
+#[derive(Debug, Clone)]
+pub struct IsoTlsConfig {
+    pub listen: SocketAddr,
+    /// The server's certificate chain, PEM, leaf first.
+    pub certificate: PathBuf,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+    /// The CA certificates acquirers' client certificates are issued under, PEM.
+    pub client_ca: PathBuf,
+    /// The longest a handshake may take before the connection is closed.
+    pub handshake_timeout_ms: u64,
+}
+
+/// HTTPS for the JSON API and the ops routes: `http.listen` speaks TLS.
+/// Client certificates are not asked for; API keys authenticate.
+#[derive(Debug, Clone)]
+pub struct HttpTlsConfig {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+/// An acquirer identified by its TLS client certificate on `[iso.tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcquirerConfig {
+    /// The table's name, `[acquirers.NAME]`: what the journal records.
+    pub name: String,
+    /// Matched, ignoring ASCII case, against the certificate's subject
+    /// common name and its DNS subject alternative names.
+    pub certificate_subject: String,
+    /// The merchants (DE42) it may send for; `None`: any.
+    pub merchants: Option<Vec<MerchantId>>,
+    /// The terminals (DE41) it may send for; `None`: any.
+    pub terminals: Option<Vec<TerminalId>>,
+}
+
 /// The JSON/HTTP listener.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// `Some`: the listener speaks HTTPS only.
+    pub tls: Option<HttpTlsConfig>,
     pub body_bytes_max: usize,
     pub header_read_timeout_ms: u64,
     pub request_timeout_ms: u64,
@@ -469,6 +548,8 @@ pub struct Config {
     pub merchants: Vec<MerchantConfig>,
     /// `None`: a single node, no Redis.
     pub fleet: Option<FleetSettings>,
+    /// Acquirers identified by client certificate on `[iso.tls]`.
+    pub acquirers: Vec<AcquirerConfig>,
 }
 
 /// Values given on the command line or in the environment, over the file's.
@@ -525,11 +606,36 @@ impl Config {
             }
         };
 
+        let iso_tls = raw
+            .iso
+            .tls
+            .as_ref()
+            .map(|tls| -> Result<IsoTlsConfig, ConfigError> {
+                Ok(IsoTlsConfig {
+                    listen: address("iso.tls.listen", &tls.listen)?,
+                    certificate: tls.certificate.clone(),
+                    private_key: tls.private_key.clone(),
+                    client_ca: tls.client_ca.clone(),
+                    handshake_timeout_ms: positive(
+                        "iso.tls.handshake_timeout_ms",
+                        tls.handshake_timeout_ms as usize,
+                    )? as u64,
+                })
+            })
+            .transpose()?;
+        let iso_listen = match (overrides.iso_listen.as_deref(), raw.iso.listen.as_deref()) {
+            (Some(text), _) | (None, Some(text)) => Some(address("iso.listen", text)?),
+            (None, None) if iso_tls.is_some() => None,
+            (None, None) => {
+                return Err(value_error(
+                    "iso.listen",
+                    "is needed unless [iso.tls] takes acquirers over TLS".to_owned(),
+                ));
+            }
+        };
         let iso = IsoConfig {
-            listen: address(
-                "iso.listen",
-                overrides.iso_listen.as_deref().unwrap_or(&raw.iso.listen),
-            )?,
+            listen: iso_listen,
+            tls: iso_tls,
             spec: raw.iso.spec.clone(),
             connections_max: positive("iso.connections_max", raw.iso.connections_max)?,
             in_flight_max: positive("iso.in_flight_max", raw.iso.in_flight_max)?,
@@ -546,6 +652,10 @@ impl Config {
                 "http.listen",
                 overrides.http_listen.as_deref().unwrap_or(&raw.http.listen),
             )?,
+            tls: raw.http.tls.as_ref().map(|tls| HttpTlsConfig {
+                certificate: tls.certificate.clone(),
+                private_key: tls.private_key.clone(),
+            }),
             body_bytes_max: positive("http.body_bytes_max", raw.http.body_bytes_max)?,
             header_read_timeout_ms: positive(
                 "http.header_read_timeout_ms",
@@ -774,6 +884,92 @@ impl Config {
             });
         }
 
+        let mut acquirers: Vec<AcquirerConfig> = Vec::new();
+        for (name, acquirer) in &raw.acquirers {
+            let key = format!("acquirers.{name}");
+            if iso.tls.is_none() {
+                return Err(value_error(
+                    &key,
+                    "acquirers are identified by client certificates on [iso.tls], which is not set"
+                        .to_owned(),
+                ));
+            }
+            if name.is_empty()
+                || name.len() > storage::record::ACQUIRER_LENGTH_MAX
+                || !name.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(value_error(
+                    &key,
+                    "an acquirer name is 1 to 64 printable characters without spaces".to_owned(),
+                ));
+            }
+            let subject = acquirer.certificate_subject.trim();
+            if subject.is_empty() {
+                return Err(value_error(
+                    &format!("{key}.certificate_subject"),
+                    "must name the certificate's subject common name or a DNS name".to_owned(),
+                ));
+            }
+            if let Some(other) = acquirers
+                .iter()
+                .find(|other| other.certificate_subject.eq_ignore_ascii_case(subject))
+            {
+                return Err(value_error(
+                    &format!("{key}.certificate_subject"),
+                    format!("`{subject}` is already acquirer {}'s", other.name),
+                ));
+            }
+            let merchants = acquirer
+                .merchants
+                .as_ref()
+                .map(|ids| {
+                    ids.iter()
+                        .map(|id| {
+                            pad::<15>(id).filter(|_| !id.is_empty()).ok_or_else(|| {
+                                value_error(
+                                    &format!("{key}.merchants"),
+                                    format!(
+                                        "`{id}` is not a merchant id (1 to 15 printable characters)"
+                                    ),
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?;
+            let terminals = acquirer
+                .terminals
+                .as_ref()
+                .map(|ids| {
+                    ids.iter()
+                        .map(|id| {
+                            pad::<8>(id).filter(|_| !id.is_empty()).ok_or_else(|| {
+                                value_error(
+                                    &format!("{key}.terminals"),
+                                    format!(
+                                        "`{id}` is not a terminal id (1 to 8 printable characters)"
+                                    ),
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?;
+            acquirers.push(AcquirerConfig {
+                name: name.clone(),
+                certificate_subject: subject.to_owned(),
+                merchants,
+                terminals,
+            });
+        }
+        if iso.tls.is_some() && acquirers.is_empty() {
+            return Err(value_error(
+                "iso.tls",
+                "no [acquirers.NAME] is configured, so every client certificate would be refused"
+                    .to_owned(),
+            ));
+        }
+
         Ok(Config {
             mode: raw.mode,
             data_dir: overrides.data_dir.clone().unwrap_or(raw.data_dir),
@@ -803,6 +999,7 @@ impl Config {
                 .transpose()?,
             merchants,
             fleet,
+            acquirers,
         })
     }
 }
@@ -825,7 +1022,12 @@ mod tests {
     fn the_shipped_configuration_loads() {
         let config = parse(SHIPPED, &no_env).unwrap();
         assert_eq!(config.mode, Mode::Dev);
-        assert_eq!(config.iso.listen.to_string(), "127.0.0.1:8583");
+        assert_eq!(
+            config.iso.listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:8583")
+        );
+        assert!(config.iso.tls.is_none(), "TLS is off by default");
+        assert!(config.http.tls.is_none());
         assert_eq!(config.merchants.len(), 2);
         assert_eq!(config.card_limits[0].count_max, Some(5));
         assert!(config.admin_key_sha256.is_some());
@@ -921,7 +1123,7 @@ mod tests {
             redis_url: None,
         };
         let config = Config::parse(SHIPPED, Path::new("switch.toml"), &overrides, &no_env).unwrap();
-        assert_eq!(config.iso.listen.port(), 0);
+        assert_eq!(config.iso.listen.map(|a| a.port()), Some(0));
         assert_eq!(config.http.listen.port(), 9);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/node-2"));
     }

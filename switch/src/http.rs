@@ -39,7 +39,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{HttpConfig, MerchantConfig};
 use crate::engine::{CardOutcome, Engine, IdempotencyRequest};
-use crate::metrics::Stage;
+use crate::metrics::{Metrics, Stage};
+use crate::tls::{self, TlsListener};
+use tokio_rustls::TlsAcceptor;
 
 /// Who a request is from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,17 +135,21 @@ pub fn router(state: Arc<HttpState>, config: &HttpConfig) -> Router {
 }
 
 /// Serves HTTP/1.1 until `shutdown`, with a header read timeout, so a client
-/// that opens a connection and sends nothing is cut off.
+/// that opens a connection and sends nothing is cut off. With `tls`, every
+/// connection is HTTPS: its handshake runs in the connection's own task and
+/// must finish within the same header read timeout.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: HttpConfig,
+    tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let service = hyper_util::service::TowerToHyperService::new(router);
     loop {
-        let (stream, _peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -159,22 +165,62 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         let header_read_timeout = Duration::from_millis(config.header_read_timeout_ms);
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
+        let tls = tls.clone();
+        let metrics = Arc::clone(&metrics);
         tracker.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
-            let connection =
-                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = &mut connection => {}
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(request_timeout, connection).await;
+            let Some(acceptor) = tls else {
+                serve_connection(stream, service, header_read_timeout, request_timeout, shutdown)
+                    .await;
+                return;
+            };
+            let handshake = tokio::select! {
+                () = shutdown.cancelled() => return,
+                handshake = tls::handshake(&acceptor, stream, header_read_timeout) => handshake,
+            };
+            match handshake {
+                Ok(stream) => {
+                    metrics.count_tls_handshake(TlsListener::Http);
+                    serve_connection(
+                        stream,
+                        service,
+                        header_read_timeout,
+                        request_timeout,
+                        shutdown,
+                    )
+                    .await;
+                }
+                Err((reason, detail)) => {
+                    // AUDIT: a refused HTTPS handshake (peer, reason).
+                    metrics.count_tls_refused(TlsListener::Http, reason);
+                    tracing::info!(%peer, reason = reason.as_str(), error = %detail, "HTTPS handshake refused");
                 }
             }
         });
+    }
+}
+
+/// One HTTP/1.1 connection, plain or TLS, until it ends or `shutdown`.
+async fn serve_connection<S>(
+    stream: S,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    header_read_timeout: Duration,
+    request_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = &mut connection => {}
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(request_timeout, connection).await;
+        }
     }
 }
 
@@ -494,7 +540,13 @@ async fn create_authorization(
         render: render_authorization,
     });
     let outcome = engine
-        .authorize(authorization, Mti::AUTHORIZATION_REQUEST, None, idempotency)
+        .authorize(
+            authorization,
+            Mti::AUTHORIZATION_REQUEST,
+            None,
+            idempotency,
+            None,
+        )
         .await;
     drop(in_flight_guard);
     engine
@@ -558,6 +610,7 @@ fn transaction_json(stored: &storage::StoredTransaction) -> json::Transaction {
         terminal_id: record.terminal_id.as_str().trim_end().to_owned(),
         created_at: rfc3339(record.created_at_ms),
         reversed_at: None,
+        acquirer: record.acquirer.clone(),
     }
 }
 
@@ -682,6 +735,7 @@ async fn reverse_authorization(
             original.currency,
             original.merchant_id,
             original.terminal_id,
+            None,
             None,
         )
         .await;

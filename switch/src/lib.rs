@@ -9,6 +9,8 @@
 //!   overrides.
 //! - [`iso_server`]: ISO 8583 over TCP: framing, several requests in flight per
 //!   connection, answers written as they complete.
+//! - [`tls`]: TLS 1.2/1.3 (ring) for both listeners; mutual TLS on ISO 8583,
+//!   where the client certificate names the acquirer.
 //! - [`http`]: the JSON API, API keys, idempotency keys, and the ops routes.
 //! - [`engine`]: the one path both ingresses share: rules, token, actors,
 //!   journal, reply.
@@ -25,3 +27,4 @@ pub mod iso_cli;
 pub mod iso_server;
 pub mod metrics;
 pub mod serve;
+pub mod tls;

@@ -14,6 +14,8 @@ use hdrhistogram::Histogram;
 use protocol::ResponseCode;
 use protocol::domain::Channel;
 
+use crate::tls::{RefusalReason, TlsListener};
+
 /// A stage of a request's path through the switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -93,6 +95,10 @@ pub struct Metrics {
     /// Requests decided on the node's own limits because Redis failed
     /// (`fleet.on_redis_down = "local"`).
     pub fleet_fallbacks: AtomicU64,
+    /// `[listener]`: TLS handshakes completed (on ISO, with an acquirer identified).
+    tls_handshakes: [AtomicU64; 2],
+    /// `[listener][reason]`: TLS handshakes refused.
+    tls_refused: [[AtomicU64; RefusalReason::ALL.len()]; 2],
 }
 
 fn histogram() -> Mutex<Histogram<u64>> {
@@ -117,6 +123,8 @@ impl Default for Metrics {
             duplicates: AtomicU64::new(0),
             fleet_errors: AtomicU64::new(0),
             fleet_fallbacks: AtomicU64::new(0),
+            tls_handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
+            tls_refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
 }
@@ -157,6 +165,24 @@ impl Metrics {
             .responses
             .get(channel_index(channel))
             .and_then(|row| row.get(index))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a TLS handshake completed on `listener`.
+    pub fn count_tls_handshake(&self, listener: TlsListener) {
+        if let Some(counter) = self.tls_handshakes.get(listener.index()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a TLS handshake refused on `listener` for `reason`.
+    pub fn count_tls_refused(&self, listener: TlsListener, reason: RefusalReason) {
+        if let Some(counter) = self
+            .tls_refused
+            .get(listener.index())
+            .and_then(|row| row.get(reason.index()))
         {
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -301,6 +327,41 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP switch_tls_handshakes_total TLS handshakes completed, by listener.\n# TYPE switch_tls_handshakes_total counter"
+        );
+        for listener in TlsListener::ALL {
+            if let Some(counter) = self.tls_handshakes.get(listener.index()) {
+                let _ = writeln!(
+                    out,
+                    "switch_tls_handshakes_total{{listener=\"{}\"}} {}",
+                    listener.as_str(),
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switch_tls_handshakes_refused_total TLS handshakes refused, by listener and reason.\n# TYPE switch_tls_handshakes_refused_total counter"
+        );
+        for listener in TlsListener::ALL {
+            for reason in RefusalReason::ALL {
+                if let Some(counter) = self
+                    .tls_refused
+                    .get(listener.index())
+                    .and_then(|row| row.get(reason.index()))
+                {
+                    let _ = writeln!(
+                        out,
+                        "switch_tls_handshakes_refused_total{{listener=\"{}\",reason=\"{}\"}} {}",
+                        listener.as_str(),
+                        reason.as_str(),
+                        counter.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
             "# HELP switch_connections_open ISO 8583 connections open.\n# TYPE switch_connections_open gauge\nswitch_connections_open {}",
             self.connections_open.load(Ordering::Relaxed)
         );
@@ -336,6 +397,16 @@ mod tests {
         assert!(text.contains("switch_responses_total{channel=\"iso\",code=\"00\"} 1"));
         assert!(text.contains("switch_responses_total{channel=\"http\",code=\"other\"} 1"));
         assert!(text.contains("switch_shard_mailbox_depth 7"));
+        metrics.count_tls_refused(TlsListener::Iso, RefusalReason::Expired);
+        metrics.count_tls_handshake(TlsListener::Http);
+        let text = metrics.render(&[]);
+        assert!(text.contains(
+            "switch_tls_handshakes_refused_total{listener=\"iso\",reason=\"expired\"} 1"
+        ));
+        assert!(text.contains(
+            "switch_tls_handshakes_refused_total{listener=\"http\",reason=\"expired\"} 0"
+        ));
+        assert!(text.contains("switch_tls_handshakes_total{listener=\"http\"} 1"));
         let p = metrics.percentiles();
         let total = p
             .iter()
