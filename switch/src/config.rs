@@ -581,9 +581,19 @@ impl Config {
         overrides: &Overrides,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Syntax {
-            file: file.to_owned(),
-            reason: error.to_string().trim_end().to_owned(),
+        // One line: where, then what (toml's own Display spans several
+        // lines, quoting the file).
+        let raw: RawConfig = toml::from_str(text).map_err(|error| {
+            let at = error.span().map_or(String::new(), |span| {
+                let before = text.get(..span.start).unwrap_or_default();
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            ConfigError::Syntax {
+                file: file.to_owned(),
+                reason: format!("{at}{}", error.message().trim_end().replace('\n', " ")),
+            }
         })?;
         let value_error = |key: &str, reason: String| ConfigError::Value {
             file: file.to_owned(),
@@ -1172,6 +1182,63 @@ mod tests {
                 .to_string()
                 .contains("keys are never written in the file")
         );
+    }
+
+    #[test]
+    fn tls_listeners_and_acquirers_are_checked() {
+        let tls = SHIPPED.replace(
+            "[http]\n",
+            "[iso.tls]\nlisten = \"127.0.0.1:8584\"\ncertificate = \"s.pem\"\nprivate_key = \"s.key\"\nclient_ca = \"ca.pem\"\n\n[http]\n",
+        ) + "\n[acquirers.north]\ncertificate_subject = \"acq-north\"\nmerchants = [\"ACME0000001\"]\nterminals = [\"TERM0001\"]\n";
+        let config = parse(&tls, &no_env).unwrap();
+        let iso_tls = config.iso.tls.unwrap();
+        assert_eq!(iso_tls.listen.port(), 8584);
+        assert_eq!(iso_tls.handshake_timeout_ms, 5_000);
+        assert_eq!(config.acquirers.len(), 1);
+        assert_eq!(config.acquirers[0].name, "north");
+        assert_eq!(
+            config.acquirers[0].merchants.as_deref(),
+            Some(&[pad("ACME0000001").unwrap()][..])
+        );
+        // The plain listener may be left out once TLS takes acquirers.
+        let tls_only = tls.replace("listen = \"127.0.0.1:8583\"\n", "");
+        assert!(parse(&tls_only, &no_env).unwrap().iso.listen.is_none());
+        let neither = SHIPPED.replace("listen = \"127.0.0.1:8583\"\n", "");
+        let error = parse(&neither, &no_env).unwrap_err().to_string();
+        assert!(error.starts_with("switch.toml: iso.listen: "), "{error}");
+
+        for (text, key) in [
+            (
+                SHIPPED.to_owned() + "\n[acquirers.north]\ncertificate_subject = \"acq-north\"\n",
+                "acquirers.north",
+            ),
+            (
+                // TLS on, but no acquirer its certificates could name.
+                tls.split("\n[acquirers.north]").next().unwrap().to_owned(),
+                "iso.tls",
+            ),
+            (
+                tls.clone() + "\n[acquirers.again]\ncertificate_subject = \"ACQ-NORTH\"\n",
+                "acquirers.north.certificate_subject",
+            ),
+            (
+                tls.replace("[\"TERM0001\"]", "[\"TERMINAL_TOO_LONG\"]"),
+                "acquirers.north.terminals",
+            ),
+            (
+                tls.replace("handshake_timeout_ms", "x").replace(
+                    "client_ca = \"ca.pem\"\n",
+                    "client_ca = \"ca.pem\"\nhandshake_timeout_ms = 0\n",
+                ),
+                "iso.tls.handshake_timeout_ms",
+            ),
+        ] {
+            let error = parse(&text, &no_env).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("switch.toml: {key}: ")),
+                "{key}: {error}"
+            );
+        }
     }
 
     #[test]

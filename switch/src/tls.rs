@@ -147,10 +147,14 @@ impl RefusalReason {
                 RefusalReason::Unmapped
             }
             TlsError::InvalidCertificate(_) => RefusalReason::Untrusted,
+            // A hello without signature_algorithms is refused before its
+            // version is looked at; every TLS 1.2 and 1.3 client sends the
+            // extension, so its absence marks a TLS 1.0/1.1 client.
             TlsError::PeerIncompatible(
                 PeerIncompatible::Tls12NotOffered
                 | PeerIncompatible::Tls12NotOfferedOrEnabled
-                | PeerIncompatible::SupportedVersionsExtensionRequired,
+                | PeerIncompatible::SupportedVersionsExtensionRequired
+                | PeerIncompatible::SignatureAlgorithmsExtensionRequired,
             ) => RefusalReason::ProtocolVersion,
             _ => RefusalReason::Other,
         }
