@@ -1185,6 +1185,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_tls_configuration_loads() {
+        let config = parse(include_str!("../../config/switch.tls.toml"), &no_env).unwrap();
+        let iso_tls = config.iso.tls.unwrap();
+        assert_eq!(iso_tls.listen.port(), 8584);
+        assert_eq!(iso_tls.client_ca, PathBuf::from("dev-certs/ca.pem"));
+        assert!(config.http.tls.is_some());
+        assert_eq!(config.acquirers[0].name, "north");
+    }
+
+    #[test]
     fn tls_listeners_and_acquirers_are_checked() {
         let tls = SHIPPED.replace(
             "[http]\n",
