@@ -417,7 +417,11 @@ async fn a_batch_written_twice_is_stored_once() {
         idempotency: Some(keyed("M0001", "order-1")),
         ..approved(NOW_MS + 3, card, "000003")
     };
-    let plain = approved(NOW_MS + 4, unique_token(), "000004");
+    // From an acquirer over mutual TLS: the retry compares that column too.
+    let plain = JournalRecord {
+        acquirer: Some("acq-north".to_owned()),
+        ..approved(NOW_MS + 4, unique_token(), "000004")
+    };
     let batch = vec![
         first.clone(),
         reversal_a.clone(),

@@ -348,6 +348,20 @@ fn acquirers_with_good_certificates_are_answered_over_tls_1_2_and_1_3_and_record
         Some(protocol::domain::DeclineReason::AcquirerNotPermitted)
     );
     assert_eq!(journaled(&data_dir, &plain).acquirer, None);
+
+    // The acquirer shows in the transaction's JSON (it is not card data).
+    let id = journaled(&data_dir, &requests[0]).id;
+    let restarted = TestSwitch::start_in(dir.path(), &data_dir, &pki.config(false));
+    let reply = restarted.http(
+        "GET",
+        &format!("/v1/transactions/{id}"),
+        Some(ADMIN_KEY),
+        &[],
+        "",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["acquirer"], "north", "{}", reply.body);
+    drop(restarted);
     for (path, bytes) in files_under(&data_dir) {
         for pan in [card(1), card(4)] {
             assert!(
