@@ -220,6 +220,9 @@ pub enum DeclineReason {
     MerchantTpsCeiling,
     /// The merchant is not configured on this switch.
     UnknownMerchant,
+    /// The acquirer identified by its TLS client certificate may not act for
+    /// this merchant (DE42) or terminal (DE41).
+    AcquirerNotPermitted,
     /// A shard's mailbox was full: the request was shed, not queued.
     Overloaded,
     /// The journal could not commit the record, so nothing is approved.
@@ -233,7 +236,7 @@ pub enum DeclineReason {
 }
 
 /// Every reason, its DE39 code and its stable name. Tests pin this table.
-const DECLINES: [(DeclineReason, ResponseCode, &str); 16] = [
+const DECLINES: [(DeclineReason, ResponseCode, &str); 17] = [
     (
         DeclineReason::InvalidCardNumber,
         ResponseCode::InvalidCardNumber,
@@ -288,6 +291,11 @@ const DECLINES: [(DeclineReason, ResponseCode, &str); 16] = [
         DeclineReason::UnknownMerchant,
         ResponseCode::NotPermittedToTerminal,
         "unknown_merchant",
+    ),
+    (
+        DeclineReason::AcquirerNotPermitted,
+        ResponseCode::NotPermittedToTerminal,
+        "acquirer_not_permitted",
     ),
     (
         DeclineReason::Overloaded,
@@ -409,6 +417,7 @@ mod tests {
                 ("mcc_not_allowed", "58"),
                 ("merchant_tps_ceiling", "58"),
                 ("unknown_merchant", "58"),
+                ("acquirer_not_permitted", "58"),
                 ("overloaded", "91"),
                 ("journal_unavailable", "96"),
                 ("duplicate_mismatch", "94"),

@@ -182,6 +182,10 @@ pub struct Transaction {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reversed_at: Option<String>,
+    /// The acquirer whose TLS client certificate the request came in under
+    /// (ISO 8583 over mutual TLS); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquirer: Option<String>,
 }
 
 /// An `application/problem+json` body (RFC 9457).

@@ -450,6 +450,7 @@ mod tests {
             auth_code: None,
             reason: None,
             original_id: None,
+            acquirer: None,
             timings: StageTimings::default(),
             sealed_pan: None,
             idempotency: None,

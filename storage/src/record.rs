@@ -19,6 +19,8 @@ pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
 pub const IDEMPOTENCY_MERCHANT_LENGTH_MAX: usize = 64;
 /// The largest stored response body of an idempotent request.
 pub const RESPONSE_JSON_LENGTH_MAX: usize = 16 * 1024;
+/// The longest acquirer name a record carries.
+pub const ACQUIRER_LENGTH_MAX: usize = 64;
 
 /// What a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,6 +151,11 @@ pub struct JournalRecord {
     /// For a reversal that found its original: the original's id. Setting it
     /// is what claims the original's give-back (see [`AppendOutcome`]).
     pub original_id: Option<TransactionId>,
+    /// The configured acquirer whose TLS client certificate the request came
+    /// in under (mutual TLS on the ISO 8583 listener); `None` on a plain
+    /// connection and for JSON requests. A name from the switch's own
+    /// configuration, never anything the client sent.
+    pub acquirer: Option<String>,
     pub timings: StageTimings,
     /// The vault entry for this card, when it is new to this process.
     pub sealed_pan: Option<SealedPan>,
@@ -199,6 +206,13 @@ impl JournalRecord {
                 return refuse("original_id", "a reversal cannot reverse itself");
             }
             _ => {}
+        }
+        if let Some(acquirer) = &self.acquirer
+            && (acquirer.is_empty()
+                || acquirer.len() > ACQUIRER_LENGTH_MAX
+                || !acquirer.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return refuse("acquirer", "must be 1 to 64 printable characters");
         }
         if let Some(sealed) = &self.sealed_pan
             && self.token != Some(sealed.token)

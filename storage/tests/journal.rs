@@ -14,8 +14,8 @@ use protocol::iso::Text;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
 use storage::{
-    AppendOutcome, IdempotencyEntry, JournalConfig, JournalError, OriginalKeys, RecordKind,
-    SealedPan, SqliteStore, StorageError,
+    AppendOutcome, IdempotencyEntry, JournalConfig, JournalError, JournalRecord, OriginalKeys,
+    RecordKind, SealedPan, SqliteStore, StorageError,
 };
 
 fn config() -> JournalConfig {
@@ -528,6 +528,29 @@ async fn migrations_run_once_and_reopening_is_fine() {
     let t = TestStore::open(config()).await;
     let record = approved(NOW_MS, token(1), "000001");
     t.journal.append(record.clone()).await.unwrap();
+    // Migration 2: the acquirer a mutual-TLS request came in under.
+    let from_acquirer = JournalRecord {
+        acquirer: Some("acq-north".to_owned()),
+        ..approved(NOW_MS + 1, token(2), "000002")
+    };
+    t.journal.append(from_acquirer.clone()).await.unwrap();
+    let stored = t
+        .store
+        .transaction(from_acquirer.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.record.acquirer.as_deref(), Some("acq-north"));
+    assert_eq!(
+        t.store
+            .transaction(record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .acquirer,
+        None
+    );
     let dir = t.close().await;
     let path = db_path(dir.path());
     for _ in 0..2 {
@@ -541,8 +564,8 @@ async fn migrations_run_once_and_reopening_is_fine() {
         .fetch_all(&mut conn)
         .await
         .unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].get::<i64, _>(0), 1);
+    let versions: Vec<i64> = rows.iter().map(|row| row.get::<i64, _>(0)).collect();
+    assert_eq!(versions, [1, 2]);
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&mut conn)
         .await
@@ -559,7 +582,7 @@ async fn migrations_run_once_and_reopening_is_fine() {
     match SqliteStore::open(&path, config()).await {
         Err(StorageError::SchemaTooNew {
             found: 99,
-            known: 1,
+            known: 2,
         }) => {}
         other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
     }

@@ -417,7 +417,11 @@ async fn a_batch_written_twice_is_stored_once() {
         idempotency: Some(keyed("M0001", "order-1")),
         ..approved(NOW_MS + 3, card, "000003")
     };
-    let plain = approved(NOW_MS + 4, unique_token(), "000004");
+    // From an acquirer over mutual TLS: the retry compares that column too.
+    let plain = JournalRecord {
+        acquirer: Some("acq-north".to_owned()),
+        ..approved(NOW_MS + 4, unique_token(), "000004")
+    };
     let batch = vec![
         first.clone(),
         reversal_a.clone(),
@@ -821,6 +825,20 @@ async fn migrations_run_once_also_when_nodes_start_together() {
     }
     let record = approved(NOW_MS, token(1), "000001");
     opened[0].0.append(record.clone()).await.unwrap();
+    // Migration 2: the acquirer a mutual-TLS request came in under, through
+    // the UNNEST batch and read back.
+    let from_acquirer = JournalRecord {
+        acquirer: Some("acq-north".to_owned()),
+        ..approved(NOW_MS + 1, token(2), "000002")
+    };
+    opened[0].0.append(from_acquirer.clone()).await.unwrap();
+    let stored = opened[1]
+        .1
+        .transaction(from_acquirer.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.record.acquirer.as_deref(), Some("acq-north"));
     for (journal, store) in &opened {
         assert!(store.transaction(record.id).await.unwrap().is_some());
         journal.close().await;
@@ -838,8 +856,8 @@ async fn migrations_run_once_also_when_nodes_start_together() {
         .fetch_all(&mut conn)
         .await
         .unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].get::<i64, _>(0), 1);
+    let versions: Vec<i64> = rows.iter().map(|row| row.get::<i64, _>(0)).collect();
+    assert_eq!(versions, [1, 2]);
 
     // A database migrated by a newer build is refused rather than written.
     conn.execute(sqlx::raw_sql(
@@ -851,7 +869,7 @@ async fn migrations_run_once_also_when_nodes_start_together() {
     match PostgresStore::open(&db.url, config(1)).await {
         Err(StorageError::SchemaTooNew {
             found: 99,
-            known: 1,
+            known: 2,
         }) => {}
         other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use protocol::Amount;
 use protocol::domain::pad;
-use protocol::iso::{MerchantId, Text};
+use protocol::iso::{MerchantId, TerminalId, Text};
 use serde::Deserialize;
 
 pub use crate::fleet::OnRedisDown;
@@ -130,6 +130,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     fleet: Option<RawFleet>,
+    #[serde(default)]
+    acquirers: BTreeMap<String, RawAcquirer>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,7 +176,8 @@ impl std::fmt::Debug for FleetSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIso {
-    listen: String,
+    /// The plain TCP listener; may be left out when `[iso.tls]` is set.
+    listen: Option<String>,
     #[serde(default = "default_spec")]
     spec: String,
     #[serde(default = "default_connections_max")]
@@ -185,6 +188,37 @@ struct RawIso {
     idle_timeout_ms: u64,
     /// Overrides the dialect's largest frame.
     frame_length_max: Option<usize>,
+    tls: Option<RawIsoTls>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIsoTls {
+    listen: String,
+    certificate: PathBuf,
+    private_key: PathBuf,
+    client_ca: PathBuf,
+    #[serde(default = "default_handshake_timeout_ms")]
+    handshake_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpTls {
+    certificate: PathBuf,
+    private_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcquirer {
+    certificate_subject: String,
+    merchants: Option<Vec<String>>,
+    terminals: Option<Vec<String>>,
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +231,7 @@ struct RawHttp {
     header_read_timeout_ms: u64,
     #[serde(default = "default_request_timeout_ms")]
     request_timeout_ms: u64,
+    tls: Option<RawHttpTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -487,10 +522,13 @@ fn default_mailbox_capacity() -> usize {
     4_096
 }
 
-/// The ISO 8583 listener.
+/// The ISO 8583 listeners: plain TCP, TLS with client certificates, or both.
 #[derive(Debug, Clone)]
 pub struct IsoConfig {
-    pub listen: SocketAddr,
+    /// The plain TCP listener; `None` when only `[iso.tls]` takes acquirers.
+    pub listen: Option<SocketAddr>,
+    /// The mutual-TLS listener.
+    pub tls: Option<IsoTlsConfig>,
     /// A built-in dialect name or a spec file.
     pub spec: String,
     pub connections_max: usize,
@@ -502,10 +540,51 @@ pub struct IsoConfig {
     pub frame_length_max: Option<usize>,
 }
 
+/// ISO 8583 over TLS 1.2/1.3 on its own listener; every client presents a
+/// certificate issued under `client_ca` that names a configured acquirer.
+/// Paths are as written in the file (relative ones from the working
+/// directory, like `data_dir`).
+#[derive(Debug, Clone)]
+pub struct IsoTlsConfig {
+    pub listen: SocketAddr,
+    /// The server's certificate chain, PEM, leaf first.
+    pub certificate: PathBuf,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+    /// The CA certificates acquirers' client certificates are issued under, PEM.
+    pub client_ca: PathBuf,
+    /// The longest a handshake may take before the connection is closed.
+    pub handshake_timeout_ms: u64,
+}
+
+/// HTTPS for the JSON API and the ops routes: `http.listen` speaks TLS.
+/// Client certificates are not asked for; API keys authenticate.
+#[derive(Debug, Clone)]
+pub struct HttpTlsConfig {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+/// An acquirer identified by its TLS client certificate on `[iso.tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcquirerConfig {
+    /// The table's name, `[acquirers.NAME]`: what the journal records.
+    pub name: String,
+    /// Matched, ignoring ASCII case, against the certificate's subject
+    /// common name and its DNS subject alternative names.
+    pub certificate_subject: String,
+    /// The merchants (DE42) it may send for; `None`: any.
+    pub merchants: Option<Vec<MerchantId>>,
+    /// The terminals (DE41) it may send for; `None`: any.
+    pub terminals: Option<Vec<TerminalId>>,
+}
+
 /// The JSON/HTTP listener.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// `Some`: the listener speaks HTTPS only.
+    pub tls: Option<HttpTlsConfig>,
     pub body_bytes_max: usize,
     pub header_read_timeout_ms: u64,
     pub request_timeout_ms: u64,
@@ -658,6 +737,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// `None`: a single node, no Redis.
     pub fleet: Option<FleetSettings>,
+    /// Acquirers identified by client certificate on `[iso.tls]`.
+    pub acquirers: Vec<AcquirerConfig>,
 }
 
 /// Values given on the command line or in the environment, over the file's.
@@ -697,9 +778,19 @@ impl Config {
         overrides: &Overrides,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Syntax {
-            file: file.to_owned(),
-            reason: error.to_string().trim_end().to_owned(),
+        // One line: where, then what (toml's own Display spans several
+        // lines, quoting the file).
+        let raw: RawConfig = toml::from_str(text).map_err(|error| {
+            let at = error.span().map_or(String::new(), |span| {
+                let before = text.get(..span.start).unwrap_or_default();
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            ConfigError::Syntax {
+                file: file.to_owned(),
+                reason: format!("{at}{}", error.message().trim_end().replace('\n', " ")),
+            }
         })?;
         let value_error = |key: &str, reason: String| ConfigError::Value {
             file: file.to_owned(),
@@ -722,11 +813,36 @@ impl Config {
             }
         };
 
+        let iso_tls = raw
+            .iso
+            .tls
+            .as_ref()
+            .map(|tls| -> Result<IsoTlsConfig, ConfigError> {
+                Ok(IsoTlsConfig {
+                    listen: address("iso.tls.listen", &tls.listen)?,
+                    certificate: tls.certificate.clone(),
+                    private_key: tls.private_key.clone(),
+                    client_ca: tls.client_ca.clone(),
+                    handshake_timeout_ms: positive(
+                        "iso.tls.handshake_timeout_ms",
+                        tls.handshake_timeout_ms as usize,
+                    )? as u64,
+                })
+            })
+            .transpose()?;
+        let iso_listen = match (overrides.iso_listen.as_deref(), raw.iso.listen.as_deref()) {
+            (Some(text), _) | (None, Some(text)) => Some(address("iso.listen", text)?),
+            (None, None) if iso_tls.is_some() => None,
+            (None, None) => {
+                return Err(value_error(
+                    "iso.listen",
+                    "is needed unless [iso.tls] takes acquirers over TLS".to_owned(),
+                ));
+            }
+        };
         let iso = IsoConfig {
-            listen: address(
-                "iso.listen",
-                overrides.iso_listen.as_deref().unwrap_or(&raw.iso.listen),
-            )?,
+            listen: iso_listen,
+            tls: iso_tls,
             spec: raw.iso.spec.clone(),
             connections_max: positive("iso.connections_max", raw.iso.connections_max)?,
             in_flight_max: positive("iso.in_flight_max", raw.iso.in_flight_max)?,
@@ -743,6 +859,10 @@ impl Config {
                 "http.listen",
                 overrides.http_listen.as_deref().unwrap_or(&raw.http.listen),
             )?,
+            tls: raw.http.tls.as_ref().map(|tls| HttpTlsConfig {
+                certificate: tls.certificate.clone(),
+                private_key: tls.private_key.clone(),
+            }),
             body_bytes_max: positive("http.body_bytes_max", raw.http.body_bytes_max)?,
             header_read_timeout_ms: positive(
                 "http.header_read_timeout_ms",
@@ -1124,6 +1244,91 @@ impl Config {
             batch_entries_max: positive("audit.batch_entries_max", raw.audit.batch_entries_max)?,
             success_interval_ms: raw.audit.success_interval_ms,
         };
+        let mut acquirers: Vec<AcquirerConfig> = Vec::new();
+        for (name, acquirer) in &raw.acquirers {
+            let key = format!("acquirers.{name}");
+            if iso.tls.is_none() {
+                return Err(value_error(
+                    &key,
+                    "acquirers are identified by client certificates on [iso.tls], which is not set"
+                        .to_owned(),
+                ));
+            }
+            if name.is_empty()
+                || name.len() > storage::record::ACQUIRER_LENGTH_MAX
+                || !name.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(value_error(
+                    &key,
+                    "an acquirer name is 1 to 64 printable characters without spaces".to_owned(),
+                ));
+            }
+            let subject = acquirer.certificate_subject.trim();
+            if subject.is_empty() {
+                return Err(value_error(
+                    &format!("{key}.certificate_subject"),
+                    "must name the certificate's subject common name or a DNS name".to_owned(),
+                ));
+            }
+            if let Some(other) = acquirers
+                .iter()
+                .find(|other| other.certificate_subject.eq_ignore_ascii_case(subject))
+            {
+                return Err(value_error(
+                    &format!("{key}.certificate_subject"),
+                    format!("`{subject}` is already acquirer {}'s", other.name),
+                ));
+            }
+            let merchants = acquirer
+                .merchants
+                .as_ref()
+                .map(|ids| {
+                    ids.iter()
+                        .map(|id| {
+                            pad::<15>(id).filter(|_| !id.is_empty()).ok_or_else(|| {
+                                value_error(
+                                    &format!("{key}.merchants"),
+                                    format!(
+                                        "`{id}` is not a merchant id (1 to 15 printable characters)"
+                                    ),
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?;
+            let terminals = acquirer
+                .terminals
+                .as_ref()
+                .map(|ids| {
+                    ids.iter()
+                        .map(|id| {
+                            pad::<8>(id).filter(|_| !id.is_empty()).ok_or_else(|| {
+                                value_error(
+                                    &format!("{key}.terminals"),
+                                    format!(
+                                        "`{id}` is not a terminal id (1 to 8 printable characters)"
+                                    ),
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?;
+            acquirers.push(AcquirerConfig {
+                name: name.clone(),
+                certificate_subject: subject.to_owned(),
+                merchants,
+                terminals,
+            });
+        }
+        if iso.tls.is_some() && acquirers.is_empty() {
+            return Err(value_error(
+                "iso.tls",
+                "no [acquirers.NAME] is configured, so every client certificate would be refused"
+                    .to_owned(),
+            ));
+        }
 
         Ok(Config {
             mode: raw.mode,
@@ -1154,6 +1359,7 @@ impl Config {
             security,
             audit,
             fleet,
+            acquirers,
         })
     }
 }
@@ -1176,7 +1382,12 @@ mod tests {
     fn the_shipped_configuration_loads() {
         let config = parse(SHIPPED, &no_env).unwrap();
         assert_eq!(config.mode, Mode::Dev);
-        assert_eq!(config.iso.listen.to_string(), "127.0.0.1:8583");
+        assert_eq!(
+            config.iso.listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:8583")
+        );
+        assert!(config.iso.tls.is_none(), "TLS is off by default");
+        assert!(config.http.tls.is_none());
         assert_eq!(config.merchants.len(), 2);
         assert_eq!(config.card_limits[0].count_max, Some(5));
         assert!(config.admin_key_sha256.is_some());
@@ -1299,7 +1510,7 @@ mod tests {
             redis_url: None,
         };
         let config = Config::parse(SHIPPED, Path::new("switch.toml"), &overrides, &no_env).unwrap();
-        assert_eq!(config.iso.listen.port(), 0);
+        assert_eq!(config.iso.listen.map(|a| a.port()), Some(0));
         assert_eq!(config.http.listen.port(), 9);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/node-2"));
     }
@@ -1458,6 +1669,73 @@ mod tests {
             error.contains("fleet.redis_url: a password written"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_shipped_tls_configuration_loads() {
+        let config = parse(include_str!("../../config/switch.tls.toml"), &no_env).unwrap();
+        let iso_tls = config.iso.tls.unwrap();
+        assert_eq!(iso_tls.listen.port(), 8584);
+        assert_eq!(iso_tls.client_ca, PathBuf::from("dev-certs/ca.pem"));
+        assert!(config.http.tls.is_some());
+        assert_eq!(config.acquirers[0].name, "north");
+    }
+
+    #[test]
+    fn tls_listeners_and_acquirers_are_checked() {
+        let tls = SHIPPED.replace(
+            "[http]\n",
+            "[iso.tls]\nlisten = \"127.0.0.1:8584\"\ncertificate = \"s.pem\"\nprivate_key = \"s.key\"\nclient_ca = \"ca.pem\"\n\n[http]\n",
+        ) + "\n[acquirers.north]\ncertificate_subject = \"acq-north\"\nmerchants = [\"ACME0000001\"]\nterminals = [\"TERM0001\"]\n";
+        let config = parse(&tls, &no_env).unwrap();
+        let iso_tls = config.iso.tls.unwrap();
+        assert_eq!(iso_tls.listen.port(), 8584);
+        assert_eq!(iso_tls.handshake_timeout_ms, 5_000);
+        assert_eq!(config.acquirers.len(), 1);
+        assert_eq!(config.acquirers[0].name, "north");
+        assert_eq!(
+            config.acquirers[0].merchants.as_deref(),
+            Some(&[pad("ACME0000001").unwrap()][..])
+        );
+        // The plain listener may be left out once TLS takes acquirers.
+        let tls_only = tls.replace("listen = \"127.0.0.1:8583\"\n", "");
+        assert!(parse(&tls_only, &no_env).unwrap().iso.listen.is_none());
+        let neither = SHIPPED.replace("listen = \"127.0.0.1:8583\"\n", "");
+        let error = parse(&neither, &no_env).unwrap_err().to_string();
+        assert!(error.starts_with("switch.toml: iso.listen: "), "{error}");
+
+        for (text, key) in [
+            (
+                SHIPPED.to_owned() + "\n[acquirers.north]\ncertificate_subject = \"acq-north\"\n",
+                "acquirers.north",
+            ),
+            (
+                // TLS on, but no acquirer its certificates could name.
+                tls.split("\n[acquirers.north]").next().unwrap().to_owned(),
+                "iso.tls",
+            ),
+            (
+                tls.clone() + "\n[acquirers.again]\ncertificate_subject = \"ACQ-NORTH\"\n",
+                "acquirers.north.certificate_subject",
+            ),
+            (
+                tls.replace("[\"TERM0001\"]", "[\"TERMINAL_TOO_LONG\"]"),
+                "acquirers.north.terminals",
+            ),
+            (
+                tls.replace("handshake_timeout_ms", "x").replace(
+                    "client_ca = \"ca.pem\"\n",
+                    "client_ca = \"ca.pem\"\nhandshake_timeout_ms = 0\n",
+                ),
+                "iso.tls.handshake_timeout_ms",
+            ),
+        ] {
+            let error = parse(&text, &no_env).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("switch.toml: {key}: ")),
+                "{key}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use crate::fleet::{Claim, Fleet, OnRedisDown};
 use crate::limits::RateLimits;
 use crate::metrics::{Metrics, Stage};
+use crate::tls::Acquirer;
 
 /// What the switch answered to a card request.
 #[derive(Debug, Clone)]
@@ -420,8 +421,13 @@ impl Engine {
     }
 
     /// Answers one decoded ISO 8583 request; `None` if it deserves no answer
-    /// (it is itself a response).
-    pub async fn handle_iso(&self, message: &Message) -> Option<Message> {
+    /// (it is itself a response). `acquirer`: the acquirer a mutual-TLS
+    /// connection's client certificate named; `None` on plain TCP.
+    pub async fn handle_iso(
+        &self,
+        message: &Message,
+        acquirer: Option<&Acquirer>,
+    ) -> Option<Message> {
         match Request::parse(message) {
             Ok(Request::Network(request)) => {
                 let code = match request.code {
@@ -444,7 +450,7 @@ impl Engine {
                     self.metrics.count_rate_limited(Channel::Iso);
                     return iso::response(message, ResponseCode::IssuerUnavailable, None);
                 }
-                let outcome = self.authorize_iso(&request).await;
+                let outcome = self.authorize_iso(&request, acquirer).await;
                 iso::response(
                     message,
                     outcome.response_code(),
@@ -452,7 +458,7 @@ impl Engine {
                 )
             }
             Ok(Request::Reversal(request)) => {
-                let outcome = self.reverse_iso(&request).await;
+                let outcome = self.reverse_iso(&request, acquirer).await;
                 iso::response(message, outcome.code, None)
             }
             Err(protocol::DecodeError::UnsupportedMti { .. }) => {
@@ -468,7 +474,11 @@ impl Engine {
         }
     }
 
-    async fn authorize_iso(&self, request: &CardRequest) -> CardOutcome {
+    async fn authorize_iso(
+        &self,
+        request: &CardRequest,
+        acquirer: Option<&Acquirer>,
+    ) -> CardOutcome {
         let authorization = Authorization {
             channel: Channel::Iso,
             kind: match request.kind {
@@ -494,18 +504,27 @@ impl Engine {
         } else {
             Mti::AUTHORIZATION_REQUEST
         };
-        self.authorize(authorization, mti, Some(request.processing_code), None)
-            .await
+        self.authorize(
+            authorization,
+            mti,
+            Some(request.processing_code),
+            None,
+            acquirer,
+        )
+        .await
     }
 
     /// Decides a card request and journals it; the outcome is returned only
-    /// after its record is committed.
+    /// after its record is committed. A request from a mutual-TLS
+    /// `acquirer` is recorded under its name, and declined without asking
+    /// the actors when its merchant or terminal is not the acquirer's.
     pub async fn authorize(
         &self,
         authorization: Authorization,
         mti: Mti,
         processing_code: Option<iso::Text<6>>,
         idempotency: Option<IdempotencyRequest>,
+        acquirer: Option<&Acquirer>,
     ) -> CardOutcome {
         let duplicate_key = authorization.keys.map(|keys| DuplicateKey {
             terminal_id: authorization.terminal_id,
@@ -660,7 +679,16 @@ impl Engine {
 
         let decide_started = Instant::now();
         let now_ms = self.clock.now_ms();
+        let permitted = acquirer.is_none_or(|acquirer| {
+            acquirer.permits(&authorization.merchant_id, &authorization.terminal_id)
+        });
         let local = match actors::check_rules(&authorization, &self.rules, now_ms) {
+            // Before the rules' answer is used and before the actors: a
+            // merchant or terminal that is not this acquirer's takes no
+            // card's or merchant's velocity.
+            _ if !permitted => Decision::Declined {
+                reason: DeclineReason::AcquirerNotPermitted,
+            },
             Err(reason) => Decision::Declined { reason },
             // The same instant the record is journaled with: a give-back later
             // finds the bucket this approval was counted in.
@@ -754,6 +782,7 @@ impl Engine {
                 Decision::Approved { .. } => None,
             },
             original_id: None,
+            acquirer: acquirer.map(|acquirer| acquirer.name.clone()),
             timings: StageTimings {
                 decode_us: 0,
                 decide_us: decide_us as u32,
@@ -989,7 +1018,25 @@ impl Engine {
         }
     }
 
-    async fn reverse_iso(&self, request: &ReversalRequest) -> ReversalOutcome {
+    async fn reverse_iso(
+        &self,
+        request: &ReversalRequest,
+        acquirer: Option<&Acquirer>,
+    ) -> ReversalOutcome {
+        // An acquirer reverses only its own merchants' and terminals'
+        // requests: anything else is answered 58 and neither journaled nor
+        // given back, as it reverses nothing.
+        if let Some(acquirer) = acquirer
+            && !acquirer.permits(&request.merchant_id, &request.terminal_id)
+        {
+            tracing::info!(acquirer = %acquirer.name, "reversal for a merchant or terminal not the acquirer's answered 58");
+            return ReversalOutcome {
+                id: random_id(self.clock.now_ms()),
+                code: DeclineReason::AcquirerNotPermitted.response_code(),
+                original: None,
+                first: false,
+            };
+        }
         let (stan, transmitted_at) = match &request.original {
             Some(OriginalData {
                 stan,
@@ -1049,6 +1096,7 @@ impl Engine {
                 transmitted_at: request.transmitted_at,
                 repeat: request.repeat,
             }),
+            acquirer.map(|acquirer| acquirer.name.clone()),
         )
         .await
     }
@@ -1068,6 +1116,7 @@ impl Engine {
         merchant_id: iso::MerchantId,
         terminal_id: TerminalId,
         keys: Option<AcquirerKeys>,
+        acquirer: Option<String>,
     ) -> ReversalOutcome {
         let now_ms = self.clock.now_ms();
         let id = random_id(now_ms);
@@ -1093,6 +1142,7 @@ impl Engine {
             // An unknown original is acknowledged and journaled as such.
             reason: None,
             original_id: original.as_ref().map(|o| o.id),
+            acquirer,
             timings: StageTimings::default(),
             sealed_pan: None,
             idempotency: None,

@@ -59,8 +59,10 @@ use crate::audit::{Audit, AuditEvent, events};
 use crate::config::{Config, HttpConfig};
 use crate::engine::{CardOutcome, Engine, IdempotencyRequest};
 use crate::limits::{Failure, Lockout, RetryAfter, Standing};
-use crate::metrics::{Refusal, Stage};
+use crate::metrics::{Metrics, Refusal, Stage};
+use crate::tls::{self, TlsListener};
 use crate::vault_admin::{self, VaultControl};
+use tokio_rustls::TlsAcceptor;
 
 /// A role, as a payments platform grants them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -500,11 +502,18 @@ pub fn router(state: Arc<HttpState>, config: &HttpConfig) -> Router {
 }
 
 /// Serves HTTP/1.1 until `shutdown`, with a header read timeout, so a client
-/// that opens a connection and sends nothing is cut off.
+/// that opens a connection and sends nothing is cut off. With `tls`, every
+/// connection is HTTPS: its handshake runs in the connection's own task and
+/// must finish within the same header read timeout.
+// The listener's parts, each used once by the accept loop.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: HttpConfig,
+    tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
+    audit: Audit,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -525,19 +534,43 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         let header_read_timeout = Duration::from_millis(config.header_read_timeout_ms);
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
+        let tls = tls.clone();
+        let metrics = Arc::clone(&metrics);
+        let audit = audit.clone();
         tracker.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
-            let connection =
-                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = &mut connection => {}
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(request_timeout, connection).await;
+            let Some(acceptor) = tls else {
+                serve_connection(stream, service, header_read_timeout, request_timeout, shutdown)
+                    .await;
+                return;
+            };
+            let handshake = tokio::select! {
+                () = shutdown.cancelled() => return,
+                handshake = tls::handshake(&acceptor, stream, header_read_timeout) => handshake,
+            };
+            match handshake {
+                Ok(stream) => {
+                    metrics.count_tls_handshake(TlsListener::Http);
+                    serve_connection(
+                        stream,
+                        service,
+                        header_read_timeout,
+                        request_timeout,
+                        shutdown,
+                    )
+                    .await;
+                }
+                Err((reason, detail)) => {
+                    metrics.count_tls_refused(TlsListener::Http, reason);
+                    // Successes are not audited here: the API key that
+                    // follows is.
+                    audit.record(AuditEvent {
+                        actor: "unknown".to_owned(),
+                        event: events::TLS_HANDSHAKE.to_owned(),
+                        outcome: reason.as_str().to_owned(),
+                        origin: peer.to_string(),
+                        resource: "https".to_owned(),
+                    });
+                    tracing::info!(%peer, reason = reason.as_str(), error = %detail, "HTTPS handshake refused");
                 }
             }
         });
@@ -562,6 +595,32 @@ fn with_peer(
             request
         },
     ))
+}
+
+/// One HTTP/1.1 connection, plain or TLS, until it ends or `shutdown`.
+async fn serve_connection<S, Svc>(
+    stream: S,
+    service: Svc,
+    header_read_timeout: Duration,
+    request_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = axum::body::Body>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = &mut connection => {}
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(request_timeout, connection).await;
+        }
+    }
 }
 
 pub(crate) fn problem(
@@ -909,7 +968,13 @@ async fn create_authorization(
         render: render_authorization,
     });
     let outcome = engine
-        .authorize(authorization, Mti::AUTHORIZATION_REQUEST, None, idempotency)
+        .authorize(
+            authorization,
+            Mti::AUTHORIZATION_REQUEST,
+            None,
+            idempotency,
+            None,
+        )
         .await;
     drop(in_flight_guard);
     engine
@@ -973,6 +1038,7 @@ fn transaction_json(stored: &storage::StoredTransaction) -> json::Transaction {
         terminal_id: record.terminal_id.as_str().trim_end().to_owned(),
         created_at: rfc3339(record.created_at_ms),
         reversed_at: None,
+        acquirer: record.acquirer.clone(),
     }
 }
 
@@ -1091,6 +1157,7 @@ async fn reverse_authorization(
             original.currency,
             original.merchant_id,
             original.terminal_id,
+            None,
             None,
         )
         .await;

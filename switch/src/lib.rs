@@ -9,6 +9,8 @@
 //!   overrides.
 //! - [`iso_server`]: ISO 8583 over TCP: framing, several requests in flight per
 //!   connection, answers written as they complete.
+//! - [`tls`]: TLS 1.2/1.3 (ring) for both listeners; mutual TLS on ISO 8583,
+//!   where the client certificate names the acquirer.
 //! - [`http`]: the JSON API, API keys and roles, idempotency keys, and the
 //!   ops routes.
 //! - [`limits`]: per-merchant rate limits (both ingresses) and the lockout
@@ -35,5 +37,6 @@ pub mod iso_server;
 pub mod limits;
 pub mod metrics;
 pub mod serve;
+pub mod tls;
 pub mod vault_admin;
 pub mod vault_cli;

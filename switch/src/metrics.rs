@@ -14,6 +14,8 @@ use hdrhistogram::Histogram;
 use protocol::ResponseCode;
 use protocol::domain::Channel;
 
+use crate::tls::{RefusalReason, TlsListener};
+
 /// A stage of a request's path through the switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -135,6 +137,10 @@ pub struct Metrics {
     /// Failed authentications from an origin the full lockout table could
     /// not track.
     lockout_untracked: AtomicU64,
+    /// `[listener]`: TLS handshakes completed (on ISO, with an acquirer identified).
+    tls_handshakes: [AtomicU64; 2],
+    /// `[listener][reason]`: TLS handshakes refused.
+    tls_refused: [[AtomicU64; RefusalReason::ALL.len()]; 2],
 }
 
 fn histogram() -> Mutex<Histogram<u64>> {
@@ -162,6 +168,8 @@ impl Default for Metrics {
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             rate_limited: std::array::from_fn(|_| AtomicU64::new(0)),
             lockout_untracked: AtomicU64::new(0),
+            tls_handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
+            tls_refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
 }
@@ -214,9 +222,27 @@ impl Metrics {
         }
     }
 
+    /// Counts a TLS handshake completed on `listener`.
+    pub fn count_tls_handshake(&self, listener: TlsListener) {
+        if let Some(counter) = self.tls_handshakes.get(listener.index()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a card request refused at its merchant's rate limit.
     pub fn count_rate_limited(&self, channel: Channel) {
         if let Some(counter) = self.rate_limited.get(channel_index(channel)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a TLS handshake refused on `listener` for `reason`.
+    pub fn count_tls_refused(&self, listener: TlsListener, reason: RefusalReason) {
+        if let Some(counter) = self
+            .tls_refused
+            .get(listener.index())
+            .and_then(|row| row.get(reason.index()))
+        {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -403,6 +429,41 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP switch_tls_handshakes_total TLS handshakes completed, by listener.\n# TYPE switch_tls_handshakes_total counter"
+        );
+        for listener in TlsListener::ALL {
+            if let Some(counter) = self.tls_handshakes.get(listener.index()) {
+                let _ = writeln!(
+                    out,
+                    "switch_tls_handshakes_total{{listener=\"{}\"}} {}",
+                    listener.as_str(),
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switch_tls_handshakes_refused_total TLS handshakes refused, by listener and reason.\n# TYPE switch_tls_handshakes_refused_total counter"
+        );
+        for listener in TlsListener::ALL {
+            for reason in RefusalReason::ALL {
+                if let Some(counter) = self
+                    .tls_refused
+                    .get(listener.index())
+                    .and_then(|row| row.get(reason.index()))
+                {
+                    let _ = writeln!(
+                        out,
+                        "switch_tls_handshakes_refused_total{{listener=\"{}\",reason=\"{}\"}} {}",
+                        listener.as_str(),
+                        reason.as_str(),
+                        counter.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
             "# HELP switch_connections_open ISO 8583 connections open.\n# TYPE switch_connections_open gauge\nswitch_connections_open {}",
             self.connections_open.load(Ordering::Relaxed)
         );
@@ -465,6 +526,16 @@ mod tests {
         assert!(text.contains("switch_http_refusals_total{reason=\"locked_out\"} 1"));
         assert!(text.contains("switch_http_refusals_total{reason=\"no_key\"} 0"));
         assert!(text.contains("switch_rate_limited_total{channel=\"iso\"} 1"));
+        metrics.count_tls_refused(TlsListener::Iso, RefusalReason::Expired);
+        metrics.count_tls_handshake(TlsListener::Http);
+        let text = metrics.render(&[]);
+        assert!(text.contains(
+            "switch_tls_handshakes_refused_total{listener=\"iso\",reason=\"expired\"} 1"
+        ));
+        assert!(text.contains(
+            "switch_tls_handshakes_refused_total{listener=\"http\",reason=\"expired\"} 0"
+        ));
+        assert!(text.contains("switch_tls_handshakes_total{listener=\"http\"} 1"));
         let p = metrics.percentiles();
         let total = p
             .iter()

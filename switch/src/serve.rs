@@ -28,8 +28,10 @@ use crate::http::{self, HttpState};
 use crate::iso_server;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::tls;
 use crate::vault_admin::VaultControl;
 use clap::Args;
+use tokio::sync::Semaphore;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -71,13 +73,36 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config, &overrides)?;
     let spec = Spec::resolve(&config.iso.spec)
         .with_context(|| format!("{}: iso.spec", args.config.display()))?;
+    // Certificates and keys are read before anything starts, so a bad file
+    // is a one-line error naming the configuration key, not a listener
+    // that fails its first handshake.
+    let tls = Tls {
+        iso: config
+            .iso
+            .tls
+            .as_ref()
+            .map(|tls| tls::iso_tls(&args.config, tls, &config.acquirers))
+            .transpose()?,
+        http: config
+            .http
+            .tls
+            .as_ref()
+            .map(|tls| tls::http_tls(&args.config, tls))
+            .transpose()?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("the runtime cannot start")?;
     // The file and overrides again, for vault reloads (SIGHUP, admin route).
     let reload_from = (args.config, overrides);
-    runtime.block_on(serve(config, spec, reload_from))
+    runtime.block_on(serve(config, spec, tls, reload_from))
+}
+
+/// The TLS configurations built from the files the configuration names.
+struct Tls {
+    iso: Option<tls::IsoTls>,
+    http: Option<tokio_rustls::TlsAcceptor>,
 }
 
 fn init_logs() {
@@ -94,6 +119,7 @@ fn init_logs() {
 async fn serve(
     config: Config,
     spec: Spec,
+    tls: Tls,
     (config_file, overrides): (PathBuf, Overrides),
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -214,13 +240,34 @@ async fn serve(
         limits: Arc::new(RateLimits::new(&config.merchants)),
     }));
 
-    let iso_listener = TcpListener::bind(config.iso.listen)
-        .await
-        .with_context(|| format!("iso.listen {} cannot be bound", config.iso.listen))?;
+    let iso_listener = match config.iso.listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("iso.listen {address} cannot be bound"))?,
+        ),
+        None => None,
+    };
+    let iso_tls_listener = match (&config.iso.tls, tls.iso) {
+        (Some(settings), Some(iso_tls)) => Some((
+            TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("iso.tls.listen {} cannot be bound", settings.listen))?,
+            iso_tls,
+        )),
+        _ => None,
+    };
     let http_listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen {} cannot be bound", config.http.listen))?;
-    let iso_address = iso_listener.local_addr()?;
+    let iso_address = iso_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+    let iso_tls_address = iso_tls_listener
+        .as_ref()
+        .map(|(listener, _)| listener.local_addr())
+        .transpose()?;
     let http_address = http_listener.local_addr()?;
 
     let shutdown = CancellationToken::new();
@@ -249,6 +296,9 @@ async fn serve(
         http_listener,
         http::router(http_state, &config.http),
         config.http.clone(),
+        tls.http,
+        Arc::clone(&metrics),
+        audit.clone(),
         shutdown.clone(),
         tracker.clone(),
     ));
@@ -279,17 +329,39 @@ async fn serve(
         let shutdown = shutdown.clone();
         tracker.spawn(async move { engine.watch_database(shutdown).await });
     }
-    tracker.spawn(iso_server::serve(
-        iso_listener,
-        Arc::clone(&engine),
-        Arc::new(spec),
-        config.iso.clone(),
-        shutdown.clone(),
-        tracker.clone(),
-    ));
+    // One connection limit for both ISO listeners.
+    let ingress = iso_server::IsoIngress {
+        engine: Arc::clone(&engine),
+        spec: Arc::new(spec),
+        config: config.iso.clone(),
+        connections: Arc::new(Semaphore::new(config.iso.connections_max)),
+        audit: audit.clone(),
+    };
+    if let Some(listener) = iso_listener {
+        tracker.spawn(iso_server::serve(
+            listener,
+            ingress.clone(),
+            None,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let Some((listener, iso_tls)) = iso_tls_listener {
+        tracker.spawn(iso_server::serve(
+            listener,
+            ingress,
+            Some(iso_tls),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    let off = || "off".to_owned();
     tracing::info!(
-        iso = %iso_address,
+        iso = %iso_address.map_or_else(off, |a| a.to_string()),
+        iso_tls = %iso_tls_address.map_or_else(off, |a| a.to_string()),
+        acquirers = config.acquirers.len(),
         http = %http_address,
+        https = config.http.tls.is_some(),
         backend = ?config.storage.backend,
         fleet = ?config.fleet.as_ref().map(|f| f.on_redis_down),
         data_dir = %config.data_dir.display(),
@@ -299,7 +371,11 @@ async fn serve(
     audit.record_or_wait(AuditEvent::system(
         events::SWITCH_START,
         "ok",
-        format!("iso={iso_address},http={http_address}"),
+        format!(
+            "iso={},iso_tls={},http={http_address}",
+            iso_address.map_or_else(off, |a| a.to_string()),
+            iso_tls_address.map_or_else(off, |a| a.to_string()),
+        ),
     ));
 
     wait_for_signal().await;

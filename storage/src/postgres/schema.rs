@@ -29,10 +29,11 @@ pub(crate) struct Migration {
 const MIGRATION_LOCK_KEY: i64 = 0x7377_6a6f_7572_6e31;
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "journal, reversals, vault, idempotency",
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "journal, reversals, vault, idempotency",
+        sql: r#"
 -- The journal. Ids start with their creation time, so inserts land at the
 -- right edge of the primary key's b-tree.
 CREATE TABLE transactions (
@@ -111,7 +112,20 @@ CREATE TABLE idempotency (
     PRIMARY KEY (merchant_id, idempotency_key)
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "acquirer identified by its TLS client certificate",
+        sql: r#"
+-- The configured acquirer a request came in under on a mutual-TLS listener;
+-- NULL for plain connections and JSON requests. A name from the switch's
+-- configuration, never card data. Nullable without a default: adding it
+-- rewrites no rows, so it is instant on a large journal.
+ALTER TABLE transactions ADD COLUMN acquirer text
+    CHECK (length(acquirer) BETWEEN 1 AND 64);
+"#,
+    },
+];
 
 /// The newest version this build knows.
 pub(crate) fn version_known() -> i64 {

@@ -48,7 +48,7 @@ const INSERT_BATCH: &str = concat!(
             $1::bytea[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
             $7::int8[], $8::int8[], $9::text[], $10::text[], $11::text[], $12::text[], \
             $13::text[], $14::bytea[], $15::text[], $16::text[], $17::text[], $18::text[], \
-            $19::text[], $20::bytea[], $21::int8[], $22::int8[], $23::int8[]) \
+            $19::text[], $20::bytea[], $21::int8[], $22::int8[], $23::int8[], $39::text[]) \
         ON CONFLICT (id) DO NOTHING RETURNING 1\
     ), written_reversals AS (\
         INSERT INTO reversals (original_id, reversal_id, created_at_ms) \
@@ -637,6 +637,9 @@ impl<'b> BatchRows<'b> {
                     .map(|(_, r)| to_i64(r.created_at_ms))
                     .collect::<Vec<_>>(),
             )
+            // The acquirer column came with migration 2, so it is bound last
+            // ($39) and the older parameters keep their numbers.
+            .bind(optional_text(|r| r.acquirer.as_deref()))
     }
 }
 
@@ -648,9 +651,11 @@ mod tests {
 
     #[test]
     fn the_batch_statement_binds_every_column() {
-        // 23 transaction columns, 3 reversal, 5 vault, 7 idempotency.
+        // 24 transaction columns (the 24th, acquirer, is $39), 3 reversal,
+        // 5 vault, 7 idempotency.
         assert!(INSERT_BATCH.contains("$38::int8[]"));
-        assert!(!INSERT_BATCH.contains("$39"));
-        assert_eq!(transaction_columns!().split(',').count(), 23);
+        assert!(INSERT_BATCH.contains("$39::text[]"));
+        assert!(!INSERT_BATCH.contains("$40"));
+        assert_eq!(transaction_columns!().split(',').count(), 24);
     }
 }

@@ -13,7 +13,8 @@ macro_rules! transaction_columns {
     () => {
         "id, created_at_ms, channel, kind, mti, processing_code, amount_minor, \
          currency_numeric, merchant_id, terminal_id, stan, rrn, transmitted_at, token, bin, \
-         last4, response_code, auth_code, reason, original_id, decode_us, decide_us, vault_us"
+         last4, response_code, auth_code, reason, original_id, decode_us, decide_us, vault_us, \
+         acquirer"
     };
 }
 

@@ -267,6 +267,7 @@ fn record_from(columns: &Columns<'_>) -> Result<JournalRecord, StorageError> {
             .map(|name| DeclineReason::from_name(name).ok_or(columns.corrupt("reason")))
             .transpose()?,
         original_id: columns.optional_id("original_id")?,
+        acquirer: columns.get("acquirer")?,
         timings: StageTimings {
             decode_us: columns.number("decode_us")?,
             decide_us: columns.number("decide_us")?,

@@ -25,10 +25,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "journal, reversals, vault, idempotency",
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "journal, reversals, vault, idempotency",
+        sql: r#"
 -- The journal. WITHOUT ROWID: the table is stored in its primary key's
 -- b-tree, and ids start with their creation time, so inserts land at the
 -- right edge and no second index on id is kept up.
@@ -106,7 +107,19 @@ CREATE TABLE idempotency (
     PRIMARY KEY (merchant_id, idempotency_key)
 ) STRICT;
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "acquirer identified by its TLS client certificate",
+        sql: r#"
+-- The configured acquirer a request came in under on a mutual-TLS listener;
+-- NULL for plain connections and JSON requests. A name from the switch's
+-- configuration, never card data.
+ALTER TABLE transactions ADD COLUMN acquirer TEXT
+    CHECK (length(acquirer) BETWEEN 1 AND 64);
+"#,
+    },
+];
 
 /// The newest version this build knows.
 pub(crate) fn version_known() -> i64 {

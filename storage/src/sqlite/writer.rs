@@ -20,12 +20,12 @@ use crate::sqlite::to_i64;
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 /// Row counts a multi-row statement is prepared for, largest first. 256 rows
-/// of the widest table (23 columns) bind 5,888 parameters, well inside
+/// of the widest table (24 columns) bind 6,144 parameters, well inside
 /// SQLite's limit of 32,766.
 const CHUNK_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// The number of columns in [`transaction_columns!`].
-const TRANSACTION_COLUMN_COUNT: usize = 23;
+const TRANSACTION_COLUMN_COUNT: usize = 24;
 
 /// One multi-row `INSERT` per entry of [`CHUNK_ROWS`].
 #[derive(Debug)]
@@ -330,6 +330,7 @@ fn bind_transaction<'q>(query: SqliteQuery<'q>, r: &'q JournalRecord) -> SqliteQ
         .bind(i64::from(r.timings.decode_us))
         .bind(i64::from(r.timings.decide_us))
         .bind(i64::from(r.timings.vault_us))
+        .bind(r.acquirer.as_deref())
 }
 
 fn bind_reversal<'q>(query: SqliteQuery<'q>, r: &'q &'q JournalRecord) -> SqliteQuery<'q> {

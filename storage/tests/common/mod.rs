@@ -88,6 +88,7 @@ pub fn approved(at_ms: u64, token: Token, stan: &str) -> JournalRecord {
         auth_code: Text::parse(b"A1B2C3"),
         reason: None,
         original_id: None,
+        acquirer: None,
         timings: StageTimings {
             decode_us: 3,
             decide_us: 5,

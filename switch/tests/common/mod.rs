@@ -68,6 +68,8 @@ pub const ADMIN_KEY: &str = "dev-admin-key";
 pub struct TestSwitch {
     child: Child,
     pub iso: SocketAddr,
+    /// The ISO 8583 mutual-TLS listener, when the configuration has `[iso.tls]`.
+    pub iso_tls: Option<SocketAddr>,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
     pub config_file: PathBuf,
@@ -151,6 +153,7 @@ impl TestSwitch {
         TestSwitch {
             child,
             iso: fields["iso"].as_str().unwrap().parse().unwrap(),
+            iso_tls: fields["iso_tls"].as_str().and_then(|a| a.parse().ok()),
             http: fields["http"].as_str().unwrap().parse().unwrap(),
             data_dir: data_dir.to_owned(),
             config_file,
