@@ -2,9 +2,9 @@
 //! switch in fleet mode (journal and vault in a real PostgreSQL, velocity
 //! and duplicate keys in a real Redis), in approved, declined, failing and
 //! malformed requests, then looked for everywhere it could have landed:
-//! the switch's logs (stderr), every file of its data directory, every
-//! HTTP answer (bodies and headers, the ops endpoints and the admin page
-//! included), a `pg_dump` of the database, and every key and value in
+//! the switch's logs (stderr), every file of its data directory (the audit
+//! log included), every HTTP answer (bodies and headers, the ops and admin
+//! endpoints and the admin page included), a `pg_dump` of the database, and every key and value in
 //! Redis. Only tokens, BINs and last fours may be found.
 //!
 //! Needs `scripts/test-env` (DATABASE_URL, REDIS_URL); without it the test
@@ -253,6 +253,8 @@ fn no_card_data_reaches_logs_files_answers_the_database_or_redis() {
     for (what, path, key) in [
         ("/metrics", "/metrics", Some(ADMIN_KEY)),
         ("/admin/latency", "/admin/latency", Some(ADMIN_KEY)),
+        ("/admin/audit", "/admin/audit?limit=1000", Some(ADMIN_KEY)),
+        ("/admin/vault", "/admin/vault", Some(ADMIN_KEY)),
         ("/admin", "/admin", None),
         ("/health/ready", "/health/ready", None),
     ] {
@@ -336,10 +338,19 @@ fn no_card_data_reaches_logs_files_answers_the_database_or_redis() {
             true,
         ));
     }
-    // The data directory (with PostgreSQL it may not even be made) and
-    // everything else the switch was given a place for.
-    for (path, bytes) in files_under(dir.path()) {
-        places.push((path.display().to_string(), bytes, false));
+    // The data directory (the audit log; with PostgreSQL nothing else) and
+    // everything else the switch was given a place for. The audit log is
+    // text: it is scanned as text too.
+    let files = files_under(dir.path());
+    assert!(
+        files
+            .iter()
+            .any(|(path, bytes)| path.ends_with("data/audit.log") && !bytes.is_empty()),
+        "the audit log was written and is scanned"
+    );
+    for (path, bytes) in files {
+        let text = path.extension().is_some_and(|e| e == "log" || e == "toml");
+        places.push((path.display().to_string(), bytes, text));
     }
 
     // The database as an operator would dump it.
