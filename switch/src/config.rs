@@ -63,6 +63,10 @@ pub const DEV_SECRETS: &[(&str, &str)] = &[
         "the development merchant key `dev-merchant-key-bistro`",
         "55604055569451644cb17df68b8b3e78fdc69f215f581db8450453c2095521f4",
     ),
+    (
+        "the development operator key `dev-operator-key`",
+        "7eee78659ab50d4dd820f4242709d188809ca0249506edf83d70022973d5e2ca",
+    ),
 ];
 
 /// The name of the published development secret equal to `value`, if any.
@@ -1841,5 +1845,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(typo.contains("unknown field `shard`"), "{typo}");
+    }
+
+    /// Every secret the shipped development configurations publish is one
+    /// production refuses: a key added to config/*.toml without being
+    /// listed in DEV_SECRETS fails here.
+    #[test]
+    fn every_published_development_secret_is_refused_in_production() {
+        fn walk(value: &toml::Value, found: &mut Vec<String>) {
+            match value {
+                toml::Value::String(text) => {
+                    let hex = text.strip_prefix("dev:").unwrap_or(text);
+                    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        found.push(hex.to_ascii_lowercase());
+                    }
+                }
+                toml::Value::Table(table) => table.values().for_each(|v| walk(v, found)),
+                toml::Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        for text in [
+            include_str!("../../config/switch.toml"),
+            include_str!("../../config/bench.toml"),
+            include_str!("../../config/bench.postgres.toml"),
+            include_str!("../../config/switch.postgres.toml"),
+            include_str!("../../config/switch.fleet.toml"),
+        ] {
+            walk(&toml::from_str::<toml::Value>(text).unwrap(), &mut found);
+        }
+        assert!(found.len() >= 6, "{found:?}");
+        for hex in found {
+            assert!(
+                DEV_SECRETS.iter().any(|(_, known)| *known == hex),
+                "{hex} is published in config/ but not in DEV_SECRETS"
+            );
+        }
     }
 }
