@@ -54,15 +54,23 @@ pub struct BenchConfig {
 pub enum Backend {
     /// The embedded default: SQLite in the bench's temporary data directory.
     Sqlite,
-    /// PostgreSQL at this URL (passed to the switch as `--database-url`).
-    Postgres { url: String },
+    /// PostgreSQL at this URL (passed to the switch as `--database-url`),
+    /// and with a Redis URL a fleet node (`--redis-url`).
+    Postgres {
+        url: String,
+        redis_url: Option<String>,
+    },
 }
 
 impl Backend {
+    /// The section's name: `sqlite`, `postgres` or `fleet`.
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
-            Backend::Postgres { .. } => "postgres",
+            Backend::Postgres {
+                redis_url: None, ..
+            } => "postgres",
+            Backend::Postgres { .. } => "fleet",
         }
     }
 }
@@ -86,6 +94,8 @@ pub struct Measurement {
 /// Everything `loadtest bench` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// `sqlite`, `postgres` or `fleet` (PostgreSQL and Redis).
+    pub backend: &'static str,
     pub machine: String,
     pub version: &'static str,
     pub connections: u64,
@@ -269,8 +279,11 @@ pub fn bench(config: &BenchConfig) -> Result<BenchReport, Error> {
         .arg("--data-dir")
         .arg(&data_dir)
         .env("RUST_LOG", "info");
-    if let Backend::Postgres { url } = &config.backend {
+    if let Backend::Postgres { url, redis_url } = &config.backend {
         switch.arg("--database-url").arg(url);
+        if let Some(redis_url) = redis_url {
+            switch.arg("--redis-url").arg(redis_url);
+        }
     }
     let switch_name = config.switch.display().to_string();
     let started = start_child(switch, &switch_name, true, switch_addresses);
@@ -302,7 +315,7 @@ fn measure_all(
         .block_on(async {
             match &config.backend {
                 Backend::Sqlite => storage::baseline::sqlite(data_dir, size).await,
-                Backend::Postgres { url } => storage::baseline::postgres(url, size).await,
+                Backend::Postgres { url, .. } => storage::baseline::postgres(url, size).await,
             }
         })
         .map_err(|e| Error::Child {
@@ -383,6 +396,7 @@ fn measure_all(
         }
     };
     Ok(BenchReport {
+        backend: config.backend.name(),
         machine: machine(),
         version: env!("CARGO_PKG_VERSION"),
         connections: config.connections,
@@ -480,8 +494,12 @@ impl BenchReport {
     pub fn markdown(&self, command: &str) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "## End to end: `loadtest bench`, {} journal\n\n",
-            self.baselines.backend
+            "## End to end: `loadtest bench`, {}\n\n",
+            match self.backend {
+                "fleet" => "a fleet node (PostgreSQL journal, velocity in Redis)",
+                "postgres" => "PostgreSQL journal",
+                _ => "embedded SQLite journal",
+            }
         ));
         out.push_str(&format!(
             "Machine: {}. loadtest {}. Command: `{command}`.\n\n",

@@ -66,6 +66,11 @@ pub struct BenchArgs {
     /// K_copy, K_1 and L_1 are measured in the same database.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
+    /// Redis for a fleet node (with `--backend postgres`): card velocity and
+    /// duplicate keys checked in Redis on every request
+    /// [default config: config/bench.fleet.toml].
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
     /// How long each measurement lasts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -493,17 +498,29 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
         })?,
     };
     let backend = match (args.backend.as_str(), &args.database_url) {
-        ("postgres", Some(url)) => crate::bench::Backend::Postgres { url: url.clone() },
+        ("postgres", Some(url)) => crate::bench::Backend::Postgres {
+            url: url.clone(),
+            redis_url: args.redis_url.clone(),
+        },
         ("postgres", None) => {
             return Err(Error::flag(
                 "database-url",
                 "--backend postgres needs --database-url or DATABASE_URL",
             ));
         }
+        _ if args.redis_url.is_some() => {
+            return Err(Error::flag(
+                "redis-url",
+                "a fleet node journals in PostgreSQL: add --backend postgres",
+            ));
+        }
         _ => crate::bench::Backend::Sqlite,
     };
     let config_file = args.config.clone().unwrap_or_else(|| match backend {
         crate::bench::Backend::Sqlite => PathBuf::from("config/bench.toml"),
+        crate::bench::Backend::Postgres {
+            redis_url: Some(_), ..
+        } => PathBuf::from("config/bench.fleet.toml"),
         crate::bench::Backend::Postgres { .. } => PathBuf::from("config/bench.postgres.toml"),
     });
     if !config_file.exists() {
@@ -566,7 +583,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
     }
     if let Some(path) = &args.docs {
         let document = std::fs::read_to_string(path).unwrap_or_default();
-        let updated = crate::bench::replace_section(&document, report.baselines.backend, &section);
+        let updated = crate::bench::replace_section(&document, report.backend, &section);
         crate::bench::write(path, &updated)?;
     }
     Ok(ExitCode::SUCCESS)

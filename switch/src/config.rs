@@ -1465,6 +1465,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(bench_postgres.storage.backend, Backend::Postgres);
+        let fleet_overrides = Overrides {
+            redis_url: Some("redis://127.0.0.1:6379".to_owned()),
+            ..overrides.clone()
+        };
+        let bench_fleet = Config::parse(
+            include_str!("../../config/bench.fleet.toml"),
+            Path::new("bench.fleet.toml"),
+            &fleet_overrides,
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(bench_fleet.storage.backend, Backend::Postgres);
+        assert!(bench_fleet.fleet.is_some());
     }
 
     #[test]
@@ -1870,6 +1883,7 @@ mod tests {
             include_str!("../../config/switch.toml"),
             include_str!("../../config/bench.toml"),
             include_str!("../../config/bench.postgres.toml"),
+            include_str!("../../config/bench.fleet.toml"),
             include_str!("../../config/switch.postgres.toml"),
             include_str!("../../config/switch.fleet.toml"),
         ] {
