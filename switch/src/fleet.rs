@@ -9,10 +9,22 @@
 //! ([`actors::Window`]): minute 6 x 10 s, hour 12 x 5 min, day 12 x 2 h, so
 //! a node and Redis agree on which approvals a window still holds.
 //!
-//! Keys are `v:{token}:<window>:<bucket>` hashes with fields `c` (count) and
-//! `a` (amount, minor units). The `{token}` hash tag keeps one card's keys on
-//! one Redis Cluster slot, which a multi-key script needs. Each bucket lives
-//! for its window plus one bucket, so Redis forgets a card by itself.
+//! One card is one Redis hash, `v:{token}`, with two fields per bucket:
+//! `<window>:<bucket>:c` (count) and `<window>:<bucket>:a` (amount, minor
+//! units), window `m`, `h` or `d`. The script reads the whole hash once
+//! (`HGETALL`), sums the buckets each window still holds, counts the
+//! approval in the current bucket of each window, deletes the fields that
+//! have left their window, and keeps the hash for the longest window plus
+//! one bucket, so Redis forgets an idle card by itself. An earlier layout
+//! (a hash per bucket, 30 keys a card) cost Redis 30 `HMGET`s and about
+//! 70 us per approval and capped a fleet node at a fifth of a single node's
+//! rate (docs/BENCHMARKS.md); one key also keeps a card on one Redis
+//! Cluster slot without a hash tag trick.
+//!
+//! Calls from every shard and connection share one multiplexed connection
+//! (`ConnectionManager`): concurrent scripts are written back to back
+//! without waiting for each other's replies, which is the pipelining a
+//! per-shard batch would give, with no added wait for a batch to fill.
 
 use std::time::Duration;
 
@@ -45,45 +57,57 @@ pub enum FleetError {
 }
 
 /// Checks and counts one approval in every window, or declines without
-/// counting anything. KEYS: per window (minute, hour, day), its buckets from
-/// oldest to current. ARGV[1]: amount; then per window: bucket count,
-/// count_max (-1: none), amount_max (-1: none), TTL in seconds.
-/// Returns 0 (counted), 65 (count limit) or 61 (amount limit).
+/// counting anything. KEYS[1]: the card's hash. ARGV[1]: amount; ARGV[2]:
+/// how long the hash lives (ms); then per window (minute, hour, day): its
+/// tag, current bucket, bucket count, count_max (-1: none), amount_max (-1:
+/// none). Returns 0 (counted), 65 (count limit) or 61 (amount limit).
 const RESERVE_LUA: &str = r"
 local amount = tonumber(ARGV[1])
-local key_index = 1
-local arg_index = 2
+local fields = redis.call('HGETALL', KEYS[1])
+local held = {}
+for i = 1, #fields, 2 do held[fields[i]] = tonumber(fields[i + 1]) end
 local current = {}
+local oldest = {}
+local arg = 3
 for window = 1, 3 do
-  local buckets = tonumber(ARGV[arg_index])
-  local count_max = tonumber(ARGV[arg_index + 1])
-  local amount_max = tonumber(ARGV[arg_index + 2])
-  local ttl_s = tonumber(ARGV[arg_index + 3])
-  arg_index = arg_index + 4
+  local tag = ARGV[arg]
+  local now = tonumber(ARGV[arg + 1])
+  local buckets = tonumber(ARGV[arg + 2])
+  local count_max = tonumber(ARGV[arg + 3])
+  local amount_max = tonumber(ARGV[arg + 4])
+  arg = arg + 5
   local count = 0
   local sum = 0
-  for i = key_index, key_index + buckets - 1 do
-    local held = redis.call('HMGET', KEYS[i], 'c', 'a')
-    count = count + (tonumber(held[1]) or 0)
-    sum = sum + (tonumber(held[2]) or 0)
+  for bucket = now - buckets + 1, now do
+    local prefix = tag .. ':' .. string.format('%d', bucket) .. ':'
+    count = count + (held[prefix .. 'c'] or 0)
+    sum = sum + (held[prefix .. 'a'] or 0)
   end
   if count_max >= 0 and count + 1 > count_max then return 65 end
   if amount_max >= 0 and sum + amount > amount_max then return 61 end
-  current[window] = { KEYS[key_index + buckets - 1], ttl_s }
-  key_index = key_index + buckets
+  current[window] = tag .. ':' .. string.format('%d', now) .. ':'
+  oldest[tag] = now - buckets + 1
 end
 for window = 1, 3 do
-  local key = current[window][1]
-  redis.call('HINCRBY', key, 'c', 1)
-  redis.call('HINCRBY', key, 'a', amount)
-  redis.call('EXPIRE', key, current[window][2])
+  redis.call('HINCRBY', KEYS[1], current[window] .. 'c', 1)
+  redis.call('HINCRBY', KEYS[1], current[window] .. 'a', amount)
 end
+local stale = {}
+for i = 1, #fields, 2 do
+  local tag, bucket = string.match(fields[i], '^(%a):(%d+):')
+  if tag and oldest[tag] and tonumber(bucket) < oldest[tag] then
+    stale[#stale + 1] = fields[i]
+  end
+end
+if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0
 ";
 
-/// Gives one approval back: KEYS are the bucket the original was counted in,
-/// per window; ARGV[1] the amount. Never below zero, and a bucket that has
-/// already expired is not brought back (it would have no TTL).
+/// Gives one approval back: KEYS[1] is the card's hash; ARGV[1] the amount,
+/// then per window the prefix (`m:<bucket>:`) of the bucket the original was
+/// counted in. Never below zero, and a bucket already pruned is not brought
+/// back.
 /// Claims a request's acquirer keys for this node, or reads who has them.
 /// KEYS[1]: the request's key; ARGV[1]: how long a claim may stay pending
 /// (ms). Returns nil when this node now holds the claim, else the value
@@ -117,11 +141,13 @@ pub fn request_key(terminal_id: &str, stan: &str, transmitted_at: Option<&str>) 
 
 const GIVE_BACK_LUA: &str = r"
 local amount = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    local count = tonumber(redis.call('HGET', KEYS[i], 'c') or 0) or 0
-    local sum = tonumber(redis.call('HGET', KEYS[i], 'a') or 0) or 0
-    redis.call('HSET', KEYS[i], 'c', math.max(count - 1, 0), 'a', math.max(sum - amount, 0))
+for i = 2, #ARGV do
+  local held = redis.call('HMGET', KEYS[1], ARGV[i] .. 'c', ARGV[i] .. 'a')
+  if held[1] then
+    local count = tonumber(held[1]) or 0
+    local sum = tonumber(held[2]) or 0
+    redis.call('HSET', KEYS[1], ARGV[i] .. 'c', math.max(count - 1, 0),
+      ARGV[i] .. 'a', math.max(sum - amount, 0))
   end
 end
 return 0
@@ -157,8 +183,14 @@ fn window_tag(window: Window) -> &'static str {
     }
 }
 
-fn bucket_key(token: &Token, window: Window, bucket: u64) -> String {
-    format!("v:{{{token}}}:{}:{bucket}", window_tag(window))
+/// The card's hash.
+fn card_key(token: &Token) -> String {
+    format!("v:{{{token}}}")
+}
+
+/// The prefix of a bucket's two fields in the card's hash.
+fn bucket_prefix(window: Window, bucket: u64) -> String {
+    format!("{}:{bucket}:", window_tag(window))
 }
 
 fn bucket_of(window: Window, at_ms: u64) -> u64 {
@@ -220,21 +252,28 @@ impl Fleet {
         at_ms: u64,
     ) -> Result<Result<(), DeclineReason>, FleetError> {
         let mut invocation = self.reserve.prepare_invoke();
-        invocation.arg(amount.minor());
+        // The longest window and one bucket more: every bucket a window
+        // still holds outlives it.
+        let ttl_ms = Window::ALL
+            .iter()
+            .map(|window| u64::from(window.length_s() + window.bucket_s()) * 1000)
+            .max()
+            .unwrap_or(0);
+        invocation
+            .key(card_key(token))
+            .arg(amount.minor())
+            .arg(ttl_ms);
         for window in Window::ALL {
             let current = bucket_of(window, at_ms);
-            let buckets = u64::from(window.bucket_count());
-            for bucket in (current + 1).saturating_sub(buckets)..=current {
-                invocation.key(bucket_key(token, window, bucket));
-            }
-            // Fewer keys than buckets only in the first minutes after 1970.
-            let keys = current + 1 - (current + 1).saturating_sub(buckets);
+            // Fewer buckets only in the first minutes after 1970.
+            let buckets = u64::from(window.bucket_count()).min(current + 1);
             let limit = self.limits.of(window);
             invocation
-                .arg(keys)
+                .arg(window_tag(window))
+                .arg(current)
+                .arg(buckets)
                 .arg(limit_arg(limit.count_max.map(u64::from)))
-                .arg(limit_arg(limit.amount_max.map(|amount| amount.minor())))
-                .arg(window.length_s() + window.bucket_s());
+                .arg(limit_arg(limit.amount_max.map(|amount| amount.minor())));
         }
         let mut connection = self.connection.clone();
         let reply: i64 = self
@@ -256,9 +295,9 @@ impl Fleet {
         original_at_ms: u64,
     ) -> Result<(), FleetError> {
         let mut invocation = self.give_back.prepare_invoke();
-        invocation.arg(amount.minor());
+        invocation.key(card_key(token)).arg(amount.minor());
         for window in Window::ALL {
-            invocation.key(bucket_key(token, window, bucket_of(window, original_at_ms)));
+            invocation.arg(bucket_prefix(window, bucket_of(window, original_at_ms)));
         }
         let mut connection = self.connection.clone();
         let _: i64 = self
@@ -336,10 +375,11 @@ mod tests {
     }
 
     #[test]
-    fn keys_share_the_token_hash_tag_and_name_the_bucket() {
+    fn a_card_is_one_hash_with_a_field_pair_per_bucket() {
         let token = Token::from_bytes([0xAB; 16]);
-        let key = bucket_key(&token, Window::Minute, bucket_of(Window::Minute, 125_000));
-        assert_eq!(key, format!("v:{{{token}}}:m:12"));
+        assert_eq!(card_key(&token), format!("v:{{{token}}}"));
+        let prefix = bucket_prefix(Window::Minute, bucket_of(Window::Minute, 125_000));
+        assert_eq!(prefix, "m:12:");
         assert_eq!(bucket_of(Window::Hour, 600_000), 2);
         assert_eq!(bucket_of(Window::Day, 7_199_999), 0);
     }

@@ -1,0 +1,180 @@
+//! The fleet's velocity script against a real Redis, with time chosen by
+//! the test: counts and amounts per window, a window sliding past its
+//! oldest bucket, fields pruned once they leave every window, give-back
+//! never below zero, and one Redis key per card.
+//!
+//! Needs `scripts/test-env` (REDIS_URL); skipped with one line otherwise,
+//! failed under CI or SWITCH_REQUIRE_DATABASES.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use actors::{CardLimits, WindowLimit};
+use protocol::Amount;
+use protocol::domain::{DeclineReason, Token};
+use switch::fleet::{Fleet, OnRedisDown};
+
+fn amount(minor: u64) -> Amount {
+    Amount::from_minor(minor).unwrap()
+}
+
+fn fleet(redis: &str) -> Fleet {
+    let limits = CardLimits {
+        per_minute: WindowLimit {
+            count_max: Some(3),
+            amount_max: Some(amount(10_000)),
+        },
+        per_hour: WindowLimit {
+            count_max: Some(5),
+            amount_max: None,
+        },
+        per_day: WindowLimit::default(),
+    };
+    Fleet::new(redis, limits, 2_000, OnRedisDown::Decline).unwrap()
+}
+
+/// A token no other run has used: Redis keeps state across tests.
+fn fresh_token(n: u8) -> Token {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut bytes = [n; 16];
+    bytes[..16].copy_from_slice(&nanos.to_be_bytes());
+    bytes[0] = n;
+    Token::from_bytes(bytes)
+}
+
+#[tokio::test]
+async fn windows_count_slide_prune_and_give_back_in_one_hash_per_card() {
+    let Some((_, redis)) = common::database_and_redis_urls() else {
+        return;
+    };
+    let fleet = fleet(&redis);
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+
+    // 12:00:05 on some day, in ms: the minute window is 6 buckets of 10 s.
+    let t0: u64 = 1_795_000_000_000 - 1_795_000_000_000 % 7_200_000 + 43_205_000;
+    let card = fresh_token(1);
+    let key = format!("v:{{{card}}}");
+
+    // Three approvals fit the minute; the fourth is declined for count
+    // without being counted.
+    for n in 0..3 {
+        assert_eq!(
+            fleet
+                .reserve(&card, amount(100), t0 + n * 1_000)
+                .await
+                .unwrap(),
+            Ok(()),
+            "approval {n}"
+        );
+    }
+    assert_eq!(
+        fleet.reserve(&card, amount(100), t0 + 3_000).await.unwrap(),
+        Err(DeclineReason::CardCountLimit)
+    );
+    // One Redis key holds the card: two fields per window, all in the
+    // current buckets.
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(fields.len(), 6, "{fields:?}");
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(ttl_ms > 86_400_000, "kept for the day window: {ttl_ms}");
+
+    // 60 s later the first bucket has left the minute: room again, but the
+    // hour (5) still counts all three.
+    assert_eq!(
+        fleet
+            .reserve(&card, amount(100), t0 + 60_000)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        fleet
+            .reserve(&card, amount(100), t0 + 61_000)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        fleet
+            .reserve(&card, amount(100), t0 + 62_000)
+            .await
+            .unwrap(),
+        Err(DeclineReason::CardCountLimit),
+        "the hour holds 5"
+    );
+    // The minute bucket of t0 left the minute window and was pruned; the
+    // hour and day still hold their buckets.
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let minute_buckets: std::collections::BTreeSet<&str> = fields
+        .iter()
+        .filter(|f| f.starts_with("m:"))
+        .map(|f| f.rsplit_once(':').unwrap().0)
+        .collect();
+    assert_eq!(minute_buckets.len(), 1, "{fields:?}");
+
+    // A give-back of an approval in the current minute frees the hour by
+    // one; giving back twice more than was counted never goes below zero.
+    fleet
+        .give_back(&card, amount(100), t0 + 61_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        fleet
+            .reserve(&card, amount(100), t0 + 63_000)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    for _ in 0..3 {
+        fleet
+            .give_back(&card, amount(1_000_000), t0 + 63_000)
+            .await
+            .unwrap();
+    }
+    let held: Vec<Option<i64>> = redis::cmd("HMGET")
+        .arg(&key)
+        .arg(format!("m:{}:c", (t0 + 63_000) / 10_000))
+        .arg(format!("m:{}:a", (t0 + 63_000) / 10_000))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(held, vec![Some(0), Some(0)]);
+
+    // The amount limit of the minute: 10 000 minor units.
+    let rich = fresh_token(2);
+    assert_eq!(
+        fleet.reserve(&rich, amount(9_000), t0).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        fleet
+            .reserve(&rich, amount(1_001), t0 + 1_000)
+            .await
+            .unwrap(),
+        Err(DeclineReason::CardAmountLimit)
+    );
+    assert_eq!(
+        fleet
+            .reserve(&rich, amount(1_000), t0 + 2_000)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+}
