@@ -158,6 +158,37 @@ fn a_retransmission_to_another_node_gets_the_first_answer_once() {
 }
 
 #[test]
+fn a_restarted_node_answers_a_retransmission_from_redis_once() {
+    let Some((_database, redis)) = database_and_redis_urls() else {
+        return;
+    };
+    let config = fleet_config("decline");
+    let (pan, terminal) = unique_card_and_terminal(7);
+    let request = authorization_at(&pan, &terminal);
+    let first = node(&config, &redis).iso().exchange(&request);
+    assert_eq!(code(&first), "00");
+    // The node is gone (the TestSwitch dropped) and a fresh one takes its
+    // place: its in-memory index is empty, and it does not read the journal
+    // per request; Redis still holds the fleet's answer.
+    let restarted = node(&config, &redis);
+    let mut acquirer = restarted.iso();
+    let again = acquirer.exchange(&request);
+    assert_eq!(code(&again), "00");
+    assert_eq!(again.get(38), first.get(38), "the first auth code");
+    for _ in 0..4 {
+        assert_eq!(
+            code(&acquirer.exchange(&authorization_at(&pan, &terminal))),
+            "00"
+        );
+    }
+    assert_eq!(
+        code(&acquirer.exchange(&authorization_at(&pan, &terminal))),
+        "65",
+        "the retransmission was not counted again"
+    );
+}
+
+#[test]
 fn copies_of_a_request_sent_to_two_nodes_at_once_are_decided_once() {
     let Some((_database, redis)) = database_and_redis_urls() else {
         return;
