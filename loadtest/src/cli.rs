@@ -567,14 +567,21 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
             .map_err(|e| Error::file(path, std::io::Error::other(e)))?;
         crate::bench::write(path, &(json + "\n"))?;
     }
-    // The command as typed, without a database URL's password.
+    // The command as typed, without the URLs (they may hold a password).
+    let mut previous = String::new();
     let command: Vec<String> = std::env::args()
         .map(|arg| {
-            if arg.contains("://") {
-                "$DATABASE_URL".to_owned()
+            let shown = if arg.contains("://") {
+                if previous == "--redis-url" {
+                    "$REDIS_URL".to_owned()
+                } else {
+                    "$DATABASE_URL".to_owned()
+                }
             } else {
-                arg
-            }
+                arg.clone()
+            };
+            previous = arg;
+            shown
         })
         .collect();
     let section = report.markdown(&command.join(" "));
