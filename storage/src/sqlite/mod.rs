@@ -84,7 +84,15 @@ impl SqliteStore {
             // pages, and re-reading them from the file on every batch showed
             // in the profile. Measured with `loadtest bench`: S_rr 7 000/s ->
             // 9 700/s, S_pipe 11 800/s -> 17 200/s (noisy, same machine).
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            // A multi-row INSERT inside the batch's transaction keeps a
+            // statement journal (to undo that statement alone); by default it
+            // is a temporary file, and writing it showed in the profile. In
+            // memory it costs no system call, and durability does not depend
+            // on it (the WAL does). Measured with two runs each of a closed
+            // loop, 64 x 4: 16 500 -> 19 200 requests/s, 60 -> 51 us of CPU
+            // per request.
+            .pragma("temp_store", "memory");
         let mut conn = SqliteConnection::connect_with(&writer_options)
             .await
             .map_err(opened)?;
