@@ -65,8 +65,77 @@ pub struct SendArgs {
     /// How long to wait for the answer.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     timeout_ms: u64,
+    /// Speak TLS 1.2/1.3 to a `[iso.tls]` listener, trusting this CA (PEM).
+    #[arg(long, value_name = "FILE.pem")]
+    tls_ca: Option<PathBuf>,
+    /// The acquirer's client certificate chain (PEM), for mutual TLS.
+    #[arg(
+        long,
+        value_name = "FILE.pem",
+        requires = "tls_key",
+        requires = "tls_ca"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE.pem", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The name the switch's certificate must carry [default: the target's host].
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
     /// The message as JSON; stdin if absent or `-`.
     file: Option<PathBuf>,
+}
+
+/// A connection to the switch, plain or TLS.
+trait Connection: Read + Write {}
+impl<T: Read + Write> Connection for T {}
+
+/// The rustls client for `--tls-ca` (and a client certificate).
+fn tls_client(args: &SendArgs, ca: &PathBuf) -> anyhow::Result<rustls::ClientConnection> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    let certificates =
+        |flag: &str, path: &PathBuf| -> anyhow::Result<Vec<CertificateDer<'static>>> {
+            let certificates = CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| anyhow::anyhow!("--{flag}: {}: {e}", path.display()))?;
+            if certificates.is_empty() {
+                bail!("--{flag}: {}: no PEM certificate in it", path.display());
+            }
+            Ok(certificates)
+        };
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates("tls-ca", ca)? {
+        roots
+            .add(certificate)
+            .map_err(|e| anyhow::anyhow!("--tls-ca: {}: {e}", ca.display()))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots);
+    let config = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                anyhow::anyhow!("--tls-key: {}: no usable private key: {e}", key.display())
+            })?;
+            builder
+                .with_client_auth_cert(certificates("tls-cert", cert)?, private_key)
+                .context("--tls-cert and --tls-key do not go together")?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let host = args
+        .target
+        .rsplit_once(':')
+        .map_or(args.target.as_str(), |(host, _)| host);
+    let name = args.tls_server_name.as_deref().unwrap_or(host);
+    let server_name = ServerName::try_from(name.to_owned())
+        .map_err(|_| anyhow::anyhow!("--tls-server-name: `{name}` is not a host name"))?;
+    Ok(rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        server_name,
+    )?)
 }
 
 pub fn run(command: IsoCommand) -> anyhow::Result<()> {
@@ -88,12 +157,20 @@ fn send(args: SendArgs) -> anyhow::Result<()> {
     let mut frame = Vec::new();
     message.encode_frame(&spec, &mut frame)?;
 
-    let mut stream = TcpStream::connect(&args.target)
+    let tcp = TcpStream::connect(&args.target)
         .with_context(|| format!("{}: cannot connect", args.target))?;
     let timeout = Duration::from_millis(args.timeout_ms);
-    stream.set_read_timeout(Some(timeout))?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    let mut stream: Box<dyn Connection> = match &args.tls_ca {
+        // The handshake happens with the first write; a refused client
+        // certificate shows there or at the first read.
+        Some(ca) => Box::new(rustls::StreamOwned::new(tls_client(&args, ca)?, tcp)),
+        None => Box::new(tcp),
+    };
     stream
         .write_all(&frame)
+        .and_then(|()| stream.flush())
         .with_context(|| format!("{}: cannot send", args.target))?;
 
     // Read until the buffer holds one whole frame.

@@ -522,6 +522,53 @@ fn missing_untrusted_expired_and_unmapped_certificates_are_refused_at_the_handsh
     );
 }
 
+#[test]
+fn switch_iso_send_speaks_mutual_tls_to_the_acquirer_listener() {
+    let pki = Pki::new();
+    let switch = TestSwitch::start_with_env(&pki.config(false), &[]);
+    let address = switch.iso_tls.unwrap();
+    let dir = pki.dir.path();
+    std::fs::write(dir.join("north.pem"), &pki.north.certificate_pem).unwrap();
+    std::fs::write(dir.join("north.key"), &pki.north.key_pem).unwrap();
+    std::fs::write(dir.join("expired.pem"), &pki.expired.certificate_pem).unwrap();
+    std::fs::write(dir.join("expired.key"), &pki.expired.key_pem).unwrap();
+    let send = |certificate: &str, key: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+            .args(["iso", "send", "--target"])
+            .arg(format!("localhost:{}", address.port()))
+            .arg("--tls-ca")
+            .arg(dir.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(dir.join(certificate))
+            .arg("--tls-key")
+            .arg(dir.join(key))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../config/samples/authorization-0100.json"
+            ))
+            .output()
+            .unwrap()
+    };
+    let answered = send("north.pem", "north.key");
+    let stdout = String::from_utf8_lossy(&answered.stdout);
+    assert!(
+        answered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["mti"], "0110");
+    assert_eq!(answer["fields"]["39"], "00", "{stdout}");
+    assert!(!stdout.contains("4111111111111111"), "the PAN is masked");
+
+    // An expired certificate: refused, one line, exit 1.
+    let refused = send("expired.pem", "expired.key");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("localhost:"), "{stderr}");
+}
+
 /// A ClientHello as a TLS 1.0 or 1.1 client sends it: `version` in the
 /// record and the hello, no supported_versions extension, CBC suites only.
 /// `signature_algorithms`: also the extension TLS 1.2 introduced, as a
