@@ -82,6 +82,17 @@ pub struct RewrapBatch {
 ///
 /// A row that fails to open (a key that is not configured, a tampered
 /// ciphertext) fails the batch with that error rather than being skipped
+/// One row of `SELECT key_id, count(*) ... GROUP BY key_id`, checked.
+pub(crate) fn key_and_count(key_id: i64, count: i64) -> Result<(u32, u64), StorageError> {
+    match (u32::try_from(key_id), u64::try_from(count)) {
+        (Ok(key_id), Ok(count)) => Ok((key_id, count)),
+        _ => Err(StorageError::Corrupt {
+            table: "vault",
+            column: "key_id",
+        }),
+    }
+}
+
 /// silently: an operator must see it before retiring a key.
 pub async fn rewrap_batch<S: VaultMaintenance>(
     store: &S,

@@ -40,6 +40,12 @@ pub const REWRAP_BATCH_ROWS_DEFAULT: u32 = 500;
 pub const REWRAP_PAUSE_MS_DEFAULT: u64 = 20;
 /// The longest pause a request may ask for.
 pub const REWRAP_PAUSE_MS_MAX: u64 = 60_000;
+/// Tries of one batch before the job fails. A batch contends with the
+/// journal's writer for the database's write lock; on SQLite a writer that
+/// commits back to back can hold it past the busy timeout (seen in the
+/// rotation-under-load test), so a failed batch waits and tries again.
+pub const REWRAP_TRIES_MAX: u32 = 6;
+
 /// Walks over the vault before the job gives up on rows that keep arriving
 /// under an old key (seals in flight during the reload).
 const REWRAP_PASSES_MAX: u32 = 3;
@@ -65,6 +71,9 @@ pub struct RewrapProgress {
     pub batches: u64,
     pub moved: u64,
     pub skipped: u64,
+    /// Batches that failed and were tried again (a busy database, a lost
+    /// connection); the job fails only after [`REWRAP_TRIES_MAX`] in a row.
+    pub retries: u64,
     pub passes: u32,
     /// Rows still under another key than the active one at the end of the
     /// last walk.
@@ -260,15 +269,33 @@ impl VaultControl {
     async fn run_rewrap(&self, batch_rows: u32, pause_ms: u64) {
         let mut after = None;
         let mut passes = 0u32;
+        let mut tries = 0u32;
         let outcome: Result<&'static str, String> = loop {
             let batch = tokio::select! {
                 () = self.shutdown.cancelled() => break Ok("stopped"),
                 batch = storage::rewrap_batch(&self.store, &self.vault, after, batch_rows) => batch,
             };
             let batch = match batch {
-                Ok(batch) => batch,
+                Ok(batch) => {
+                    tries = 0;
+                    batch
+                }
                 // StorageError never carries card data.
-                Err(error) => break Err(error.to_string()),
+                Err(error) => {
+                    tries += 1;
+                    if tries >= REWRAP_TRIES_MAX {
+                        break Err(error.to_string());
+                    }
+                    tracing::warn!(%error, tries, "vault rewrap batch failed; trying it again");
+                    self.update(|job| job.retries += 1);
+                    // 100 ms, 200 ms, ... 1.6 s: the same rows again.
+                    let wait = Duration::from_millis(100 << (tries - 1).min(4));
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => break Ok("stopped"),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
             };
             self.update(|job| {
                 job.batches += 1;

@@ -13,7 +13,7 @@ use sqlx::{Connection, Row};
 use super::{PostgresStore, timed_out};
 use crate::error::StorageError;
 use crate::record::SealedPan;
-use crate::rewrap::{Rewrapped, VaultMaintenance};
+use crate::rewrap::{Rewrapped, VaultMaintenance, key_and_count};
 use protocol::domain::Token;
 
 const ROWS_PER_KEY: &str = "SELECT key_id, count(*) FROM vault GROUP BY key_id ORDER BY key_id";
@@ -58,17 +58,7 @@ impl VaultMaintenance for PostgresStore {
             )
             .await?;
         rows.iter()
-            .map(|row| {
-                let key_id: i64 = row.try_get(0).unwrap_or(-1);
-                let count: i64 = row.try_get(1).unwrap_or(-1);
-                match (u32::try_from(key_id), u64::try_from(count)) {
-                    (Ok(key_id), Ok(count)) => Ok((key_id, count)),
-                    _ => Err(StorageError::Corrupt {
-                        table: "vault",
-                        column: "key_id",
-                    }),
-                }
-            })
+            .map(|row| key_and_count(row.try_get(0).unwrap_or(-1), row.try_get(1).unwrap_or(-1)))
             .collect()
     }
 
