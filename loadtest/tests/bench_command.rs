@@ -1,0 +1,115 @@
+//! `loadtest bench`, the one command behind every end-to-end claim, run
+//! end to end with short measurements: it starts its echo server and the
+//! real switch (the `switch` binary the workspace builds beside this one),
+//! measures all six figures and the database's own baselines, and writes
+//! its section into a Markdown document in place.
+//!
+//! The switch binary exists when the workspace's tests are built together
+//! (`cargo nextest run --workspace`, what CI runs); under CI its absence is
+//! a failure, elsewhere the test says so in one line and returns.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write;
+
+use common::{LOADTEST, loadtest};
+
+fn switch_beside_loadtest() -> Option<std::path::PathBuf> {
+    let switch = std::path::Path::new(LOADTEST).with_file_name("switch");
+    if switch.exists() {
+        return Some(switch);
+    }
+    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    if set("CI") {
+        panic!("{} is not built: build the workspace", switch.display());
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: no switch binary beside loadtest (cargo build -p switch)"
+    );
+    None
+}
+
+#[test]
+fn bench_measures_everything_in_one_run_and_writes_its_section_in_place() {
+    let Some(switch) = switch_beside_loadtest() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("bench.json");
+    let document = dir.path().join("BENCHMARKS.md");
+    std::fs::write(&document, "# Benchmarks\n\nkept\n").unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/bench.toml");
+    let args = [
+        "bench",
+        "--switch",
+        switch.to_str().unwrap(),
+        "--config",
+        config,
+        "--duration",
+        "400ms",
+        "--warmup",
+        "100ms",
+        "--connections",
+        "4",
+        "--in-flight",
+        "4",
+        "--cards",
+        "1000",
+        "--report",
+        report.to_str().unwrap(),
+        "--docs",
+        document.to_str().unwrap(),
+    ];
+    for run in 0..2 {
+        let output = loadtest(&args);
+        assert!(
+            output.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["backend"], "sqlite");
+    let names: Vec<&str> = report["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["E_rr", "E_pipe", "S_rr", "S_pipe", "S_open_50", "S_open_80"]
+    );
+    for m in report["measurements"].as_array().unwrap() {
+        assert!(m["rate_achieved"].as_f64().unwrap() > 0.0, "{m}");
+        assert_eq!(m["errors"], 0, "{m}");
+        if m["target"] == "switch" {
+            // bench.toml's limits are out of a load test's reach: every
+            // answer is an approval, so every figure is a durable one.
+            assert_eq!(m["declined"], 0, "{m}");
+            assert!(m["approved"].as_u64().unwrap() > 0, "{m}");
+        }
+    }
+    for ratio in ["ratio_rr", "ratio_pipe"] {
+        let value = report[ratio].as_f64().unwrap();
+        assert!(value > 0.0 && value < 1.0, "{ratio} = {value}");
+    }
+    let baselines = &report["baselines"];
+    assert_eq!(baselines["backend"], "sqlite");
+    assert!(baselines["k_copy_rows_per_s"].as_f64().unwrap() > 0.0);
+    assert!(baselines["k_1_commits_per_s"].as_f64().unwrap() > 0.0);
+    assert!(baselines["l_1_us_p50"].as_f64().unwrap() > 0.0);
+
+    // Two runs, one section: the second replaced the first in place.
+    let text = std::fs::read_to_string(&document).unwrap();
+    assert!(text.starts_with("# Benchmarks\n\nkept\n"), "{text}");
+    assert_eq!(text.matches("<!-- loadtest bench: sqlite -->").count(), 1);
+    assert_eq!(text.matches("<!-- /loadtest bench: sqlite -->").count(), 1);
+    assert!(text.contains("| S_pipe | switch |"), "{text}");
+    assert!(text.contains("K_copy"), "{text}");
+}
