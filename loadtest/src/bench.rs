@@ -113,6 +113,29 @@ pub struct BenchReport {
     pub ratio_pipe_k_1: f64,
     /// p99 at 80% of `S_pipe` over `L_1`'s median.
     pub ratio_p99_80_l_1: f64,
+    /// The switch's journal over the whole run, from its `/metrics`:
+    /// commits and the records they carried (`None` if it could not be read).
+    pub journal_batches: Option<u64>,
+    pub journal_records: Option<u64>,
+}
+
+/// What the switch's `/metrics` says of its journal: batches and records.
+fn journal_figures(http: &str) -> Option<(u64, u64)> {
+    let url = crate::http::HttpUrl::parse(&format!("http://{http}/metrics")).ok()?;
+    // The published development admin key of config/bench*.toml.
+    let key = std::env::var("LOADTEST_ADMIN_KEY").unwrap_or_else(|_| "dev-admin-key".to_owned());
+    let body = crate::http::get(&url, &key).ok()?;
+    let text = String::from_utf8(body).ok()?;
+    let value = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    Some((
+        value("switch_journal_batches_total")?,
+        value("switch_journal_records_total")?,
+    ))
 }
 
 /// A child server, killed when dropped.
@@ -384,6 +407,7 @@ fn measure_all(
             run_config(switch_address, Some(rate), config.in_flight),
         )?;
     }
+    let journal = journal_figures(switch.get(1).map(String::as_str).unwrap_or_default());
     let p99_80 = measurements
         .iter()
         .find(|m| m.name == "S_open_80")
@@ -407,6 +431,8 @@ fn measure_all(
         ratio_pipe_k_copy: ratio(s_pipe, baselines.k_copy_rows_per_s),
         ratio_pipe_k_1: ratio(s_pipe, baselines.k_1_commits_per_s),
         ratio_p99_80_l_1: ratio(p99_80, baselines.l_1_us_p50),
+        journal_batches: journal.map(|(batches, _)| batches),
+        journal_records: journal.map(|(_, records)| records),
         baselines,
     })
 }
@@ -474,20 +500,30 @@ impl BenchReport {
     /// The database's limits and the ratios to them.
     fn baseline_lines(&self) -> String {
         let b = &self.baselines;
-        format!(
-            "{} journal database: K_copy {:.0} rows/s ({} rows, best of 3) · K_1 {:.0} commits/s \
+        let batches = match (self.journal_batches, self.journal_records) {
+            (Some(batches), Some(records)) if batches > 0 => format!(
+                "journal over the run: {records} records in {batches} commits, {:.1} a commit on average\n",
+                records as f64 / batches as f64
+            ),
+            _ => {
+                "journal batch sizes: not read (the switch's /metrics did not answer)\n".to_owned()
+            }
+        };
+        batches
+            + &format!(
+                "{} journal database: K_copy {:.0} rows/s ({} rows, best of 3) · K_1 {:.0} commits/s \
              · L_1 p50 {:.0} µs, p99 {:.0} µs\n\
              S_pipe / K_copy = {:.3} · S_pipe / K_1 = {:.1} · p99 at 80% / L_1 p50 = {:.1}\n",
-            b.backend,
-            b.k_copy_rows_per_s,
-            b.k_copy_rows,
-            b.k_1_commits_per_s,
-            b.l_1_us_p50,
-            b.l_1_us_p99,
-            self.ratio_pipe_k_copy,
-            self.ratio_pipe_k_1,
-            self.ratio_p99_80_l_1
-        )
+                b.backend,
+                b.k_copy_rows_per_s,
+                b.k_copy_rows,
+                b.k_1_commits_per_s,
+                b.l_1_us_p50,
+                b.l_1_us_p99,
+                self.ratio_pipe_k_copy,
+                self.ratio_pipe_k_1,
+                self.ratio_p99_80_l_1
+            )
     }
 
     /// The figures as a Markdown section for `docs/BENCHMARKS.md`.

@@ -347,6 +347,14 @@ pub fn fetch_admin_latency(base: &HttpUrl, key: &str) -> Result<Vec<StageLatency
     } else {
         base.clone()
     };
+    let body = get(&url, key)?;
+    let latency: AdminLatency =
+        serde_json::from_slice(&body).map_err(|e| format!("not the latency JSON: {e}"))?;
+    Ok(latency.stages)
+}
+
+/// `GET url` with the bearer `key`; the body of a 200.
+pub fn get(url: &HttpUrl, key: &str) -> Result<Vec<u8>, String> {
     if url.tls {
         return Err(
             "--admin over https is not supported; give the admin page's http:// URL".to_owned(),
@@ -378,9 +386,7 @@ pub fn fetch_admin_latency(base: &HttpUrl, key: &str) -> Result<Vec<StageLatency
     if response.status != 200 {
         return Err(format!("answered HTTP {}", response.status));
     }
-    let latency: AdminLatency =
-        serde_json::from_slice(&response.body).map_err(|e| format!("not the latency JSON: {e}"))?;
-    Ok(latency.stages)
+    Ok(response.body.to_vec())
 }
 
 #[cfg(test)]

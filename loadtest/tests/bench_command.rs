@@ -99,6 +99,21 @@ fn bench_measures_everything_in_one_run_and_writes_its_section_in_place() {
         let value = report[ratio].as_f64().unwrap();
         assert!(value > 0.0 && value < 1.0, "{ratio} = {value}");
     }
+    // The switch's own journal figures, read from its /metrics: every
+    // approval is a record, and commits carried several on average.
+    let records = report["journal_records"].as_u64().unwrap();
+    let batches = report["journal_batches"].as_u64().unwrap();
+    let approved: u64 = report["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["approved"].as_u64().unwrap())
+        .sum();
+    assert!(
+        records >= approved,
+        "{records} records, {approved} approvals"
+    );
+    assert!(batches > 0 && batches < records, "{batches} commits");
     let baselines = &report["baselines"];
     assert_eq!(baselines["backend"], "sqlite");
     assert!(baselines["k_copy_rows_per_s"].as_f64().unwrap() > 0.0);
@@ -112,4 +127,5 @@ fn bench_measures_everything_in_one_run_and_writes_its_section_in_place() {
     assert_eq!(text.matches("<!-- /loadtest bench: sqlite -->").count(), 1);
     assert!(text.contains("| S_pipe | switch |"), "{text}");
     assert!(text.contains("K_copy"), "{text}");
+    assert!(text.contains("a commit on average"), "{text}");
 }
