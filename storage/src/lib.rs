@@ -39,6 +39,7 @@
 //! [`Token`]: protocol::domain::Token
 
 pub mod baseline;
+mod columns;
 pub mod error;
 pub mod journal;
 pub mod postgres;

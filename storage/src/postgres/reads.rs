@@ -7,17 +7,15 @@
 use std::future::Future;
 
 use sqlx::postgres::PgRow;
-use sqlx::{Decode, Postgres, Row, Type};
 
-use protocol::domain::{Channel, DeclineReason, Token, TransactionId};
-use protocol::iso::Text;
-use protocol::{Amount, Currency, Mti, ResponseCode};
+use protocol::domain::{Token, TransactionId};
 
 use super::{PostgresStore, timed_out, to_i64};
+use crate::columns::Columns;
 use crate::error::StorageError;
 use crate::record::{
     IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor, ReplayRow, SealedPan,
-    StageTimings, StoredTransaction,
+    StoredTransaction,
 };
 use crate::store::StoreReader;
 
@@ -90,7 +88,7 @@ impl PostgresStore {
         row.map(|row| {
             let columns = Columns::new(&row, "transactions");
             Ok(StoredTransaction {
-                record: record_from_columns(&columns)?,
+                record: crate::columns::record_from(&columns)?,
                 reversed_by: columns.optional_id("reversed_by")?,
             })
         })
@@ -251,131 +249,7 @@ impl StoreReader for PostgresStore {
 
 /// A record from a row holding every column of `transactions`.
 pub(super) fn record_from(row: &PgRow) -> Result<JournalRecord, StorageError> {
-    record_from_columns(&Columns::new(row, "transactions"))
-}
-
-fn record_from_columns(columns: &Columns<'_>) -> Result<JournalRecord, StorageError> {
-    Ok(JournalRecord {
-        id: columns.id("id")?,
-        created_at_ms: columns.number("created_at_ms")?,
-        channel: columns.parsed("channel", |name| match name {
-            "iso" => Some(Channel::Iso),
-            "http" => Some(Channel::Http),
-            _ => None,
-        })?,
-        kind: columns.parsed("kind", RecordKind::from_name)?,
-        mti: columns.parsed("mti", |text| Mti::parse(text.as_bytes()))?,
-        processing_code: columns.optional_text("processing_code")?,
-        amount: columns.amount("amount_minor")?,
-        currency: columns.currency("currency_numeric")?,
-        merchant_id: columns.text("merchant_id")?,
-        terminal_id: columns.text("terminal_id")?,
-        stan: columns.optional_text("stan")?,
-        rrn: columns.optional_text("rrn")?,
-        transmitted_at: columns.optional_text("transmitted_at")?,
-        token: columns.optional_bytes("token")?.map(Token::from_bytes),
-        bin: columns.get("bin")?,
-        last4: columns.get("last4")?,
-        response_code: columns
-            .parsed("response_code", |code| ResponseCode::parse(code.as_bytes()))?,
-        auth_code: columns.optional_text("auth_code")?,
-        reason: columns
-            .get::<Option<&str>>("reason")?
-            .map(|name| DeclineReason::from_name(name).ok_or(columns.corrupt("reason")))
-            .transpose()?,
-        original_id: columns.optional_id("original_id")?,
-        acquirer: columns.get("acquirer")?,
-        timings: StageTimings {
-            decode_us: columns.number("decode_us")?,
-            decide_us: columns.number("decide_us")?,
-            vault_us: columns.number("vault_us")?,
-        },
-        sealed_pan: None,
-        idempotency: None,
-    })
-}
-
-/// One row of one table, read column by column; any value that does not
-/// decode is `StorageError::Corrupt` naming the column.
-struct Columns<'r> {
-    row: &'r PgRow,
-    table: &'static str,
-}
-
-impl<'r> Columns<'r> {
-    fn new(row: &'r PgRow, table: &'static str) -> Self {
-        Columns { row, table }
-    }
-
-    fn corrupt(&self, column: &'static str) -> StorageError {
-        StorageError::Corrupt {
-            table: self.table,
-            column,
-        }
-    }
-
-    fn get<T: Decode<'r, Postgres> + Type<Postgres>>(
-        &self,
-        column: &'static str,
-    ) -> Result<T, StorageError> {
-        self.row.try_get(column).map_err(|_| self.corrupt(column))
-    }
-
-    fn parsed<T>(
-        &self,
-        column: &'static str,
-        parse: impl FnOnce(&str) -> Option<T>,
-    ) -> Result<T, StorageError> {
-        parse(self.get::<&str>(column)?).ok_or(self.corrupt(column))
-    }
-
-    fn number<T: TryFrom<i64>>(&self, column: &'static str) -> Result<T, StorageError> {
-        T::try_from(self.get::<i64>(column)?).map_err(|_| self.corrupt(column))
-    }
-
-    fn bytes<const N: usize>(&self, column: &'static str) -> Result<[u8; N], StorageError> {
-        self.get::<&[u8]>(column)?
-            .try_into()
-            .map_err(|_| self.corrupt(column))
-    }
-
-    fn optional_bytes<const N: usize>(
-        &self,
-        column: &'static str,
-    ) -> Result<Option<[u8; N]>, StorageError> {
-        self.get::<Option<&[u8]>>(column)?
-            .map(|bytes| bytes.try_into().map_err(|_| self.corrupt(column)))
-            .transpose()
-    }
-
-    fn id(&self, column: &'static str) -> Result<TransactionId, StorageError> {
-        self.bytes(column).map(TransactionId::from_bytes)
-    }
-
-    fn optional_id(&self, column: &'static str) -> Result<Option<TransactionId>, StorageError> {
-        Ok(self.optional_bytes(column)?.map(TransactionId::from_bytes))
-    }
-
-    fn text<const N: usize>(&self, column: &'static str) -> Result<Text<N>, StorageError> {
-        self.parsed(column, |text| Text::parse(text.as_bytes()))
-    }
-
-    fn optional_text<const N: usize>(
-        &self,
-        column: &'static str,
-    ) -> Result<Option<Text<N>>, StorageError> {
-        self.get::<Option<&str>>(column)?
-            .map(|text| Text::parse(text.as_bytes()).ok_or(self.corrupt(column)))
-            .transpose()
-    }
-
-    fn amount(&self, column: &'static str) -> Result<Amount, StorageError> {
-        Amount::from_minor(self.number(column)?).ok_or(self.corrupt(column))
-    }
-
-    fn currency(&self, column: &'static str) -> Result<Currency, StorageError> {
-        Currency::from_numeric(self.number(column)?).ok_or(self.corrupt(column))
-    }
+    crate::columns::record_from(&Columns::new(row, "transactions"))
 }
 
 #[cfg(test)]
@@ -386,6 +260,7 @@ mod tests {
 
     use super::*;
     use crate::postgres::PostgresConfig;
+    use sqlx::Row;
 
     /// Every lookup can be answered from its index (or a primary key), so
     /// its cost does not grow with the journal. Sequential scans are priced

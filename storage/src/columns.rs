@@ -1,0 +1,164 @@
+//! Turning rows back into typed values, the same for both backends: a
+//! [`Columns`] reads one row column by column, and [`record_from`] builds a
+//! [`JournalRecord`] from a `transactions` row.
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use protocol::domain::{Channel, DeclineReason, Token, TransactionId};
+use protocol::iso::Text;
+use protocol::{Amount, Currency, Mti, ResponseCode};
+
+use crate::error::StorageError;
+use crate::record::{JournalRecord, RecordKind, StageTimings};
+
+/// A [`JournalRecord`] from a row holding every column of `transactions`
+/// (without its sealed PAN and idempotency entry, which live elsewhere).
+pub(crate) fn record_from<'r, R: Row>(
+    columns: &Columns<'r, R>,
+) -> Result<JournalRecord, StorageError>
+where
+    &'static str: ColumnIndex<R>,
+    &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    &'r [u8]: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(JournalRecord {
+        id: columns.id("id")?,
+        created_at_ms: columns.number("created_at_ms")?,
+        channel: columns.parsed("channel", |name| match name {
+            "iso" => Some(Channel::Iso),
+            "http" => Some(Channel::Http),
+            _ => None,
+        })?,
+        kind: columns.parsed("kind", RecordKind::from_name)?,
+        mti: columns.parsed("mti", |text| Mti::parse(text.as_bytes()))?,
+        processing_code: columns.optional_text("processing_code")?,
+        amount: columns.amount("amount_minor")?,
+        currency: columns.currency("currency_numeric")?,
+        merchant_id: columns.text("merchant_id")?,
+        terminal_id: columns.text("terminal_id")?,
+        stan: columns.optional_text("stan")?,
+        rrn: columns.optional_text("rrn")?,
+        transmitted_at: columns.optional_text("transmitted_at")?,
+        token: columns.optional_bytes("token")?.map(Token::from_bytes),
+        bin: columns.get("bin")?,
+        last4: columns.get("last4")?,
+        response_code: columns
+            .parsed("response_code", |code| ResponseCode::parse(code.as_bytes()))?,
+        auth_code: columns.optional_text("auth_code")?,
+        reason: columns
+            .get::<Option<&str>>("reason")?
+            .map(|name| DeclineReason::from_name(name).ok_or(columns.corrupt("reason")))
+            .transpose()?,
+        original_id: columns.optional_id("original_id")?,
+        acquirer: columns.get("acquirer")?,
+        timings: StageTimings {
+            decode_us: columns.number("decode_us")?,
+            decide_us: columns.number("decide_us")?,
+            vault_us: columns.number("vault_us")?,
+        },
+        sealed_pan: None,
+        idempotency: None,
+    })
+}
+
+/// One row of one table, read column by column; any value that does not
+/// decode is `StorageError::Corrupt` naming the column. The same for both
+/// backends: SQLite and PostgreSQL rows decode the same Rust types.
+pub(crate) struct Columns<'r, R> {
+    row: &'r R,
+    table: &'static str,
+}
+
+impl<'r, R: Row> Columns<'r, R>
+where
+    &'static str: ColumnIndex<R>,
+    &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    &'r [u8]: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    pub(crate) fn new(row: &'r R, table: &'static str) -> Self {
+        Columns { row, table }
+    }
+
+    pub(crate) fn corrupt(&self, column: &'static str) -> StorageError {
+        StorageError::Corrupt {
+            table: self.table,
+            column,
+        }
+    }
+
+    pub(crate) fn get<T: Decode<'r, R::Database> + Type<R::Database>>(
+        &self,
+        column: &'static str,
+    ) -> Result<T, StorageError> {
+        self.row.try_get(column).map_err(|_| self.corrupt(column))
+    }
+
+    pub(crate) fn parsed<T>(
+        &self,
+        column: &'static str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, StorageError> {
+        parse(self.get::<&str>(column)?).ok_or(self.corrupt(column))
+    }
+
+    pub(crate) fn number<T: TryFrom<i64>>(&self, column: &'static str) -> Result<T, StorageError> {
+        T::try_from(self.get::<i64>(column)?).map_err(|_| self.corrupt(column))
+    }
+
+    pub(crate) fn bytes<const N: usize>(
+        &self,
+        column: &'static str,
+    ) -> Result<[u8; N], StorageError> {
+        self.get::<&[u8]>(column)?
+            .try_into()
+            .map_err(|_| self.corrupt(column))
+    }
+
+    pub(crate) fn optional_bytes<const N: usize>(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<[u8; N]>, StorageError> {
+        self.get::<Option<&[u8]>>(column)?
+            .map(|bytes| bytes.try_into().map_err(|_| self.corrupt(column)))
+            .transpose()
+    }
+
+    pub(crate) fn id(&self, column: &'static str) -> Result<TransactionId, StorageError> {
+        self.bytes(column).map(TransactionId::from_bytes)
+    }
+
+    pub(crate) fn optional_id(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<TransactionId>, StorageError> {
+        Ok(self.optional_bytes(column)?.map(TransactionId::from_bytes))
+    }
+
+    pub(crate) fn text<const N: usize>(
+        &self,
+        column: &'static str,
+    ) -> Result<Text<N>, StorageError> {
+        self.parsed(column, |text| Text::parse(text.as_bytes()))
+    }
+
+    pub(crate) fn optional_text<const N: usize>(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<Text<N>>, StorageError> {
+        self.get::<Option<&str>>(column)?
+            .map(|text| Text::parse(text.as_bytes()).ok_or(self.corrupt(column)))
+            .transpose()
+    }
+
+    pub(crate) fn amount(&self, column: &'static str) -> Result<Amount, StorageError> {
+        Amount::from_minor(self.number(column)?).ok_or(self.corrupt(column))
+    }
+
+    pub(crate) fn currency(&self, column: &'static str) -> Result<Currency, StorageError> {
+        Currency::from_numeric(self.number(column)?).ok_or(self.corrupt(column))
+    }
+}
