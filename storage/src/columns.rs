@@ -9,7 +9,7 @@ use protocol::iso::Text;
 use protocol::{Amount, Currency, Mti, ResponseCode};
 
 use crate::error::StorageError;
-use crate::record::{JournalRecord, RecordKind, StageTimings};
+use crate::record::{JournalRecord, RecordKind, SealedPan, StageTimings};
 
 /// A [`JournalRecord`] from a row holding every column of `transactions`
 /// (without its sealed PAN and idempotency entry, which live elsewhere).
@@ -60,6 +60,25 @@ where
         },
         sealed_pan: None,
         idempotency: None,
+    })
+}
+
+/// A [`SealedPan`] from a `vault` row (token, key_id, nonce, ciphertext).
+pub(crate) fn sealed_pan_from<'r, R: Row>(row: &'r R) -> Result<SealedPan, StorageError>
+where
+    &'static str: ColumnIndex<R>,
+    &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    &'r [u8]: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let columns = Columns::new(row, "vault");
+    Ok(SealedPan {
+        token: Token::from_bytes(columns.bytes("token")?),
+        key_id: columns.number("key_id")?,
+        nonce: columns.bytes("nonce")?,
+        ciphertext: columns.get("ciphertext")?,
     })
 }
 

@@ -11,7 +11,7 @@ use sqlx::postgres::PgRow;
 use protocol::domain::{Token, TransactionId};
 
 use super::{PostgresStore, timed_out, to_i64};
-use crate::columns::Columns;
+use crate::columns::{Columns, sealed_pan_from};
 use crate::error::StorageError;
 use crate::record::{
     IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor, ReplayRow, SealedPan,
@@ -195,16 +195,7 @@ impl PostgresStore {
         let row = self
             .bounded("read a vault entry", query.fetch_optional(&self.pool))
             .await?;
-        row.map(|row| {
-            let columns = Columns::new(&row, "vault");
-            Ok(SealedPan {
-                token: Token::from_bytes(columns.bytes("token")?),
-                key_id: columns.number("key_id")?,
-                nonce: columns.bytes("nonce")?,
-                ciphertext: columns.get("ciphertext")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(sealed_pan_from).transpose()
     }
 }
 

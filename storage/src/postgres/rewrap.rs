@@ -11,6 +11,7 @@
 use sqlx::{Connection, Row};
 
 use super::{PostgresStore, timed_out};
+use crate::columns::sealed_pan_from;
 use crate::error::StorageError;
 use crate::record::SealedPan;
 use crate::rewrap::{Rewrapped, VaultMaintenance, key_and_count};
@@ -30,24 +31,6 @@ const REPLACE_SEALED: &str = "\
     FROM UNNEST($1::bytea[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bytea[], $6::bytea[]) \
         AS u(token, old_key_id, old_nonce, new_key_id, new_nonce, new_ciphertext) \
     WHERE v.token = u.token AND v.key_id = u.old_key_id AND v.nonce = u.old_nonce";
-
-fn sealed_from(row: &sqlx::postgres::PgRow) -> Result<SealedPan, StorageError> {
-    let corrupt = |column| StorageError::Corrupt {
-        table: "vault",
-        column,
-    };
-    let token: &[u8] = row.try_get("token").map_err(|_| corrupt("token"))?;
-    let key_id: i64 = row.try_get("key_id").map_err(|_| corrupt("key_id"))?;
-    let nonce: &[u8] = row.try_get("nonce").map_err(|_| corrupt("nonce"))?;
-    Ok(SealedPan {
-        token: Token::from_bytes(token.try_into().map_err(|_| corrupt("token"))?),
-        key_id: u32::try_from(key_id).map_err(|_| corrupt("key_id"))?,
-        nonce: nonce.try_into().map_err(|_| corrupt("nonce"))?,
-        ciphertext: row
-            .try_get("ciphertext")
-            .map_err(|_| corrupt("ciphertext"))?,
-    })
-}
 
 impl VaultMaintenance for PostgresStore {
     async fn vault_rows_per_key(&self) -> Result<Vec<(u32, u64)>, StorageError> {
@@ -79,7 +62,7 @@ impl VaultMaintenance for PostgresStore {
         let rows = self
             .bounded("read a page of the vault", query.fetch_all(&self.pool))
             .await?;
-        rows.iter().map(sealed_from).collect()
+        rows.iter().map(sealed_pan_from).collect()
     }
 
     async fn replace_sealed(&self, rows: &[Rewrapped]) -> Result<u64, StorageError> {

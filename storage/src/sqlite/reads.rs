@@ -6,7 +6,7 @@
 use protocol::domain::{Token, TransactionId};
 
 use super::{SqliteStore, to_i64};
-use crate::columns::{Columns, record_from};
+use crate::columns::{Columns, record_from, sealed_pan_from};
 use crate::error::StorageError;
 use crate::record::{
     IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor, ReplayRow, SealedPan,
@@ -181,16 +181,7 @@ impl SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(StorageError::database("read a vault entry"))?;
-        row.map(|row| {
-            let columns = Columns::new(&row, "vault");
-            Ok(SealedPan {
-                token: Token::from_bytes(columns.bytes("token")?),
-                key_id: columns.number("key_id")?,
-                nonce: columns.bytes("nonce")?,
-                ciphertext: columns.get("ciphertext")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(sealed_pan_from).transpose()
     }
 }
 

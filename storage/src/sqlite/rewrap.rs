@@ -16,6 +16,7 @@
 use sqlx::{Connection, Row, SqliteConnection};
 
 use super::SqliteStore;
+use crate::columns::sealed_pan_from;
 use crate::error::StorageError;
 use crate::record::SealedPan;
 use crate::rewrap::{Rewrapped, VaultMaintenance, key_and_count};
@@ -33,24 +34,6 @@ const SEALED_PAGE: &str = "\
 const REPLACE_SEALED: &str = "\
     UPDATE vault SET key_id = ?, nonce = ?, ciphertext = ? \
     WHERE token = ? AND key_id = ? AND nonce = ?";
-
-fn sealed_from(row: &sqlx::sqlite::SqliteRow) -> Result<SealedPan, StorageError> {
-    let corrupt = |column| StorageError::Corrupt {
-        table: "vault",
-        column,
-    };
-    let token: &[u8] = row.try_get("token").map_err(|_| corrupt("token"))?;
-    let key_id: i64 = row.try_get("key_id").map_err(|_| corrupt("key_id"))?;
-    let nonce: &[u8] = row.try_get("nonce").map_err(|_| corrupt("nonce"))?;
-    Ok(SealedPan {
-        token: Token::from_bytes(token.try_into().map_err(|_| corrupt("token"))?),
-        key_id: u32::try_from(key_id).map_err(|_| corrupt("key_id"))?,
-        nonce: nonce.try_into().map_err(|_| corrupt("nonce"))?,
-        ciphertext: row
-            .try_get("ciphertext")
-            .map_err(|_| corrupt("ciphertext"))?,
-    })
-}
 
 impl VaultMaintenance for SqliteStore {
     async fn vault_rows_per_key(&self) -> Result<Vec<(u32, u64)>, StorageError> {
@@ -80,7 +63,7 @@ impl VaultMaintenance for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(StorageError::database("read a page of the vault"))?;
-        rows.iter().map(sealed_from).collect()
+        rows.iter().map(sealed_pan_from).collect()
     }
 
     async fn replace_sealed(&self, rows: &[Rewrapped]) -> Result<u64, StorageError> {
