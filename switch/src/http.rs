@@ -391,15 +391,17 @@ async fn check_access(
     if origin_ip.is_none() && !PEERLESS_WARNED.swap(true, Ordering::Relaxed) {
         tracing::error!("a request came without its peer address; lockout cannot track it");
     }
-    let origin = peer.map_or_else(|| "unknown".to_owned(), |peer| peer.to_string());
-    let resource = format!("{} {}", request.method(), request.uri().path());
+    let origin = || peer.map_or_else(|| "unknown".to_owned(), |peer| peer.to_string());
+    // Cheap clones (a shared buffer): the audit texts are built only when an
+    // entry is written, not for every merchant request.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let audit = |actor: &str, event: &str, outcome: &str| {
         state.audit.record(AuditEvent {
             actor: actor.to_owned(),
             event: event.to_owned(),
             outcome: outcome.to_owned(),
-            origin: origin.clone(),
-            resource: resource.clone(),
+            origin: origin(),
+            resource: format!("{method} {}", uri.path()),
         });
     };
 
@@ -423,7 +425,7 @@ async fn check_access(
             match origin_ip.map(|origin_ip| state.lockout.fail(origin_ip)) {
                 Some(Failure::LockedOut) => {
                     state.lockouts.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%origin, "origin locked out after failed authentications");
+                    tracing::warn!(origin = %origin(), "origin locked out after failed authentications");
                     audit("unknown", events::AUTH_LOCKOUT, "locked_out");
                 }
                 Some(Failure::Untracked) | None => {
