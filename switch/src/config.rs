@@ -69,6 +69,28 @@ pub const DEV_SECRETS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Ids of an acquirer's allowed merchants or terminals, space-padded to `N`;
+/// the error is the key (from `key`) and why.
+fn padded_ids<const N: usize>(
+    ids: Option<&[String]>,
+    what: &str,
+    key: impl Fn() -> String,
+) -> Result<Option<Vec<Text<N>>>, (String, String)> {
+    ids.map(|ids| {
+        ids.iter()
+            .map(|id| {
+                pad::<N>(id).filter(|_| !id.is_empty()).ok_or_else(|| {
+                    (
+                        key(),
+                        format!("`{id}` is not a {what} id (1 to {N} printable characters)"),
+                    )
+                })
+            })
+            .collect()
+    })
+    .transpose()
+}
+
 /// The name of the published development secret equal to `value`, if any.
 fn dev_secret_named(value: &[u8; 32]) -> Option<&'static str> {
     DEV_SECRETS.iter().find_map(|(name, hex)| {
@@ -1283,42 +1305,14 @@ impl Config {
                     format!("`{subject}` is already acquirer {}'s", other.name),
                 ));
             }
-            let merchants = acquirer
-                .merchants
-                .as_ref()
-                .map(|ids| {
-                    ids.iter()
-                        .map(|id| {
-                            pad::<15>(id).filter(|_| !id.is_empty()).ok_or_else(|| {
-                                value_error(
-                                    &format!("{key}.merchants"),
-                                    format!(
-                                        "`{id}` is not a merchant id (1 to 15 printable characters)"
-                                    ),
-                                )
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .transpose()?;
-            let terminals = acquirer
-                .terminals
-                .as_ref()
-                .map(|ids| {
-                    ids.iter()
-                        .map(|id| {
-                            pad::<8>(id).filter(|_| !id.is_empty()).ok_or_else(|| {
-                                value_error(
-                                    &format!("{key}.terminals"),
-                                    format!(
-                                        "`{id}` is not a terminal id (1 to 8 printable characters)"
-                                    ),
-                                )
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .transpose()?;
+            let merchants = padded_ids::<15>(acquirer.merchants.as_deref(), "merchant", || {
+                format!("{key}.merchants")
+            })
+            .map_err(|(key, reason)| value_error(&key, reason))?;
+            let terminals = padded_ids::<8>(acquirer.terminals.as_deref(), "terminal", || {
+                format!("{key}.terminals")
+            })
+            .map_err(|(key, reason)| value_error(&key, reason))?;
             acquirers.push(AcquirerConfig {
                 name: name.clone(),
                 certificate_subject: subject.to_owned(),
