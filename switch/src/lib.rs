@@ -1,42 +1,34 @@
 //! The switch: ISO 8583 and JSON/HTTP ingress in front of the card and
 //! merchant actors, the vault and the journal.
 //!
-//! The modules, in the order a request meets them:
+//! The folders, in the order a request meets them:
 //!
-//! - [`serve`]: `switch serve` wires everything and owns start-up (journal,
-//!   replay, listeners) and shutdown.
-//! - [`config`]: the TOML configuration, checked, with flag and environment
-//!   overrides.
-//! - [`iso_server`]: ISO 8583 over TCP: framing, several requests in flight per
-//!   connection, answers written as they complete.
-//! - [`tls`]: TLS 1.2/1.3 (ring) for both listeners; mutual TLS on ISO 8583,
-//!   where the client certificate names the acquirer.
-//! - [`http`]: the JSON API, API keys and roles, idempotency keys, and the
-//!   ops routes.
-//! - [`limits`]: per-merchant rate limits (both ingresses) and the lockout
-//!   of client origins after failed authentications.
-//! - [`engine`]: the one path both ingresses share: rules, token, actors,
-//!   journal, reply.
-//! - [`fleet`]: card velocity shared by several nodes in Redis (one Lua
-//!   check-and-increment per approval), when a Redis URL is configured.
-//! - [`metrics`]: latency histograms per stage and channel, counters.
-//! - [`audit`]: the hash-chained, append-only audit log, and its verifier.
-//! - [`iso_cli`]: `switch iso decode|encode` for people who read messages.
-//! - [`vault_admin`]: vault key reload (SIGHUP or admin route) and the
-//!   background rewrap of old rows under the active key.
-//! - [`vault_cli`]: `switch vault status|reload|rewrap|verify`, the
-//!   operator's side of those routes.
+//! - [`ingress`]: where requests arrive. [`ingress::iso`] is ISO 8583 over
+//!   TCP (plain and mutual TLS): framing, several requests in flight per
+//!   connection, answers written as they complete. [`ingress::http`] is the
+//!   JSON API with API keys, roles and idempotency keys, and the ops and
+//!   admin routes. [`ingress::tls`] holds the TLS 1.2/1.3 listeners both use.
+//! - [`admission`]: per-merchant rate limits (both ingresses) and the lockout
+//!   of client origins after failed authentications, checked before any
+//!   work is done for a request.
+//! - [`engine`]: the one path both ingresses share: duplicates, rules,
+//!   token, actors, journal, reply.
+//! - [`fleet`]: card velocity and duplicate keys shared by several nodes in
+//!   Redis, when a Redis URL is configured.
+//! - [`ops`]: what operators read and run: metrics, the audit log, vault key
+//!   reload and rewrap.
+//!
+//! Around them: [`config`] reads and checks the TOML configuration (with
+//! flag and environment overrides); [`serve`] wires everything for
+//! `switch serve` and owns start-up (journal, replay, listeners) and
+//! shutdown; [`cli`] holds the other subcommands (`switch iso`,
+//! `switch vault`).
 
-pub mod audit;
+pub mod admission;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod fleet;
-pub mod http;
-pub mod iso_cli;
-pub mod iso_server;
-pub mod limits;
-pub mod metrics;
+pub mod ingress;
+pub mod ops;
 pub mod serve;
-pub mod tls;
-pub mod vault_admin;
-pub mod vault_cli;

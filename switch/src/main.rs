@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switch::{audit, iso_cli, serve, vault_cli};
+use switch::cli::{iso as iso_cli, vault as vault_cli};
+use switch::ops::audit;
+use switch::serve;
 
 /// The card-transaction switch.
 #[derive(Debug, Parser)]

@@ -20,16 +20,16 @@ use tokio_util::task::TaskTracker;
 
 use std::path::PathBuf;
 
-use crate::audit::{Audit, AuditEvent, AuditOptions, events};
+use crate::admission::RateLimits;
 use crate::config::{Backend, Config, Overrides};
 use crate::engine::{DuplicateSettings, Engine, EngineParts};
 use crate::fleet::Fleet;
-use crate::http::{self, HttpState};
-use crate::iso_server;
-use crate::limits::RateLimits;
-use crate::metrics::Metrics;
-use crate::tls;
-use crate::vault_admin::VaultControl;
+use crate::ingress::http::{self, HttpState};
+use crate::ingress::iso;
+use crate::ingress::tls;
+use crate::ops::audit::{Audit, AuditEvent, AuditOptions, events};
+use crate::ops::metrics::Metrics;
+use crate::ops::vault::VaultControl;
 use clap::Args;
 use tokio::sync::Semaphore;
 
@@ -330,7 +330,7 @@ async fn serve(
         tracker.spawn(async move { engine.watch_database(shutdown).await });
     }
     // One connection limit for both ISO listeners.
-    let ingress = iso_server::IsoIngress {
+    let ingress = iso::IsoIngress {
         engine: Arc::clone(&engine),
         spec: Arc::new(spec),
         config: config.iso.clone(),
@@ -338,7 +338,7 @@ async fn serve(
         audit: audit.clone(),
     };
     if let Some(listener) = iso_listener {
-        tracker.spawn(iso_server::serve(
+        tracker.spawn(iso::serve(
             listener,
             ingress.clone(),
             None,
@@ -347,7 +347,7 @@ async fn serve(
         ));
     }
     if let Some((listener, iso_tls)) = iso_tls_listener {
-        tracker.spawn(iso_server::serve(
+        tracker.spawn(iso::serve(
             listener,
             ingress,
             Some(iso_tls),

@@ -153,7 +153,7 @@ fn every_role_against_every_route() {
         ("GET", "/health/ready", "/health/ready", [200; 7]),
     ];
     // Every route of the switch's one access table has a row here.
-    for route in switch::http::ROUTES {
+    for route in switch::ingress::http::ROUTES {
         assert!(
             rows.iter()
                 .any(|(method, path, _, _)| *method == route.method && *path == route.path),
@@ -162,7 +162,7 @@ fn every_role_against_every_route() {
             route.path
         );
     }
-    assert_eq!(rows.len(), switch::http::ROUTES.len());
+    assert_eq!(rows.len(), switch::ingress::http::ROUTES.len());
 
     let mut card_number = 100;
     for (method, template, path, expected) in &rows {

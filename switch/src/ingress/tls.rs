@@ -26,7 +26,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::iso::{MerchantId, TerminalId};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls::{
@@ -40,6 +39,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::{AcquirerConfig, ConfigError, HttpTlsConfig, IsoTlsConfig};
+use crate::engine::acquirer::Acquirer;
 
 /// The crypto provider every TLS configuration of the switch is built on.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -161,31 +161,6 @@ impl RefusalReason {
     }
 }
 
-/// An acquirer the switch knows, as its client certificate identifies it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Acquirer {
-    /// `[acquirers.NAME]`: what the journal records with each transaction.
-    pub name: String,
-    merchants: Option<Vec<MerchantId>>,
-    terminals: Option<Vec<TerminalId>>,
-}
-
-impl Acquirer {
-    /// Whether this acquirer may send requests for `merchant` (DE42) at
-    /// `terminal` (DE41); an acquirer without lists may send for any.
-    pub fn permits(&self, merchant: &MerchantId, terminal: &TerminalId) -> bool {
-        let merchant_ok = self
-            .merchants
-            .as_ref()
-            .is_none_or(|allowed| allowed.contains(merchant));
-        let terminal_ok = self
-            .terminals
-            .as_ref()
-            .is_none_or(|allowed| allowed.contains(terminal));
-        merchant_ok && terminal_ok
-    }
-}
-
 /// Every configured acquirer, by the certificate subject that names it
 /// (ASCII lower case).
 #[derive(Debug, Default)]
@@ -200,11 +175,11 @@ impl Acquirers {
             .map(|config| {
                 (
                     config.certificate_subject.to_ascii_lowercase(),
-                    Arc::new(Acquirer {
-                        name: config.name.clone(),
-                        merchants: config.merchants.clone(),
-                        terminals: config.terminals.clone(),
-                    }),
+                    Arc::new(Acquirer::new(
+                        config.name.clone(),
+                        config.merchants.clone(),
+                        config.terminals.clone(),
+                    )),
                 )
             })
             .collect();
@@ -513,28 +488,6 @@ mod tests {
                 .identify(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]))
                 .is_none()
         );
-    }
-
-    #[test]
-    fn an_acquirer_is_held_to_its_merchants_and_terminals() {
-        let acquirer = Acquirer {
-            name: "north".to_owned(),
-            merchants: Some(vec![pad("ACME0000001").unwrap()]),
-            terminals: Some(vec![pad("TERM0001").unwrap()]),
-        };
-        let acme = pad("ACME0000001").unwrap();
-        let bistro = pad("BISTRO00001").unwrap();
-        let t1 = pad("TERM0001").unwrap();
-        let t2 = pad("TERM0002").unwrap();
-        assert!(acquirer.permits(&acme, &t1));
-        assert!(!acquirer.permits(&bistro, &t1));
-        assert!(!acquirer.permits(&acme, &t2));
-        let open = Acquirer {
-            merchants: None,
-            terminals: None,
-            ..acquirer
-        };
-        assert!(open.permits(&bistro, &t2));
     }
 
     #[test]

@@ -32,11 +32,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::{Audit, AuditEvent, events};
 use crate::config::IsoConfig;
 use crate::engine::Engine;
-use crate::metrics::Stage;
-use crate::tls::{self, Acquirer, IsoTls, RefusalReason, TlsListener};
+use crate::engine::acquirer::Acquirer;
+use crate::ingress::tls::{self, IsoTls, RefusalReason, TlsListener};
+use crate::ops::audit::{Audit, AuditEvent, events};
+use crate::ops::metrics::Stage;
 use protocol::domain::Channel;
 
 /// What every ISO 8583 listener of one switch shares.

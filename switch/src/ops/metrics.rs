@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use protocol::ResponseCode;
 use protocol::domain::Channel;
 
-use crate::tls::{RefusalReason, TlsListener};
+use crate::ingress::tls::{RefusalReason, TlsListener};
 
 /// A stage of a request's path through the switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

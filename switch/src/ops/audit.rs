@@ -411,7 +411,7 @@ fn write_entries(
         for command in batch.drain(..) {
             match command {
                 Command::Record(event, at_ms) => {
-                    let entry = head.append(event, crate::http::rfc3339(at_ms));
+                    let entry = head.append(event, crate::ops::time::rfc3339(at_ms));
                     if serde_json::to_writer(&mut buffer, &entry).is_ok() {
                         buffer.push(b'\n');
                         entries += 1;

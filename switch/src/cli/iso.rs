@@ -111,7 +111,7 @@ fn tls_client(args: &SendArgs, ca: &PathBuf) -> anyhow::Result<rustls::ClientCon
             .add(certificate)
             .map_err(|e| anyhow::anyhow!("--tls-ca: {}: {e}", ca.display()))?;
     }
-    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    let builder = rustls::ClientConfig::builder_with_provider(crate::ingress::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_root_certificates(roots);
     let config = match (&args.tls_cert, &args.tls_key) {

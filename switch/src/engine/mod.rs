@@ -10,6 +10,7 @@
 //! the [`CardOutcome`] back into their own reply; nothing here knows which
 //! wire a request came in on beyond recording its channel.
 
+pub mod acquirer;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,10 +31,10 @@ use storage::{
 };
 use tokio::sync::watch;
 
+use crate::admission::RateLimits;
+use crate::engine::acquirer::Acquirer;
 use crate::fleet::{Claim, Fleet, OnRedisDown};
-use crate::limits::RateLimits;
-use crate::metrics::{Metrics, Stage};
-use crate::tls::Acquirer;
+use crate::ops::metrics::{Metrics, Stage};
 
 /// What the switch answered to a card request.
 #[derive(Debug, Clone)]

@@ -1366,7 +1366,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    const SHIPPED: &str = include_str!("../../config/switch.toml");
+    const SHIPPED: &str = include_str!("../../../config/switch.toml");
 
     fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("switch.toml"), &Overrides::default(), env)
@@ -1416,7 +1416,7 @@ mod tests {
 
     #[test]
     fn the_shipped_postgres_and_bench_configurations_load() {
-        let postgres = include_str!("../../config/switch.postgres.toml");
+        let postgres = include_str!("../../../config/switch.postgres.toml");
         let error = parse(postgres, &no_env).unwrap_err().to_string();
         assert!(
             error
@@ -1449,10 +1449,10 @@ mod tests {
                 .as_deref(),
             Some("postgres://a@b/c")
         );
-        let bench = parse(include_str!("../../config/bench.toml"), &no_env).unwrap();
+        let bench = parse(include_str!("../../../config/bench.toml"), &no_env).unwrap();
         assert_eq!(bench.storage.backend, Backend::Sqlite);
         let bench_postgres = Config::parse(
-            include_str!("../../config/bench.postgres.toml"),
+            include_str!("../../../config/bench.postgres.toml"),
             Path::new("bench.postgres.toml"),
             &overrides,
             &no_env,
@@ -1464,7 +1464,7 @@ mod tests {
             ..overrides.clone()
         };
         let bench_fleet = Config::parse(
-            include_str!("../../config/bench.fleet.toml"),
+            include_str!("../../../config/bench.fleet.toml"),
             Path::new("bench.fleet.toml"),
             &fleet_overrides,
             &no_env,
@@ -1478,7 +1478,7 @@ mod tests {
     fn fleet_mode_needs_a_redis_url_and_defaults_to_declining() {
         let single = parse(SHIPPED, &no_env).unwrap();
         assert!(single.fleet.is_none(), "no [fleet]: one node");
-        let fleet_file = include_str!("../../config/switch.fleet.toml");
+        let fleet_file = include_str!("../../../config/switch.fleet.toml");
         let database_only = Overrides {
             database_url: Some("postgres://a@b/c".to_owned()),
             ..Overrides::default()
@@ -1684,7 +1684,7 @@ mod tests {
 
     #[test]
     fn the_shipped_tls_configuration_loads() {
-        let config = parse(include_str!("../../config/switch.tls.toml"), &no_env).unwrap();
+        let config = parse(include_str!("../../../config/switch.tls.toml"), &no_env).unwrap();
         let iso_tls = config.iso.tls.unwrap();
         assert_eq!(iso_tls.listen.port(), 8584);
         assert_eq!(iso_tls.client_ca, PathBuf::from("dev-certs/ca.pem"));
@@ -1874,12 +1874,12 @@ mod tests {
         }
         let mut found = Vec::new();
         for text in [
-            include_str!("../../config/switch.toml"),
-            include_str!("../../config/bench.toml"),
-            include_str!("../../config/bench.postgres.toml"),
-            include_str!("../../config/bench.fleet.toml"),
-            include_str!("../../config/switch.postgres.toml"),
-            include_str!("../../config/switch.fleet.toml"),
+            include_str!("../../../config/switch.toml"),
+            include_str!("../../../config/bench.toml"),
+            include_str!("../../../config/bench.postgres.toml"),
+            include_str!("../../../config/bench.fleet.toml"),
+            include_str!("../../../config/switch.postgres.toml"),
+            include_str!("../../../config/switch.fleet.toml"),
         ] {
             walk(&toml::from_str::<toml::Value>(text).unwrap(), &mut found);
         }

@@ -29,6 +29,8 @@
 //! repeat a value from the request, so a PAN sent in the wrong field is not
 //! echoed.
 
+mod vault;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,13 +57,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::{Audit, AuditEvent, events};
+use crate::admission::{Failure, Lockout, RetryAfter, Standing};
 use crate::config::{Config, HttpConfig};
 use crate::engine::{CardOutcome, Engine, IdempotencyRequest};
-use crate::limits::{Failure, Lockout, RetryAfter, Standing};
-use crate::metrics::{Metrics, Refusal, Stage};
-use crate::tls::{self, TlsListener};
-use crate::vault_admin::{self, VaultControl};
+use crate::ingress::tls::{self, TlsListener};
+use crate::ops::audit::{Audit, AuditEvent, events};
+use crate::ops::metrics::{Metrics, Refusal, Stage};
+use crate::ops::time::rfc3339;
+use crate::ops::vault::VaultControl;
 use tokio_rustls::TlsAcceptor;
 
 /// A role, as a payments platform grants them.
@@ -152,28 +155,28 @@ pub const ROUTES: &[RouteAccess] = &[
         path: "/admin/vault",
         access: Access::Roles(ADMIN),
         rate_limited: false,
-        handler: || get(vault_admin::vault_status),
+        handler: || get(vault::vault_status),
     },
     RouteAccess {
         method: "POST",
         path: "/admin/vault/reload",
         access: Access::Roles(ADMIN),
         rate_limited: false,
-        handler: || post(vault_admin::vault_reload),
+        handler: || post(vault::vault_reload),
     },
     RouteAccess {
         method: "POST",
         path: "/admin/vault/rewrap",
         access: Access::Roles(ADMIN),
         rate_limited: false,
-        handler: || post(vault_admin::vault_rewrap),
+        handler: || post(vault::vault_rewrap),
     },
     RouteAccess {
         method: "POST",
         path: "/admin/vault/verify",
         access: Access::Roles(ADMIN),
         rate_limited: false,
-        handler: || post(vault_admin::vault_verify),
+        handler: || post(vault::vault_verify),
     },
     RouteAccess {
         method: "GET",
@@ -762,29 +765,6 @@ fn field_problem(error: &FieldError) -> Response {
     )
 }
 
-pub(crate) fn rfc3339(unix_ms: u64) -> String {
-    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
-    let seconds = unix_ms / 1000;
-    let days = (seconds / 86_400) as i64;
-    let time = seconds % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        time / 3600,
-        time % 3600 / 60,
-        time % 60,
-        unix_ms % 1000
-    )
-}
-
 /// The reply to an authorization, as stored for idempotent replays.
 fn render_authorization(outcome: &CardOutcome) -> (u16, String) {
     let reply = json::AuthorizationResponse {
@@ -1242,7 +1222,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
             u64::from(engine.is_ready()),
         ),
     ]);
-    crate::metrics::render_counters(
+    crate::ops::metrics::render_counters(
         &mut text,
         &[
             (
@@ -1267,7 +1247,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
             ),
         ],
     );
-    crate::metrics::render_gauges(
+    crate::ops::metrics::render_gauges(
         &mut text,
         &[(
             "switch_http_lockout_origins",
@@ -1375,11 +1355,5 @@ mod tests {
         // The audit log is for admins only.
         let audit = ROUTES.iter().find(|r| r.path == "/admin/audit").unwrap();
         assert_eq!(audit.access, Access::Roles(&[Role::Admin]));
-    }
-
-    #[test]
-    fn times_are_rfc3339_utc_with_milliseconds() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_763_846_400_123), "2025-11-22T21:20:00.123Z");
     }
 }
