@@ -22,10 +22,11 @@
 //! flag and environment overrides); [`serve`] wires everything for
 //! `switch serve` and owns start-up (journal, replay, listeners) and
 //! shutdown; [`cli`] holds the other subcommands (`switch iso`,
-//! `switch vault`).
+//! `switch vault`); [`clock`] is the one reader of monotonic time.
 
 pub mod admission;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod fleet;
