@@ -1,6 +1,7 @@
-//! The command line: flags, their parsing into a [`RunConfig`] or a server
-//! configuration, and what each subcommand does. Every error is one line
-//! that names the flag or the target, and exits non-zero.
+//! What each subcommand does: the flags of [`crate::args`] checked
+//! together into a [`RunConfig`], a bench or a server configuration, then
+//! run. Every error is one line that names the flag or the target, and
+//! exits non-zero (2 for bad usage).
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -10,356 +11,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use protocol::Spec;
 use tokio::net::TcpListener;
 
+use crate::args::{BenchArgs, Cli, Command, LoadArgs, Rate};
 use crate::echo::{self, EchoConfig, Stall};
 use crate::error::Error;
 use crate::http::{self, HttpUrl};
 use crate::issuer::{self, IssuerConfig};
 use crate::report::{Summary, WorkloadLabels};
 use crate::run::{self, ProgressMode, RunConfig, Target};
-use crate::tls::TlsOptions;
 use crate::workload::{AmountDistribution, Kind, Mix, Workload};
-
-/// Open-loop load for a card switch: ISO 8583 over TCP and its JSON API,
-/// with latency taken from each request's intended send time
-/// (coordinated-omission correct), HdrHistogram percentiles, `.hlog`
-/// interval logs, plots, and the echo and issuer servers to compare with.
-#[derive(Debug, Parser)]
-#[command(name = "loadtest", version, max_term_width = 100)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Load a switch (or `loadtest echo`) over ISO 8583 on TCP.
-    Iso(IsoArgs),
-    /// Load the JSON API: POST /v1/authorizations.
-    Http(HttpArgs),
-    /// Echo every frame back: the machine's own limit for the same frames.
-    Echo(EchoArgs),
-    /// An issuer host answering 0100/0200/0400 with 0110/0210/0410.
-    Issuer(IssuerArgs),
-    /// Echo baseline against the switch, same frames, one command: E_rr,
-    /// E_pipe, the switch's peaks, open-loop latency at 50% and 80%.
-    Bench(BenchArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// The switch executable [default: `switch` beside this one].
-    #[arg(long, value_name = "PATH")]
-    pub switch: Option<PathBuf>,
-    /// Switch configuration (a fresh temporary data directory is used)
-    /// [default: config/bench.toml, or config/bench.postgres.toml with
-    /// `--backend postgres`].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The switch's journal: `sqlite` (embedded) or `postgres`.
-    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
-    pub backend: String,
-    /// PostgreSQL for `--backend postgres`; the switch journals there and
-    /// K_copy, K_1 and L_1 are measured in the same database.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
-    pub database_url: Option<String>,
-    /// Redis for a fleet node (with `--backend postgres`): card velocity and
-    /// duplicate keys checked in Redis on every request
-    /// [default config: config/bench.fleet.toml].
-    #[arg(long, value_name = "URL")]
-    pub redis_url: Option<String>,
-    /// How long each measurement lasts.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Load before each measurement; not counted.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub warmup: Duration,
-    /// TCP connections.
-    #[arg(long, default_value_t = 8)]
-    pub connections: u64,
-    /// Requests outstanding per connection for the pipelined figures.
-    #[arg(long, default_value_t = 16)]
-    pub in_flight: usize,
-    /// Distinct cards.
-    #[arg(long, default_value_t = 100_000)]
-    pub cards: u64,
-    /// Seed of the workload.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Write the figures as JSON.
-    #[arg(long, value_name = "FILE.json")]
-    pub report: Option<PathBuf>,
-    /// Write the figures as a Markdown section (for docs/BENCHMARKS.md).
-    #[arg(long, value_name = "FILE.md")]
-    pub markdown: Option<PathBuf>,
-    /// Replace this backend's section of a Markdown document in place (for
-    /// example docs/BENCHMARKS.md), or append it.
-    #[arg(long, value_name = "FILE.md")]
-    pub docs: Option<PathBuf>,
-    /// Print progress even when stderr is not a terminal.
-    #[arg(long)]
-    pub progress: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct IsoArgs {
-    /// The switch's ISO 8583 listener, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub target: String,
-    /// Dialect: a built-in (iso87, iso87-hex) or a spec file.
-    #[arg(long, default_value = "iso87")]
-    pub spec: String,
-    /// Request types and their weights: 0100 authorization, 0200 purchase,
-    /// 0400 reversal of an earlier approval, 0800 echo.
-    #[arg(long, default_value = "0100=100", value_parser = Mix::parse, value_name = "MTI=W,..")]
-    pub mix: Mix,
-    #[command(flatten)]
-    pub load: LoadArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct HttpArgs {
-    /// The switch's HTTP listener, http://HOST:PORT (path defaults to
-    /// /v1/authorizations).
-    #[arg(long, value_name = "URL")]
-    pub target: String,
-    /// The merchant's API key; `--merchants` must be that merchant.
-    #[arg(
-        long,
-        env = "LOADTEST_API_KEY",
-        hide_env_values = true,
-        default_value = "dev-merchant-key-acme"
-    )]
-    pub api_key: String,
-    #[command(flatten)]
-    pub load: LoadArgs,
-}
-
-/// Flags shared by `iso` and `http`.
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    /// Requests per second over all connections (`50000`, `50k`), or `max`
-    /// for closed loop: every connection keeps --in-flight outstanding.
-    #[arg(long, default_value = "1000", value_parser = parse_rate)]
-    pub rate: Rate,
-    /// How long to measure (`10s`, `500ms`, `2m`).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// How long to load before measuring; not counted.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub warmup: Duration,
-    /// TCP connections.
-    #[arg(long, default_value_t = 8)]
-    pub connections: u64,
-    /// Requests outstanding per connection at most.
-    #[arg(long, default_value_t = 16)]
-    pub in_flight: usize,
-    /// A request not answered this long after its intended send time is a
-    /// timeout.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// Distinct cards (the demo config approves 5 per card per minute).
-    #[arg(long, default_value_t = 10_000)]
-    pub cards: u64,
-    /// Zipf exponent of card popularity; 0 is uniform.
-    #[arg(long, default_value_t = 0.0)]
-    pub zipf: f64,
-    /// Amounts in minor units: N, MIN-MAX, or lognormal:MEDIAN:SIGMA.
-    #[arg(long, default_value = "lognormal:2500:1.0")]
-    pub amount: String,
-    /// Fraction of requests whose PAN fails the Luhn check.
-    #[arg(long, default_value_t = 0.0)]
-    pub invalid_cards: f64,
-    /// Merchant ids (DE42, space-padded to 15), comma-separated.
-    #[arg(long, default_value = "ACME0000001", value_delimiter = ',')]
-    pub merchants: Vec<String>,
-    /// Merchant category code (DE18, `mcc`).
-    #[arg(long, default_value = "5411")]
-    pub mcc: String,
-    /// Currency, ISO 4217 numeric (DE49).
-    #[arg(long, default_value_t = 840)]
-    pub currency: u16,
-    /// Seed of the workload: same seed, same cards, amounts and types.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Write the results as JSON (percentiles in microseconds).
-    #[arg(long, value_name = "FILE.json")]
-    pub report: Option<PathBuf>,
-    /// Write an HdrHistogram interval log (one histogram per second,
-    /// nanoseconds; untagged: all requests, tagged by MTI when mixed).
-    #[arg(long, value_name = "FILE.hlog")]
-    pub hlog: Option<PathBuf>,
-    /// Draw latency over time and the percentile spectrum.
-    #[arg(long, value_name = "FILE.svg")]
-    pub plot: Option<PathBuf>,
-    /// Write one line per approval: STAN terminal RRN auth-code (HTTP:
-    /// `-` terminal transaction-id auth-code), warmup included.
-    #[arg(long, value_name = "FILE")]
-    pub ack_log: Option<PathBuf>,
-    /// The switch's HTTP base URL; its /admin/latency stages are printed
-    /// beside loadtest's own at the end.
-    #[arg(long, value_name = "URL")]
-    pub admin: Option<String>,
-    /// Admin credential for --admin.
-    #[arg(
-        long,
-        env = "LOADTEST_ADMIN_KEY",
-        hide_env_values = true,
-        default_value = "dev-admin-key"
-    )]
-    pub admin_key: String,
-    /// Print progress even when stderr is not a terminal (one line a second).
-    #[arg(long, conflicts_with = "no_progress")]
-    pub progress: bool,
-    /// No progress line, even on a terminal.
-    #[arg(long)]
-    pub no_progress: bool,
-    #[command(flatten)]
-    pub tls: TlsArgs,
-}
-
-/// TLS for the load's connections (an https:// target implies --tls).
-#[derive(Debug, Args)]
-pub struct TlsArgs {
-    /// Speak TLS 1.2/1.3 to the target (ISO 8583 over TLS, or HTTPS).
-    #[arg(long)]
-    pub tls: bool,
-    /// CA certificates (PEM) the target's certificate must chain to.
-    #[arg(long, value_name = "FILE.pem")]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate chain (PEM), for mutual TLS.
-    #[arg(long, value_name = "FILE.pem", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, value_name = "FILE.pem", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// The name the target's certificate must carry [default: the target's host].
-    #[arg(long, value_name = "NAME")]
-    pub tls_server_name: Option<String>,
-}
-
-impl TlsArgs {
-    /// The options when TLS is asked for (or implied by `https`).
-    fn options(&self, implied: bool) -> Result<Option<TlsOptions>, Error> {
-        let any_option =
-            self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some();
-        if !(self.tls || implied) {
-            if any_option {
-                return Err(Error::flag(
-                    "tls",
-                    "--tls-ca, --tls-cert and --tls-server-name need --tls (or an https:// target)",
-                ));
-            }
-            return Ok(None);
-        }
-        Ok(Some(TlsOptions {
-            ca: self.tls_ca.clone(),
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
-            server_name: self.tls_server_name.clone(),
-        }))
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct EchoArgs {
-    /// Address to listen on, HOST:PORT (port 0 picks one; it is printed).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub listen: String,
-    /// Dialect whose length header frames the stream.
-    #[arg(long, default_value = "iso87")]
-    pub spec: String,
-    /// Stall the whole server this often (with --stall-for), to show a run
-    /// sees server pauses.
-    #[arg(long, value_parser = parse_duration, requires = "stall_for")]
-    pub stall_every: Option<Duration>,
-    /// How long each stall lasts.
-    #[arg(long, value_parser = parse_duration, requires = "stall_every")]
-    pub stall_for: Option<Duration>,
-    /// Serve TLS with this certificate chain (PEM): the echo baseline for a
-    /// switch behind TLS pays for the same encryption.
-    #[arg(long, value_name = "FILE.pem", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The certificate's private key (PEM).
-    #[arg(long, value_name = "FILE.pem", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Ask for a client certificate signed by these CAs (mutual TLS).
-    #[arg(long, value_name = "FILE.pem", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct IssuerArgs {
-    /// Address to listen on, HOST:PORT (port 0 picks one; it is printed).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub listen: String,
-    /// Dialect.
-    #[arg(long, default_value = "iso87")]
-    pub spec: String,
-    /// Milliseconds from reading a request to answering it.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Fraction of card requests declined with 05.
-    #[arg(long, default_value_t = 0.0)]
-    pub decline_rate: f64,
-    /// Fraction of requests never answered (0800 always is).
-    #[arg(long, default_value_t = 0.0)]
-    pub silence_rate: f64,
-    /// Seed of the decline and silence draws.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-}
-
-/// `--rate`: requests per second, or closed loop.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Rate {
-    PerSecond(f64),
-    Max,
-}
-
-/// Parses `max`, `5000`, `2.5k`, `1M`.
-pub fn parse_rate(text: &str) -> Result<Rate, String> {
-    if text.eq_ignore_ascii_case("max") {
-        return Ok(Rate::Max);
-    }
-    let (number, scale) = match text.char_indices().last() {
-        Some((at, 'k' | 'K')) => (&text[..at], 1e3),
-        Some((at, 'm' | 'M')) => (&text[..at], 1e6),
-        _ => (text, 1.0),
-    };
-    let rate = number
-        .parse::<f64>()
-        .ok()
-        .map(|n| n * scale)
-        .filter(|r| r.is_finite() && *r > 0.0 && *r <= 1e8)
-        .ok_or_else(|| format!("`{text}` is not a rate: give requests per second or `max`"))?;
-    Ok(Rate::PerSecond(rate))
-}
-
-/// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, or bare seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("`{text}` is not a duration such as 10s, 500ms or 2m");
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(bad()),
-    };
-    if !seconds.is_finite() || !(0.0..=7.0 * 86_400.0).contains(&seconds) {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
 
 /// Runs the command line `args` (the program name first) and returns the
 /// process's exit code: 0 done, 1 failed, 2 bad usage.
@@ -565,7 +228,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::file(path, std::io::Error::other(e)))?;
-        crate::bench::write(path, &(json + "\n"))?;
+        crate::bench_report::write(path, &(json + "\n"))?;
     }
     // The command as typed, without the URLs (they may hold a password).
     let mut previous = String::new();
@@ -586,12 +249,12 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
         .collect();
     let section = report.markdown(&command.join(" "));
     if let Some(path) = &args.markdown {
-        crate::bench::write(path, &section)?;
+        crate::bench_report::write(path, &section)?;
     }
     if let Some(path) = &args.docs {
         let document = std::fs::read_to_string(path).unwrap_or_default();
-        let updated = crate::bench::replace_section(&document, report.backend, &section);
-        crate::bench::write(path, &updated)?;
+        let updated = crate::bench_report::replace_section(&document, report.backend, &section);
+        crate::bench_report::write(path, &updated)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -739,31 +402,4 @@ fn load(target: Target, mix: Mix, args: &LoadArgs) -> Result<ExitCode, Error> {
         });
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rates_and_durations_parse() {
-        assert_eq!(parse_rate("max"), Ok(Rate::Max));
-        assert_eq!(parse_rate("5000"), Ok(Rate::PerSecond(5000.0)));
-        assert_eq!(parse_rate("2.5k"), Ok(Rate::PerSecond(2500.0)));
-        assert!(parse_rate("0").is_err());
-        assert!(parse_rate("fast").is_err());
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        assert!(parse_duration("10 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn the_cli_is_well_formed() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-    }
 }

@@ -12,13 +12,15 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::clock::Instant;
 use crate::schedule::{EARLY_MAX, Schedule};
 use crate::stats::{ErrorReason, Outcome, Shard};
 use crate::tls::{TlsClient, Transport};
+use crate::units::duration_ns;
 use crate::workload::{Kind, Plan, Workload};
 
 /// What came off the wire for one response.
@@ -275,9 +277,7 @@ pub async fn drive<D: Dialogue>(connection: Connection<D>) {
                 if measured {
                     let lag = open_loop.then(|| now.saturating_duration_since(intended));
                     let shard = guard.get_or_insert_with(|| lock(&shard));
-                    shard
-                        .tally
-                        .record_sent(plan.kind, lag.map(|l| l.as_nanos() as u64));
+                    shard.tally.record_sent(plan.kind, lag.map(duration_ns));
                     if let Err(reason) = result {
                         shard.tally.record_error(plan.kind, reason);
                     }
@@ -438,7 +438,7 @@ fn read_responses<D: Dialogue>(
                             let latency = arrived.saturating_duration_since(p.started);
                             shard
                                 .tally
-                                .record_response(p.kind, outcome, latency.as_nanos() as u64);
+                                .record_response(p.kind, outcome, duration_ns(latency));
                         }
                         Some(_) => {}
                         None => shard.tally.unmatched += 1,

@@ -8,13 +8,14 @@
 //! percentiles see the pause.
 
 use std::io;
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use protocol::Framing;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::clock::Instant;
 
 /// A pause of the whole server: for `length` at the start of every `every`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +31,9 @@ impl Stall {
         let into = now.saturating_duration_since(started).as_nanos() % every;
         let length = self.length.as_nanos();
         if into < length {
-            Duration::from_nanos((length - into) as u64)
+            // At most the stall's length (`--stall-for`, a week at most),
+            // so it fits.
+            Duration::from_nanos(u64::try_from(length - into).unwrap_or(u64::MAX))
         } else {
             Duration::ZERO
         }

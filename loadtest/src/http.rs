@@ -381,7 +381,9 @@ pub fn get(url: &HttpUrl, key: &str) -> Result<Vec<u8>, String> {
     let mut raw = Vec::new();
     // The server closes after answering; a read timeout with a whole
     // response buffered is fine too.
-    let _ = stream.take(BODY_MAX as u64).read_to_end(&mut raw);
+    let _ = stream
+        .take(u64::try_from(BODY_MAX).unwrap_or(u64::MAX))
+        .read_to_end(&mut raw);
     let response = parse_response(&raw)?.ok_or("the response was cut short")?;
     if response.status != 200 {
         return Err(format!("answered HTTP {}", response.status));

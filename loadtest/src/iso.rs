@@ -17,6 +17,7 @@ use protocol::{Framing, Message, Mti, Spec};
 use crate::clock::DateFields;
 use crate::connection::{Dialogue, Reply};
 use crate::stats::{ErrorReason, Outcome};
+use crate::units::{digits, duration_ns};
 use crate::workload::{Kind, Plan, Workload};
 
 /// Approvals remembered per connection for 0400s to reverse.
@@ -40,14 +41,11 @@ pub fn terminal_id(tag: u64, connection: u64) -> [u8; 8] {
     id[0] = b'L';
     let mut t = tag;
     for slot in id[1..4].iter_mut().rev() {
-        *slot = DIGITS[(t % 36) as usize];
+        // `t % 36` is below 36, so it always fits.
+        *slot = DIGITS[usize::try_from(t % 36).unwrap_or(0)];
         t /= 36;
     }
-    let mut c = connection % 10_000;
-    for slot in id[4..8].iter_mut().rev() {
-        *slot = b'0' + (c % 10) as u8;
-        c /= 10;
-    }
+    id[4..8].copy_from_slice(&digits::<4>(connection));
     id
 }
 
@@ -56,8 +54,7 @@ pub fn terminal_id(tag: u64, connection: u64) -> [u8; 8] {
 pub fn run_tag() -> u64 {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+        .map_or(0, duration_ns);
     crate::rng::mix(nanos, u64::from(std::process::id()))
 }
 
@@ -226,16 +223,6 @@ impl IsoDialogue {
             self.originals.push_back(original);
         }
     }
-}
-
-/// `N` as exactly `W` ASCII digits (the low `W` digits).
-pub fn digits<const W: usize>(mut n: u64) -> [u8; W] {
-    let mut out = [b'0'; W];
-    for slot in out.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    out
 }
 
 /// Parses up to 6 ASCII digits.
@@ -466,6 +453,5 @@ mod tests {
         assert!(id.iter().all(u8::is_ascii_alphanumeric));
         assert_eq!(&id[4..], b"2345");
         assert_ne!(terminal_id(1, 0), terminal_id(2, 0));
-        assert_eq!(digits::<6>(42), *b"000042");
     }
 }

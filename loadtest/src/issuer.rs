@@ -6,7 +6,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use protocol::iso::{self, AuthCode, Request};
 use protocol::{DecodeError, Message, ResponseCode, Spec};
@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use crate::clock::Instant;
 use crate::rng::{SplitMix64, mix};
 
 /// How the issuer behaves.
@@ -85,7 +86,7 @@ fn auth_code(rng: &mut SplitMix64) -> Option<AuthCode> {
     const ALPHABET: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let mut code = [0u8; 6];
     for slot in &mut code {
-        *slot = ALPHABET[rng.below(36) as usize];
+        *slot = ALPHABET[rng.index_below(ALPHABET.len())];
     }
     AuthCode::parse(&code)
 }

@@ -5,8 +5,10 @@
 //!
 //! The modules, in the order a run flows through them:
 //!
-//! - [`cli`]: flags, checked into a [`run::RunConfig`] or a server
-//!   configuration; one-line errors that name the flag.
+//! - [`args`]: the flags, as clap types, and the parsers of their values.
+//! - [`cli`]: each subcommand: its flags checked together into a
+//!   [`run::RunConfig`], a bench or a server configuration, then run;
+//!   one-line errors that name the flag.
 //! - [`workload`]: what request number `i` is (type, card, amount,
 //!   merchant), a pure function of `--seed` and `i`; Luhn-valid PANs.
 //! - [`rng`]: the seeded generator, Zipf and normal samplers behind it.
@@ -24,17 +26,24 @@
 //! - [`tls`]: `--tls` (mutual TLS with `--tls-cert`): the handshake at
 //!   connect, then the rustls session driven from the connection's own
 //!   readiness loop; and TLS for `loadtest echo`.
-//! - [`clock`]: DE7/DE12/DE13 from the wall clock.
+//! - [`clock`]: the monotonic [`clock::Instant`] every send time, latency
+//!   and timeout is read from (the crate's one clock module), and
+//!   DE7/DE12/DE13 from the wall clock.
 //! - [`stats`]: the histograms and counts, recorded per shard of connections.
 //! - [`report`]: the end-of-run table and the `--report` JSON;
 //!   [`plot`]: the `--plot` SVG.
 //! - [`echo`] and [`issuer`]: `loadtest echo` (the same frames echoed, the
 //!   machine's own limit) and `loadtest issuer` (an issuer host simulator).
-//! - [`bench`]: `loadtest bench`, the echo baselines and the switch measured
-//!   in one run, as ratios.
+//! - [`bench`](mod@bench): `loadtest bench`, the echo baselines and the switch measured
+//!   in one run, as ratios; [`bench_report`]: its figures as a table, JSON
+//!   and a Markdown section.
+//! - [`units`]: numbers between types (counts as `f64`, floats back to
+//!   counts, nanoseconds) and into text (`1.20ms`, ASCII digits).
 //! - [`error`]: [`Error`], one line naming the flag, target or file.
 
+pub mod args;
 pub mod bench;
+pub mod bench_report;
 pub mod cli;
 pub mod clock;
 pub mod connection;
@@ -50,6 +59,7 @@ pub mod run;
 pub mod schedule;
 pub mod stats;
 pub mod tls;
+pub mod units;
 pub mod workload;
 
 pub use error::Error;

@@ -10,12 +10,19 @@ use plotters::prelude::*;
 
 use crate::error::Error;
 use crate::run::IntervalPoint;
+use crate::units::{to_f64, to_u64_saturating};
 
 /// Which value of an interval a line shows.
 type Pick = fn(&IntervalPoint) -> u64;
 
 fn ms(ns: u64) -> f64 {
-    ns as f64 / 1e6
+    to_f64(ns) / 1e6
+}
+
+/// A small whole number of the chart (a label count, decimal places) as a
+/// `usize`.
+fn count(x: f64) -> usize {
+    usize::try_from(to_u64_saturating(x)).unwrap_or(usize::MAX)
 }
 
 /// Writes the two charts to `path`.
@@ -112,13 +119,13 @@ fn draw(
         .configure_mesh()
         .x_desc("percentile")
         .y_desc("ms")
-        .x_labels(x_max.ceil() as usize + 1)
+        .x_labels(count(x_max.ceil()) + 1)
         .x_label_formatter(&|x| {
             let p = 100.0 - 100.0 / 10f64.powf(*x);
             if p < 99.0 {
                 format!("{p:.0}%")
             } else {
-                let digits = (x.round() as usize).saturating_sub(2);
+                let digits = count(x.round()).saturating_sub(2);
                 format!("{p:.digits$}%")
             }
         })

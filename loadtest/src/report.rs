@@ -12,25 +12,21 @@ use serde::Serialize;
 use crate::http::StageLatency;
 use crate::run::{RunConfig, RunResult, Target};
 use crate::stats::Counts;
+use crate::units::{format_ns, to_f64, to_u64_saturating};
 use crate::workload::Kind;
 
-/// `ns` for people: `850ns`, `42µs`, `1.20ms`, `1.50s`.
-pub fn format_ns(ns: u64) -> String {
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 10_000 {
-        format!("{:.1}µs", ns as f64 / 1e3)
-    } else if ns < 1_000_000 {
-        format!("{:.0}µs", ns as f64 / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.2}ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.2}s", ns as f64 / 1e9)
-    }
+fn format_us(us: f64) -> String {
+    format_ns(to_u64_saturating((us * 1e3).round()))
 }
 
-fn format_us(us: f64) -> String {
-    format_ns((us * 1e3).round() as u64)
+/// Nanoseconds as microseconds to one decimal, as reports give latencies.
+fn us_of_ns(ns: u64) -> f64 {
+    (to_f64(ns) / 100.0).round() / 10.0
+}
+
+/// `count` over `seconds` to one decimal, as reports give rates.
+pub fn rate_per_s(count: u64, seconds: f64) -> f64 {
+    (to_f64(count) / seconds * 10.0).round() / 10.0
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -52,16 +48,15 @@ impl Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }
-        let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
         Percentiles {
             count: h.len(),
             mean: (h.mean() / 100.0).round() / 10.0,
-            p50: us(h.value_at_quantile(0.5)),
-            p90: us(h.value_at_quantile(0.9)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            p9999: us(h.value_at_quantile(0.9999)),
-            max: us(h.max()),
+            p50: us_of_ns(h.value_at_quantile(0.5)),
+            p90: us_of_ns(h.value_at_quantile(0.9)),
+            p99: us_of_ns(h.value_at_quantile(0.99)),
+            p999: us_of_ns(h.value_at_quantile(0.999)),
+            p9999: us_of_ns(h.value_at_quantile(0.9999)),
+            max: us_of_ns(h.max()),
         }
     }
 }
@@ -180,7 +175,7 @@ impl Summary {
             TypeSummary {
                 counts,
                 scheduled: counts.scheduled(),
-                rate_achieved: (counts.received as f64 / seconds * 10.0).round() / 10.0,
+                rate_achieved: rate_per_s(counts.received, seconds),
                 latency_us: Percentiles::of(h),
                 responses,
             }
@@ -227,7 +222,6 @@ impl Summary {
             Some(Err(error)) => (None, Some(error)),
             None => (None, None),
         };
-        let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
         Summary {
             tool: "loadtest",
             version: env!("CARGO_PKG_VERSION"),
@@ -246,7 +240,7 @@ impl Summary {
             warmup_s: config.warmup.as_secs_f64(),
             connections: config.connections,
             in_flight: config.in_flight,
-            timeout_ms: config.timeout.as_millis() as u64,
+            timeout_ms: u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
             seed: config.workload.seed,
             workload: WorkloadSummary {
                 cards: config.workload.cards,
@@ -279,14 +273,14 @@ impl Summary {
                     t_s: (p.end_s * 1000.0).round() / 1000.0,
                     count: p.count,
                     rate: if p.length_s > 0.0 {
-                        (p.count as f64 / p.length_s * 10.0).round() / 10.0
+                        rate_per_s(p.count, p.length_s)
                     } else {
                         0.0
                     },
-                    p50_us: us(p.p50_ns),
-                    p90_us: us(p.p90_ns),
-                    p99_us: us(p.p99_ns),
-                    max_us: us(p.max_ns),
+                    p50_us: us_of_ns(p.p50_ns),
+                    p90_us: us_of_ns(p.p90_ns),
+                    p99_us: us_of_ns(p.p99_ns),
+                    max_us: us_of_ns(p.max_ns),
                     timeouts: p.timeouts,
                     errors: p.errors,
                 })
@@ -382,7 +376,7 @@ impl Summary {
             }
         );
         if !self.responses.is_empty() {
-            let received = c.received.max(1) as f64;
+            let received = to_f64(c.received.max(1));
             let parts: Vec<String> = self
                 .responses
                 .iter()
@@ -391,7 +385,7 @@ impl Summary {
                         "{code} {} {} ({:.1}%)",
                         s.description,
                         s.count,
-                        s.count as f64 * 100.0 / received
+                        to_f64(s.count) * 100.0 / received
                     )
                 })
                 .collect();
@@ -473,15 +467,6 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(format_ns(850), "850ns");
-        assert_eq!(format_ns(4_250), "4.2µs");
-        assert_eq!(format_ns(42_000), "42µs");
-        assert_eq!(format_ns(1_204_000), "1.20ms");
-        assert_eq!(format_ns(1_500_000_000), "1.50s");
-    }
 
     #[test]
     fn percentiles_are_in_microseconds() {

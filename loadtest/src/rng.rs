@@ -2,6 +2,8 @@
 //! sampler. Small and ours, so a workload is a pure function of `--seed` and
 //! the request's index, whatever version of a random crate is around.
 
+use crate::units::{to_f64, to_u64_saturating};
+
 /// Mixes a seed and an index into a well-spread 64-bit value (the splitmix64
 /// finalizer), so request `i` of seed `s` draws from its own stream.
 pub fn mix(seed: u64, index: u64) -> u64 {
@@ -37,14 +39,24 @@ impl SplitMix64 {
 
     /// A uniform value in `[0, 1)` with 53 bits of precision.
     pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        // 53 bits convert to `f64` exactly.
+        to_f64(self.next_u64() >> 11) * (1.0 / to_f64(1u64 << 53))
     }
 
     /// A uniform value in `[0, n)` (Lemire's multiply-shift; the bias is
     /// under n / 2^64, far below anything a load test can see). `n` of 0
     /// gives 0.
     pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+        // The high half of a 64 x 64-bit product always fits 64 bits.
+        u64::try_from((u128::from(self.next_u64()) * u128::from(n)) >> 64).unwrap_or(0)
+    }
+
+    /// A uniform index into something `len` long (see [`SplitMix64::below`]).
+    pub fn index_below(&mut self, len: usize) -> usize {
+        // usize is at most 64 bits on every target Rust supports, and the
+        // index is below `len`, so neither fallback is ever taken.
+        let index = self.below(u64::try_from(len).unwrap_or(u64::MAX));
+        usize::try_from(index).unwrap_or(0)
     }
 
     /// A standard normal value (Box-Muller).
@@ -76,7 +88,7 @@ impl Zipf {
         if n == 0 || !s.is_finite() || s <= 0.0 {
             return None;
         }
-        let n = n as f64;
+        let n = to_f64(n);
         let h_integral_x1 = h_integral(1.5, s) - 1.0;
         let h_integral_n = h_integral(n + 0.5, s);
         let threshold = 2.0 - h_integral_inverse(h_integral(2.5, s) - h(2.0, s), s);
@@ -96,7 +108,8 @@ impl Zipf {
             let x = h_integral_inverse(u, self.s);
             let k = (x + 0.5).floor().clamp(1.0, self.n);
             if k - x <= self.threshold || u >= h_integral(k + 0.5, self.s) - h(k, self.s) {
-                return k as u64;
+                // A whole number from 1 to n.
+                return to_u64_saturating(k);
             }
         }
     }
@@ -156,7 +169,7 @@ mod tests {
         for _ in 0..10_000 {
             let v = rng.below(10);
             assert!(v < 10);
-            seen[v as usize] += 1;
+            seen[usize::try_from(v).unwrap()] += 1;
         }
         for count in seen {
             assert!((800..1200).contains(&count), "{seen:?}");
@@ -173,7 +186,7 @@ mod tests {
         for _ in 0..draws {
             let k = zipf.sample(&mut rng);
             assert!((1..=1000).contains(&k));
-            counts[k as usize] += 1;
+            counts[usize::try_from(k).unwrap()] += 1;
         }
         // With s = 1, rank 1 is drawn twice as often as rank 2 and four
         // times as often as rank 4; H(1000) = 7.485, so rank 1 takes 13.4%.
@@ -190,10 +203,10 @@ mod tests {
     #[test]
     fn normal_values_have_mean_zero_and_unit_spread() {
         let mut rng = SplitMix64::new(5);
-        let n = 50_000;
+        let n = 50_000u32;
         let values: Vec<f64> = (0..n).map(|_| rng.next_normal()).collect();
-        let mean = values.iter().sum::<f64>() / n as f64;
-        let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+        let mean = values.iter().sum::<f64>() / f64::from(n);
+        let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / f64::from(n);
         assert!(mean.abs() < 0.02, "{mean}");
         assert!((variance - 1.0).abs() < 0.03, "{variance}");
     }

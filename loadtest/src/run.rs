@@ -8,7 +8,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
@@ -17,14 +17,15 @@ use protocol::Spec;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::clock::Instant;
 use crate::connection::{self, Connection};
 use crate::error::Error;
 use crate::http::{HttpDialogue, HttpUrl};
 use crate::iso::{IsoDialogue, run_tag};
-use crate::report::format_ns;
 use crate::schedule::{Pacer, Schedule};
 use crate::stats::{Shard, Tally};
 use crate::tls::{TlsClient, TlsOptions, Transport};
+use crate::units::{format_ns, to_f64};
 use crate::workload::Workload;
 
 /// What is loaded.
@@ -120,7 +121,7 @@ pub struct RunResult {
 
 /// Connections share this many recorders at most; more would only cost
 /// memory (each holds histograms), fewer would make them contend.
-const SHARDS_MAX: u64 = 16;
+const SHARDS_MAX: usize = 16;
 
 /// Runs a load test as configured.
 pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
@@ -150,7 +151,8 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
         }
         None => None,
     };
-    let mut streams = Vec::with_capacity(config.connections as usize);
+    // `--connections` is at most 10 000, so it fits (the capacity is a hint).
+    let mut streams = Vec::with_capacity(usize::try_from(config.connections).unwrap_or(0));
     for _ in 0..config.connections {
         let stream = tokio::time::timeout(
             Duration::from_secs(5),
@@ -170,7 +172,9 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
 
     let workload = Arc::new(config.workload.clone());
     let kinds: Vec<_> = workload.mix.kinds().collect();
-    let shard_count = config.connections.clamp(1, SHARDS_MAX) as usize;
+    let shard_count = usize::try_from(config.connections)
+        .unwrap_or(usize::MAX)
+        .clamp(1, SHARDS_MAX);
     let shards: Vec<Arc<Mutex<Shard>>> = (0..shard_count)
         .map(|_| Arc::new(Mutex::new(Shard::default())))
         .collect();
@@ -186,14 +190,16 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
         connections: config.connections,
     });
     let measure_start = schedule.measure_start();
-    let measure_started_at = SystemTime::now() + (measure_start - Instant::now());
+    let measure_started_at =
+        SystemTime::now() + measure_start.saturating_duration_since(Instant::now());
 
     let tag = run_tag();
     let mut tasks = JoinSet::new();
-    for (id, stream) in streams.into_iter().enumerate() {
-        let id = id as u64;
-        let shard = Arc::clone(&shards[id as usize % shard_count]);
-        let waker = Arc::clone(&wakers[id as usize]);
+    // Connection `id` records into shard `id % shard_count`.
+    let connections = streams.into_iter().zip(&wakers).zip(shards.iter().cycle());
+    for (id, ((stream, waker), shard)) in (0u64..).zip(connections) {
+        let shard = Arc::clone(shard);
+        let waker = Arc::clone(waker);
         let ack = ack_log.is_some();
         macro_rules! spawn_with {
             ($dialogue:expr) => {
@@ -387,11 +393,13 @@ impl Harvest<'_> {
         if let Some((file, path)) = ack_log {
             file.write_all(self.acks.as_bytes())
                 .map_err(|e| Error::file(path.clone(), e))?;
-            self.acks_written += self.acks.lines().count() as u64;
+            self.acks_written += u64::try_from(self.acks.lines().count()).unwrap_or(u64::MAX);
         }
         self.acks.clear();
         if warmup {
-            let into = self.warmup.saturating_sub(self.measure_start - to);
+            let into = self
+                .warmup
+                .saturating_sub(self.measure_start.saturating_duration_since(to));
             progress.update(format!(
                 "warming up {:.0}/{:.0}s",
                 into.as_secs_f64(),
@@ -443,7 +451,7 @@ impl Harvest<'_> {
             .sent
             .saturating_sub(total.received + total.timeouts + total.errors);
         let rate = if point.length_s > 0.0 {
-            point.count as f64 / point.length_s
+            to_f64(point.count) / point.length_s
         } else {
             0.0
         };

@@ -22,9 +22,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
+
+use crate::clock::Instant;
+use crate::units::{to_f64, to_u64_saturating};
 
 /// The timing of a run, shared by every connection.
 #[derive(Debug, Clone)]
@@ -52,7 +55,7 @@ impl Schedule {
     /// The intended send time of request `index` (open loop).
     pub fn intended(&self, index: u64) -> Instant {
         match self.rate {
-            Some(rate) => self.start + Duration::from_secs_f64(index as f64 / rate),
+            Some(rate) => self.start + Duration::from_secs_f64(to_f64(index) / rate),
             None => self.start,
         }
     }
@@ -61,7 +64,9 @@ impl Schedule {
     /// before [`Schedule::end`].
     pub fn index_end(&self) -> u64 {
         match self.rate {
-            Some(rate) => ((self.warmup + self.duration).as_secs_f64() * rate).ceil() as u64,
+            Some(rate) => {
+                to_u64_saturating(((self.warmup + self.duration).as_secs_f64() * rate).ceil())
+            }
             None => u64::MAX,
         }
     }
@@ -129,7 +134,7 @@ impl Drop for Pacer {
 
 fn pace(schedule: &Schedule, wakers: &[Arc<Notify>], stop: &AtomicBool) {
     let end = schedule.index_end();
-    let connections = wakers.len() as u64;
+    let connections = u64::try_from(wakers.len()).unwrap_or(u64::MAX);
     if connections == 0 {
         return;
     }
@@ -146,7 +151,8 @@ fn pace(schedule: &Schedule, wakers: &[Arc<Notify>], stop: &AtomicBool) {
         if due > horizon {
             // Never sleep long, so a stop is seen within 100 ms; never
             // spin: a short sleep overshoots by about EARLY_MAX at worst.
-            let asked = (due - horizon)
+            let asked = due
+                .saturating_duration_since(horizon)
                 .saturating_sub(oversleep)
                 .clamp(SLEEP_MIN, Duration::from_millis(100));
             thread::sleep(asked);
@@ -161,7 +167,8 @@ fn pace(schedule: &Schedule, wakers: &[Arc<Notify>], stop: &AtomicBool) {
         woken.fill(false);
         let mut pending = 0usize;
         while index < end && schedule.intended(index) <= horizon {
-            let connection = (index % connections) as usize;
+            // Below `wakers.len()`, so it always fits.
+            let connection = usize::try_from(index % connections).unwrap_or(usize::MAX);
             if let Some(flag) = woken.get_mut(connection)
                 && !*flag
             {
@@ -174,7 +181,8 @@ fn pace(schedule: &Schedule, wakers: &[Arc<Notify>], stop: &AtomicBool) {
                     // Everyone is awake; skip ahead over the rest that is due.
                     let elapsed = now.saturating_duration_since(schedule.start);
                     let rate = schedule.rate.unwrap_or(1.0);
-                    let last_due = ((elapsed + EARLY_MAX).as_secs_f64() * rate).floor() as u64;
+                    let last_due =
+                        to_u64_saturating(((elapsed + EARLY_MAX).as_secs_f64() * rate).floor());
                     index = index.max(last_due.min(end.saturating_sub(1)));
                 }
             }

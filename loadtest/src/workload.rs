@@ -5,6 +5,7 @@
 
 use crate::error::Error;
 use crate::rng::{SplitMix64, Zipf, mix};
+use crate::units::{ascii_digit, digits, to_f64, to_u64_saturating};
 
 /// The request types the load tester sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -142,7 +143,7 @@ impl AmountDistribution {
             let (median, sigma) = rest
                 .split_once(':')
                 .ok_or("lognormal needs MEDIAN:SIGMA, such as lognormal:2500:1.0")?;
-            let median = number(median)? as f64;
+            let median = to_f64(number(median)?);
             let sigma: f64 = sigma
                 .trim()
                 .parse()
@@ -167,7 +168,7 @@ impl AmountDistribution {
             AmountDistribution::Uniform { min, max } => min + rng.below(max - min + 1),
             AmountDistribution::LogNormal { median, sigma } => {
                 let amount = median * (sigma * rng.next_normal()).exp();
-                (amount.round() as u64).clamp(1, AMOUNT_MAX)
+                to_u64_saturating(amount.round()).clamp(1, AMOUNT_MAX)
             }
         }
     }
@@ -274,7 +275,9 @@ impl Workload {
             invalid_fraction,
             currency,
             mcc: mcc.to_owned(),
-            expiry_year_base: (crate::clock::current_year() % 100) as u8,
+            // Two digits, 0..=99, always fit.
+            expiry_year_base: u8::try_from(crate::clock::current_year().rem_euclid(100))
+                .unwrap_or(0),
         })
     }
 
@@ -287,7 +290,7 @@ impl Workload {
             None => rng.below(self.cards),
         };
         let amount = self.amounts.sample(&mut rng);
-        let merchant = rng.below(self.merchants.len() as u64) as usize;
+        let merchant = rng.index_below(self.merchants.len());
         let invalid_card = self.invalid_fraction > 0.0 && rng.next_f64() < self.invalid_fraction;
         Plan {
             kind,
@@ -303,10 +306,10 @@ impl Workload {
     pub fn pan(&self, card: u64, invalid: bool) -> [u8; 16] {
         let mut rng = SplitMix64::new(mix(self.seed ^ CARD_SALT, card));
         let mut digits = [b'0'; 16];
-        let bin = BINS[rng.below(BINS.len() as u64) as usize].as_bytes();
+        let bin = BINS[rng.index_below(BINS.len())].as_bytes();
         digits[..6].copy_from_slice(bin);
         for digit in &mut digits[6..15] {
-            *digit = b'0' + rng.below(10) as u8;
+            *digit = ascii_digit(rng.below(10));
         }
         let check = luhn_check_digit(&digits[..15]);
         digits[15] = if invalid {
@@ -320,13 +323,11 @@ impl Workload {
     /// YYMM of card `card`: two to five years ahead, any month.
     pub fn expiry(&self, card: u64) -> [u8; 4] {
         let r = mix(self.seed ^ CARD_SALT ^ 0xE, card);
-        let year = (self.expiry_year_base as u64 + 2 + r % 4) % 100;
+        let year = (u64::from(self.expiry_year_base) + 2 + r % 4) % 100;
         let month = 1 + (r >> 8) % 12;
         let mut out = [0u8; 4];
-        out[0] = b'0' + (year / 10) as u8;
-        out[1] = b'0' + (year % 10) as u8;
-        out[2] = b'0' + (month / 10) as u8;
-        out[3] = b'0' + (month % 10) as u8;
+        out[..2].copy_from_slice(&digits::<2>(year));
+        out[2..].copy_from_slice(&digits::<2>(month));
         out
     }
 }
@@ -345,7 +346,7 @@ pub fn luhn_check_digit(payload: &[u8]) -> u8 {
         }
         sum += d;
     }
-    b'0' + ((10 - sum % 10) % 10) as u8
+    ascii_digit(u64::from(10 - sum % 10))
 }
 
 /// Whether `digits` pass the Luhn check.

@@ -133,7 +133,7 @@ fn issuer_approvals_are_acked_and_silence_times_out() {
         "{approved} approved, {declined} declined"
     );
     let lines = std::fs::read_to_string(&acks).unwrap();
-    assert_eq!(lines.lines().count() as u64, approved);
+    assert_eq!(u64::try_from(lines.lines().count()).unwrap(), approved);
     assert_eq!(n(&report, "acks_written"), approved);
     for line in lines.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -152,12 +152,13 @@ fn base64_decode(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut buffer, mut bits) = (0u32, 0);
     for byte in text.bytes().filter(|b| *b != b'=') {
-        let value = ALPHABET.iter().position(|a| *a == byte).unwrap() as u32;
+        let value = u32::try_from(ALPHABET.iter().position(|a| *a == byte).unwrap()).unwrap();
         buffer = (buffer << 6) | value;
         bits += 6;
         if bits >= 8 {
             bits -= 8;
-            out.push((buffer >> bits) as u8);
+            // The low byte; the bits above it were pushed already.
+            out.push((buffer >> bits).to_le_bytes()[0]);
         }
     }
     out

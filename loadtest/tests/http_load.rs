@@ -131,6 +131,6 @@ fn http_load_is_valid_pipelined_and_counted_by_code() {
     assert_eq!(unavailable, 160);
     assert_eq!(served.load(Ordering::Relaxed), 1600);
     let lines = std::fs::read_to_string(&acks).unwrap();
-    assert_eq!(lines.lines().count() as u64, approved);
+    assert_eq!(u64::try_from(lines.lines().count()).unwrap(), approved);
     assert!(lines.lines().all(|l| l.starts_with("- L")), "{lines}");
 }
