@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use protocol::Amount;
 use protocol::domain::{DeclineReason, Token};
-use protocol::iso::{MerchantId, Text};
+use protocol::ids::{MerchantId, Text};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 

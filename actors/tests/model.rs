@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use actors::{CardCheck, CardLimits, GiveBack, MerchantLimits, Restore, Window, WindowLimit};
 use common::*;
 use protocol::domain::{DeclineReason, Token};
-use protocol::iso::{MerchantId, Text};
+use protocol::ids::{MerchantId, Text};
 
 const CARDS: u64 = 6;
 const STEPS: usize = 3_000;

@@ -24,7 +24,7 @@ use actors::{CardCheck, CardLimits, MerchantLimits, ShardConfig, Shards, SystemC
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use protocol::Amount;
 use protocol::domain::{DeclineReason, Token, pad};
-use protocol::iso::MerchantId;
+use protocol::ids::MerchantId;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 

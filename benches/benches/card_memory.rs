@@ -18,7 +18,7 @@ use actors::shard::CARD_SLOT_BYTES;
 use actors::{CardCheck, CardLimits, CardState, MerchantLimits, ShardConfig, Shards, SystemClock};
 use protocol::Amount;
 use protocol::domain::{Token, pad};
-use protocol::iso::MerchantId;
+use protocol::ids::MerchantId;
 
 const CARDS: u64 = 1_000_000;
 const CLIENTS: u64 = 64;

@@ -12,7 +12,8 @@ use std::fmt;
 
 use zeroize::Zeroize;
 
-use crate::encoding::{ContentClass, LengthCounts, hex_value, push_hex};
+use crate::content_class::ContentClass;
+use crate::encoding::{LengthCounts, hex_value, push_hex};
 use crate::error::{DecodeError, EncodeError, Location};
 use crate::mti::Mti;
 use crate::spec::{BitmapEncoding, FieldKind, Mask, MtiEncoding, Spec};
@@ -501,14 +502,14 @@ impl<'a> Reader<'a> {
 
 fn decode_mti(encoding: MtiEncoding, reader: &mut Reader<'_>) -> Result<Mti, DecodeError> {
     match encoding {
-        MtiEncoding::Ascii => Mti::from_wire(reader.take(4, Location::Mti)?),
+        MtiEncoding::Ascii => mti_from_digits(reader.take(4, Location::Mti)?),
         MtiEncoding::Ebcdic => {
             let wire = reader.take(4, Location::Mti)?;
             let mut digits = [0u8; 4];
             for (digit, &b) in digits.iter_mut().zip(wire) {
                 *digit = encoding::ebcdic_to_ascii(b);
             }
-            Mti::from_wire(&digits)
+            mti_from_digits(&digits)
         }
         MtiEncoding::Bcd => {
             let wire = reader.take(2, Location::Mti)?;
@@ -520,8 +521,25 @@ fn decode_mti(encoding: MtiEncoding, reader: &mut Reader<'_>) -> Result<Mti, Dec
                     *low = b'0'.wrapping_add(b & 0x0F);
                 }
             }
-            Mti::from_wire(&digits)
+            mti_from_digits(&digits)
         }
+    }
+}
+
+/// An MTI that the codec has read as text, or an error naming the MTI: the
+/// first byte that is not a digit, or a short read.
+fn mti_from_digits(digits: &[u8]) -> Result<Mti, DecodeError> {
+    match digits.iter().position(|d| !d.is_ascii_digit()) {
+        Some(position) => Err(DecodeError::NotInClass {
+            location: Location::Mti,
+            class: ContentClass::N,
+            position,
+        }),
+        None => Mti::parse(digits).ok_or(DecodeError::Truncated {
+            location: Location::Mti,
+            needed: 4,
+            available: digits.len(),
+        }),
     }
 }
 

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::encoding::{ContentClass, DataEncoding, LengthCounts, LengthEncoding};
+use crate::content_class::ContentClass;
+use crate::encoding::{DataEncoding, LengthCounts, LengthEncoding};
 use crate::error::SpecError;
 use crate::framing::{FRAME_LENGTH_LIMIT, Framing, LengthHeader};
 

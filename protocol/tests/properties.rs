@@ -22,9 +22,8 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 
-use protocol::encoding::{
-    ContentClass, DataEncoding, LengthEncoding, ascii_to_ebcdic, ebcdic_to_ascii, to_hex,
-};
+use protocol::content_class::ContentClass;
+use protocol::encoding::{DataEncoding, LengthEncoding, ascii_to_ebcdic, ebcdic_to_ascii, to_hex};
 use protocol::framing::FRAME_LENGTH_LIMIT;
 use protocol::iso::Request;
 use protocol::spec::{BitmapEncoding, FieldKind, MtiEncoding};

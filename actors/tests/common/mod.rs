@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actors::{CardCheck, CardLimits, ManualClock, MerchantLimits, ShardConfig, Shards};
 use protocol::Amount;
 use protocol::domain::{Token, pad};
-use protocol::iso::{MerchantId, Text};
+use protocol::ids::{MerchantId, Text};
 
 /// 2025-06-15T12:00:00Z: on a ten-second, five-minute and two-hour boundary,
 /// twelve hours before a UTC midnight.
