@@ -61,6 +61,9 @@ const TRACK: u8 = 16;
 
 /// One byte of flags per ASCII byte value, so a class check is a table look-up
 /// and an AND, with no branch per character class.
+// `b as u8` cannot truncate: the loop stops below 256. A const initializer
+// cannot call `u8::try_from`, which is not a const function.
+#[allow(clippy::as_conversions)]
 const CHAR_FLAGS: [u8; 256] = {
     let mut table = [0u8; 256];
     let mut b = 0usize;

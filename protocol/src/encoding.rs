@@ -103,36 +103,25 @@ impl LengthEncoding {
     pub fn write(self, length: usize, width: usize, out: &mut Vec<u8>) {
         match self {
             LengthEncoding::Ascii | LengthEncoding::Ebcdic => {
-                let mut divisor = 10usize.pow(u32::try_from(width).unwrap_or(0).saturating_sub(1));
-                while divisor > 0 {
-                    let digit = b'0' + ((length / divisor) % 10) as u8;
-                    out.push(if self == LengthEncoding::Ebcdic {
-                        ascii_to_ebcdic(digit)
-                    } else {
-                        digit
-                    });
-                    divisor /= 10;
+                let start = out.len();
+                out.resize(start + width, b'0');
+                let digits = out.get_mut(start..).unwrap_or_default();
+                write_decimal(length, digits);
+                if self == LengthEncoding::Ebcdic {
+                    digits.iter_mut().for_each(|d| *d = ascii_to_ebcdic(*d));
                 }
             }
             LengthEncoding::Bcd => {
-                let mut digits = [0u8; 4];
-                let mut rest = length;
-                for slot in digits.iter_mut().rev() {
-                    *slot = (rest % 10) as u8;
-                    rest /= 10;
-                }
+                let mut digits = [b'0'; 4];
+                write_decimal(length, &mut digits);
                 let used = digits.get(4 - width * 2..).unwrap_or_default();
                 for pair in used.chunks_exact(2) {
                     if let [high, low] = pair {
-                        out.push((high << 4) | low);
+                        out.push(((high - b'0') << 4) | (low - b'0'));
                     }
                 }
             }
-            LengthEncoding::Binary => {
-                for shift in (0..width).rev() {
-                    out.push(((length >> (8 * shift)) & 0xFF) as u8);
-                }
-            }
+            LengthEncoding::Binary => push_low_bytes(length, width, out),
         }
     }
 }
@@ -192,6 +181,35 @@ pub fn ebcdic_to_ascii(b: u8) -> u8 {
 /// One ASCII byte as EBCDIC, or 0 if it has no printable mapping.
 pub fn ascii_to_ebcdic(b: u8) -> u8 {
     ASCII_TO_EBCDIC.get(usize::from(b)).copied().unwrap_or(0)
+}
+
+/// Writes `n` in decimal, right-aligned in `out` with leading zeros, as a
+/// fixed-width numeric field holds it. Digits that do not fit are dropped;
+/// callers check the value's range first.
+pub(crate) fn write_decimal<T>(n: T, out: &mut [u8])
+where
+    T: Copy + From<u8> + std::ops::Div<Output = T> + std::ops::Rem<Output = T>,
+    u8: TryFrom<T>,
+{
+    let ten = T::from(10);
+    let mut rest = n;
+    for slot in out.iter_mut().rev() {
+        // A remainder of a division by ten always fits a byte.
+        *slot = b'0' + u8::try_from(rest % ten).unwrap_or(0);
+        rest = rest / ten;
+    }
+}
+
+/// Appends the low `count` bytes of `n`, most significant first, as binary
+/// length fields carry it. Higher bytes are dropped; callers check the
+/// value's range first.
+pub(crate) fn push_low_bytes(n: usize, count: usize, out: &mut Vec<u8>) {
+    let bytes = n.to_be_bytes();
+    out.extend_from_slice(
+        bytes
+            .get(bytes.len().saturating_sub(count)..)
+            .unwrap_or_default(),
+    );
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";

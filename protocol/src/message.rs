@@ -31,8 +31,8 @@ const HEADER_SLOT: usize = 0;
 
 /// The bit for data element `n` (1-128) in a 128-bit bitmap whose most
 /// significant bit is field 1, as on the wire.
-const fn bit(n: u8) -> u128 {
-    1u128 << (128 - n as u32)
+fn bit(n: u8) -> u128 {
+    1u128 << (128 - u32::from(n))
 }
 
 /// An ISO 8583 message.
@@ -158,8 +158,9 @@ impl Message {
 
     fn slot(&self, index: usize) -> Option<&[u8]> {
         let slot = self.slots.get(index)?;
-        let start = slot.start as usize;
-        self.data.get(start..start + slot.length as usize)
+        let start = usize::try_from(slot.start).ok()?;
+        self.data
+            .get(start..start + usize::try_from(slot.length).ok()?)
     }
 
     fn store(&mut self, index: usize, value: &[u8]) {
@@ -174,8 +175,8 @@ impl Message {
             // Values live inside one frame of at most FRAME_LENGTH_LIMIT
             // bytes (or a message built in memory), far below u32::MAX.
             *slot = Slot {
-                start: start as u32,
-                length: (self.data.len() - start) as u32,
+                start: u32::try_from(start).unwrap_or(u32::MAX),
+                length: u32::try_from(self.data.len() - start).unwrap_or(u32::MAX),
             };
         }
     }
@@ -301,9 +302,10 @@ impl Message {
         if present & u128::from(u64::MAX) != 0 || self.empty_secondary_bitmap {
             present |= bit(1);
         }
-        encode_bitmap(spec.bitmap_encoding(), (present >> 64) as u64, out);
+        let [primary, secondary] = bitmap_halves(present);
+        encode_bitmap(spec.bitmap_encoding(), primary, out);
         if present & bit(1) != 0 {
-            encode_bitmap(spec.bitmap_encoding(), present as u64, out);
+            encode_bitmap(spec.bitmap_encoding(), secondary, out);
         }
 
         for (number, value) in self.fields() {
@@ -473,7 +475,7 @@ impl Iterator for FieldNumbers {
             return None;
         }
         // The most significant set bit is the lowest field number.
-        let number = self.0.leading_zeros() as u8 + 1;
+        let number = u8::try_from(self.0.leading_zeros()).ok()? + 1;
         self.0 &= !bit(number);
         Some(number)
     }
@@ -584,6 +586,13 @@ fn decode_bitmap(
         }
     }
     Ok(u64::from_be_bytes(bytes))
+}
+
+/// The primary (fields 1-64) and secondary (65-128) halves of a bitmap.
+fn bitmap_halves(present: u128) -> [u64; 2] {
+    let bytes = present.to_be_bytes();
+    let (high, low) = bytes.split_at(8);
+    [high, low].map(|half| u64::from_be_bytes(half.try_into().unwrap_or_default()))
 }
 
 fn encode_bitmap(encoding: BitmapEncoding, bitmap: u64, out: &mut Vec<u8>) {
