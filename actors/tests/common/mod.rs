@@ -46,6 +46,11 @@ impl Rng {
     pub fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }
+
+    /// A position in `0..len`: the number [`Rng::below`] gives, as an index.
+    pub fn index(&mut self, len: usize) -> usize {
+        usize::try_from(self.below(u64::try_from(len).unwrap())).unwrap()
+    }
 }
 
 /// The `n`th of a fixed family of tokens.
