@@ -11,7 +11,8 @@
 //! - [`shard`]: [`Shards`], the handle that routes a [`CardCheck`] to the
 //!   shard owning its card (by token) and then to the one owning its
 //!   merchant, over bounded mailboxes that shed with 91 when full, and
-//!   carries give-backs and journal replay the same way.
+//!   carries give-backs and journal replay the same way; each shard's task,
+//!   and its card table with the sweep that evicts idle cards.
 //! - [`card`]: [`CardState`], a card's approved count and amount over a
 //!   minute, an hour and a day in 184 bytes; [`CardLimits`] (61, 65).
 //! - [`velocity`]: the bucketed sliding window ([`velocity::Ring`]) the card

@@ -7,7 +7,7 @@
 
 use protocol::Amount;
 use protocol::domain::DeclineReason;
-use protocol::iso::Text;
+use protocol::ids::Text;
 
 use crate::velocity::Shortfall;
 

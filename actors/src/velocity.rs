@@ -95,8 +95,13 @@ impl<const K: usize, const BUCKET_S: u32> Default for Ring<K, BUCKET_S> {
 }
 
 impl<const K: usize, const BUCKET_S: u32> Ring<K, BUCKET_S> {
+    /// `K` as a `u32`, for bucket arithmetic. A ring has a few dozen buckets,
+    /// so the cast cannot truncate; a const cannot call `u32::try_from`.
+    #[allow(clippy::as_conversions)]
+    const BUCKETS: u32 = K as u32;
+
     /// The longest an approval is remembered, in seconds.
-    pub const WINDOW_S: u32 = K as u32 * BUCKET_S;
+    pub const WINDOW_S: u32 = Self::BUCKETS * BUCKET_S;
 
     fn bucket(second: u32) -> u32 {
         second / BUCKET_S
@@ -107,7 +112,13 @@ impl<const K: usize, const BUCKET_S: u32> Ring<K, BUCKET_S> {
     /// which the owner prevents by never moving `head_s` back).
     fn slot(head_s: u32, at_s: u32) -> Option<usize> {
         let age = Self::bucket(head_s).checked_sub(Self::bucket(at_s))?;
-        (age < K as u32).then_some(Self::bucket(at_s) as usize % K)
+        (age < Self::BUCKETS).then_some(Self::slot_of(Self::bucket(at_s)))
+    }
+
+    /// Where bucket number `bucket` lives in the arrays.
+    fn slot_of(bucket: u32) -> usize {
+        // Below `K`, which is a `usize`.
+        usize::try_from(bucket % Self::BUCKETS).unwrap_or(0)
     }
 
     /// Whether an approval at `at_s` is still inside the window at `head_s`.
@@ -122,12 +133,12 @@ impl<const K: usize, const BUCKET_S: u32> Ring<K, BUCKET_S> {
         if to <= from {
             return;
         }
-        if to - from >= K as u32 {
+        if to - from >= Self::BUCKETS {
             *self = Ring::default();
             return;
         }
         for bucket in from + 1..=to {
-            let slot = bucket as usize % K;
+            let slot = Self::slot_of(bucket);
             self.counts[slot] = 0;
             self.amounts[slot] = 0;
         }

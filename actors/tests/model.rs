@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use actors::{CardCheck, CardLimits, GiveBack, MerchantLimits, Restore, Window, WindowLimit};
 use common::*;
 use protocol::domain::{DeclineReason, Token};
-use protocol::iso::{MerchantId, Text};
+use protocol::ids::{MerchantId, Text};
 
 const CARDS: u64 = 6;
 const STEPS: usize = 3_000;
@@ -101,7 +101,7 @@ impl Model {
             .count();
         if limits
             .tps_max
-            .is_some_and(|max| this_second as u64 >= u64::from(max))
+            .is_some_and(|max| u64::try_from(this_second).unwrap() >= u64::from(max))
         {
             return Err(DeclineReason::MerchantTpsCeiling);
         }
@@ -131,10 +131,14 @@ impl Model {
 fn seed() -> u64 {
     match std::env::var("ACTORS_MODEL_SEED") {
         Ok(text) => text.trim().parse().expect("ACTORS_MODEL_SEED is a u64"),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
+        // The low 64 bits of the nanoseconds: they change fastest.
+        Err(_) => {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            u64::try_from(nanos & u128::from(u64::MAX)).unwrap()
+        }
     }
 }
 
@@ -216,13 +220,13 @@ async fn run_model(
     for step in 0..STEPS {
         let roll = rng.below(100);
         if roll < 55 {
-            let card = rng.below(CARDS) as usize;
+            let card = rng.index(tokens.len());
             // Now and then a merchant nobody configured.
-            let merchant = rng.below(merchants.len() as u64 * 10 + 1) as usize / 10;
+            let merchant = rng.index(merchants.len() * 10 + 1) / 10;
             let merchant_id = merchants
                 .get(merchant)
                 .map_or_else(|| common::merchant("NOBODY"), |(id, _)| *id);
-            let mcc = [None, Some(mcc("5411")), Some(mcc("7995"))][rng.below(3) as usize];
+            let mcc = [None, Some(mcc("5411")), Some(mcc("7995"))][rng.index(3)];
             let amount = 1 + rng.below(1_000);
             let expected = model.decide(card, merchant, mcc, amount, now_ms);
             let check = CardCheck {
@@ -244,7 +248,7 @@ async fn run_model(
             if model.approvals.is_empty() {
                 continue;
             }
-            let index = rng.below(model.approvals.len() as u64) as usize;
+            let index = rng.index(model.approvals.len());
             let approval = model.approvals.swap_remove(index);
             let give_back = GiveBack {
                 token: tokens[approval.card],
@@ -255,8 +259,8 @@ async fn run_model(
             shards.give_back(give_back).await;
         } else if roll < 73 {
             // A journal record from up to 30 hours ago.
-            let card = rng.below(CARDS) as usize;
-            let merchant = rng.below(merchants.len() as u64) as usize;
+            let card = rng.index(tokens.len());
+            let merchant = rng.index(merchants.len());
             let amount = 1 + rng.below(1_000);
             let at_ms = now_ms.saturating_sub(rng.below(30 * HOUR));
             model.approvals.push(Approval {

@@ -15,16 +15,20 @@
 
 // A benchmark that cannot set itself up should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+// Criterion's `iter_custom` is handed the wall time of each run of asks,
+// which only a monotonic clock of this process can measure.
+#![allow(clippy::disallowed_types)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actors::{CardCheck, CardLimits, MerchantLimits, ShardConfig, Shards, SystemClock};
+use benches::{splitmix, token};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use protocol::Amount;
 use protocol::domain::{DeclineReason, Token, pad};
-use protocol::iso::MerchantId;
+use protocol::ids::MerchantId;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,20 +39,6 @@ const TOKENS: u64 = 1 << 18;
 /// memory misses that dominate it at scale.
 const HOT_TOKENS: u64 = 1 << 10;
 const MAILBOX_CAPACITY: usize = 1024;
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-fn token(n: u64) -> Token {
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&splitmix(n).to_le_bytes());
-    bytes[8..].copy_from_slice(&splitmix(!n).to_le_bytes());
-    Token::from_bytes(bytes)
-}
 
 /// The `i`th ask of client `client`: a random token of the first `pool`.
 fn ask(client: u64, i: u64, merchant_id: MerchantId, pool: u64) -> CardCheck {
@@ -92,7 +82,7 @@ impl Echo {
     }
 
     async fn ask(&self, check: CardCheck) -> Result<(), DeclineReason> {
-        let shard = check.token.as_bytes()[0] as usize % self.mailboxes.len();
+        let shard = usize::from(check.token.as_bytes()[0]) % self.mailboxes.len();
         let (reply, answer) = oneshot::channel();
         self.mailboxes[shard]
             .try_send((check.token, reply))

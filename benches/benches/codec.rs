@@ -55,7 +55,7 @@ fn codec(c: &mut Criterion) {
         );
 
         let mut group = c.benchmark_group(format!("{label} decode+encode"));
-        group.throughput(Throughput::Bytes(wire.len() as u64));
+        group.throughput(Throughput::Bytes(u64::try_from(wire.len()).unwrap()));
         group.bench_function("protocol", |b| {
             b.iter(|| {
                 message.decode_into(&spec, black_box(&wire)).unwrap();
@@ -84,7 +84,7 @@ fn codec(c: &mut Criterion) {
         group.finish();
 
         let mut group = c.benchmark_group(format!("{label} decode"));
-        group.throughput(Throughput::Bytes(wire.len() as u64));
+        group.throughput(Throughput::Bytes(u64::try_from(wire.len()).unwrap()));
         group.bench_function("protocol", |b| {
             b.iter(|| message.decode_into(&spec, black_box(&wire)).unwrap())
         });
@@ -99,7 +99,7 @@ fn codec(c: &mut Criterion) {
         message.decode_into(&spec, &wire).unwrap();
         let peer_message = peer.parse(&mut peer_buffer).unwrap();
         let mut group = c.benchmark_group(format!("{label} encode"));
-        group.throughput(Throughput::Bytes(wire.len() as u64));
+        group.throughput(Throughput::Bytes(u64::try_from(wire.len()).unwrap()));
         group.bench_function("protocol", |b| {
             b.iter(|| {
                 out.clear();

@@ -391,7 +391,7 @@ mod tests {
         d.write_request(0, &plan(Kind::Authorization), &mut out)
             .unwrap();
         let request = decode(&out);
-        let auth_code = protocol::iso::AuthCode::parse(b"A1B2C3").unwrap();
+        let auth_code = protocol::ids::AuthCode::parse(b"A1B2C3").unwrap();
         let response =
             protocol::iso::response(&request, protocol::ResponseCode::Approved, Some(&auth_code))
                 .unwrap();

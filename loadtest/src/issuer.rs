@@ -8,7 +8,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::iso::{self, AuthCode, Request};
+use protocol::ids::AuthCode;
+use protocol::iso::{self, Request};
 use protocol::{DecodeError, Message, ResponseCode, Spec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::encoding::write_decimal;
+
 /// An amount in the currency's minor units (cents for USD, yen for JPY).
 ///
 /// On the wire (DE4, DE5, DE6) it is 12 digits, so the largest amount the
@@ -38,11 +40,7 @@ impl Amount {
     /// The 12 ASCII digits of DE4.
     pub fn to_field(self) -> [u8; 12] {
         let mut digits = [b'0'; 12];
-        let mut rest = self.0;
-        for slot in digits.iter_mut().rev() {
-            *slot = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
+        write_decimal(self.0, &mut digits);
         digits
     }
 
@@ -111,12 +109,10 @@ impl Currency {
 
     /// The numeric code as the three digits of DE49.
     pub fn numeric_field(&self) -> [u8; 3] {
-        let n = self.numeric;
-        [
-            b'0' + (n / 100) as u8,
-            b'0' + (n / 10 % 10) as u8,
-            b'0' + (n % 10) as u8,
-        ]
+        // Every ISO 4217 numeric code has three digits.
+        let mut digits = [b'0'; 3];
+        write_decimal(self.numeric, &mut digits);
+        digits
     }
 
     /// Digits after the decimal point (2 for USD, 0 for JPY, 3 for BHD).

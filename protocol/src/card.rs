@@ -38,7 +38,7 @@ impl Pan {
         }
         let mut pan = Pan {
             digits: [0; PAN_LENGTH_MAX],
-            length: digits.len() as u8,
+            length: u8::try_from(digits.len()).ok()?,
         };
         pan.digits.get_mut(..digits.len())?.copy_from_slice(digits);
         Some(pan)

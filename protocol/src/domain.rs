@@ -12,7 +12,7 @@ use std::fmt;
 
 use crate::amount::{Amount, Currency};
 use crate::card::{Expiry, Pan};
-use crate::iso::{AuthCode, MerchantId, Rrn, Stan, TerminalId, Text, TransmissionTime};
+use crate::ids::{AuthCode, MerchantId, Rrn, Stan, TerminalId, Text, TransmissionTime};
 use crate::response_code::ResponseCode;
 
 /// A card's token: a keyed hash of its PAN, so the same PAN always gives the

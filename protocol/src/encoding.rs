@@ -1,138 +1,16 @@
-//! Byte-level representations of a value on the wire, and the content classes
-//! a value is checked against.
+//! Byte-level representations of a value on the wire.
 //!
 //! Inside the switch every field value has one canonical form: ASCII characters
 //! for the text classes (`n`, `a`, `an`, `ans`, `ns`, `z`, `x+n`) and raw bytes
 //! for class `b`. A [`DataEncoding`] says how that canonical form travels:
 //! as is (ASCII, binary), translated (EBCDIC), packed two digits a byte (BCD)
-//! or spelled out as hex-ASCII.
-
-use std::fmt;
+//! or spelled out as hex-ASCII. Decoding and encoding check the value against
+//! its field's [`ContentClass`].
 
 use serde::Deserialize;
 
+use crate::content_class::ContentClass;
 use crate::error::{DecodeError, EncodeError, Location};
-
-/// What characters a field may hold (ISO 8583 attribute notation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum ContentClass {
-    /// Numeric digits.
-    #[serde(rename = "n")]
-    N,
-    /// Letters (and space, which fixed-length fields use as padding).
-    #[serde(rename = "a")]
-    A,
-    /// Letters, digits and space.
-    #[serde(rename = "an")]
-    An,
-    /// Printable ASCII: letters, digits, space and special characters.
-    #[serde(rename = "ans")]
-    Ans,
-    /// Digits and special characters.
-    #[serde(rename = "ns")]
-    Ns,
-    /// Track 2 and 3 code set: digits and the field separators `=` and `D`.
-    #[serde(rename = "z")]
-    Z,
-    /// A sign, `C` (credit) or `D` (debit), then digits.
-    #[serde(rename = "x+n")]
-    XN,
-    /// Raw bytes.
-    #[serde(rename = "b")]
-    B,
-}
-
-impl fmt::Display for ContentClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ContentClass::N => "n",
-            ContentClass::A => "a",
-            ContentClass::An => "an",
-            ContentClass::Ans => "ans",
-            ContentClass::Ns => "ns",
-            ContentClass::Z => "z",
-            ContentClass::XN => "x+n",
-            ContentClass::B => "b",
-        })
-    }
-}
-
-const DIGIT: u8 = 1;
-const ALPHA: u8 = 2;
-const SPACE: u8 = 4;
-const SPECIAL: u8 = 8;
-const TRACK: u8 = 16;
-
-/// One byte of flags per ASCII byte value, so a class check is a table look-up
-/// and an AND, with no branch per character class.
-const CHAR_FLAGS: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut b = 0usize;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = if c.is_ascii_digit() {
-            DIGIT | TRACK
-        } else if c.is_ascii_alphabetic() {
-            if c == b'D' { ALPHA | TRACK } else { ALPHA }
-        } else if c == b' ' {
-            SPACE
-        } else if c == b'=' {
-            SPECIAL | TRACK
-        } else if c >= 0x21 && c <= 0x7E {
-            SPECIAL
-        } else {
-            0
-        };
-        b += 1;
-    }
-    table
-};
-
-impl ContentClass {
-    fn allowed_flags(self) -> u8 {
-        match self {
-            ContentClass::N => DIGIT,
-            ContentClass::A => ALPHA | SPACE,
-            ContentClass::An => ALPHA | DIGIT | SPACE,
-            ContentClass::Ans => ALPHA | DIGIT | SPACE | SPECIAL,
-            ContentClass::Ns => DIGIT | SPECIAL,
-            ContentClass::Z => TRACK,
-            // The sign is checked apart; what follows it is digits.
-            ContentClass::XN => DIGIT,
-            ContentClass::B => 0,
-        }
-    }
-
-    /// The index of the first byte of `value` this class does not allow.
-    pub fn first_invalid(self, value: &[u8]) -> Option<usize> {
-        match self {
-            ContentClass::B => None,
-            ContentClass::XN => match value.first() {
-                None => None,
-                Some(b'C' | b'D') => {
-                    first_without(value.get(1..).unwrap_or_default(), DIGIT).map(|i| i + 1)
-                }
-                Some(_) => Some(0),
-            },
-            ContentClass::Z => first_without(value, TRACK).filter(|&i| {
-                // `D` is a track separator, all other letters are not.
-                value.get(i) != Some(&b'D')
-            }),
-            class => first_without(value, class.allowed_flags()),
-        }
-    }
-
-    /// Whether values of this class are text (ASCII) rather than raw bytes.
-    pub fn is_text(self) -> bool {
-        self != ContentClass::B
-    }
-}
-
-fn first_without(value: &[u8], flags: u8) -> Option<usize> {
-    value
-        .iter()
-        .position(|&b| CHAR_FLAGS[usize::from(b)] & flags == 0)
-}
 
 /// How a field's value travels on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -225,36 +103,25 @@ impl LengthEncoding {
     pub fn write(self, length: usize, width: usize, out: &mut Vec<u8>) {
         match self {
             LengthEncoding::Ascii | LengthEncoding::Ebcdic => {
-                let mut divisor = 10usize.pow(u32::try_from(width).unwrap_or(0).saturating_sub(1));
-                while divisor > 0 {
-                    let digit = b'0' + ((length / divisor) % 10) as u8;
-                    out.push(if self == LengthEncoding::Ebcdic {
-                        ascii_to_ebcdic(digit)
-                    } else {
-                        digit
-                    });
-                    divisor /= 10;
+                let start = out.len();
+                out.resize(start + width, b'0');
+                let digits = out.get_mut(start..).unwrap_or_default();
+                write_decimal(length, digits);
+                if self == LengthEncoding::Ebcdic {
+                    digits.iter_mut().for_each(|d| *d = ascii_to_ebcdic(*d));
                 }
             }
             LengthEncoding::Bcd => {
-                let mut digits = [0u8; 4];
-                let mut rest = length;
-                for slot in digits.iter_mut().rev() {
-                    *slot = (rest % 10) as u8;
-                    rest /= 10;
-                }
+                let mut digits = [b'0'; 4];
+                write_decimal(length, &mut digits);
                 let used = digits.get(4 - width * 2..).unwrap_or_default();
                 for pair in used.chunks_exact(2) {
                     if let [high, low] = pair {
-                        out.push((high << 4) | low);
+                        out.push(((high - b'0') << 4) | (low - b'0'));
                     }
                 }
             }
-            LengthEncoding::Binary => {
-                for shift in (0..width).rev() {
-                    out.push(((length >> (8 * shift)) & 0xFF) as u8);
-                }
-            }
+            LengthEncoding::Binary => push_low_bytes(length, width, out),
         }
     }
 }
@@ -314,6 +181,35 @@ pub fn ebcdic_to_ascii(b: u8) -> u8 {
 /// One ASCII byte as EBCDIC, or 0 if it has no printable mapping.
 pub fn ascii_to_ebcdic(b: u8) -> u8 {
     ASCII_TO_EBCDIC.get(usize::from(b)).copied().unwrap_or(0)
+}
+
+/// Writes `n` in decimal, right-aligned in `out` with leading zeros, as a
+/// fixed-width numeric field holds it. Digits that do not fit are dropped;
+/// callers check the value's range first.
+pub(crate) fn write_decimal<T>(n: T, out: &mut [u8])
+where
+    T: Copy + From<u8> + std::ops::Div<Output = T> + std::ops::Rem<Output = T>,
+    u8: TryFrom<T>,
+{
+    let ten = T::from(10);
+    let mut rest = n;
+    for slot in out.iter_mut().rev() {
+        // A remainder of a division by ten always fits a byte.
+        *slot = b'0' + u8::try_from(rest % ten).unwrap_or(0);
+        rest = rest / ten;
+    }
+}
+
+/// Appends the low `count` bytes of `n`, most significant first, as binary
+/// length fields carry it. Higher bytes are dropped; callers check the
+/// value's range first.
+pub(crate) fn push_low_bytes(n: usize, count: usize, out: &mut Vec<u8>) {
+    let bytes = n.to_be_bytes();
+    out.extend_from_slice(
+        bytes
+            .get(bytes.len().saturating_sub(count)..)
+            .unwrap_or_default(),
+    );
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -527,31 +423,6 @@ mod tests {
     ) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::new();
         encoding.encode(value, class, HERE, &mut out).map(|()| out)
-    }
-
-    #[test]
-    fn classes_accept_and_reject_what_iso_8583_says() {
-        use ContentClass::*;
-        assert_eq!(N.first_invalid(b"0123456789"), None);
-        assert_eq!(N.first_invalid(b"12a4"), Some(2));
-        assert_eq!(N.first_invalid(b"12 4"), Some(2));
-        assert_eq!(A.first_invalid(b"AB cd"), None);
-        assert_eq!(A.first_invalid(b"AB1"), Some(2));
-        assert_eq!(An.first_invalid(b"AB12 x"), None);
-        assert_eq!(An.first_invalid(b"AB-1"), Some(2));
-        assert_eq!(Ans.first_invalid(b"ACME *STORE* #12, IL"), None);
-        assert_eq!(Ans.first_invalid(b"tab\there"), Some(3));
-        assert_eq!(Ans.first_invalid(&[b'a', 0x80]), Some(1));
-        assert_eq!(Ns.first_invalid(b"12-34/56"), None);
-        assert_eq!(Ns.first_invalid(b"12A"), Some(2));
-        assert_eq!(Z.first_invalid(b"4111111111111111=2512101"), None);
-        assert_eq!(Z.first_invalid(b"4111111111111111D2512101"), None);
-        assert_eq!(Z.first_invalid(b"41111E"), Some(5));
-        assert_eq!(XN.first_invalid(b"C00001500"), None);
-        assert_eq!(XN.first_invalid(b"D00001500"), None);
-        assert_eq!(XN.first_invalid(b"X00001500"), Some(0));
-        assert_eq!(XN.first_invalid(b"C0000150D"), Some(8));
-        assert_eq!(B.first_invalid(&[0, 0xFF, 0x80]), None);
     }
 
     #[test]

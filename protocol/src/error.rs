@@ -9,7 +9,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::encoding::ContentClass;
+use crate::content_class::ContentClass;
 
 /// Where in a message a problem sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

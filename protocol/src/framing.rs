@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use crate::encoding::{push_low_bytes, write_decimal};
 use crate::error::{DecodeError, EncodeError, Location};
 
 /// The largest frame any dialect may declare, whatever its header can say.
@@ -151,12 +152,12 @@ impl Framing {
         }
         match self.length_header {
             LengthHeader::None => {}
-            LengthHeader::Binary2 => out.extend_from_slice(&(payload_length as u16).to_be_bytes()),
-            LengthHeader::Binary4 => out.extend_from_slice(&(payload_length as u32).to_be_bytes()),
+            LengthHeader::Binary2 => push_low_bytes(payload_length, 2, out),
+            LengthHeader::Binary4 => push_low_bytes(payload_length, 4, out),
             LengthHeader::Ascii4 => {
-                for divisor in [1000, 100, 10, 1] {
-                    out.push(b'0' + ((payload_length / divisor) % 10) as u8);
-                }
+                let mut digits = [b'0'; 4];
+                write_decimal(payload_length, &mut digits);
+                out.extend_from_slice(&digits);
             }
         }
         Ok(())

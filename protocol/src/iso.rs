@@ -12,64 +12,14 @@
 //! allocates nothing beyond DE55's TLV items. A field that is present but
 //! wrong is a [`DecodeError`] naming it, answered with DE39 30.
 
-use std::fmt;
-
 use crate::amount::{Amount, Currency};
 use crate::card::{Expiry, Pan, PinBlock, SensitiveText};
 use crate::error::DecodeError;
+use crate::ids::{AuthCode, MerchantId, Rrn, Stan, TerminalId, Text, TransmissionTime};
 use crate::message::Message;
 use crate::mti::Mti;
 use crate::response_code::ResponseCode;
 use crate::tlv::{self, Tlv};
-
-/// Fixed-length printable text copied out of a field, such as DE41.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Text<const N: usize>([u8; N]);
-
-impl<const N: usize> Text<N> {
-    /// Exactly `N` printable ASCII bytes, or `None`.
-    pub fn parse(bytes: &[u8]) -> Option<Text<N>> {
-        let text: [u8; N] = bytes.try_into().ok()?;
-        text.iter()
-            .all(|b| (0x20..0x7F).contains(b))
-            .then_some(Text(text))
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-
-    /// The bytes.
-    pub fn as_bytes(&self) -> &[u8; N] {
-        &self.0
-    }
-}
-
-impl<const N: usize> fmt::Display for Text<N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl<const N: usize> fmt::Debug for Text<N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.as_str())
-    }
-}
-
-/// DE11, the system trace audit number.
-pub type Stan = Text<6>;
-/// DE41, the card acceptor terminal identification.
-pub type TerminalId = Text<8>;
-/// DE42, the card acceptor identification code (the merchant).
-pub type MerchantId = Text<15>;
-/// DE37, the retrieval reference number.
-pub type Rrn = Text<12>;
-/// DE38, the authorization identification response.
-pub type AuthCode = Text<6>;
-/// DE7, transmission date and time, MMDDhhmmss.
-pub type TransmissionTime = Text<10>;
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,8 +11,9 @@
 //! - [`message`]: [`Message`], the MTI plus data elements 2-128, decoded from
 //!   and encoded to one frame's payload by a [`Spec`].
 //! - [`encoding`]: the byte-level conversions a field can use on the wire
-//!   (ASCII, EBCDIC, BCD, raw binary, hex-ASCII) and the content classes
-//!   (`n`, `an`, `ans`, `z`, `b`, ...) a value is checked against.
+//!   (ASCII, EBCDIC, BCD, raw binary, hex-ASCII).
+//! - [`content_class`]: the content classes (`n`, `an`, `ans`, `z`, `b`, ...)
+//!   a value is checked against, whatever its encoding.
 //! - [`spec`]: dialects as data. A [`Spec`] is a table of [`FieldSpec`]s plus the
 //!   representation of the MTI, bitmaps and frame, built in (`iso87`,
 //!   `iso87-hex`) or loaded from a TOML file under `config/specs/`.
@@ -21,6 +22,10 @@
 //! - [`card`], [`amount`], [`mti`], [`response_code`]: domain primitives.
 //!   [`Pan`] masks itself in every `Debug` and `Display` and wipes its digits on
 //!   drop; the clear digits are reached only through [`Pan::expose`].
+//! - [`ids`]: [`Text`](ids::Text), fixed-length printable text, and the
+//!   identifiers made of it (STAN, terminal, merchant, RRN, auth code,
+//!   transmission time). Both the wire views and the domain key requests by
+//!   them, so they sit below both.
 //! - [`iso`]: typed views of the requests in the wire contract (0100/0200,
 //!   0400/0420, 0800) and the building of their responses.
 //! - [`json`]: the request and response bodies of the HTTP API.
@@ -33,10 +38,12 @@
 
 pub mod amount;
 pub mod card;
+pub mod content_class;
 pub mod domain;
 pub mod encoding;
 pub mod error;
 pub mod framing;
+pub mod ids;
 pub mod iso;
 pub mod json;
 pub mod message;

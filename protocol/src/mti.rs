@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use crate::error::DecodeError;
-
 /// Four ASCII digits: version, class, function, origin.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mti([u8; 4]);
@@ -86,22 +84,6 @@ impl Mti {
             Mti([version, class, function, origin - 1])
         } else {
             *self
-        }
-    }
-
-    /// Decodes an MTI that the codec has read as text, naming the MTI on error.
-    pub(crate) fn from_wire(digits: &[u8]) -> Result<Mti, DecodeError> {
-        match digits.iter().position(|d| !d.is_ascii_digit()) {
-            Some(position) => Err(DecodeError::NotInClass {
-                location: crate::Location::Mti,
-                class: crate::encoding::ContentClass::N,
-                position,
-            }),
-            None => Mti::parse(digits).ok_or(DecodeError::Truncated {
-                location: crate::Location::Mti,
-                needed: 4,
-                available: digits.len(),
-            }),
         }
     }
 }

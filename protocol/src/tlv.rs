@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::encoding::to_hex;
+use crate::encoding::{push_low_bytes, to_hex};
 use crate::error::DecodeError;
 
 /// Constructed items may nest this deep; EMV uses two or three levels.
@@ -122,7 +122,7 @@ impl Tlv {
         }
     }
 
-    fn length_octets_for(&self, length: usize) -> usize {
+    fn length_octets_for(&self, length: usize) -> u8 {
         let minimal = match length {
             0..=0x7F => 1,
             0x80..=0xFF => 2,
@@ -130,26 +130,26 @@ impl Tlv {
             0x1_0000..=0xFF_FFFF => 4,
             _ => 5,
         };
-        minimal.max(usize::from(self.length_octets))
+        minimal.max(self.length_octets)
     }
 
     /// Bytes the whole item takes when written.
     pub fn encoded_length(&self) -> usize {
         let length = self.value_length();
-        self.tag.as_bytes().len() + self.length_octets_for(length) + length
+        self.tag.as_bytes().len() + usize::from(self.length_octets_for(length)) + length
     }
 
     /// Appends the item's encoding.
     pub fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.tag.as_bytes());
         let length = self.value_length();
-        let octets = self.length_octets_for(length);
-        if octets == 1 {
-            out.push(length as u8);
-        } else {
-            out.push(0x80 | (octets - 1) as u8);
-            for shift in (0..octets - 1).rev() {
-                out.push((length >> (8 * shift)) as u8);
+        match self.length_octets_for(length) {
+            // The short form: the shortest encoding of a length up to 0x7F.
+            1 => push_low_bytes(length, 1, out),
+            octets => {
+                let count = octets - 1;
+                out.push(0x80 | count);
+                push_low_bytes(length, usize::from(count), out);
             }
         }
         match &self.value {
@@ -243,12 +243,12 @@ fn parse_at(bytes: &[u8], base: usize, depth: usize) -> Result<Vec<Tlv>, DecodeE
         let (length, length_octets) = if first & 0x80 == 0 {
             (usize::from(first), 1)
         } else {
-            let count = usize::from(first & 0x7F);
+            let count = first & 0x7F;
             if count == 0 || count > 4 {
                 return Err(error("length form not supported", base + at + tag_length));
             }
             let octets = after_tag
-                .get(1..=count)
+                .get(1..=usize::from(count))
                 .ok_or(error("length truncated", base + at + tag_length))?;
             (
                 octets
@@ -257,7 +257,7 @@ fn parse_at(bytes: &[u8], base: usize, depth: usize) -> Result<Vec<Tlv>, DecodeE
                 count + 1,
             )
         };
-        let value_at = tag_length + length_octets;
+        let value_at = tag_length + usize::from(length_octets);
         let value = rest
             .get(value_at..value_at.saturating_add(length))
             .ok_or(error("value runs past the end", base + at))?;
@@ -269,7 +269,7 @@ fn parse_at(bytes: &[u8], base: usize, depth: usize) -> Result<Vec<Tlv>, DecodeE
         items.push(Tlv {
             tag,
             value,
-            length_octets: length_octets as u8,
+            length_octets,
         });
         at += value_at + length;
     }
@@ -346,7 +346,7 @@ mod tests {
         );
         let mut deep = vec![];
         for _ in 0..12 {
-            let mut outer = vec![0x70, deep.len() as u8];
+            let mut outer = vec![0x70, u8::try_from(deep.len()).unwrap()];
             outer.extend(deep);
             deep = outer;
         }

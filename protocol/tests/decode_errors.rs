@@ -5,7 +5,7 @@
 // A test that unwraps is a test that fails loudly; helpers outside #[test] too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use protocol::encoding::ContentClass;
+use protocol::content_class::ContentClass;
 use protocol::{DecodeError, Location, Message, Mti, Spec};
 
 /// A valid iso87 0100 built by hand: MTI, bitmap, then fields in order.

@@ -22,9 +22,8 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 
-use protocol::encoding::{
-    ContentClass, DataEncoding, LengthEncoding, ascii_to_ebcdic, ebcdic_to_ascii, to_hex,
-};
+use protocol::content_class::ContentClass;
+use protocol::encoding::{DataEncoding, LengthEncoding, ascii_to_ebcdic, ebcdic_to_ascii, to_hex};
 use protocol::framing::FRAME_LENGTH_LIMIT;
 use protocol::iso::Request;
 use protocol::spec::{BitmapEncoding, FieldKind, MtiEncoding};
@@ -196,7 +195,9 @@ fn class_value(class: ContentClass, draw: Draw) -> Vec<u8> {
         let at = if !random {
             0
         } else {
-            (split_mix(&mut state) % choices.len() as u64) as usize
+            let choice_count = u64::try_from(choices.len()).unwrap_or(u64::MAX);
+            // Below `choices.len()`, so it fits a `usize`.
+            usize::try_from(split_mix(&mut state) % choice_count).unwrap_or(0)
         };
         choices[at]
     };
@@ -326,11 +327,12 @@ fn icc_data() -> impl Strategy<Value = Vec<u8>> {
             if long_form {
                 body.push(0x81);
             }
-            body.push(value.len() as u8);
+            // Values are at most 20 bytes, so the length fits one octet.
+            body.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
             body.extend_from_slice(&value);
         }
         if wrapped && body.len() < 0x80 {
-            let mut template = vec![0x71, body.len() as u8];
+            let mut template = vec![0x71, u8::try_from(body.len()).unwrap_or(u8::MAX)];
             template.append(&mut body);
             template
         } else {

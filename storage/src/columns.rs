@@ -5,7 +5,7 @@
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use protocol::domain::{Channel, DeclineReason, Token, TransactionId};
-use protocol::iso::Text;
+use protocol::ids::Text;
 use protocol::{Amount, Currency, Mti, ResponseCode};
 
 use crate::error::StorageError;

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use protocol::domain::{Channel, DeclineReason, Token, TransactionId};
-use protocol::iso::{AuthCode, MerchantId, Rrn, Stan, TerminalId, Text, TransmissionTime};
+use protocol::ids::{AuthCode, MerchantId, Rrn, Stan, TerminalId, Text, TransmissionTime};
 use protocol::{Amount, Currency, Mti, Pan, ResponseCode};
 
 use crate::error::JournalError;

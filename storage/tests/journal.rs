@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{NOW_MS, TestStore, approved, db_path, declined, id_at, reversal_of, token};
 use protocol::domain::DeclineReason;
-use protocol::iso::Text;
+use protocol::ids::Text;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
 use storage::{

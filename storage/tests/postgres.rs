@@ -24,7 +24,7 @@ use common::postgres::{
 };
 use common::{NOW_MS, approved, declined, id_at, keys, reversal_of, token};
 use protocol::domain::{DeclineReason, Token, TransactionId};
-use protocol::iso::Text;
+use protocol::ids::Text;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, Row};
 use storage::postgres::WRITER_APPLICATION_NAME;

@@ -236,8 +236,8 @@ fn journaled(data_dir: &Path, request: &Message) -> storage::JournalRecord {
         .await
         .unwrap();
         let keys = storage::OriginalKeys {
-            terminal_id: protocol::iso::Text::parse(request.get(41).unwrap()).unwrap(),
-            stan: protocol::iso::Text::parse(request.get(11).unwrap()).unwrap(),
+            terminal_id: protocol::ids::Text::parse(request.get(41).unwrap()).unwrap(),
+            stan: protocol::ids::Text::parse(request.get(11).unwrap()).unwrap(),
             transmitted_at: None,
         };
         let record = store

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actors::{CardCheck, CardLimits, ManualClock, MerchantLimits, ShardConfig, Shards};
 use protocol::Amount;
 use protocol::domain::{Token, pad};
-use protocol::iso::{MerchantId, Text};
+use protocol::ids::{MerchantId, Text};
 
 /// 2025-06-15T12:00:00Z: on a ten-second, five-minute and two-hour boundary,
 /// twelve hours before a UTC midnight.
@@ -45,6 +45,11 @@ impl Rng {
     /// A number in `0..bound`.
     pub fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
+    }
+
+    /// A position in `0..len`: the number [`Rng::below`] gives, as an index.
+    pub fn index(&mut self, len: usize) -> usize {
+        usize::try_from(self.below(u64::try_from(len).unwrap())).unwrap()
     }
 }
 

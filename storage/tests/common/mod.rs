@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use protocol::domain::{Channel, DeclineReason, Token, TransactionId, pad};
-use protocol::iso::Text;
+use protocol::ids::Text;
 use protocol::{Amount, Currency, Mti, ResponseCode};
 use storage::{
     Journal, JournalConfig, JournalRecord, RecordKind, SqliteStore, StageTimings, VaultKeys,

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actors::Clock;
-use protocol::iso::MerchantId;
+use protocol::ids::MerchantId;
 
 use crate::config::{MerchantConfig, RateLimit, SecuritySettings};
 

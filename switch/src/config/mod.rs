@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use protocol::Amount;
 use protocol::domain::pad;
-use protocol::iso::{MerchantId, TerminalId, Text};
+use protocol::ids::{MerchantId, TerminalId, Text};
 use serde::Deserialize;
 
 pub use crate::fleet::OnRedisDown;

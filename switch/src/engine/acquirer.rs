@@ -2,7 +2,7 @@
 //! and the merchants and terminals it may send for. The engine holds every
 //! request to it before deciding; the TLS listener only tells who it is.
 
-use protocol::iso::{MerchantId, TerminalId};
+use protocol::ids::{MerchantId, TerminalId};
 
 /// An acquirer the switch knows, as its client certificate identifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,9 +21,8 @@ use protocol::domain::{
     AcquirerKeys, Authorization, Channel, Decision, DeclineReason, Token, TransactionId,
     TransactionKind,
 };
-use protocol::iso::{
-    self, AuthCode, CardRequest, NetworkCode, OriginalData, Request, ReversalRequest, TerminalId,
-};
+use protocol::ids::{self, AuthCode, TerminalId};
+use protocol::iso::{self, CardRequest, NetworkCode, OriginalData, Request, ReversalRequest};
 use protocol::{Amount, Currency, Message, Mti, ResponseCode};
 use storage::{
     AnyStore, AppendOutcome, IdempotencyEntry, Journal, JournalError, JournalRecord, OriginalKeys,
@@ -134,8 +133,8 @@ pub struct IdempotencyRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct DuplicateKey {
     terminal_id: TerminalId,
-    stan: iso::Stan,
-    transmitted_at: Option<iso::TransmissionTime>,
+    stan: ids::Stan,
+    transmitted_at: Option<ids::TransmissionTime>,
 }
 
 /// Requests answered in the last `window_ms`, by acquirer keys, so a
@@ -523,7 +522,7 @@ impl Engine {
         &self,
         authorization: Authorization,
         mti: Mti,
-        processing_code: Option<iso::Text<6>>,
+        processing_code: Option<ids::Text<6>>,
         idempotency: Option<IdempotencyRequest>,
         acquirer: Option<&Acquirer>,
     ) -> CardOutcome {
@@ -1121,7 +1120,7 @@ impl Engine {
         channel: Channel,
         amount: Amount,
         currency: Currency,
-        merchant_id: iso::MerchantId,
+        merchant_id: ids::MerchantId,
         terminal_id: TerminalId,
         keys: Option<AcquirerKeys>,
         acquirer: Option<String>,
@@ -1223,8 +1222,8 @@ mod tests {
 
     fn key(stan: &str) -> DuplicateKey {
         DuplicateKey {
-            terminal_id: iso::Text::parse(b"TERM0001").unwrap(),
-            stan: iso::Text::parse(stan.as_bytes()).unwrap(),
+            terminal_id: ids::Text::parse(b"TERM0001").unwrap(),
+            stan: ids::Text::parse(stan.as_bytes()).unwrap(),
             transmitted_at: None,
         }
     }
@@ -1251,7 +1250,7 @@ mod tests {
             amount: Amount::from_minor(1250).unwrap(),
             currency: protocol::Currency::parse("EUR").unwrap(),
             merchant_id: protocol::domain::pad("ACME0000001").unwrap(),
-            terminal_id: iso::Text::parse(b"TERM0001").unwrap(),
+            terminal_id: ids::Text::parse(b"TERM0001").unwrap(),
             mcc: None,
             keys: None,
         };

@@ -204,7 +204,7 @@ pub const ROUTES: &[RouteAccess] = &[
 /// Who a request is from, once its key matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Principal {
-    Merchant(protocol::iso::MerchantId),
+    Merchant(protocol::ids::MerchantId),
     Operator,
     Admin,
 }
@@ -236,7 +236,7 @@ pub struct HttpState {
     engine: Arc<Engine>,
     keys: Vec<Key>,
     /// Idempotency keys whose first request is still being decided.
-    idempotency_in_flight: Mutex<HashSet<(protocol::iso::MerchantId, String)>>,
+    idempotency_in_flight: Mutex<HashSet<(protocol::ids::MerchantId, String)>>,
     audit: Audit,
     lockout: Lockout,
     clock: Arc<dyn Clock>,
@@ -845,7 +845,7 @@ async fn create_authorization(
     let mcc = match checked
         .mcc
         .as_deref()
-        .map(|mcc| protocol::iso::Text::<4>::parse(mcc.as_bytes()))
+        .map(|mcc| protocol::ids::Text::<4>::parse(mcc.as_bytes()))
     {
         Some(None) => {
             return field_problem(&FieldError {
@@ -987,7 +987,7 @@ async fn create_authorization(
 /// Releases an idempotency key from the in-flight set, also on early return.
 struct InFlightGuard<'a> {
     state: &'a HttpState,
-    entry: (protocol::iso::MerchantId, String),
+    entry: (protocol::ids::MerchantId, String),
 }
 
 impl Drop for InFlightGuard<'_> {

@@ -7,15 +7,23 @@
 //! reused message allocates nothing at all once its buffer has grown to the
 //! traffic's size. The buffer is wiped when the message is dropped, since it
 //! holds PANs and track data.
+//!
+//! The MTI and the bitmaps around the fields, in each wire form a dialect
+//! may choose, are read and written in `envelope`.
+
+mod envelope;
 
 use std::fmt;
 
 use zeroize::Zeroize;
 
-use crate::encoding::{ContentClass, LengthCounts, hex_value, push_hex};
+use self::envelope::{Reader, bitmap_halves, decode_bitmap, decode_mti, encode_bitmap, encode_mti};
+
+use crate::content_class::ContentClass;
+use crate::encoding::LengthCounts;
 use crate::error::{DecodeError, EncodeError, Location};
 use crate::mti::Mti;
-use crate::spec::{BitmapEncoding, FieldKind, Mask, MtiEncoding, Spec};
+use crate::spec::{FieldKind, Mask, Spec};
 use crate::{Pan, encoding};
 
 /// Where one field's value sits in [`Message::data`].
@@ -30,8 +38,8 @@ const HEADER_SLOT: usize = 0;
 
 /// The bit for data element `n` (1-128) in a 128-bit bitmap whose most
 /// significant bit is field 1, as on the wire.
-const fn bit(n: u8) -> u128 {
-    1u128 << (128 - n as u32)
+fn bit(n: u8) -> u128 {
+    1u128 << (128 - u32::from(n))
 }
 
 /// An ISO 8583 message.
@@ -157,8 +165,9 @@ impl Message {
 
     fn slot(&self, index: usize) -> Option<&[u8]> {
         let slot = self.slots.get(index)?;
-        let start = slot.start as usize;
-        self.data.get(start..start + slot.length as usize)
+        let start = usize::try_from(slot.start).ok()?;
+        self.data
+            .get(start..start + usize::try_from(slot.length).ok()?)
     }
 
     fn store(&mut self, index: usize, value: &[u8]) {
@@ -173,8 +182,8 @@ impl Message {
             // Values live inside one frame of at most FRAME_LENGTH_LIMIT
             // bytes (or a message built in memory), far below u32::MAX.
             *slot = Slot {
-                start: start as u32,
-                length: (self.data.len() - start) as u32,
+                start: u32::try_from(start).unwrap_or(u32::MAX),
+                length: u32::try_from(self.data.len() - start).unwrap_or(u32::MAX),
             };
         }
     }
@@ -300,9 +309,10 @@ impl Message {
         if present & u128::from(u64::MAX) != 0 || self.empty_secondary_bitmap {
             present |= bit(1);
         }
-        encode_bitmap(spec.bitmap_encoding(), (present >> 64) as u64, out);
+        let [primary, secondary] = bitmap_halves(present);
+        encode_bitmap(spec.bitmap_encoding(), primary, out);
         if present & bit(1) != 0 {
-            encode_bitmap(spec.bitmap_encoding(), present as u64, out);
+            encode_bitmap(spec.bitmap_encoding(), secondary, out);
         }
 
         for (number, value) in self.fields() {
@@ -472,105 +482,8 @@ impl Iterator for FieldNumbers {
             return None;
         }
         // The most significant set bit is the lowest field number.
-        let number = self.0.leading_zeros() as u8 + 1;
+        let number = u8::try_from(self.0.leading_zeros()).ok()? + 1;
         self.0 &= !bit(number);
         Some(number)
-    }
-}
-
-/// The unread rest of a payload.
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, length: usize, location: Location) -> Result<&'a [u8], DecodeError> {
-        match self.rest.split_at_checked(length) {
-            Some((taken, rest)) => {
-                self.rest = rest;
-                Ok(taken)
-            }
-            None => Err(DecodeError::Truncated {
-                location,
-                needed: length,
-                available: self.rest.len(),
-            }),
-        }
-    }
-}
-
-fn decode_mti(encoding: MtiEncoding, reader: &mut Reader<'_>) -> Result<Mti, DecodeError> {
-    match encoding {
-        MtiEncoding::Ascii => Mti::from_wire(reader.take(4, Location::Mti)?),
-        MtiEncoding::Ebcdic => {
-            let wire = reader.take(4, Location::Mti)?;
-            let mut digits = [0u8; 4];
-            for (digit, &b) in digits.iter_mut().zip(wire) {
-                *digit = encoding::ebcdic_to_ascii(b);
-            }
-            Mti::from_wire(&digits)
-        }
-        MtiEncoding::Bcd => {
-            let wire = reader.take(2, Location::Mti)?;
-            let mut digits = [0u8; 4];
-            for (pair, &b) in digits.chunks_exact_mut(2).zip(wire) {
-                if let [high, low] = pair {
-                    // A nibble over 9 becomes a non-digit and is reported.
-                    *high = b'0'.wrapping_add(b >> 4);
-                    *low = b'0'.wrapping_add(b & 0x0F);
-                }
-            }
-            Mti::from_wire(&digits)
-        }
-    }
-}
-
-fn encode_mti(encoding: MtiEncoding, mti: Mti, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let digits = mti.as_bytes();
-    match encoding {
-        MtiEncoding::Ascii => out.extend_from_slice(digits),
-        MtiEncoding::Ebcdic => out.extend(digits.iter().map(|&d| encoding::ascii_to_ebcdic(d))),
-        MtiEncoding::Bcd => {
-            for pair in digits.chunks_exact(2) {
-                if let [high, low] = pair {
-                    out.push(((high - b'0') << 4) | (low - b'0'));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn decode_bitmap(
-    encoding: BitmapEncoding,
-    reader: &mut Reader<'_>,
-    location: Location,
-) -> Result<u64, DecodeError> {
-    let wire = reader.take(encoding.wire_len(), location)?;
-    let mut bytes = [0u8; 8];
-    match encoding {
-        BitmapEncoding::Binary => bytes.copy_from_slice(wire),
-        BitmapEncoding::Hex => {
-            for (i, (byte, pair)) in bytes.iter_mut().zip(wire.chunks_exact(2)).enumerate() {
-                let [high, low] = pair else { continue };
-                let high = hex_value(*high).ok_or(DecodeError::NotHex {
-                    location,
-                    position: i * 2,
-                })?;
-                let low = hex_value(*low).ok_or(DecodeError::NotHex {
-                    location,
-                    position: i * 2 + 1,
-                })?;
-                *byte = (high << 4) | low;
-            }
-        }
-    }
-    Ok(u64::from_be_bytes(bytes))
-}
-
-fn encode_bitmap(encoding: BitmapEncoding, bitmap: u64, out: &mut Vec<u8>) {
-    match encoding {
-        BitmapEncoding::Binary => out.extend_from_slice(&bitmap.to_be_bytes()),
-        BitmapEncoding::Hex => push_hex(&bitmap.to_be_bytes(), out),
     }
 }

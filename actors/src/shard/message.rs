@@ -1,0 +1,59 @@
+//! The messages a shard's mailbox carries, from the handle to the shard.
+
+use protocol::Amount;
+use protocol::domain::{DeclineReason, Token};
+use protocol::ids::{MerchantId, Text};
+use tokio::sync::oneshot;
+
+use super::request::CardCheck;
+
+/// Where a shard sends its answer to a step of a decision.
+pub(super) type Reply = oneshot::Sender<Result<(), DeclineReason>>;
+
+/// One step for a shard. Decision steps carry a reply and are shed when the
+/// mailbox is full; give-backs and restores carry none and wait for room.
+pub(super) enum Message {
+    /// Card and merchant on this shard: both steps at once.
+    Decide {
+        check: CardCheck,
+        at_ms: u64,
+        reply: Reply,
+    },
+    ReserveCard {
+        token: Token,
+        amount: Amount,
+        at_ms: u64,
+        reply: Reply,
+    },
+    CheckMerchant {
+        merchant_id: MerchantId,
+        mcc: Option<Text<4>>,
+        amount: Amount,
+        at_ms: u64,
+        reply: Reply,
+    },
+    GiveBackCard {
+        token: Token,
+        amount: Amount,
+        original_at_ms: u64,
+        now_ms: u64,
+    },
+    GiveBackMerchant {
+        merchant_id: MerchantId,
+        amount: Amount,
+        original_at_ms: u64,
+        now_ms: u64,
+    },
+    RestoreCard {
+        token: Token,
+        amount: Amount,
+        at_ms: u64,
+        now_ms: u64,
+    },
+    RestoreMerchant {
+        merchant_id: MerchantId,
+        amount: Amount,
+        at_ms: u64,
+        now_ms: u64,
+    },
+}
