@@ -52,6 +52,8 @@ fn render_authorization(outcome: &CardOutcome) -> (u16, String) {
     (201, serde_json::to_string(&reply).unwrap_or_default())
 }
 
+/// `POST /v1/authorizations`: a merchant's authorization. With an
+/// `Idempotency-Key`, the same key and body get the stored answer again.
 pub(super) async fn create_authorization(
     State(state): State<Arc<HttpState>>,
     Extension(principal): Extension<Principal>,
@@ -305,6 +307,7 @@ async fn visible_transaction(
     }
 }
 
+/// `GET /v1/transactions/{id}`: a merchant's own, or any for staff.
 pub(super) async fn get_transaction(
     State(state): State<Arc<HttpState>>,
     Extension(principal): Extension<Principal>,
@@ -319,6 +322,8 @@ pub(super) async fn get_transaction(
     }
 }
 
+/// `POST /v1/authorizations/{id}/reversal`: the whole amount, or part of it
+/// (`amount`), of a merchant's own authorization.
 pub(super) async fn reverse_authorization(
     State(state): State<Arc<HttpState>>,
     Extension(principal): Extension<Principal>,
