@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use std::path::PathBuf;
 
-use crate::admission::RateLimits;
+use crate::admission::AdmissionRates;
 use crate::config::{Backend, Config, Overrides};
 use crate::engine::{DuplicateSettings, Engine, EngineParts};
 use crate::fleet::Fleet;
@@ -237,7 +237,7 @@ async fn serve(
             entries_max: config.duplicate_entries_max,
         },
         fleet,
-        limits: Arc::new(RateLimits::new(&config.merchants)),
+        limits: Arc::new(AdmissionRates::new(&config.merchants)),
     }));
 
     let iso_listener = match config.iso.listen {

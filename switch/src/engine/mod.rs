@@ -30,7 +30,7 @@ use storage::{
 };
 use tokio::sync::watch;
 
-use crate::admission::RateLimits;
+use crate::admission::AdmissionRates;
 use crate::engine::acquirer::Acquirer;
 use crate::fleet::{Claim, Fleet, OnRedisDown};
 use crate::ops::metrics::{Metrics, Stage};
@@ -227,7 +227,7 @@ pub struct EngineParts {
     /// Shared card velocity in Redis; `None` on a single node.
     pub fleet: Option<Fleet>,
     /// Per-merchant admission rates, checked by both ingresses.
-    pub limits: Arc<RateLimits>,
+    pub limits: Arc<AdmissionRates>,
 }
 
 impl std::fmt::Debug for EngineParts {
@@ -258,7 +258,7 @@ pub struct Engine {
     database_answers: AtomicBool,
     fleet: Option<Fleet>,
     redis_answers: AtomicBool,
-    limits: Arc<RateLimits>,
+    limits: Arc<AdmissionRates>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -324,7 +324,7 @@ impl Engine {
     }
 
     /// Per-merchant admission rates (HTTP checks them before its handler).
-    pub fn limits(&self) -> &RateLimits {
+    pub fn limits(&self) -> &AdmissionRates {
         &self.limits
     }
 

@@ -1,4 +1,4 @@
-//! The vault admin routes, admin only (see [`ROUTES`](super::ROUTES)):
+//! The vault admin routes, admin only (see [`ROUTES`](super::access::ROUTES)):
 //!
 //! | route                         | what                                              |
 //! |-------------------------------|---------------------------------------------------|
@@ -19,7 +19,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use storage::REWRAP_BATCH_ROWS_MAX;
 
-use crate::ingress::http::{HttpState, json_response, problem};
+use crate::ingress::http::problem::{json_response, problem};
+use crate::ingress::http::state::HttpState;
 use crate::ops::vault::{
     REWRAP_BATCH_ROWS_DEFAULT, REWRAP_PAUSE_MS_DEFAULT, REWRAP_PAUSE_MS_MAX, ReloadError,
 };
@@ -35,7 +36,7 @@ fn storage_problem(error: &storage::StorageError) -> Response {
 }
 
 /// `GET /admin/vault`.
-pub(crate) async fn vault_status(State(http): State<Arc<HttpState>>) -> Response {
+pub(super) async fn vault_status(State(http): State<Arc<HttpState>>) -> Response {
     match http.vault().status().await {
         Ok(status) => json_response(StatusCode::OK, status.to_string()),
         Err(error) => storage_problem(&error),
@@ -43,7 +44,7 @@ pub(crate) async fn vault_status(State(http): State<Arc<HttpState>>) -> Response
 }
 
 /// `POST /admin/vault/reload`.
-pub(crate) async fn vault_reload(State(http): State<Arc<HttpState>>) -> Response {
+pub(super) async fn vault_reload(State(http): State<Arc<HttpState>>) -> Response {
     match http.vault().reload("admin route").await {
         Ok(change) => json_response(
             StatusCode::OK,
@@ -76,7 +77,7 @@ struct RewrapRequest {
 }
 
 /// `POST /admin/vault/rewrap`.
-pub(crate) async fn vault_rewrap(State(http): State<Arc<HttpState>>, body: Bytes) -> Response {
+pub(super) async fn vault_rewrap(State(http): State<Arc<HttpState>>, body: Bytes) -> Response {
     let request: RewrapRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RewrapRequest::default()
     } else {
@@ -129,7 +130,7 @@ pub(crate) async fn vault_rewrap(State(http): State<Arc<HttpState>>, body: Bytes
 }
 
 /// `POST /admin/vault/verify`.
-pub(crate) async fn vault_verify(State(http): State<Arc<HttpState>>) -> Response {
+pub(super) async fn vault_verify(State(http): State<Arc<HttpState>>) -> Response {
     match http.vault().verify().await {
         Ok(report) => {
             let counts = |pairs: &[(u32, u64)]| {

@@ -1,0 +1,415 @@
+//! The payment routes, for merchants' web clients (and staff reading
+//! transactions): create an authorization, with idempotency keys; reverse
+//! it; read a transaction. Each hands a domain request to the engine and
+//! renders its outcome; none ever returns card data (a transaction shows its
+//! token, BIN and last four only).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use protocol::Mti;
+use protocol::domain::{
+    Authorization, Channel, Decision, DeclineReason, TransactionId, TransactionKind, pad,
+};
+use protocol::ids::MerchantId;
+use protocol::json::{self, FieldError};
+use sha2::{Digest, Sha256};
+use storage::{RecordKind, StoreReader};
+
+use crate::clock::Stopwatch;
+use crate::engine::{CardOutcome, IdempotencyRequest};
+use crate::ingress::http::principal::Principal;
+use crate::ingress::http::problem::{
+    field_problem, json_response, parse_body, problem, unavailable,
+};
+use crate::ingress::http::state::HttpState;
+use crate::ops::metrics::Stage;
+use crate::ops::time::rfc3339;
+
+/// The reply to an authorization, as stored for idempotent replays.
+fn render_authorization(outcome: &CardOutcome) -> (u16, String) {
+    let reply = json::AuthorizationResponse {
+        id: outcome.id.to_string(),
+        status: if outcome.decision.is_approved() {
+            json::Status::Approved
+        } else {
+            json::Status::Declined
+        },
+        response_code: outcome.response_code().as_str().to_owned(),
+        auth_code: outcome
+            .decision
+            .auth_code()
+            .map(|code| code.as_str().to_owned()),
+        token: outcome.token.map(|t| t.to_string()).unwrap_or_default(),
+        last4: outcome.last4.clone(),
+        amount: outcome.amount.minor(),
+        currency: outcome.currency.alpha().to_owned(),
+        created_at: rfc3339(outcome.created_at_ms),
+    };
+    (201, serde_json::to_string(&reply).unwrap_or_default())
+}
+
+/// `POST /v1/authorizations`: a merchant's authorization. With an
+/// `Idempotency-Key`, the same key and body get the stored answer again.
+pub(super) async fn create_authorization(
+    State(state): State<Arc<HttpState>>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Stopwatch::start();
+    let engine = &state.engine;
+    let Principal::Merchant(merchant_id) = principal else {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Only a merchant key can authorize",
+            "use the merchant's API key",
+            None,
+        );
+    };
+    let request: json::AuthorizationRequest = match parse_body(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let checked = match request.check() {
+        Ok(checked) => checked,
+        Err(error) => return field_problem(&error),
+    };
+    if pad::<15>(&checked.merchant_id) != Some(merchant_id) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "This key acts for another merchant",
+            "merchant_id must be the merchant of the API key",
+            Some("merchant_id"),
+        );
+    }
+    let Some(terminal_id) = pad::<8>(&checked.terminal_id) else {
+        return field_problem(&FieldError {
+            field: "terminal_id",
+            reason: "must be 1 to 8 printable ASCII characters",
+        });
+    };
+    let mcc = match checked
+        .mcc
+        .as_deref()
+        .map(|mcc| protocol::ids::Text::<4>::parse(mcc.as_bytes()))
+    {
+        Some(None) => {
+            return field_problem(&FieldError {
+                field: "mcc",
+                reason: "must be 4 digits",
+            });
+        }
+        Some(Some(mcc)) => Some(mcc),
+        None => None,
+    };
+
+    // Idempotency: same key and body gets the stored answer; another body, 422;
+    // while the first is still being decided, 409.
+    let idempotency_key = match headers.get("idempotency-key").map(|value| value.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.is_empty() && key.len() <= 255 => Some(key.to_owned()),
+        Some(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-header",
+                "Idempotency-Key is invalid",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                Some("Idempotency-Key"),
+            );
+        }
+    };
+    let request_hash: [u8; 32] = Sha256::digest(&body).into();
+    let mut in_flight_guard = None;
+    if let Some(key) = &idempotency_key {
+        let entry = (merchant_id, key.clone());
+        let inserted = state
+            .idempotency_in_flight
+            .lock()
+            .map(|mut set| set.insert(entry.clone()))
+            .unwrap_or(false);
+        if !inserted {
+            return problem(
+                StatusCode::CONFLICT,
+                "idempotency-in-progress",
+                "A request with this Idempotency-Key is in progress",
+                "retry after it completes",
+                Some("Idempotency-Key"),
+            );
+        }
+        in_flight_guard = Some(InFlightGuard {
+            state: &state,
+            entry,
+        });
+        match engine
+            .store()
+            .idempotent_response(merchant_id.as_str().trim_end(), key)
+            .await
+        {
+            Ok(Some(stored)) if stored.request_hash == request_hash => {
+                let mut response = json_response(
+                    StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+                    stored.response_json,
+                );
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return response;
+            }
+            Ok(Some(_)) => {
+                return problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "This Idempotency-Key was used with another request body",
+                    "use a new Idempotency-Key for a new request",
+                    Some("Idempotency-Key"),
+                );
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "idempotency lookup failed");
+                return unavailable("the journal cannot be read");
+            }
+        }
+    }
+
+    let authorization = Authorization {
+        channel: Channel::Http,
+        kind: TransactionKind::Authorization,
+        pan: checked.pan,
+        expiry: Some(checked.expiry),
+        amount: checked.amount,
+        currency: checked.currency,
+        merchant_id,
+        terminal_id,
+        mcc,
+        keys: None,
+    };
+    engine
+        .metrics()
+        .record(Channel::Http, Stage::Decode, started.elapsed_us());
+    let idempotency = idempotency_key.map(|key| IdempotencyRequest {
+        merchant_id: merchant_id.as_str().trim_end().to_owned(),
+        key,
+        request_hash,
+        render: render_authorization,
+    });
+    let outcome = engine
+        .authorize(
+            authorization,
+            Mti::AUTHORIZATION_REQUEST,
+            None,
+            idempotency,
+            None,
+        )
+        .await;
+    drop(in_flight_guard);
+    engine
+        .metrics()
+        .count_response(Channel::Http, outcome.response_code());
+    engine
+        .metrics()
+        .record(Channel::Http, Stage::Total, started.elapsed_us());
+    match outcome.decision {
+        Decision::Declined {
+            reason: DeclineReason::JournalUnavailable,
+        } => unavailable("the journal could not record the transaction; nothing was approved"),
+        Decision::Declined {
+            reason: DeclineReason::Overloaded,
+        } => unavailable("the switch is at capacity"),
+        _ => {
+            let (status, body) = render_authorization(&outcome);
+            json_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
+                body,
+            )
+        }
+    }
+}
+
+/// Releases an idempotency key from the in-flight set, also on early return.
+struct InFlightGuard<'a> {
+    state: &'a HttpState,
+    entry: (MerchantId, String),
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.state.idempotency_in_flight.lock() {
+            set.remove(&self.entry);
+        }
+    }
+}
+
+fn transaction_json(stored: &storage::StoredTransaction) -> json::Transaction {
+    let record = &stored.record;
+    json::Transaction {
+        id: record.id.to_string(),
+        status: if stored.reversed_by.is_some() {
+            json::TransactionStatus::Reversed
+        } else if record.response_code.is_approved() {
+            json::TransactionStatus::Approved
+        } else {
+            json::TransactionStatus::Declined
+        },
+        response_code: record.response_code.as_str().to_owned(),
+        auth_code: record.auth_code.map(|code| code.as_str().to_owned()),
+        token: record.token.map(|t| t.to_string()).unwrap_or_default(),
+        bin: record.bin.clone().unwrap_or_default(),
+        last4: record.last4.clone().unwrap_or_default(),
+        amount: record.amount.minor(),
+        currency: record.currency.alpha().to_owned(),
+        merchant_id: record.merchant_id.as_str().trim_end().to_owned(),
+        terminal_id: record.terminal_id.as_str().trim_end().to_owned(),
+        created_at: rfc3339(record.created_at_ms),
+        reversed_at: None,
+        acquirer: record.acquirer.clone(),
+    }
+}
+
+fn not_found() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "No such transaction",
+        "no transaction with this id for this key",
+        None,
+    )
+}
+
+/// Loads a card transaction the principal may see; another merchant's is
+/// "not found", so ids cannot be probed.
+#[allow(clippy::result_large_err)]
+async fn visible_transaction(
+    state: &HttpState,
+    principal: Principal,
+    id: &str,
+) -> Result<storage::StoredTransaction, Response> {
+    let Some(id) = TransactionId::parse(id) else {
+        return Err(not_found());
+    };
+    match state.engine.store().transaction(id).await {
+        Ok(Some(stored)) => match principal {
+            Principal::Admin | Principal::Operator => Ok(stored),
+            Principal::Merchant(merchant) if stored.record.merchant_id == merchant => Ok(stored),
+            Principal::Merchant(_) => Err(not_found()),
+        },
+        Ok(None) => Err(not_found()),
+        Err(error) => {
+            tracing::warn!(%error, "transaction lookup failed");
+            Err(unavailable("the journal cannot be read"))
+        }
+    }
+}
+
+/// `GET /v1/transactions/{id}`: a merchant's own, or any for staff.
+pub(super) async fn get_transaction(
+    State(state): State<Arc<HttpState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    match visible_transaction(&state, principal, &id).await {
+        Ok(stored) => json_response(
+            StatusCode::OK,
+            serde_json::to_string(&transaction_json(&stored)).unwrap_or_default(),
+        ),
+        Err(response) => response,
+    }
+}
+
+/// `POST /v1/authorizations/{id}/reversal`: the whole amount, or part of it
+/// (`amount`), of a merchant's own authorization.
+pub(super) async fn reverse_authorization(
+    State(state): State<Arc<HttpState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let started = Stopwatch::start();
+    let Principal::Merchant(_) = principal else {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Only a merchant key can reverse",
+            "use the merchant's API key",
+            None,
+        );
+    };
+    let request: json::ReversalRequest = if body.is_empty() {
+        json::ReversalRequest::default()
+    } else {
+        match parse_body(&body) {
+            Ok(request) => request,
+            Err(response) => return response,
+        }
+    };
+    let stored = match visible_transaction(&state, principal, &id).await {
+        Ok(stored) => stored,
+        Err(response) => return response,
+    };
+    let original = stored.record.clone();
+    if !matches!(
+        original.kind,
+        RecordKind::Authorization | RecordKind::Purchase
+    ) {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not-reversible",
+            "Only an authorization can be reversed",
+            "this transaction is itself a reversal",
+            None,
+        );
+    }
+    let amount = match request.amount {
+        None => original.amount,
+        Some(minor) => match protocol::Amount::from_minor(minor)
+            .filter(|a| *a <= original.amount && minor > 0)
+        {
+            Some(amount) => amount,
+            None => {
+                return field_problem(&FieldError {
+                    field: "amount",
+                    reason: "must be from 1 to the authorized amount",
+                });
+            }
+        },
+    };
+    let outcome = state
+        .engine
+        .reverse(
+            Some(original.clone()),
+            RecordKind::Reversal,
+            Mti::REVERSAL_REQUEST,
+            Channel::Http,
+            amount,
+            original.currency,
+            original.merchant_id,
+            original.terminal_id,
+            None,
+            None,
+        )
+        .await;
+    state
+        .engine
+        .metrics()
+        .count_response(Channel::Http, outcome.code);
+    state
+        .engine
+        .metrics()
+        .record(Channel::Http, Stage::Total, started.elapsed_us());
+    if !outcome.code.is_approved() {
+        return unavailable("the journal could not record the reversal");
+    }
+    match state.engine.store().transaction(original.id).await {
+        Ok(Some(stored)) => json_response(
+            StatusCode::OK,
+            serde_json::to_string(&transaction_json(&stored)).unwrap_or_default(),
+        ),
+        _ => unavailable("the journal cannot be read"),
+    }
+}

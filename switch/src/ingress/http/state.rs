@@ -1,0 +1,74 @@
+//! What the HTTP handlers and the door in front of them share: the engine,
+//! the configured keys, the lockout, the audit log, the idempotency keys in
+//! flight and the vault's control. Built once by `serve`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use actors::Clock;
+use protocol::ids::MerchantId;
+
+use crate::admission::Lockout;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::ingress::http::principal::ApiKeys;
+use crate::ops::audit::Audit;
+use crate::ops::vault::VaultControl;
+
+/// Shared state of the HTTP handlers.
+pub struct HttpState {
+    pub(super) engine: Arc<Engine>,
+    pub(super) keys: ApiKeys,
+    /// Idempotency keys whose first request is still being decided.
+    pub(super) idempotency_in_flight: Mutex<HashSet<(MerchantId, String)>>,
+    pub(super) audit: Audit,
+    pub(super) lockout: Lockout,
+    pub(super) clock: Arc<dyn Clock>,
+    /// How often a merchant key's success from one origin is audited.
+    pub(super) success_interval_ms: u64,
+    /// (key index, origin) -> when its success was last recorded.
+    pub(super) successes_recorded: Mutex<HashMap<(usize, IpAddr), u64>>,
+    /// Vault key reloads and the rewrap job (`/admin/vault*`).
+    vault: Arc<VaultControl>,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpState {
+    pub fn new(
+        engine: Arc<Engine>,
+        config: &Config,
+        audit: Audit,
+        clock: Arc<dyn Clock>,
+        vault: Arc<VaultControl>,
+    ) -> HttpState {
+        HttpState {
+            engine,
+            keys: ApiKeys::from_config(config),
+            idempotency_in_flight: Mutex::new(HashSet::new()),
+            audit,
+            lockout: Lockout::new(config.security, Arc::clone(&clock)),
+            clock,
+            success_interval_ms: config.audit.success_interval_ms,
+            successes_recorded: Mutex::new(HashMap::new()),
+            vault,
+        }
+    }
+
+    /// The vault's reload and rewrap control.
+    pub(super) fn vault(&self) -> &VaultControl {
+        &self.vault
+    }
+
+    /// The same, shared (the rewrap job keeps it while it runs).
+    pub(super) fn vault_arc(&self) -> &Arc<VaultControl> {
+        &self.vault
+    }
+}

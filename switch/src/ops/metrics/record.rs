@@ -1,0 +1,255 @@
+//! The counters and histograms the switch fills while it serves. Reading
+//! them out (names, help texts, the Prometheus text) is `render.rs`'s.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+use protocol::ResponseCode;
+use protocol::domain::Channel;
+
+use crate::ingress::tls::{RefusalReason, TlsListener};
+
+/// A stage of a request's path through the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Bytes or JSON to a domain request.
+    Decode,
+    /// Rules, tokenization, card and merchant actors.
+    Decide,
+    /// Waiting for the journal's group commit.
+    JournalWait,
+    /// From the first byte read (or the HTTP handler's start) to the reply.
+    Total,
+}
+
+pub(super) const STAGES: [Stage; 4] = [
+    Stage::Decode,
+    Stage::Decide,
+    Stage::JournalWait,
+    Stage::Total,
+];
+pub(super) const CHANNELS: [Channel; 2] = [Channel::Iso, Channel::Http];
+
+impl Stage {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Decide => "decide",
+            Stage::JournalWait => "journal_wait",
+            Stage::Total => "total",
+        }
+    }
+
+    // A fieldless enum's discriminant is its place in `STAGES`: nothing to lose.
+    #[allow(clippy::as_conversions)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+pub(super) fn channel_index(channel: Channel) -> usize {
+    match channel {
+        Channel::Iso => 0,
+        Channel::Http => 1,
+    }
+}
+
+/// Every DE39 value the switch counts by name; others are counted as "other".
+pub(super) const CODES: [&str; 15] = [
+    "00", "05", "12", "13", "14", "30", "54", "57", "58", "61", "65", "91", "94", "96", "other",
+];
+
+/// Why an HTTP request was refused before its handler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `Authorization` header on a route that needs a key.
+    NoKey,
+    /// A key that matches no principal.
+    BadKey,
+    /// The client origin is locked out after failed authentications.
+    LockedOut,
+    /// The key's role may not use the route.
+    ForbiddenRole,
+    /// The merchant is over its rate.
+    RateLimited,
+}
+
+pub(super) const REFUSALS: [Refusal; 5] = [
+    Refusal::NoKey,
+    Refusal::BadKey,
+    Refusal::LockedOut,
+    Refusal::ForbiddenRole,
+    Refusal::RateLimited,
+];
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoKey => "no_key",
+            Refusal::BadKey => "bad_key",
+            Refusal::LockedOut => "locked_out",
+            Refusal::ForbiddenRole => "forbidden_role",
+            Refusal::RateLimited => "rate_limited",
+        }
+    }
+
+    // A fieldless enum's discriminant is its place in `REFUSALS`: nothing to lose.
+    #[allow(clippy::as_conversions)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The switch's counters and histograms.
+#[derive(Debug)]
+pub struct Metrics {
+    /// `[channel][stage]`, microseconds, 3 significant digits, up to 60 s.
+    pub(super) latency_us: [[Mutex<Histogram<u64>>; 4]; 2],
+    pub(super) responses: [[AtomicU64; CODES.len()]; 2],
+    /// Frames that could not be framed; their connection was closed.
+    pub frames_unframeable: AtomicU64,
+    /// Messages with a bad field, answered 30.
+    pub messages_malformed: AtomicU64,
+    /// Connections refused at the connection limit.
+    pub connections_refused: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+    /// Journal appends that failed (answered 96 / 503).
+    pub journal_failures: AtomicU64,
+    /// Requests shed because a journal queue or shard mailbox was full.
+    pub shed: AtomicU64,
+    /// Duplicates answered with the original response.
+    pub duplicates: AtomicU64,
+    /// Redis calls (fleet velocity) that failed or timed out.
+    pub fleet_errors: AtomicU64,
+    /// Requests decided on the node's own limits because Redis failed
+    /// (`fleet.on_redis_down = "local"`).
+    pub fleet_fallbacks: AtomicU64,
+    /// HTTP requests refused before their handler, by [`Refusal`].
+    pub(super) refusals: [AtomicU64; REFUSALS.len()],
+    /// Card requests refused at a merchant's admission rate, per channel.
+    pub(super) rate_limited: [AtomicU64; 2],
+    /// Failed authentications from an origin the full lockout table could
+    /// not track.
+    pub(super) lockout_untracked: AtomicU64,
+    /// `[listener]`: TLS handshakes completed (on ISO, with an acquirer identified).
+    pub(super) tls_handshakes: [AtomicU64; 2],
+    /// `[listener][reason]`: TLS handshakes refused.
+    pub(super) tls_refused: [[AtomicU64; RefusalReason::ALL.len()]; 2],
+}
+
+fn histogram() -> Mutex<Histogram<u64>> {
+    // 1 us to 60 s at 3 significant digits: fixed memory, never resizes.
+    #[allow(clippy::expect_used)]
+    let histogram =
+        Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid");
+    Mutex::new(histogram)
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            latency_us: std::array::from_fn(|_| std::array::from_fn(|_| histogram())),
+            responses: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            frames_unframeable: AtomicU64::new(0),
+            messages_malformed: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            journal_failures: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            fleet_errors: AtomicU64::new(0),
+            fleet_fallbacks: AtomicU64::new(0),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            rate_limited: std::array::from_fn(|_| AtomicU64::new(0)),
+            lockout_untracked: AtomicU64::new(0),
+            tls_handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
+            tls_refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records `us` microseconds spent in `stage`.
+    pub fn record(&self, channel: Channel, stage: Stage, us: u64) {
+        let Some(row) = self.latency_us.get(channel_index(channel)) else {
+            return;
+        };
+        if let Some(cell) = row.get(stage.index())
+            && let Ok(mut histogram) = cell.lock()
+        {
+            histogram.saturating_record(us.max(1));
+        }
+    }
+
+    /// Counts one response with `code`.
+    pub fn count_response(&self, channel: Channel, code: ResponseCode) {
+        let index = CODES
+            .iter()
+            .position(|c| *c == code.as_str())
+            .unwrap_or(CODES.len() - 1);
+        if let Some(counter) = self
+            .responses
+            .get(channel_index(channel))
+            .and_then(|row| row.get(index))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts an HTTP request refused for `reason`.
+    pub fn count_refusal(&self, reason: Refusal) {
+        if let Some(counter) = self.refusals.get(reason.index()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a TLS handshake completed on `listener`.
+    pub fn count_tls_handshake(&self, listener: TlsListener) {
+        if let Some(counter) = self.tls_handshakes.get(listener.index()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a card request refused at its merchant's admission rate.
+    pub fn count_rate_limited(&self, channel: Channel) {
+        if let Some(counter) = self.rate_limited.get(channel_index(channel)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a TLS handshake refused on `listener` for `reason`.
+    pub fn count_tls_refused(&self, listener: TlsListener, reason: RefusalReason) {
+        if let Some(counter) = self
+            .tls_refused
+            .get(listener.index())
+            .and_then(|row| row.get(reason.index()))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failure the lockout table had no room to track.
+    pub fn count_lockout_untracked(&self) {
+        self.lockout_untracked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls `each` with every channel's and stage's histogram, locked.
+    pub(super) fn each_histogram(&self, mut each: impl FnMut(Channel, Stage, &Histogram<u64>)) {
+        for channel in CHANNELS {
+            for stage in STAGES {
+                let Some(cell) = self
+                    .latency_us
+                    .get(channel_index(channel))
+                    .and_then(|row| row.get(stage.index()))
+                else {
+                    continue;
+                };
+                if let Ok(histogram) = cell.lock() {
+                    each(channel, stage, &histogram);
+                }
+            }
+        }
+    }
+}
