@@ -38,10 +38,20 @@
 //!
 //! [`Token`]: protocol::domain::Token
 
-pub mod baseline;
+// Declared first: the macro it defines (`transaction_columns!`) is then in
+// scope in every module below.
+#[macro_use]
 mod columns;
+
+mod any_store;
+#[cfg(feature = "baseline")]
+pub mod baseline;
+mod clock;
+mod convert;
 pub mod error;
 pub mod journal;
+#[cfg(feature = "memory")]
+pub mod memory;
 pub mod postgres;
 pub mod record;
 pub mod rewrap;
@@ -49,6 +59,7 @@ pub mod sqlite;
 pub mod store;
 pub mod vault;
 
+pub use any_store::AnyStore;
 pub use error::{JournalError, StorageError};
 pub use journal::{Journal, JournalBackend, JournalConfig, JournalStats};
 pub use postgres::{PostgresConfig, PostgresStore, PostgresWriter};
@@ -61,5 +72,5 @@ pub use rewrap::{
     verify_all,
 };
 pub use sqlite::SqliteStore;
-pub use store::{AnyStore, StoreReader, replay_approved};
+pub use store::{StoreFuture, StoreReader, replay_approved};
 pub use vault::{KeyringChange, KeyringView, Vault, VaultKeys, fill_random};

@@ -6,7 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::{NOW_MS, TestStore, approved, db_path, declined, id_at, reversal_of, token};
 use protocol::domain::DeclineReason;
@@ -15,7 +17,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
 use storage::{
     AppendOutcome, IdempotencyEntry, JournalConfig, JournalError, JournalRecord, OriginalKeys,
-    RecordKind, SealedPan, SqliteStore, StorageError,
+    RecordKind, SealedPan, SqliteStore, StorageError, StoreReader,
 };
 
 fn config() -> JournalConfig {
@@ -42,7 +44,7 @@ async fn count_ids(conn: &mut SqliteConnection, ids: &[protocol::domain::Transac
             .fetch_one(&mut *conn)
             .await
             .unwrap();
-        found += row.get::<i64, _>(0) as usize;
+        found += usize::try_from(row.get::<i64, _>(0)).unwrap();
     }
     found
 }
@@ -84,7 +86,11 @@ async fn concurrent_appends_share_commits() {
         .map(|n| {
             let journal = journal.clone();
             tokio::spawn(async move {
-                let record = approved(NOW_MS + u64::from(n), token((n % 200) as u8), "000001");
+                let record = approved(
+                    NOW_MS + u64::from(n),
+                    token(u8::try_from(n % 200).unwrap()),
+                    "000001",
+                );
                 let id = record.id;
                 (id, journal.append(record).await)
             })
@@ -428,7 +434,7 @@ async fn replay_pages_through_approved_unreversed_records_in_the_window() {
     let count = storage::replay_approved(&t.store, since, 3, |row| walked.push(row))
         .await
         .unwrap();
-    assert_eq!(count, walked.len() as u64);
+    assert_eq!(count, u64::try_from(walked.len()).unwrap());
     assert_eq!(walked, replayed);
     let first = &replayed[0];
     assert_eq!(first.token, token(2));
@@ -659,6 +665,10 @@ async fn close_writes_what_was_queued_and_refuses_the_rest() {
 /// Figures for a burst: prints commits and records per second. Run with
 /// `cargo test --release -p storage --test journal burst -- --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::as_conversions,
+    reason = "rates printed for a person: u64 to f64 rounding past 2^53 cannot show"
+)]
 async fn burst_of_appends_from_many_tasks() {
     const TASKS: u64 = 200;
     const PER_TASK: u64 = 50;
@@ -671,7 +681,7 @@ async fn burst_of_appends_from_many_tasks() {
                 for n in 0..PER_TASK {
                     let at = NOW_MS + task * PER_TASK + n;
                     let outcome = journal
-                        .append(approved(at, token(task as u8), "000001"))
+                        .append(approved(at, token(u8::try_from(task).unwrap()), "000001"))
                         .await;
                     assert_eq!(outcome, Ok(AppendOutcome::Recorded));
                 }
