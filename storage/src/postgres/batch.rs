@@ -2,9 +2,9 @@
 //! data-modifying CTEs each insert one table's rows from `UNNEST` arrays, and
 //! [`BatchRows`], the batch laid out as those arrays.
 //!
-//! Apart from the writer, which decides what a batch's outcomes are, because
-//! the statement and its binds change together: its 39 parameters are
-//! numbered here and bound here in the same order.
+//! The statement and its binds change together (its 39 parameters are
+//! numbered and bound here, in one order), and neither depends on how the
+//! writer then decides each record's outcome, so they live apart from it.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
