@@ -103,7 +103,7 @@ impl Row {
 /// A count as `f64`, for a rate or a mean.
 #[allow(
     clippy::as_conversions,
-    reason = "usize to f64 has no From; the counts here are thousands, far below the 2^53 f64 holds exactly"
+    reason = "usize to f64 has no From; these counts are thousands, far below f64's exact 2^53"
 )]
 fn count_f64(count: usize) -> f64 {
     count as f64

@@ -122,7 +122,7 @@ impl JournalStats {
     /// Records per committed batch.
     #[allow(
         clippy::as_conversions,
-        reason = "u64 to f64 has no From: counts past 2^53 round in the last digits, which an average may"
+        reason = "u64 to f64 has no From; past 2^53 a count rounds, harmless in an average"
     )]
     pub fn batch_rows_avg(&self) -> f64 {
         if self.batches == 0 {

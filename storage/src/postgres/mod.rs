@@ -4,9 +4,9 @@
 //! [`PostgresStore::open`] migrates the schema (under an advisory lock, so
 //! nodes starting together migrate once), opens `writer_connections`
 //! dedicated writer connections and hands them to the journal
-//! ([`Journal::start_many`](crate::Journal::start_many)), and opens a small pool of read connections
-//! for lookups. The SQL is plain PostgreSQL 15: no extensions, nothing
-//! Aurora refuses.
+//! ([`Journal::start_many`](crate::Journal::start_many)), and opens a small
+//! pool of read connections for lookups. The SQL is plain PostgreSQL 15: no
+//! extensions, nothing Aurora refuses.
 //!
 //! The modules, in the order a record flows through them:
 //!

@@ -4,9 +4,10 @@
 //! A batch is sent as column arrays and written by a single statement whose
 //! four data-modifying CTEs each do one multi-row `INSERT ... SELECT FROM
 //! UNNEST(...)`: transactions, reversals, vault entries, idempotency
-//! entries (the statement and its binds are in `batch`). The statement text does not depend on the batch size, so each
-//! connection prepares it once, and a batch of any size is three round trips:
-//! BEGIN, the statement, COMMIT.
+//! entries (the statement and its binds are in `batch`). The statement text
+//! does not depend on the batch size, so each connection prepares it once,
+//! and a batch of any size is three round trips: BEGIN, the statement,
+//! COMMIT.
 //!
 //! Every insert is `ON CONFLICT DO NOTHING`, and who holds a reversal's
 //! original or an idempotency key is decided by reading the table, not by

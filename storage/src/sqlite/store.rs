@@ -25,8 +25,8 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     path: PathBuf,
     /// For the vault rewrap's short write transactions, beside the journal
-    /// writer (see `rewrap`).
-    /// Boxed: the options are large and the store is cloned and moved.
+    /// writer (see `rewrap`). Behind an `Arc`: the options are large and the
+    /// store is cloned and moved.
     pub(super) write_options: Arc<SqliteConnectOptions>,
 }
 
