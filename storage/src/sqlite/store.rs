@@ -30,6 +30,9 @@ pub struct SqliteStore {
     pub(super) write_options: Arc<SqliteConnectOptions>,
 }
 
+/// How long a vault rewrap batch waits for SQLite's write lock.
+const REWRAP_BUSY_TIMEOUT_MS: u64 = 30_000;
+
 impl SqliteStore {
     /// Opens (creating if missing) the database at `path`, migrates it, and
     /// starts the journal writer on the current tokio runtime.
@@ -86,7 +89,18 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(opened)?;
-        let write_options = Arc::new(writer_options.clone());
+        // The vault rewrap writes on its own connection. The journal's writer
+        // commits back to back under load, and SQLite's busy handler does not
+        // queue waiters, so a rewrap batch may lose the race for the write
+        // lock many times in a row: it waits longer than the journal would
+        // (seen: `database is locked` after one second while the journal
+        // appended at full speed), since a rewrap is a background job that
+        // can wait and the journal must not.
+        let write_options = Arc::new(
+            writer_options
+                .clone()
+                .busy_timeout(Duration::from_millis(REWRAP_BUSY_TIMEOUT_MS)),
+        );
         let journal = Journal::start(SqliteJournalWriter::new(conn, writer_options), &config);
         Ok((
             journal,
