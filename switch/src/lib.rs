@@ -22,7 +22,7 @@
 //! flag and environment overrides); [`serve`] wires everything for
 //! `switch serve` and owns start-up (journal, replay, listeners) and
 //! shutdown; [`cli`] holds the other subcommands (`switch iso`,
-//! `switch vault`); [`clock`] is the one reader of monotonic time.
+//! `switch audit`, `switch vault`); [`clock`] is the one reader of monotonic time.
 
 pub mod admission;
 pub mod cli;

@@ -1,110 +1,76 @@
 //! `switch serve`: wires the configuration, journal, vault, actors and both
 //! listeners together, replays velocity, and shuts down cleanly on SIGTERM.
 //!
-//! Start-up order matters: the listeners are bound first, so a load balancer
-//! sees `/health/live` at once and `/health/ready` turn 200 only once the
-//! journal is open and the last 24 hours of approvals are replayed into the
-//! actors; requests that arrive before are decided on full state anyway,
-//! because they wait for replay (the engine is built after it).
+//! Start-up, in the order [`run`] and `serve` take it:
+//!
+//! 1. read and check the configuration, and the files it names (the ISO
+//!    dialect, certificates and keys): a bad one stops the switch before
+//!    anything starts;
+//! 2. open the audit log, then the journal;
+//! 3. build the engine (vault, fleet, shards);
+//! 4. bind the listeners and start HTTP, so a load balancer sees
+//!    `/health/live` at once;
+//! 5. replay the last 24 hours of approvals into the actors, then mark the
+//!    engine ready (`/health/ready` turns 200, so a load balancer sends
+//!    traffic only now) and start taking ISO traffic;
+//! 6. wait for SIGTERM (caught from just before the "listening" log line)
+//!    or Ctrl-C, then shut down: no new connections, the requests in flight
+//!    finished, the journal and the audit log closed.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::{Clock, Restore, ShardConfig, Shards, SystemClock};
+use actors::{Clock, Restore, Shards, SystemClock};
 use anyhow::Context;
+use clap::Args;
 use protocol::Spec;
-use storage::{
-    AnyStore, JournalConfig, PostgresConfig, PostgresStore, SqliteStore, StoreReader, Vault,
-};
+use storage::{AnyStore, Journal, PostgresStore, SqliteStore, StoreReader, Vault};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use std::path::PathBuf;
-
 use crate::admission::AdmissionRates;
-use crate::config::{Backend, Config, Overrides};
-use crate::engine::{DuplicateSettings, Engine, EngineParts};
+use crate::config::{Config, Overrides, StorageSettings};
+use crate::engine::{Engine, EngineParts};
 use crate::fleet::Fleet;
 use crate::ingress::http::{self, HttpState};
 use crate::ingress::iso;
 use crate::ingress::tls;
-use crate::ops::audit::{Audit, AuditEvent, AuditOptions, events};
+use crate::ops::audit::{Audit, AuditEvent, events};
 use crate::ops::metrics::Metrics;
 use crate::ops::vault::VaultControl;
-use clap::Args;
-use tokio::sync::Semaphore;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The configuration file.
     #[arg(long, env = "SWITCH_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
-    /// Overrides `iso.listen`, for example 127.0.0.1:0 for any free port.
-    #[arg(long, env = "SWITCH_ISO_LISTEN", value_name = "ADDR")]
-    pub iso_listen: Option<String>,
-    /// Overrides `http.listen`.
-    #[arg(long, env = "SWITCH_HTTP_LISTEN", value_name = "ADDR")]
-    pub http_listen: Option<String>,
-    /// Overrides `data_dir`: where the embedded journal and vault live.
-    #[arg(long, env = "SWITCH_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Overrides `storage.database_url` (backend "postgres").
-    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Overrides `fleet.redis_url`; used only when the configuration has a
-    /// `[fleet]` section (shared card velocity in Redis).
-    #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub overrides: Overrides,
 }
 
 /// The longest velocity window; replay covers it.
 const REPLAY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 /// Rows read per replay query, so 24 hours of approvals never load at once.
 const REPLAY_PAGE_ROWS: u32 = 10_000;
+/// Cards the vault remembers as already stored, so a returning card costs
+/// no database read (8 bytes each).
+const VAULT_SEALED_CACHE_SLOTS: usize = 1 << 20;
+/// How long shutdown waits for the requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logs();
-    let overrides = Overrides {
-        iso_listen: args.iso_listen,
-        http_listen: args.http_listen,
-        data_dir: args.data_dir,
-        database_url: args.database_url,
-        redis_url: args.redis_url,
-    };
-    let config = Config::load(&args.config, &overrides)?;
-    let spec = Spec::resolve(&config.iso.spec)
-        .with_context(|| format!("{}: iso.spec", args.config.display()))?;
-    // Certificates and keys are read before anything starts, so a bad file
-    // is a one-line error naming the configuration key, not a listener
-    // that fails its first handshake.
-    let tls = Tls {
-        iso: config
-            .iso
-            .tls
-            .as_ref()
-            .map(|tls| tls::iso_tls(&args.config, tls, &config.acquirers))
-            .transpose()?,
-        http: config
-            .http
-            .tls
-            .as_ref()
-            .map(|tls| tls::http_tls(&args.config, tls))
-            .transpose()?,
-    };
+    let config = Config::load(&args.config, &args.overrides)?;
+    let files = NamedFiles::read(&args.config, &config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("the runtime cannot start")?;
-    // The file and overrides again, for vault reloads (SIGHUP, admin route).
-    let reload_from = (args.config, overrides);
-    runtime.block_on(serve(config, spec, tls, reload_from))
-}
-
-/// The TLS configurations built from the files the configuration names.
-struct Tls {
-    iso: Option<tls::IsoTls>,
-    http: Option<tokio_rustls::TlsAcceptor>,
+    runtime.block_on(serve(config, files, args))
 }
 
 fn init_logs() {
@@ -118,197 +84,288 @@ fn init_logs() {
         .try_init();
 }
 
-async fn serve(
-    config: Config,
+/// What the configuration names by path, read before anything starts, so
+/// a bad file is a one-line error naming the configuration key, not a
+/// listener that fails its first handshake.
+struct NamedFiles {
+    iso: IsoFiles,
+    http_tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// The ISO 8583 dialect, and the mutual-TLS setup when `[iso.tls]` is set.
+struct IsoFiles {
     spec: Spec,
-    tls: Tls,
-    (config_file, overrides): (PathBuf, Overrides),
-) -> anyhow::Result<()> {
+    tls: Option<tls::IsoTls>,
+}
+
+impl NamedFiles {
+    fn read(file: &Path, config: &Config) -> anyhow::Result<NamedFiles> {
+        Ok(NamedFiles {
+            iso: IsoFiles {
+                spec: Spec::resolve(&config.iso.spec)
+                    .with_context(|| format!("{}: iso.spec", file.display()))?,
+                tls: config
+                    .iso
+                    .tls
+                    .as_ref()
+                    .map(|tls| tls::iso_tls(file, tls, &config.acquirers))
+                    .transpose()?,
+            },
+            http_tls: config
+                .http
+                .tls
+                .as_ref()
+                .map(|tls| tls::http_tls(file, tls))
+                .transpose()?,
+        })
+    }
+}
+
+async fn serve(config: Config, files: NamedFiles, args: ServeArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    // The audit log opens first: a switch that cannot record who did what
-    // does not start.
+    let audit = open_audit_log(&config, &args.config, &clock)?;
+    let (journal, store) = open_journal(&config).await?;
+    let core = build_engine(&config, clock, &journal, store)?;
+    let listeners = Listeners::bind(&config).await?;
+    let tasks = Tasks {
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+    start_http(
+        &config,
+        &core,
+        listeners.http,
+        files.http_tls,
+        &audit,
+        args,
+        &tasks,
+    );
+    // Replay before taking ISO traffic, so no card starts with empty limits.
+    let replayed = replay_then_ready(&core, &tasks).await?;
+    start_iso(&config, &core, listeners.iso, files.iso, &audit, &tasks);
+    let sigterm = catch_sigterm();
+    announce(&config, &listeners.addresses, replayed, &audit);
+
+    wait_for_signal(sigterm).await;
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    shut_down(tasks, journal, core.store, audit).await;
+    Ok(())
+}
+
+/// Opens the audit log, first: a switch that cannot record who did what
+/// does not start.
+fn open_audit_log(config: &Config, file: &Path, clock: &Arc<dyn Clock>) -> anyhow::Result<Audit> {
     let audit = Audit::open(
         &config.data_dir.join("audit.log"),
-        AuditOptions {
-            queue_capacity: config.audit.queue_capacity,
-            batch_entries_max: config.audit.batch_entries_max,
-        },
-        Arc::clone(&clock),
+        config.audit.log,
+        Arc::clone(clock),
     )?;
     audit.record_or_wait(AuditEvent::system(
         events::CONFIG_LOAD,
         "ok",
-        config_file.display().to_string(),
+        file.display().to_string(),
     ));
-    let journal_config = JournalConfig {
-        queue_capacity: config.journal.queue_capacity,
-        batch_rows_max: config.journal.batch_rows_max,
-        ..JournalConfig::default()
-    };
-    let (journal, store) = match config.storage.backend {
-        Backend::Sqlite => {
+    Ok(audit)
+}
+
+/// Opens the journal and the store that reads it back, on the configured
+/// backend.
+async fn open_journal(config: &Config) -> anyhow::Result<(Journal, AnyStore)> {
+    match &config.storage {
+        StorageSettings::Sqlite { journal } => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
                 format!("data_dir {} cannot be created", config.data_dir.display())
             })?;
             let journal_path = config.data_dir.join("journal.sqlite");
-            let (journal, store) = SqliteStore::open(&journal_path, journal_config)
+            let (journal, store) = SqliteStore::open(&journal_path, *journal)
                 .await
                 .with_context(|| format!("journal {} cannot be opened", journal_path.display()))?;
-            (journal, AnyStore::new(store))
+            Ok((journal, AnyStore::new(store)))
         }
-        Backend::Postgres => {
-            let url = config.storage.database_url.clone().unwrap_or_default();
-            let (journal, store) = PostgresStore::open(
-                &url,
-                PostgresConfig {
-                    journal: journal_config,
-                    writer_connections: config.storage.writer_connections,
-                    read_connections: config.storage.read_connections,
-                    connect_timeout_ms: config.storage.connect_timeout_ms,
-                    statement_timeout_ms: config.storage.statement_timeout_ms,
-                },
-            )
-            .await
-            // The URL may hold a password: the error names the backend, not the URL.
-            .context("the PostgreSQL journal cannot be opened")?;
-            (journal, AnyStore::new(store))
+        StorageSettings::Postgres {
+            database_url,
+            postgres,
+        } => {
+            let (journal, store) = PostgresStore::open(database_url, *postgres)
+                .await
+                // The URL may hold a password: the error names the backend, not the URL.
+                .context("the PostgreSQL journal cannot be opened")?;
+            Ok((journal, AnyStore::new(store)))
         }
-    };
-    let vault = Arc::new(Vault::new(config.vault.vault_keys(), 1 << 20).context("vault keys")?);
+    }
+}
 
-    let card_limits = actors::CardLimits {
-        per_minute: window(config.card_limits[0]),
-        per_hour: window(config.card_limits[1]),
-        per_day: window(config.card_limits[2]),
-    };
-    let fleet = match &config.fleet {
-        None => None,
-        Some(settings) => Some(
+/// The engine and what it shares with the listeners, replay and shutdown.
+struct Core {
+    clock: Arc<dyn Clock>,
+    /// Reads the journal back: replay, lookups, vault rows.
+    store: AnyStore,
+    engine: Arc<Engine>,
+    shards: Shards,
+    /// Shared with the vault admin routes, which rotate its keyring.
+    vault: Arc<Vault>,
+    metrics: Arc<Metrics>,
+}
+
+/// Builds the vault, the fleet store, the shards and the engine over them.
+fn build_engine(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    journal: &Journal,
+    store: AnyStore,
+) -> anyhow::Result<Core> {
+    let vault =
+        Arc::new(Vault::new(config.vault.clone(), VAULT_SEALED_CACHE_SLOTS).context("vault keys")?);
+    let fleet = config
+        .fleet
+        .as_ref()
+        .map(|settings| {
             Fleet::new(
                 &settings.redis_url,
-                card_limits,
+                config.shards.card_limits,
                 settings.timeout_ms,
                 settings.on_redis_down,
             )
             // The URL may hold a password: the error does not repeat it.
-            .context("fleet.redis_url")?,
-        ),
-    };
-    let shard_config = ShardConfig {
-        shard_count: config.shard_count,
-        mailbox_capacity: config.mailbox_capacity,
-        card_limits,
-        merchants: config
-            .merchants
-            .iter()
-            .map(|m| {
-                (
-                    m.id,
-                    actors::MerchantLimits {
-                        amount_max_per_transaction: m.amount_max_per_transaction,
-                        daily_volume_max: m.daily_volume_max,
-                        allowed_mccs: m.allowed_mccs.clone(),
-                        tps_max: m.tps_max,
-                    },
-                )
-            })
-            .collect(),
-    };
-    shard_config.validate().context("shards")?;
-    let shards = Shards::start(shard_config, Arc::clone(&clock));
-    let rules = actors::RuleConfig {
-        amount_max: config.amount_max,
-        blocked_bins: config
-            .blocked_bins
-            .iter()
-            .filter_map(|range| actors::BinRange::new(&range.from, &range.to))
-            .collect(),
-    };
-
+            .context("fleet.redis_url")
+        })
+        .transpose()?;
+    config.shards.validate().context("shards")?;
+    let shards = Shards::start(config.shards.clone(), Arc::clone(&clock));
     let metrics = Arc::new(Metrics::default());
     let engine = Arc::new(Engine::new(EngineParts {
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
-        rules,
+        rules: config.rules.clone(),
         vault: Arc::clone(&vault),
         shards: shards.clone(),
         journal: journal.clone(),
         store: store.clone(),
-        duplicates: DuplicateSettings {
-            window_ms: config.duplicate_window_ms,
-            entries_max: config.duplicate_entries_max,
-        },
+        duplicates: config.duplicates,
         fleet,
         limits: Arc::new(AdmissionRates::new(&config.merchants)),
     }));
-
-    let iso_listener = match config.iso.listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("iso.listen {address} cannot be bound"))?,
-        ),
-        None => None,
-    };
-    let iso_tls_listener = match (&config.iso.tls, tls.iso) {
-        (Some(settings), Some(iso_tls)) => Some((
-            TcpListener::bind(settings.listen)
-                .await
-                .with_context(|| format!("iso.tls.listen {} cannot be bound", settings.listen))?,
-            iso_tls,
-        )),
-        _ => None,
-    };
-    let http_listener = TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("http.listen {} cannot be bound", config.http.listen))?;
-    let iso_address = iso_listener
-        .as_ref()
-        .map(TcpListener::local_addr)
-        .transpose()?;
-    let iso_tls_address = iso_tls_listener
-        .as_ref()
-        .map(|(listener, _)| listener.local_addr())
-        .transpose()?;
-    let http_address = http_listener.local_addr()?;
-
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let vault_control = Arc::new(VaultControl::new(
+    Ok(Core {
+        clock,
+        store,
+        engine,
+        shards,
         vault,
-        store.clone(),
-        config_file,
-        overrides,
+        metrics,
+    })
+}
+
+/// The bound listeners, before any of them accepts.
+struct Listeners {
+    iso: IsoListeners,
+    http: TcpListener,
+    addresses: Addresses,
+}
+
+/// The plain and the mutual-TLS ISO 8583 listener, each when configured.
+struct IsoListeners {
+    plain: Option<TcpListener>,
+    tls: Option<TcpListener>,
+}
+
+/// Where the listeners are bound (a configured port 0 is a real one here).
+struct Addresses {
+    iso: Option<std::net::SocketAddr>,
+    iso_tls: Option<std::net::SocketAddr>,
+    http: std::net::SocketAddr,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let plain = match config.iso.listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("iso.listen {address} cannot be bound"))?,
+            ),
+            None => None,
+        };
+        let tls = match &config.iso.tls {
+            Some(settings) => {
+                Some(TcpListener::bind(settings.listen).await.with_context(|| {
+                    format!("iso.tls.listen {} cannot be bound", settings.listen)
+                })?)
+            }
+            None => None,
+        };
+        let http = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("http.listen {} cannot be bound", config.http.listen))?;
+        let addresses = Addresses {
+            iso: plain.as_ref().map(TcpListener::local_addr).transpose()?,
+            iso_tls: tls.as_ref().map(TcpListener::local_addr).transpose()?,
+            http: http.local_addr()?,
+        };
+        Ok(Listeners {
+            iso: IsoListeners { plain, tls },
+            http,
+            addresses,
+        })
+    }
+}
+
+/// The shutdown signal and the tasks that finish before the switch stops.
+struct Tasks {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Starts the JSON API and the ops routes, and vault reloads on SIGHUP.
+/// `/health/live` answers at once; `/health/ready` once replay is done.
+fn start_http(
+    config: &Config,
+    core: &Core,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    audit: &Audit,
+    args: ServeArgs,
+    tasks: &Tasks,
+) {
+    // The file and overrides again, for vault reloads (SIGHUP, admin route).
+    let vault_control = Arc::new(VaultControl::new(
+        Arc::clone(&core.vault),
+        core.store.clone(),
+        args.config,
+        args.overrides,
         audit.clone(),
-        shutdown.clone(),
-        tracker.clone(),
+        tasks.shutdown.clone(),
+        tasks.tracker.clone(),
     ));
-    tracker.spawn(reload_vault_on_sighup(
+    tasks.tracker.spawn(reload_vault_on_sighup(
         Arc::clone(&vault_control),
-        shutdown.clone(),
+        tasks.shutdown.clone(),
     ));
-    let http_state = Arc::new(HttpState::new(
-        Arc::clone(&engine),
-        &config,
+    let state = Arc::new(HttpState::new(
+        Arc::clone(&core.engine),
+        config,
         audit.clone(),
-        Arc::clone(&clock),
+        Arc::clone(&core.clock),
         vault_control,
     ));
-    tracker.spawn(http::serve(
-        http_listener,
-        http::router(http_state, &config.http),
+    tasks.tracker.spawn(http::serve(
+        listener,
+        http::router(state, &config.http),
         config.http.clone(),
-        tls.http,
-        Arc::clone(&metrics),
+        tls,
+        Arc::clone(&core.metrics),
         audit.clone(),
-        shutdown.clone(),
-        tracker.clone(),
+        tasks.shutdown.clone(),
+        tasks.tracker.clone(),
     ));
+}
 
-    // Replay before taking ISO traffic, so no card starts with empty limits.
-    let since_ms = clock.now_ms().saturating_sub(REPLAY_WINDOW_MS);
+/// Puts the journal's last `REPLAY_WINDOW_MS` of approvals back into the
+/// card and merchant actors and the duplicate window, then marks the engine
+/// ready and starts watching the database. Returns the approvals replayed.
+async fn replay_then_ready(core: &Core, tasks: &Tasks) -> anyhow::Result<u64> {
+    let since_ms = core.clock.now_ms().saturating_sub(REPLAY_WINDOW_MS);
     let mut restores = Vec::new();
-    let replayed = storage::replay_approved(&store, since_ms, REPLAY_PAGE_ROWS, |row| {
+    let replayed = storage::replay_approved(&core.store, since_ms, REPLAY_PAGE_ROWS, |row| {
         restores.push(Restore {
             token: row.token,
             merchant_id: row.merchant_id,
@@ -319,52 +376,68 @@ async fn serve(
     .await
     .context("velocity replay")?;
     for restore in restores {
-        shards.restore(restore).await;
+        core.shards.restore(restore).await;
     }
-    engine
+    core.engine
         .check_journal_for_duplicates_after_restart()
         .await
         .context("duplicate window after restart")?;
-    engine.set_ready();
-    {
-        let engine = Arc::clone(&engine);
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move { engine.watch_database(shutdown).await });
-    }
-    // One connection limit for both ISO listeners.
+    core.engine.set_ready();
+    let engine = Arc::clone(&core.engine);
+    let shutdown = tasks.shutdown.clone();
+    tasks
+        .tracker
+        .spawn(async move { engine.watch_database(shutdown).await });
+    Ok(replayed)
+}
+
+/// Starts taking ISO 8583 traffic on the bound listeners, with one
+/// connection limit for both.
+fn start_iso(
+    config: &Config,
+    core: &Core,
+    listeners: IsoListeners,
+    files: IsoFiles,
+    audit: &Audit,
+    tasks: &Tasks,
+) {
     let ingress = iso::IsoIngress {
-        engine: Arc::clone(&engine),
-        spec: Arc::new(spec),
+        engine: Arc::clone(&core.engine),
+        spec: Arc::new(files.spec),
         config: config.iso.clone(),
         connections: Arc::new(Semaphore::new(config.iso.connections_max)),
         audit: audit.clone(),
     };
-    if let Some(listener) = iso_listener {
-        tracker.spawn(iso::serve(
+    if let Some(listener) = listeners.plain {
+        tasks.tracker.spawn(iso::serve(
             listener,
             ingress.clone(),
             None,
-            shutdown.clone(),
-            tracker.clone(),
+            tasks.shutdown.clone(),
+            tasks.tracker.clone(),
         ));
     }
-    if let Some((listener, iso_tls)) = iso_tls_listener {
-        tracker.spawn(iso::serve(
+    if let (Some(listener), Some(iso_tls)) = (listeners.tls, files.tls) {
+        tasks.tracker.spawn(iso::serve(
             listener,
             ingress,
             Some(iso_tls),
-            shutdown.clone(),
-            tracker.clone(),
+            tasks.shutdown.clone(),
+            tasks.tracker.clone(),
         ));
     }
+}
+
+/// Logs where the switch listens and records its start in the audit log.
+fn announce(config: &Config, addresses: &Addresses, replayed: u64, audit: &Audit) {
     let off = || "off".to_owned();
     tracing::info!(
-        iso = %iso_address.map_or_else(off, |a| a.to_string()),
-        iso_tls = %iso_tls_address.map_or_else(off, |a| a.to_string()),
+        iso = %addresses.iso.map_or_else(off, |a| a.to_string()),
+        iso_tls = %addresses.iso_tls.map_or_else(off, |a| a.to_string()),
         acquirers = config.acquirers.len(),
-        http = %http_address,
+        http = %addresses.http,
         https = config.http.tls.is_some(),
-        backend = ?config.storage.backend,
+        backend = ?config.storage.backend(),
         fleet = ?config.fleet.as_ref().map(|f| f.on_redis_down),
         data_dir = %config.data_dir.display(),
         replayed,
@@ -374,17 +447,20 @@ async fn serve(
         events::SWITCH_START,
         "ok",
         format!(
-            "iso={},iso_tls={},http={http_address}",
-            iso_address.map_or_else(off, |a| a.to_string()),
-            iso_tls_address.map_or_else(off, |a| a.to_string()),
+            "iso={},iso_tls={},http={}",
+            addresses.iso.map_or_else(off, |a| a.to_string()),
+            addresses.iso_tls.map_or_else(off, |a| a.to_string()),
+            addresses.http,
         ),
     ));
+}
 
-    wait_for_signal().await;
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
-    shutdown.cancel();
-    tracker.close();
-    if tokio::time::timeout(Duration::from_secs(30), tracker.wait())
+/// Stops accepting, lets the requests in flight finish (for at most
+/// `SHUTDOWN_GRACE`), then closes the journal, the store and the audit log.
+async fn shut_down(tasks: Tasks, journal: Journal, store: AnyStore, audit: Audit) {
+    tasks.shutdown.cancel();
+    tasks.tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.tracker.wait())
         .await
         .is_err()
     {
@@ -400,20 +476,12 @@ async fn serve(
         _ => tracing::warn!("the audit log did not close cleanly"),
     }
     tracing::info!("stopped");
-    Ok(())
-}
-
-fn window(limit: crate::config::WindowLimit) -> actors::WindowLimit {
-    actors::WindowLimit {
-        count_max: limit.count_max,
-        amount_max: limit.amount_max,
-    }
 }
 
 /// Reloads the vault keys from the configuration file on each SIGHUP until
 /// shutdown. A refused reload is logged and changes nothing.
 async fn reload_vault_on_sighup(control: Arc<VaultControl>, shutdown: CancellationToken) {
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => hangup,
         Err(error) => {
             tracing::warn!(%error, "SIGHUP cannot be caught; reload the vault with POST /admin/vault/reload");
@@ -434,16 +502,27 @@ async fn reload_vault_on_sighup(control: Arc<VaultControl>, shutdown: Cancellati
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM, caught from now on. It is caught before the switch logs
+/// "listening", so a SIGTERM sent as soon as that line appears still shuts
+/// the switch down cleanly; `None` when it cannot be caught.
+fn catch_sigterm() -> Option<Signal> {
+    match signal(SignalKind::terminate()) {
+        Ok(sigterm) => Some(sigterm),
+        Err(error) => {
+            tracing::warn!(%error, "SIGTERM cannot be caught; stop with Ctrl-C");
+            None
+        }
+    }
+}
+
+/// Waits for SIGTERM (when caught) or Ctrl-C.
+async fn wait_for_signal(sigterm: Option<Signal>) {
     let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+        match sigterm {
+            Some(mut sigterm) => {
+                sigterm.recv().await;
             }
-            Err(error) => {
-                tracing::warn!(%error, "SIGTERM cannot be caught; stop with Ctrl-C");
-                std::future::pending::<()>().await;
-            }
+            None => std::future::pending::<()>().await,
         }
     };
     tokio::select! {

@@ -103,10 +103,6 @@ mod tests {
         MerchantConfig {
             id: pad(id).unwrap(),
             api_key_sha256: None,
-            amount_max_per_transaction: None,
-            daily_volume_max: None,
-            allowed_mccs: None,
-            tps_max: None,
             rate,
         }
     }

@@ -31,6 +31,7 @@ use storage::{
 use tokio::sync::watch;
 
 use crate::admission::AdmissionRates;
+use crate::config::DuplicateSettings;
 use crate::engine::acquirer::Acquirer;
 use crate::fleet::{Claim, Fleet, OnRedisDown};
 use crate::ops::metrics::{Metrics, Stage};
@@ -203,14 +204,6 @@ impl Drop for InFlightSlot<'_> {
             in_flight.remove(&self.key);
         }
     }
-}
-
-/// How long and how many answered requests are kept for recognizing
-/// retransmissions in memory.
-#[derive(Debug, Clone, Copy)]
-pub struct DuplicateSettings {
-    pub window_ms: u64,
-    pub entries_max: usize,
 }
 
 /// What an engine is built from.

@@ -161,7 +161,7 @@ impl VaultControl {
             } else {
                 Vec::new()
             };
-            Ok(self.vault.rotate(&secrets.vault_keys(), &in_use)?)
+            Ok(self.vault.rotate(&secrets, &in_use)?)
         }
         .await;
         let audit = |outcome: &str, resource: String| {

@@ -1,0 +1,85 @@
+//! What the engine decides with: `[rules]`, `[card_limits]`, `[shards]`
+//! (with the merchants' limits) and `[duplicates]`, as the actors and the
+//! engine take them ([`DuplicateSettings`] is the engine's).
+
+use std::collections::HashMap;
+
+use actors::{BinRange, CardLimits, MerchantLimits, RuleConfig, ShardConfig, WindowLimit};
+use protocol::ids::MerchantId;
+
+use super::check::{Check, ConfigError};
+use super::raw::{RawCardLimits, RawDuplicates, RawRules, RawShards, RawWindowLimit};
+
+/// `[rules]`: the largest amount and the blocked BIN ranges.
+pub(super) fn rules(check: &Check, raw: &RawRules) -> Result<RuleConfig, ConfigError> {
+    let blocked_bins = raw
+        .blocked_bins
+        .iter()
+        .enumerate()
+        .map(|(i, range)| {
+            BinRange::new(&range.from, &range.to).ok_or_else(|| {
+                check.error(
+                    &format!("rules.blocked_bins[{i}]"),
+                    "from and to must be BINs of the same length, 6 to 8 digits, from <= to",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RuleConfig {
+        amount_max: check.amount("rules.amount_max", raw.amount_max)?,
+        blocked_bins,
+    })
+}
+
+/// `[card_limits]`: the velocity every card is held to.
+pub(super) fn card_limits(check: &Check, raw: &RawCardLimits) -> Result<CardLimits, ConfigError> {
+    let window = |key: &str, raw: RawWindowLimit| -> Result<WindowLimit, ConfigError> {
+        Ok(WindowLimit {
+            count_max: raw.count_max,
+            amount_max: raw
+                .amount_max
+                .map(|minor| check.amount(key, minor))
+                .transpose()?,
+        })
+    };
+    Ok(CardLimits {
+        per_minute: window("card_limits.per_minute", raw.per_minute)?,
+        per_hour: window("card_limits.per_hour", raw.per_hour)?,
+        per_day: window("card_limits.per_day", raw.per_day)?,
+    })
+}
+
+/// `[shards]`, with the limits every card and each merchant is held to.
+pub(super) fn shards(
+    check: &Check,
+    raw: &RawShards,
+    card_limits: CardLimits,
+    merchants: HashMap<MerchantId, MerchantLimits>,
+) -> Result<ShardConfig, ConfigError> {
+    Ok(ShardConfig {
+        shard_count: raw.count,
+        mailbox_capacity: check.positive("shards.mailbox_capacity", raw.mailbox_capacity)?,
+        card_limits,
+        merchants,
+    })
+}
+
+/// How long and how many answered requests are kept for recognizing
+/// retransmissions in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct DuplicateSettings {
+    pub window_ms: u64,
+    pub entries_max: usize,
+}
+
+/// `[duplicates]`: how long answered ISO requests are remembered in memory
+/// for recognizing retransmissions, and how many at most.
+pub(super) fn duplicates(
+    check: &Check,
+    raw: &RawDuplicates,
+) -> Result<DuplicateSettings, ConfigError> {
+    Ok(DuplicateSettings {
+        window_ms: check.positive("duplicates.window_ms", raw.window_ms)?,
+        entries_max: check.positive("duplicates.entries_max", raw.entries_max)?,
+    })
+}
