@@ -7,8 +7,9 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::clock::Stopwatch;
 use common::*;
 
 const OPERATOR_KEY: &str = "dev-operator-key";
@@ -207,9 +208,11 @@ fn every_role_against_every_route() {
 
     // Every refusal is counted by reason, as many as the table expects.
     let expected = |column: usize, status: u16| {
-        rows.iter()
+        let count = rows
+            .iter()
             .filter(|(_, _, _, statuses)| statuses[column] == status)
-            .count() as u64
+            .count();
+        u64::try_from(count).unwrap()
     };
     let forbidden: u64 = (0..5).map(|column| expected(column, 403)).sum();
     assert_eq!(
@@ -250,7 +253,7 @@ fn wrong_keys_lock_out_an_address_for_the_configured_period() {
         200,
         "two failures: still let in"
     );
-    let locked_at = Instant::now();
+    let locked_at = Stopwatch::start();
     assert_eq!(
         switch
             .http("GET", "/metrics", Some(WRONG_KEY), &[], "")
@@ -313,7 +316,7 @@ fn a_flooded_merchant_is_refused_and_the_other_is_not_slowed() {
     let switch = TestSwitch::start_with_env(&limited, &[]);
     let http = switch.http;
     let iso = switch.iso;
-    let started = Instant::now();
+    let started = Stopwatch::start();
 
     // The flood: BISTRO over HTTP from 4 threads and over ISO 8583 on one
     // connection with every request in flight at once.
@@ -352,7 +355,7 @@ fn a_flooded_merchant_is_refused_and_the_other_is_not_slowed() {
     // Meanwhile ACME is answered, every request approved and promptly.
     let mut slowest = Duration::ZERO;
     for n in 0..20u64 {
-        let asked = Instant::now();
+        let asked = Stopwatch::start();
         let reply = switch.http(
             "POST",
             "/v1/authorizations",
@@ -374,7 +377,8 @@ fn a_flooded_merchant_is_refused_and_the_other_is_not_slowed() {
         .flat_map(|thread| thread.join().unwrap())
         .collect();
     let iso_codes = iso_flood.join().unwrap();
-    let elapsed_s = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    let elapsed_s = elapsed.as_secs_f64();
 
     let mut http_refused = 0u64;
     for reply in &http_replies {
@@ -388,12 +392,16 @@ fn a_flooded_merchant_is_refused_and_the_other_is_not_slowed() {
             other => panic!("unexpected {other}: {}", reply.body),
         }
     }
-    let iso_refused = iso_codes.iter().filter(|code| *code == "91").count() as u64;
-    let admitted = http_replies.len() as u64 + iso_codes.len() as u64 - http_refused - iso_refused;
+    let iso_refused = iso_codes.iter().filter(|code| *code == "91").count();
+    let iso_refused = u64::try_from(iso_refused).unwrap();
+    let answered = u64::try_from(http_replies.len() + iso_codes.len()).unwrap();
+    let admitted = answered - http_refused - iso_refused;
     assert!(http_refused > 0, "HTTP: none refused");
     assert!(iso_refused > 0, "ISO: none refused");
     // One bucket for both ingresses: the burst plus the rate, no more.
-    let allowed = 5 + (5.0 * elapsed_s).ceil() as u64 + 1;
+    // 5 + ceil(5 a second * elapsed) + 1, counted in whole nanoseconds.
+    let refilled = (5 * elapsed.as_nanos()).div_ceil(1_000_000_000);
+    let allowed = 5 + u64::try_from(refilled).unwrap() + 1;
     assert!(
         admitted <= allowed,
         "{admitted} admitted in {elapsed_s:.2} s, at most {allowed}"
@@ -451,7 +459,7 @@ fn the_audit_log_records_who_did_what_and_verify_finds_tampering() {
         403
     );
     // The admin reads the newest entries (what the writer has synced).
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let waiting = Stopwatch::start();
     loop {
         let audit = switch.http("GET", "/admin/audit?limit=50", Some(ROOT_KEY), &[], "");
         assert_eq!(audit.status, 200, "{}", audit.body);
@@ -465,7 +473,11 @@ fn the_audit_log_records_who_did_what_and_verify_finds_tampering() {
             assert!(entries.iter().any(|e| e["event"] == "switch.start"));
             break;
         }
-        assert!(Instant::now() < deadline, "{}", audit.body);
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "{}",
+            audit.body
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     for _ in 0..2 {
@@ -516,9 +528,9 @@ fn the_audit_log_records_who_did_what_and_verify_finds_tampering() {
     assert_eq!(find("auth.failure", "unknown")["outcome"], "bad_key");
     assert_eq!(find("auth.lockout", "unknown")["outcome"], "locked_out");
     let stop = find("switch.stop", "switch");
-    assert_eq!(stop["seq"], entries.len() as u64, "stop is the last entry");
+    assert_eq!(stop["seq"], entries.len(), "stop is the last entry");
     for (i, entry) in entries.iter().enumerate() {
-        assert_eq!(entry["seq"], i as u64 + 1);
+        assert_eq!(entry["seq"], i + 1);
         let time = entry["time"].as_str().unwrap();
         assert!(time.ends_with('Z') && time.len() == 24, "{time}");
     }

@@ -30,11 +30,11 @@ use protocol::{Mti, Pan};
 /// network, and a run-dependent part so two runs against one Redis never
 /// share a card.
 fn sentinel_pans() -> Vec<String> {
-    let run = (std::time::SystemTime::now()
+    let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros()
-        % 1_000) as u64;
+        % 1_000;
     [
         "45398617", "45398627", "51057731", "51057741", "22230394", "45398637", "45398647",
         "51057751", "51057761", "45398667", "37146205", "45398677",
@@ -187,7 +187,7 @@ fn no_card_data_reaches_logs_files_answers_the_database_or_redis() {
     // costs only its own connection at most.
     let mut garbage = switch.iso();
     let payload = format!("ZZZZ{}", pans[6]);
-    let mut frame = (payload.len() as u16).to_be_bytes().to_vec();
+    let mut frame = u16::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
     frame.extend_from_slice(payload.as_bytes());
     garbage.send_raw(&frame);
     let mut unframeable = switch.iso();

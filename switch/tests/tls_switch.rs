@@ -10,8 +10,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::clock::Stopwatch;
 use common::*;
 use protocol::{Message, Mti, Spec};
 use rcgen::{
@@ -408,7 +409,7 @@ fn missing_untrusted_expired_and_unmapped_certificates_are_refused_at_the_handsh
     silent
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let mut buffer = [0u8; 16];
     let read = silent.read(&mut buffer);
     assert!(
@@ -579,7 +580,7 @@ fn legacy_client_hello(version: [u8; 2], signature_algorithms: bool) -> Vec<u8> 
     hello.extend_from_slice(&[0x5a; 32]); // random
     hello.push(0); // no session id
     let suites: [u16; 4] = [0xc013, 0xc009, 0x002f, 0x0035];
-    hello.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    hello.extend_from_slice(&u16::try_from(suites.len() * 2).unwrap().to_be_bytes());
     for suite in suites {
         hello.extend_from_slice(&suite.to_be_bytes());
     }
@@ -590,11 +591,11 @@ fn legacy_client_hello(version: [u8; 2], signature_algorithms: bool) -> Vec<u8> 
         hello.extend_from_slice(&[0, 10, 0, 13, 0, 6, 0, 4, 4, 1, 4, 3]);
     }
     let mut handshake = vec![1]; // client_hello
-    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&u32::try_from(hello.len()).unwrap().to_be_bytes()[1..]);
     handshake.extend_from_slice(&hello);
     let mut record = vec![22]; // handshake
     record.extend_from_slice(&version);
-    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&u16::try_from(handshake.len()).unwrap().to_be_bytes());
     record.extend_from_slice(&handshake);
     record
 }
