@@ -48,18 +48,6 @@ fn card(n: u64) -> String {
     with_check_digit(&format!("411111{n:09}"))
 }
 
-fn metric(switch: &TestSwitch, line_start: &str) -> u64 {
-    let metrics = switch.http("GET", "/metrics", Some(ADMIN_KEY), &[], "");
-    assert_eq!(metrics.status, 200, "{}", metrics.body);
-    metrics
-        .body
-        .lines()
-        .find(|line| line.starts_with(line_start))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("{line_start} not in\n{}", metrics.body))
-}
-
 #[test]
 fn every_role_against_every_route() {
     let switch = TestSwitch::start_with_env(&config("[security]\nlockout_failures = 1000"), &[]);
@@ -216,16 +204,22 @@ fn every_role_against_every_route() {
     };
     let forbidden: u64 = (0..5).map(|column| expected(column, 403)).sum();
     assert_eq!(
-        metric(&switch, "switch_http_refusals_total{reason=\"no_key\"}"),
+        metric(
+            &switch.metrics(),
+            "switch_http_refusals_total{reason=\"no_key\"}"
+        ),
         expected(5, 401)
     );
     assert_eq!(
-        metric(&switch, "switch_http_refusals_total{reason=\"bad_key\"}"),
+        metric(
+            &switch.metrics(),
+            "switch_http_refusals_total{reason=\"bad_key\"}"
+        ),
         expected(6, 401)
     );
     assert_eq!(
         metric(
-            &switch,
+            &switch.metrics(),
             "switch_http_refusals_total{reason=\"forbidden_role\"}"
         ),
         forbidden
@@ -295,14 +289,20 @@ fn wrong_keys_lock_out_an_address_for_the_configured_period() {
         200
     );
     assert_eq!(
-        metric(&switch, "switch_http_refusals_total{reason=\"bad_key\"}"),
+        metric(
+            &switch.metrics(),
+            "switch_http_refusals_total{reason=\"bad_key\"}"
+        ),
         3
     );
     assert_eq!(
-        metric(&switch, "switch_http_refusals_total{reason=\"locked_out\"}"),
+        metric(
+            &switch.metrics(),
+            "switch_http_refusals_total{reason=\"locked_out\"}"
+        ),
         3
     );
-    assert_eq!(metric(&switch, "switch_http_lockouts_total"), 1);
+    assert_eq!(metric(&switch.metrics(), "switch_http_lockouts_total"), 1);
 }
 
 #[test]
@@ -408,13 +408,16 @@ fn a_flooded_merchant_is_refused_and_the_other_is_not_slowed() {
     );
     assert_eq!(
         metric(
-            &switch,
+            &switch.metrics(),
             "switch_http_refusals_total{reason=\"rate_limited\"}"
         ),
         http_refused
     );
     assert_eq!(
-        metric(&switch, "switch_rate_limited_total{channel=\"iso\"}"),
+        metric(
+            &switch.metrics(),
+            "switch_rate_limited_total{channel=\"iso\"}"
+        ),
         iso_refused
     );
 }

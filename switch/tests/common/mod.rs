@@ -180,6 +180,13 @@ impl TestSwitch {
         self.child.id()
     }
 
+    /// The `/metrics` page, read as an admin.
+    pub fn metrics(&self) -> String {
+        let reply = self.http("GET", "/metrics", Some(ADMIN_KEY), &[], "");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
+    }
+
     pub fn http(
         &self,
         method: &str,
@@ -242,6 +249,56 @@ impl IsoClient {
     pub fn exchange(&mut self, message: &Message) -> Message {
         self.send(message);
         self.receive().expect("the switch closed the connection")
+    }
+}
+
+/// The value on the line of a `/metrics` page that starts with
+/// `line_start`: a metric's name with all its labels.
+pub fn metric(metrics: &str, line_start: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(line_start))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {line_start} in\n{metrics}"))
+}
+
+/// Everything the peer sends on `stream` until it closes the connection
+/// (an end of stream, or a reset), waiting at most `within` in all. Panics,
+/// naming `what`, if the connection is still open then: a check that the
+/// switch closes a connection must fail when it merely goes quiet.
+pub fn read_until_closed(stream: &mut TcpStream, within: Duration, what: &str) -> Vec<u8> {
+    let waiting = clock::Stopwatch::start();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = within.saturating_sub(waiting.elapsed());
+        assert!(
+            !left.is_zero(),
+            "{what}: still open after {within:?} (received {received:?})"
+        );
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut chunk) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return received;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("{what}: still open after {within:?} (received {received:?})")
+            }
+            Err(error) => panic!("{what}: the read failed ({error}), not closed by the switch"),
+        }
     }
 }
 
