@@ -22,6 +22,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::scan::holds_number;
 use common::*;
 use leak::{Needle, contains, hex, needles};
 use protocol::{Mti, Pan};
@@ -97,18 +98,6 @@ fn json_body(pan: &str, expiry: &str) -> String {
     format!(
         r#"{{"pan":"{pan}","expiry":"{expiry}","amount":1500,"currency":"USD","merchant_id":"ACME0000001","terminal_id":"WEB00001","cvv":"{CVV}"}}"#
     )
-}
-
-/// Whether `text` holds `digits` with no digit on either side.
-fn holds_number(text: &[u8], digits: &[u8]) -> bool {
-    text.windows(digits.len()).enumerate().any(|(at, window)| {
-        window == digits
-            && !at
-                .checked_sub(1)
-                .and_then(|before| text.get(before))
-                .is_some_and(u8::is_ascii_digit)
-            && !text.get(at + digits.len()).is_some_and(u8::is_ascii_digit)
-    })
 }
 
 #[test]

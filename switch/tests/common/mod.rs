@@ -14,6 +14,7 @@ use std::time::Duration;
 use protocol::{Message, Mti, Spec};
 
 pub mod clock;
+pub mod scan;
 
 /// A test configuration: dev mode, small limits a test can reach.
 pub const CONFIG: &str = r#"
