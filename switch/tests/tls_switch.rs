@@ -8,11 +8,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::clock::Stopwatch;
+use common::journal::journaled;
 use common::*;
 use protocol::{Message, Mti, Spec};
 use rcgen::{
@@ -214,42 +215,6 @@ fn exchange_over_tls(
 /// A Luhn-valid card of its own per test, so velocity never crosses tests.
 fn card(seed: u64) -> String {
     with_check_digit(&format!("52{:013}", 7_000_000_000_000 + seed * 104_729))
-}
-
-/// Reads the journal after the switch stopped: the record of `request`.
-fn journaled(data_dir: &Path, request: &Message) -> storage::JournalRecord {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (journal, store) = storage::SqliteStore::open(
-            &data_dir.join("journal.sqlite"),
-            storage::JournalConfig::default(),
-        )
-        .await
-        .unwrap();
-        let keys = storage::OriginalKeys {
-            terminal_id: protocol::ids::Text::parse(request.get(41).unwrap()).unwrap(),
-            stan: protocol::ids::Text::parse(request.get(11).unwrap()).unwrap(),
-            transmitted_at: None,
-        };
-        let record = store
-            .find_original(
-                &keys,
-                &[
-                    storage::RecordKind::Authorization,
-                    storage::RecordKind::Purchase,
-                ],
-                0,
-            )
-            .await
-            .unwrap()
-            .expect("the request is journaled");
-        journal.close().await;
-        store.close().await;
-        record
-    })
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::time::Duration;
 use protocol::{Message, Mti, Spec};
 
 pub mod clock;
+pub mod journal;
 pub mod scan;
 
 /// A test configuration: dev mode, small limits a test can reach.
@@ -170,6 +171,20 @@ impl TestSwitch {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
+    }
+
+    /// Kills the process with SIGKILL, as a crash or the OOM killer would:
+    /// no shutdown, nothing written but what was already durable. Returns
+    /// once the process is gone.
+    pub fn kill(mut self) {
+        // `Child::kill` is SIGKILL on Unix; the exit status says so.
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "killed by SIGKILL: {status}"
+        );
     }
 
     pub fn iso(&self) -> IsoClient {
