@@ -29,7 +29,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::scan::{holds_number, shows_cvv};
+use common::scan::{holds_bare_number, shows_cvv};
 use common::*;
 use leak::{Needle, contains, hex, needles};
 use protocol::{Message, Mti, Pan, Spec};
@@ -498,8 +498,8 @@ fn scan(backend: &Backend) {
     // the wrong-check-digit PAN, track 2's discretionary data, the PIN
     // block (raw and as hex), and the CVV: as a CVV is shown (a string of
     // its own, or a number after a cvv key) anywhere, and in text also as
-    // a number on its own (four digits occur inside longer numbers, and in
-    // random bytes, by chance).
+    // a number on its own (four digits occur inside longer numbers, hashes
+    // and random bytes by chance).
     let mut all: Vec<Needle> = pans
         .iter()
         .flat_map(|digits| needles(&Pan::parse(digits.as_bytes()).unwrap()))
@@ -553,7 +553,7 @@ fn scan(backend: &Backend) {
     assert!(contains(&sent, TRACK2_DISCRETIONARY.as_bytes()));
     assert!(contains(&sent, &PIN_BLOCK));
     let http_sent = first.http_approval.as_bytes();
-    assert!(shows_cvv(http_sent, CVV) && holds_number(http_sent, CVV.as_bytes()));
+    assert!(shows_cvv(http_sent, CVV) && holds_bare_number(http_sent, CVV.as_bytes()));
 
     let mut places = vec![
         Place {
@@ -631,7 +631,7 @@ fn scan(backend: &Backend) {
         );
         if place.text {
             assert!(
-                !holds_number(&place.bytes, CVV.as_bytes()),
+                !holds_bare_number(&place.bytes, CVV.as_bytes()),
                 "the CVV found in {}",
                 place.what
             );

@@ -14,6 +14,30 @@ pub fn holds_number(text: &[u8], digits: &[u8]) -> bool {
     })
 }
 
+/// The shortest run of hex digits taken for a hash, a token or ciphertext
+/// shown as hex rather than for a number.
+const HEX_RUN_MIN: usize = 16;
+
+/// Whether `text` holds `digits` as a number on its own: no digit on either
+/// side, and not inside a run of hex digits (a hash, a token). A leak scan's
+/// text holds thousands of hex digits (the audit log's hash chain alone),
+/// which would hold any four digits once in about a hundred runs by chance.
+pub fn holds_bare_number(text: &[u8], digits: &[u8]) -> bool {
+    let mut blanked = text.to_vec();
+    let mut start = 0;
+    while start < blanked.len() {
+        let run = blanked[start..]
+            .iter()
+            .take_while(|byte| byte.is_ascii_hexdigit())
+            .count();
+        if run >= HEX_RUN_MIN {
+            blanked[start..start + run].fill(b'#');
+        }
+        start += run.max(1);
+    }
+    holds_number(&blanked, digits)
+}
+
 /// How far after a `cvv` key its value may be: room for `":"`, `=`,
 /// `: Some("` and the like.
 const AFTER_KEY_BYTES: usize = 24;
