@@ -362,7 +362,9 @@ fn connection_limit_idle_timeout_and_frame_maximum_come_from_config() {
         1
     );
 
-    // A frame over iso.frame_length_max (200) closes that connection.
+    // A frame over iso.frame_length_max (200) closes that connection. An
+    // exchange first restarts its idle timer, so only the frame can close it.
+    assert_eq!(common::code(&first.exchange(&network("301"))), "00");
     first.send_raw(&[0x00, 0xC9]);
     let answer = read_until_closed(
         &mut first.stream,
@@ -370,6 +372,12 @@ fn connection_limit_idle_timeout_and_frame_maximum_come_from_config() {
         "a connection that sent a 201-byte frame header",
     );
     assert!(answer.is_empty(), "closed without an answer: {answer:?}");
+    // Closed for the frame's length, not by the idle timeout.
+    assert_eq!(
+        metric(&switch.metrics(), "switch_frames_unframeable_total"),
+        1,
+        "the frame over iso.frame_length_max closed the connection"
+    );
 
     // An idle connection is closed after idle_timeout_ms.
     std::thread::sleep(Duration::from_millis(1200));
