@@ -100,10 +100,16 @@ struct IsoFiles {
 
 impl NamedFiles {
     fn read(file: &Path, config: &Config) -> anyhow::Result<NamedFiles> {
+        let mut spec = Spec::resolve(&config.iso.spec)
+            .with_context(|| format!("{}: iso.spec", file.display()))?;
+        if let Some(frame_length_max) = config.iso.frame_length_max {
+            spec.set_frame_length_max(frame_length_max)
+                .map_err(|problem| anyhow::anyhow!(problem))
+                .with_context(|| format!("{}: iso.frame_length_max", file.display()))?;
+        }
         Ok(NamedFiles {
             iso: IsoFiles {
-                spec: Spec::resolve(&config.iso.spec)
-                    .with_context(|| format!("{}: iso.spec", file.display()))?,
+                spec,
                 tls: config
                     .iso
                     .tls

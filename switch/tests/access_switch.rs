@@ -9,9 +9,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use switch::clock::Stopwatch;
-
 use common::*;
+use switch::clock::Stopwatch;
 
 const OPERATOR_KEY: &str = "dev-operator-key";
 const ROOT_KEY: &str = "dev-admin-key-2";
@@ -47,18 +46,6 @@ fn body(pan: &str, merchant: &str) -> String {
 /// A distinct valid card for each `n`, so per-card velocity never declines.
 fn card(n: u64) -> String {
     with_check_digit(&format!("411111{n:09}"))
-}
-
-fn metric(switch: &TestSwitch, line_start: &str) -> u64 {
-    let metrics = switch.http("GET", "/metrics", Some(ADMIN_KEY), &[], "");
-    assert_eq!(metrics.status, 200, "{}", metrics.body);
-    metrics
-        .body
-        .lines()
-        .find(|line| line.starts_with(line_start))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("{line_start} not in\n{}", metrics.body))
 }
 
 #[test]
@@ -217,16 +204,22 @@ fn every_role_against_every_route() {
     };
     let forbidden: u64 = (0..5).map(|column| expected(column, 403)).sum();
     assert_eq!(
-        metric(&switch, "switch_http_refusals_total{reason=\"no_key\"}"),
+        metric(
+            &switch.metrics(),
+            "switch_http_refusals_total{reason=\"no_key\"}"
+        ),
         expected(5, 401)
     );
     assert_eq!(
-        metric(&switch, "switch_http_refusals_total{reason=\"bad_key\"}"),
+        metric(
+            &switch.metrics(),
+            "switch_http_refusals_total{reason=\"bad_key\"}"
+        ),
         expected(6, 401)
     );
     assert_eq!(
         metric(
-            &switch,
+            &switch.metrics(),
             "switch_http_refusals_total{reason=\"forbidden_role\"}"
         ),
         forbidden
@@ -296,14 +289,20 @@ fn wrong_keys_lock_out_an_address_for_the_configured_period() {
         200
     );
     assert_eq!(
-        metric(&switch, "switch_http_refusals_total{reason=\"bad_key\"}"),
+        metric(
+            &switch.metrics(),
+            "switch_http_refusals_total{reason=\"bad_key\"}"
+        ),
         3
     );
     assert_eq!(
-        metric(&switch, "switch_http_refusals_total{reason=\"locked_out\"}"),
+        metric(
+            &switch.metrics(),
+            "switch_http_refusals_total{reason=\"locked_out\"}"
+        ),
         3
     );
-    assert_eq!(metric(&switch, "switch_http_lockouts_total"), 1);
+    assert_eq!(metric(&switch.metrics(), "switch_http_lockouts_total"), 1);
 }
 
 #[test]
@@ -378,8 +377,8 @@ fn a_flooded_merchant_is_refused_and_the_other_is_not_slowed() {
         .flat_map(|thread| thread.join().unwrap())
         .collect();
     let iso_codes = iso_flood.join().unwrap();
-    let elapsed_us = started.elapsed_us();
-    let elapsed_s = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    let elapsed_s = elapsed.as_secs_f64();
 
     let mut http_refused = 0u64;
     for reply in &http_replies {
@@ -393,26 +392,32 @@ fn a_flooded_merchant_is_refused_and_the_other_is_not_slowed() {
             other => panic!("unexpected {other}: {}", reply.body),
         }
     }
-    let iso_refused = u64::try_from(iso_codes.iter().filter(|code| *code == "91").count()).unwrap();
+    let iso_refused = iso_codes.iter().filter(|code| *code == "91").count();
+    let iso_refused = u64::try_from(iso_refused).unwrap();
     let answered = u64::try_from(http_replies.len() + iso_codes.len()).unwrap();
     let admitted = answered - http_refused - iso_refused;
     assert!(http_refused > 0, "HTTP: none refused");
     assert!(iso_refused > 0, "ISO: none refused");
     // One bucket for both ingresses: the burst plus the rate, no more.
-    let allowed = 5 + (5 * elapsed_us).div_ceil(1_000_000) + 1;
+    // 5 + ceil(5 a second * elapsed) + 1, counted in whole nanoseconds.
+    let refilled = (5 * elapsed.as_nanos()).div_ceil(1_000_000_000);
+    let allowed = 5 + u64::try_from(refilled).unwrap() + 1;
     assert!(
         admitted <= allowed,
         "{admitted} admitted in {elapsed_s:.2} s, at most {allowed}"
     );
     assert_eq!(
         metric(
-            &switch,
+            &switch.metrics(),
             "switch_http_refusals_total{reason=\"rate_limited\"}"
         ),
         http_refused
     );
     assert_eq!(
-        metric(&switch, "switch_rate_limited_total{channel=\"iso\"}"),
+        metric(
+            &switch.metrics(),
+            "switch_rate_limited_total{channel=\"iso\"}"
+        ),
         iso_refused
     );
 }
@@ -457,7 +462,7 @@ fn the_audit_log_records_who_did_what_and_verify_finds_tampering() {
         403
     );
     // The admin reads the newest entries (what the writer has synced).
-    let waited = Stopwatch::start();
+    let waiting = Stopwatch::start();
     loop {
         let audit = switch.http("GET", "/admin/audit?limit=50", Some(ROOT_KEY), &[], "");
         assert_eq!(audit.status, 200, "{}", audit.body);
@@ -471,7 +476,11 @@ fn the_audit_log_records_who_did_what_and_verify_finds_tampering() {
             assert!(entries.iter().any(|e| e["event"] == "switch.start"));
             break;
         }
-        assert!(waited.elapsed() < Duration::from_secs(10), "{}", audit.body);
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "{}",
+            audit.body
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     for _ in 0..2 {
@@ -522,13 +531,9 @@ fn the_audit_log_records_who_did_what_and_verify_finds_tampering() {
     assert_eq!(find("auth.failure", "unknown")["outcome"], "bad_key");
     assert_eq!(find("auth.lockout", "unknown")["outcome"], "locked_out");
     let stop = find("switch.stop", "switch");
-    assert_eq!(
-        stop["seq"],
-        u64::try_from(entries.len()).unwrap(),
-        "stop is the last entry"
-    );
+    assert_eq!(stop["seq"], entries.len(), "stop is the last entry");
     for (i, entry) in entries.iter().enumerate() {
-        assert_eq!(entry["seq"], u64::try_from(i).unwrap() + 1);
+        assert_eq!(entry["seq"], i + 1);
         let time = entry["time"].as_str().unwrap();
         assert!(time.ends_with('Z') && time.len() == 24, "{time}");
     }

@@ -10,6 +10,7 @@ mod common;
 use std::io::Write;
 
 use common::*;
+use switch::clock::Stopwatch;
 
 fn database_url() -> Option<String> {
     if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -48,7 +49,7 @@ fn authorizations_are_journaled_in_postgres_and_survive_a_restart() {
     // A card of its own, so runs against one database do not share velocity.
     let pan = format!(
         "4100{:011}",
-        std::process::id() as u64 * 7 % 100_000_000_000
+        u64::from(std::process::id()) * 7 % 100_000_000_000
     );
     let pan = with_check_digit(&pan);
     let mut acquirer = switch.iso();
@@ -204,7 +205,7 @@ fn the_database_going_away_mid_load_loses_nothing_acknowledged() {
     let terminal = format!("P{:07}", std::process::id() % 10_000_000);
     let mut acquirer = switch.iso();
 
-    let started = std::time::Instant::now();
+    let started = Stopwatch::start();
     let mut answers: Vec<(String, String, Option<String>)> = Vec::new();
     let mut slowest = std::time::Duration::ZERO;
     let mut cut = false;
@@ -226,7 +227,7 @@ fn the_database_going_away_mid_load_loses_nothing_acknowledged() {
         ));
         let mut request = authorization(&pan, 100);
         request.set(41, terminal.as_str());
-        let asked = std::time::Instant::now();
+        let asked = Stopwatch::start();
         let reply = acquirer.exchange(&request);
         slowest = slowest.max(asked.elapsed());
         answers.push((

@@ -8,12 +8,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switch::clock::Stopwatch;
-
+use common::journal::journaled;
 use common::*;
 use protocol::{Message, Mti, Spec};
 use rcgen::{
@@ -22,7 +21,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use storage::StoreReader;
+use switch::clock::Stopwatch;
 
 /// A certificate authority that can issue.
 struct Authority {
@@ -218,49 +217,6 @@ fn card(seed: u64) -> String {
     with_check_digit(&format!("52{:013}", 7_000_000_000_000 + seed * 104_729))
 }
 
-fn metric(text: &str, line_start: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(line_start))
-        .and_then(|rest| rest.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {line_start} in\n{text}"))
-}
-
-/// Reads the journal after the switch stopped: the record of `request`.
-fn journaled(data_dir: &Path, request: &Message) -> storage::JournalRecord {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (journal, store) = storage::SqliteStore::open(
-            &data_dir.join("journal.sqlite"),
-            storage::JournalConfig::default(),
-        )
-        .await
-        .unwrap();
-        let keys = storage::OriginalKeys {
-            terminal_id: protocol::ids::Text::parse(request.get(41).unwrap()).unwrap(),
-            stan: protocol::ids::Text::parse(request.get(11).unwrap()).unwrap(),
-            transmitted_at: None,
-        };
-        let record = store
-            .find_original(
-                &keys,
-                &[
-                    storage::RecordKind::Authorization,
-                    storage::RecordKind::Purchase,
-                ],
-                0,
-            )
-            .await
-            .unwrap()
-            .expect("the request is journaled");
-        journal.close().await;
-        store.close().await;
-        record
-    })
-}
-
 #[test]
 fn acquirers_with_good_certificates_are_answered_over_tls_1_2_and_1_3_and_recorded() {
     let pki = Pki::new();
@@ -319,9 +275,7 @@ fn acquirers_with_good_certificates_are_answered_over_tls_1_2_and_1_3_and_record
     let plain = authorization(&card(6), 500);
     assert_eq!(code(&switch.iso().exchange(&plain)), "00");
 
-    let metrics = switch
-        .http("GET", "/metrics", Some(ADMIN_KEY), &[], "")
-        .body;
+    let metrics = switch.metrics();
     assert_eq!(
         metric(&metrics, "switch_tls_handshakes_total{listener=\"iso\"}"),
         4
@@ -408,16 +362,9 @@ fn missing_untrusted_expired_and_unmapped_certificates_are_refused_at_the_handsh
     // A client that connects and never says hello is cut off after the
     // handshake timeout (1 s here), holding no connection slot for longer.
     let mut silent = TcpStream::connect(address).unwrap();
-    silent
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let started = Stopwatch::start();
-    let mut buffer = [0u8; 16];
-    let read = silent.read(&mut buffer);
-    assert!(
-        matches!(read, Ok(0)) || read.is_err(),
-        "the silent client got {read:?}"
-    );
+    let answer = read_until_closed(&mut silent, Duration::from_secs(10), "a silent client");
+    assert!(answer.is_empty(), "the silent client got {answer:?}");
     assert!(started.elapsed() < Duration::from_secs(8));
 
     // Bad handshakes leave other connections alone.
@@ -430,9 +377,7 @@ fn missing_untrusted_expired_and_unmapped_certificates_are_refused_at_the_handsh
     .unwrap();
     assert_eq!(code(&reply), "00");
 
-    let metrics = switch
-        .http("GET", "/metrics", Some(ADMIN_KEY), &[], "")
-        .body;
+    let metrics = switch.metrics();
     for reason in ["no_certificate", "untrusted", "expired", "unmapped"] {
         assert_eq!(
             metric(
@@ -611,14 +556,10 @@ fn tls_1_0_and_1_1_are_refused_with_a_protocol_version_alert() {
         for signature_algorithms in [true, false] {
             let mut stream = TcpStream::connect(address).unwrap();
             stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            stream
                 .write_all(&legacy_client_hello(version, signature_algorithms))
                 .unwrap();
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer);
             let case = format!("{version:?}, signature_algorithms {signature_algorithms}");
+            let answer = read_until_closed(&mut stream, Duration::from_secs(10), &case);
             assert!(answer.len() >= 7, "{case}: {answer:?}");
             assert_eq!(answer[0], 21, "{case}: an alert record, not a ServerHello");
             assert_eq!(answer.len(), 7, "{case}: the alert alone, then close");
@@ -631,9 +572,7 @@ fn tls_1_0_and_1_1_are_refused_with_a_protocol_version_alert() {
             assert_eq!(answer[6], alert, "{case}");
         }
     }
-    let metrics = switch
-        .http("GET", "/metrics", Some(ADMIN_KEY), &[], "")
-        .body;
+    let metrics = switch.metrics();
     assert_eq!(
         metric(
             &metrics,

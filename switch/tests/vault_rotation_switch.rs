@@ -15,9 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switch::clock::Stopwatch;
-
 use common::{ADMIN_KEY, CONFIG, TestSwitch, authorization, code, with_check_digit};
+use switch::clock::Stopwatch;
 
 const DEV_KEY_1: &str = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
 const DEV_TOKENIZATION_KEY: &str =
@@ -41,10 +40,10 @@ fn rows_under(status: &serde_json::Value, key_id: &str) -> u64 {
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let waited = Stopwatch::start();
+    let waiting = Stopwatch::start();
     while !done() {
         assert!(
-            waited.elapsed() < Duration::from_secs(60),
+            waiting.elapsed() < Duration::from_secs(60),
             "timed out waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(50));

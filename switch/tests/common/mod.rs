@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use protocol::{Message, Mti, Spec};
 
+pub mod journal;
+pub mod scan;
+
 /// A test configuration: dev mode, small limits a test can reach.
 pub const CONFIG: &str = r#"
 mode = "dev"
@@ -169,6 +172,20 @@ impl TestSwitch {
         self.child.wait().unwrap()
     }
 
+    /// Kills the process with SIGKILL, as a crash or the OOM killer would:
+    /// no shutdown, nothing written but what was already durable. Returns
+    /// once the process is gone.
+    pub fn kill(mut self) {
+        // `Child::kill` is SIGKILL on Unix; the exit status says so.
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "killed by SIGKILL: {status}"
+        );
+    }
+
     pub fn iso(&self) -> IsoClient {
         IsoClient::connect(self.iso)
     }
@@ -176,6 +193,13 @@ impl TestSwitch {
     /// The process id, to send it a signal (SIGHUP reloads the vault keys).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The `/metrics` page, read as an admin.
+    pub fn metrics(&self) -> String {
+        let reply = self.http("GET", "/metrics", Some(ADMIN_KEY), &[], "");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
     }
 
     pub fn http(
@@ -243,12 +267,64 @@ impl IsoClient {
     }
 }
 
+/// The value on the line of a `/metrics` page that starts with
+/// `line_start`: a metric's name with all its labels.
+pub fn metric(metrics: &str, line_start: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(line_start))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {line_start} in\n{metrics}"))
+}
+
+/// Everything the peer sends on `stream` until it closes the connection
+/// (an end of stream, or a reset), waiting at most `within` in all. Panics,
+/// naming `what`, if the connection is still open then: a check that the
+/// switch closes a connection must fail when it merely goes quiet.
+pub fn read_until_closed(stream: &mut TcpStream, within: Duration, what: &str) -> Vec<u8> {
+    let waiting = switch::clock::Stopwatch::start();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = within.saturating_sub(waiting.elapsed());
+        assert!(
+            !left.is_zero(),
+            "{what}: still open after {within:?} (received {received:?})"
+        );
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut chunk) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return received;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("{what}: still open after {within:?} (received {received:?})")
+            }
+            Err(error) => panic!("{what}: the read failed ({error}), not closed by the switch"),
+        }
+    }
+}
+
 static STAN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 /// A fresh STAN, so tests never collide on duplicate detection.
 pub fn stan() -> String {
+    // The process id's low 16 bits, times ten: tests running at once in
+    // other processes start their STANs apart.
     let n = STAN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        + u32::from(std::process::id() as u16) * 10;
+        + std::process::id() % 0x1_0000 * 10;
     format!("{:06}", n % 1_000_000)
 }
 
