@@ -22,8 +22,8 @@ use std::path::PathBuf;
 
 use crate::admission::RateLimits;
 use crate::config::{Backend, Config, Overrides};
-use crate::engine::{DuplicateSettings, Engine, EngineParts};
-use crate::fleet::Fleet;
+use crate::engine::{DuplicateSettings, Engine, EngineParts, OsRandom};
+use crate::fleet::{Fleet, FleetStore};
 use crate::ingress::http::{self, HttpState};
 use crate::ingress::iso;
 use crate::ingress::tls;
@@ -227,6 +227,7 @@ async fn serve(
     let engine = Arc::new(Engine::new(EngineParts {
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
+        random: Arc::new(OsRandom),
         rules,
         vault: Arc::clone(&vault),
         shards: shards.clone(),
@@ -236,7 +237,7 @@ async fn serve(
             window_ms: config.duplicate_window_ms,
             entries_max: config.duplicate_entries_max,
         },
-        fleet,
+        fleet: fleet.map(|fleet| -> Arc<dyn FleetStore> { Arc::new(fleet) }),
         limits: Arc::new(RateLimits::new(&config.merchants)),
     }));
 
