@@ -18,13 +18,16 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Executor};
+use tokio::time::Instant;
 
+use crate::clock::unix_ms_now;
+use crate::convert::count_u64;
 use crate::error::StorageError;
 use crate::vault::fill_random;
 
@@ -97,40 +100,41 @@ impl Row {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn database(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
-    move |source| StorageError::Database { operation, source }
+/// A count as `f64`, for a rate or a mean.
+#[allow(
+    clippy::as_conversions,
+    reason = "usize to f64 has no From; these counts are thousands, far below f64's exact 2^53"
+)]
+fn count_f64(count: usize) -> f64 {
+    count as f64
 }
 
 /// Percentiles and rate of the single-row commits.
 fn single_commit_figures(latencies: &mut [Duration], elapsed: Duration) -> (f64, f64, f64, f64) {
     latencies.sort_unstable();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let at = |p: f64| {
-        let index = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
+    let at = |per_mille: usize| {
+        let index = (latencies.len().saturating_mul(per_mille) / 1000)
+            .min(latencies.len().saturating_sub(1));
         latencies.get(index).copied().map_or(0.0, us)
     };
     let mean = if latencies.is_empty() {
         0.0
     } else {
-        latencies.iter().map(|d| us(*d)).sum::<f64>() / latencies.len() as f64
+        latencies.iter().map(|d| us(*d)).sum::<f64>() / count_f64(latencies.len())
     };
-    let rate = latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9);
-    (rate, at(0.50), at(0.99), mean)
+    let rate = count_f64(latencies.len()) / elapsed.as_secs_f64().max(1e-9);
+    (rate, at(500), at(990), mean)
 }
 
 /// Measures the three baselines on the PostgreSQL database at `url`, whose
 /// `transactions` table must exist (the switch migrates it at start).
 pub async fn postgres(url: &str, size: BaselineSize) -> Result<Baselines, StorageError> {
-    let options = PgConnectOptions::from_str(url).map_err(database("reading the database URL"))?;
+    let options = PgConnectOptions::from_str(url)
+        .map_err(StorageError::database("reading the database URL"))?;
     let mut conn = PgConnection::connect_with(&options)
         .await
-        .map_err(database("connecting for the baselines"))?;
+        .map_err(StorageError::database("connecting for the baselines"))?;
     let result = postgres_on(&mut conn, size).await;
     // The scratch table goes whatever happened.
     let _ = conn
@@ -152,7 +156,7 @@ async fn postgres_on(
         .as_str(),
     )
     .await
-    .map_err(database("creating the baseline table"))?;
+    .map_err(StorageError::database("creating the baseline table"))?;
 
     // L_1 and K_1: autocommit, one row a statement.
     let insert = format!("INSERT INTO {PG_TABLE} ({COLUMNS}) VALUES ({PLACEHOLDERS})");
@@ -163,14 +167,14 @@ async fn postgres_on(
         let one = Instant::now();
         sqlx::query(&insert)
             .bind(row.id.as_slice())
-            .bind(now_ms())
+            .bind(unix_ms_now())
             .bind(2500_i64)
             .bind(&row.stan)
             .bind(&row.rrn)
             .bind(row.token.as_slice())
             .execute(&mut *conn)
             .await
-            .map_err(database("a single-row commit"))?;
+            .map_err(StorageError::database("a single-row commit"))?;
         latencies.push(one.elapsed());
     }
     let (k_1, p50, p99, mean) = single_commit_figures(&mut latencies, started.elapsed());
@@ -180,9 +184,9 @@ async fn postgres_on(
     for round in 0..3 {
         conn.execute(format!("TRUNCATE {PG_TABLE}").as_str())
             .await
-            .map_err(database("emptying the baseline table"))?;
+            .map_err(StorageError::database("emptying the baseline table"))?;
         let mut text = Vec::with_capacity(size.bulk_rows * 200);
-        let created = now_ms();
+        let created = unix_ms_now();
         for n in 0..size.bulk_rows {
             let row = Row::new(round * size.bulk_rows + n);
             text.extend_from_slice(
@@ -202,13 +206,16 @@ async fn postgres_on(
         let mut copy = conn
             .copy_in_raw(&format!("COPY {PG_TABLE} ({COLUMNS}) FROM STDIN"))
             .await
-            .map_err(database("starting COPY"))?;
+            .map_err(StorageError::database("starting COPY"))?;
         copy.send(text)
             .await
-            .map_err(database("sending COPY rows"))?;
-        let written = copy.finish().await.map_err(database("finishing COPY"))?;
+            .map_err(StorageError::database("sending COPY rows"))?;
+        let written = copy
+            .finish()
+            .await
+            .map_err(StorageError::database("finishing COPY"))?;
         best = best.min(started.elapsed());
-        if written != size.bulk_rows as u64 {
+        if written != count_u64(size.bulk_rows) {
             return Err(StorageError::RowCount {
                 table: PG_TABLE,
                 expected: size.bulk_rows,
@@ -218,7 +225,7 @@ async fn postgres_on(
     }
     Ok(Baselines {
         backend: "postgres",
-        k_copy_rows_per_s: size.bulk_rows as f64 / best.as_secs_f64().max(1e-9),
+        k_copy_rows_per_s: count_f64(size.bulk_rows) / best.as_secs_f64().max(1e-9),
         k_copy_rows: size.bulk_rows,
         k_1_commits_per_s: k_1,
         k_1_commits: size.single_commits,
@@ -301,14 +308,14 @@ async fn sqlite_at(path: &Path, size: BaselineSize) -> Result<Baselines, Storage
         let one = Instant::now();
         sqlx::query(&insert)
             .bind(row.id.as_slice())
-            .bind(now_ms())
+            .bind(unix_ms_now())
             .bind(2500_i64)
             .bind(&row.stan)
             .bind(&row.rrn)
             .bind(row.token.as_slice())
             .execute(&mut conn)
             .await
-            .map_err(database("a single-row commit"))?;
+            .map_err(StorageError::database("a single-row commit"))?;
         latencies.push(one.elapsed());
     }
     let (k_1, p50, p99, mean) = single_commit_figures(&mut latencies, started.elapsed());
@@ -318,16 +325,16 @@ async fn sqlite_at(path: &Path, size: BaselineSize) -> Result<Baselines, Storage
     for round in 0..3 {
         conn.execute("DELETE FROM transactions")
             .await
-            .map_err(database("emptying the baseline table"))?;
+            .map_err(StorageError::database("emptying the baseline table"))?;
         let rows: Vec<Row> = (0..size.bulk_rows)
             .map(|n| Row::new((round + 1) * size.bulk_rows + n))
             .collect();
-        let created = now_ms();
+        let created = unix_ms_now();
         let started = Instant::now();
         let mut transaction = conn
             .begin()
             .await
-            .map_err(database("starting the bulk insert"))?;
+            .map_err(StorageError::database("starting the bulk insert"))?;
         // SQLite has no COPY: its bulk path is multi-row INSERTs, as dense
         // as the parameter limit allows, in one transaction. (Row by row
         // through sqlx costs a hop to its worker thread per row and measured
@@ -350,18 +357,18 @@ async fn sqlite_at(path: &Path, size: BaselineSize) -> Result<Baselines, Storage
             query
                 .execute(&mut *transaction)
                 .await
-                .map_err(database("a bulk insert"))?;
+                .map_err(StorageError::database("a bulk insert"))?;
         }
         transaction
             .commit()
             .await
-            .map_err(database("committing the bulk insert"))?;
+            .map_err(StorageError::database("committing the bulk insert"))?;
         best = best.min(started.elapsed());
     }
     let _ = conn.close().await;
     Ok(Baselines {
         backend: "sqlite",
-        k_copy_rows_per_s: size.bulk_rows as f64 / best.as_secs_f64().max(1e-9),
+        k_copy_rows_per_s: count_f64(size.bulk_rows) / best.as_secs_f64().max(1e-9),
         k_copy_rows: size.bulk_rows,
         k_1_commits_per_s: k_1,
         k_1_commits: size.single_commits,

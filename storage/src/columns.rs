@@ -1,6 +1,19 @@
-//! Turning rows back into typed values, the same for both backends: a
-//! [`Columns`] reads one row column by column, and [`record_from`] builds a
-//! [`JournalRecord`] from a `transactions` row.
+//! The columns of the tables and turning rows back into typed values, the
+//! same for both backends: [`transaction_columns!`] lists the columns of
+//! `transactions`, a [`Columns`] reads one row column by column, and
+//! [`record_from`] builds a [`JournalRecord`] from a `transactions` row.
+
+/// The columns of `transactions`, in the writers' bind order; a macro so
+/// that SQL text can be built with `concat!` at compile time. Both backends
+/// select and insert exactly this list.
+macro_rules! transaction_columns {
+    () => {
+        "id, created_at_ms, channel, kind, mti, processing_code, amount_minor, \
+         currency_numeric, merchant_id, terminal_id, stan, rrn, transmitted_at, token, bin, \
+         last4, response_code, auth_code, reason, original_id, decode_us, decide_us, vault_us, \
+         acquirer"
+    };
+}
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
@@ -9,7 +22,10 @@ use protocol::iso::Text;
 use protocol::{Amount, Currency, Mti, ResponseCode};
 
 use crate::error::StorageError;
-use crate::record::{JournalRecord, RecordKind, SealedPan, StageTimings};
+use crate::record::{
+    IdempotencyEntry, JournalRecord, RecordKind, ReplayRow, SealedPan, StageTimings,
+    StoredTransaction,
+};
 
 /// A [`JournalRecord`] from a row holding every column of `transactions`
 /// (without its sealed PAN and idempotency entry, which live elsewhere).
@@ -80,6 +96,79 @@ where
         nonce: columns.bytes("nonce")?,
         ciphertext: columns.get("ciphertext")?,
     })
+}
+
+/// A [`StoredTransaction`] from a row holding every column of
+/// `transactions` and `reversed_by`.
+pub(crate) fn stored_transaction_from<'r, R: Row>(
+    row: &'r R,
+) -> Result<StoredTransaction, StorageError>
+where
+    &'static str: ColumnIndex<R>,
+    &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    &'r [u8]: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let columns = Columns::new(row, "transactions");
+    Ok(StoredTransaction {
+        record: record_from(&columns)?,
+        reversed_by: columns.optional_id("reversed_by")?,
+    })
+}
+
+/// An [`IdempotencyEntry`] from an `idempotency` row (merchant_id,
+/// idempotency_key, request_hash, response_json, status).
+pub(crate) fn idempotency_entry_from<'r, R: Row>(
+    row: &'r R,
+) -> Result<IdempotencyEntry, StorageError>
+where
+    &'static str: ColumnIndex<R>,
+    &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    &'r [u8]: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let columns = Columns::new(row, "idempotency");
+    Ok(IdempotencyEntry {
+        merchant_id: columns.get("merchant_id")?,
+        key: columns.get("idempotency_key")?,
+        request_hash: columns.bytes("request_hash")?,
+        response_json: columns.get("response_json")?,
+        status: columns.number("status")?,
+    })
+}
+
+/// A [`ReplayRow`] from a row of the replay query (id, token, merchant_id,
+/// amount_minor, currency_numeric, created_at_ms).
+pub(crate) fn replay_row_from<'r, R: Row>(row: &'r R) -> Result<ReplayRow, StorageError>
+where
+    &'static str: ColumnIndex<R>,
+    &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    &'r [u8]: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let columns = Columns::new(row, "transactions");
+    Ok(ReplayRow {
+        id: columns.id("id")?,
+        token: Token::from_bytes(columns.bytes("token")?),
+        merchant_id: columns.text("merchant_id")?,
+        amount: columns.amount("amount_minor")?,
+        currency: columns.currency("currency_numeric")?,
+        at_ms: columns.number("created_at_ms")?,
+    })
+}
+
+/// One row of `SELECT key_id, count(*) FROM vault GROUP BY key_id`, checked.
+pub(crate) fn key_and_count(key_id: i64, count: i64) -> Result<(u32, u64), StorageError> {
+    match (u32::try_from(key_id), u64::try_from(count)) {
+        (Ok(key_id), Ok(count)) => Ok((key_id, count)),
+        _ => Err(StorageError::Corrupt {
+            table: "vault",
+            column: "key_id",
+        }),
+    }
 }
 
 /// One row of one table, read column by column; any value that does not

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::convert::count_u64;
 use crate::error::{JournalError, StorageError};
 use crate::record::{AppendOutcome, JournalRecord};
 
@@ -119,6 +120,10 @@ pub struct JournalStats {
 
 impl JournalStats {
     /// Records per committed batch.
+    #[allow(
+        clippy::as_conversions,
+        reason = "u64 to f64 has no From; past 2^53 a count rounds, harmless in an average"
+    )]
     pub fn batch_rows_avg(&self) -> f64 {
         if self.batches == 0 {
             0.0
@@ -268,7 +273,7 @@ impl Journal {
 
     /// Records waiting for the writer now.
     pub fn queue_depth(&self) -> u64 {
-        self.queue_capacity.saturating_sub(self.queue.capacity()) as u64
+        count_u64(self.queue_capacity.saturating_sub(self.queue.capacity()))
     }
 }
 
@@ -368,21 +373,23 @@ fn flush_batch_on_error(
     counters.failed_batches.fetch_add(1, Ordering::Relaxed);
     counters
         .failed_records
-        .fetch_add(records as u64, Ordering::Relaxed);
+        .fetch_add(count_u64(records), Ordering::Relaxed);
     for reply in replies.drain(..) {
         let _ = reply.send(Err(JournalError::Unavailable));
     }
 }
 
 fn record_batch(counters: &Counters, rows: usize) {
-    let rows = rows as u64;
+    let rows = count_u64(rows);
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters.records.fetch_add(rows, Ordering::Relaxed);
     counters.batch_rows_last.store(rows, Ordering::Relaxed);
     counters
         .batch_rows_largest
         .fetch_max(rows, Ordering::Relaxed);
-    let bucket = (rows.max(1).ilog2() as usize).min(BATCH_SIZE_BUCKETS - 1);
+    let bucket = usize::try_from(rows.max(1).ilog2())
+        .unwrap_or(usize::MAX)
+        .min(BATCH_SIZE_BUCKETS - 1);
     if let Some(counter) = counters.batch_sizes.get(bucket) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

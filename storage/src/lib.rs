@@ -16,12 +16,24 @@
 //!   bounded queue; one writer task per backend connection writes every
 //!   waiting record in one transaction through a [`JournalBackend`], commits,
 //!   and only then answers each caller.
-//! - [`sqlite`]: the embedded backend, SQLite in WAL mode: the writer
-//!   connection with multi-row inserts, versioned schema migrations, and
-//!   [`SqliteStore`], the read pool.
+//! - The backends, each a [`JournalBackend`] for the writer and a
+//!   [`StoreReader`] and [`VaultMaintenance`] for the rest, written once:
+//!   - [`sqlite`]: the embedded default, SQLite in WAL mode: the writer
+//!     connection with multi-row inserts, versioned schema migrations, and
+//!     [`SqliteStore`], the read pool;
+//!   - [`postgres`]: the server backend shared by a fleet, PostgreSQL 15 or
+//!     Aurora: several writer connections, one statement per batch, and
+//!     [`PostgresStore`];
+//!   - `memory` (feature `memory`, for tests): the same tables in memory,
+//!     with controls to fail, hold or lose a batch and to crash.
+//!
+//!   Both SQL backends decode rows with one set of decoders (`columns`) and
+//!   read the wall clock in one place (`clock`).
 //! - [`store`]: [`StoreReader`], the lookups by index (transaction by id,
 //!   original by acquirer keys, idempotency entry, sealed PAN) and the paged
 //!   replay of approvals that rebuilds velocity windows at start.
+//! - [`AnyStore`]: whichever backend the switch was configured with, as one
+//!   cloneable handle ([`AnyStore::new`]).
 //! - [`rewrap`]: after a key rotation, [`rewrap_batch`] moves vault rows to
 //!   the active key a bounded batch at a time, with a compare-and-set so a
 //!   concurrent change is never overwritten; [`VaultMaintenance`] is what a
@@ -29,19 +41,26 @@
 //! - [`error`]: [`StorageError`], naming what failed and never carrying card
 //!   data, and [`JournalError`], the answer one append gets.
 //!
-//! - [`baseline`]: the database's own limits (`K_copy`, `K_1`, `L_1`) for
-//!   benchmarks, measured beside the journal's figures.
-//!
-//! A second backend (PostgreSQL) is a second implementation of
-//! [`JournalBackend`] and [`StoreReader`]; the journal, the records and the
-//! vault stay as they are.
+//! - `baseline` (feature `baseline`, built for loadtest only): the
+//!   database's own limits (`K_copy`, `K_1`, `L_1`) for benchmarks, measured
+//!   beside the journal's figures.
 //!
 //! [`Token`]: protocol::domain::Token
 
-pub mod baseline;
+// Declared first: the macro it defines (`transaction_columns!`) is then in
+// scope in every module below.
+#[macro_use]
 mod columns;
+
+mod any_store;
+#[cfg(feature = "baseline")]
+pub mod baseline;
+mod clock;
+mod convert;
 pub mod error;
 pub mod journal;
+#[cfg(feature = "memory")]
+pub mod memory;
 pub mod postgres;
 pub mod record;
 pub mod rewrap;
@@ -49,6 +68,7 @@ pub mod sqlite;
 pub mod store;
 pub mod vault;
 
+pub use any_store::AnyStore;
 pub use error::{JournalError, StorageError};
 pub use journal::{Journal, JournalBackend, JournalConfig, JournalStats};
 pub use postgres::{PostgresConfig, PostgresStore, PostgresWriter};
@@ -61,5 +81,5 @@ pub use rewrap::{
     verify_all,
 };
 pub use sqlite::SqliteStore;
-pub use store::{AnyStore, StoreReader, replay_approved};
+pub use store::{StoreFuture, StoreReader, replay_approved};
 pub use vault::{KeyringChange, KeyringView, Vault, VaultKeys, fill_random};

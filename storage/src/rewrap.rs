@@ -13,12 +13,12 @@
 //! Both backends implement [`VaultMaintenance`]; the walk, the crypto and
 //! the counting live here once.
 
-use std::future::Future;
-
 use protocol::domain::Token;
 
+use crate::convert::count_u64;
 use crate::error::StorageError;
 use crate::record::SealedPan;
+use crate::store::StoreFuture;
 use crate::vault::Vault;
 
 /// The most rows one batch may take, whatever the caller asks: one batch is
@@ -37,12 +37,12 @@ pub struct Rewrapped {
     pub sealed: SealedPan,
 }
 
-/// Vault rows by key, for rotation. Implemented by both backends.
+/// Vault rows by key, for rotation. Implemented once by each backend;
+/// boxed futures, as in [`StoreReader`](crate::StoreReader), so that
+/// [`AnyStore`](crate::AnyStore) can hold it as a trait object.
 pub trait VaultMaintenance: Send + Sync + 'static {
     /// How many vault rows each key id seals, ascending by key id.
-    fn vault_rows_per_key(
-        &self,
-    ) -> impl Future<Output = Result<Vec<(u32, u64)>, StorageError>> + Send;
+    fn vault_rows_per_key(&self) -> StoreFuture<'_, Vec<(u32, u64)>>;
 
     /// Up to `rows_max` vault rows with a token after `after` (from the
     /// start when `None`), in token order, skipping rows sealed under
@@ -52,14 +52,11 @@ pub trait VaultMaintenance: Send + Sync + 'static {
         after: Option<Token>,
         skip_key_id: Option<u32>,
         rows_max: u32,
-    ) -> impl Future<Output = Result<Vec<SealedPan>, StorageError>> + Send;
+    ) -> StoreFuture<'_, Vec<SealedPan>>;
 
     /// Writes `rows` back in one short transaction, each only where the row
     /// still has its old key id and nonce. Returns how many rows changed.
-    fn replace_sealed(
-        &self,
-        rows: &[Rewrapped],
-    ) -> impl Future<Output = Result<u64, StorageError>> + Send;
+    fn replace_sealed<'a>(&'a self, rows: &'a [Rewrapped]) -> StoreFuture<'a, u64>;
 }
 
 /// What one batch did.
@@ -82,19 +79,8 @@ pub struct RewrapBatch {
 ///
 /// A row that fails to open (a key that is not configured, a tampered
 /// ciphertext) fails the batch with that error rather than being skipped
-/// One row of `SELECT key_id, count(*) ... GROUP BY key_id`, checked.
-pub(crate) fn key_and_count(key_id: i64, count: i64) -> Result<(u32, u64), StorageError> {
-    match (u32::try_from(key_id), u64::try_from(count)) {
-        (Ok(key_id), Ok(count)) => Ok((key_id, count)),
-        _ => Err(StorageError::Corrupt {
-            table: "vault",
-            column: "key_id",
-        }),
-    }
-}
-
 /// silently: an operator must see it before retiring a key.
-pub async fn rewrap_batch<S: VaultMaintenance>(
+pub async fn rewrap_batch<S: VaultMaintenance + ?Sized>(
     store: &S,
     vault: &Vault,
     after: Option<Token>,
@@ -105,7 +91,8 @@ pub async fn rewrap_batch<S: VaultMaintenance>(
     let page = store
         .sealed_page(after, Some(active_key_id), rows_max)
         .await?;
-    let next = if page.len() < rows_max as usize {
+    let selected = count_u64(page.len());
+    let next = if selected < u64::from(rows_max) {
         None
     } else {
         page.last().map(|row| row.token)
@@ -128,7 +115,6 @@ pub async fn rewrap_batch<S: VaultMaintenance>(
     } else {
         store.replace_sealed(&rewrapped).await?
     };
-    let selected = page.len() as u64;
     Ok(RewrapBatch {
         selected,
         moved,
@@ -150,7 +136,7 @@ pub struct VerifyReport {
 /// Opens every vault row, `page_rows` at a time, and counts what opened per
 /// key id. The PANs are dropped (and wiped) at once; nothing is returned
 /// but counts.
-pub async fn verify_all<S: VaultMaintenance>(
+pub async fn verify_all<S: VaultMaintenance + ?Sized>(
     store: &S,
     vault: &Vault,
     page_rows: u32,
@@ -171,7 +157,9 @@ pub async fn verify_all<S: VaultMaintenance>(
             }
         }
         match page.last() {
-            Some(last) if page.len() == page_rows as usize => after = Some(last.token),
+            Some(last) if count_u64(page.len()) == u64::from(page_rows) => {
+                after = Some(last.token);
+            }
             _ => break,
         }
     }

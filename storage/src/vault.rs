@@ -397,7 +397,7 @@ impl Vault {
     /// card data leaves the vault: for issuer routing and operator tools only.
     pub async fn reveal(
         &self,
-        store: &impl StoreReader,
+        store: &(impl StoreReader + ?Sized),
         token: Token,
     ) -> Result<Option<Pan>, StorageError> {
         match store.sealed_pan(token).await? {
@@ -448,7 +448,7 @@ impl SealedSet {
         let index = u64::from_le_bytes(high.try_into().ok()?);
         // The low bit is forced to 1 so a fingerprint is never the empty 0.
         let fingerprint = u64::from_le_bytes(low.try_into().ok()?) | 1;
-        let len = self.slots.len() as u64;
+        let len = u64::try_from(self.slots.len()).ok()?;
         if len == 0 {
             return None;
         }

@@ -57,13 +57,13 @@ async fn no_pan_reaches_the_database_files() {
             idempotency: Some(IdempotencyEntry {
                 merchant_id: "M0001".to_owned(),
                 key: format!("order-{n}"),
-                request_hash: [n as u8; 32],
+                request_hash: [u8::try_from(n).unwrap(); 32],
                 response_json: format!(
                     r#"{{"status":"approved","token":"{token}","last4":"{last4}"}}"#
                 ),
                 status: 201,
             }),
-            ..approved(NOW_MS + n as u64, token, "000001")
+            ..approved(NOW_MS + u64::try_from(n).unwrap(), token, "000001")
         };
         t.journal.append(record.clone()).await.unwrap();
         vault.remember_sealed(&token);

@@ -7,7 +7,7 @@ mod common;
 
 use common::{NOW_MS, TestStore, approved, keys};
 use protocol::Pan;
-use storage::{AppendOutcome, JournalConfig, StorageError, Vault, bin_and_last4};
+use storage::{AppendOutcome, JournalConfig, StorageError, StoreReader, Vault, bin_and_last4};
 
 fn pan(digits: &str) -> Pan {
     Pan::parse(digits.as_bytes()).unwrap()

@@ -13,7 +13,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::postgres::{TestDatabase, config};
 use common::{NOW_MS, TestStore, approved, id_at};
@@ -22,6 +22,7 @@ use storage::{
     AppendOutcome, Journal, JournalConfig, JournalRecord, PostgresStore, Rewrapped, StorageError,
     StoreReader, Vault, VaultKeys, VaultMaintenance, rewrap_batch, verify_all,
 };
+use tokio::time::Instant;
 
 /// Key 1 alone, or keys 1 and 2 with 2 active; `only_two` drops key 1.
 fn keys(step: u8) -> VaultKeys {

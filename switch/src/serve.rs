@@ -13,7 +13,9 @@ use std::time::Duration;
 use actors::{Clock, Restore, ShardConfig, Shards, SystemClock};
 use anyhow::Context;
 use protocol::Spec;
-use storage::{AnyStore, JournalConfig, PostgresConfig, PostgresStore, SqliteStore, Vault};
+use storage::{
+    AnyStore, JournalConfig, PostgresConfig, PostgresStore, SqliteStore, StoreReader, Vault,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -152,7 +154,7 @@ async fn serve(
             let (journal, store) = SqliteStore::open(&journal_path, journal_config)
                 .await
                 .with_context(|| format!("journal {} cannot be opened", journal_path.display()))?;
-            (journal, AnyStore::Sqlite(store))
+            (journal, AnyStore::new(store))
         }
         Backend::Postgres => {
             let url = config.storage.database_url.clone().unwrap_or_default();
@@ -169,7 +171,7 @@ async fn serve(
             .await
             // The URL may hold a password: the error names the backend, not the URL.
             .context("the PostgreSQL journal cannot be opened")?;
-            (journal, AnyStore::Postgres(store))
+            (journal, AnyStore::new(store))
         }
     };
     let vault = Arc::new(Vault::new(config.vault.vault_keys(), 1 << 20).context("vault keys")?);

@@ -20,6 +20,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use storage::StoreReader;
 
 /// A certificate authority that can issue.
 struct Authority {

@@ -5,19 +5,23 @@
 //! one is answered from an index (a test checks the query plans).
 
 use std::future::Future;
+use std::pin::Pin;
 
-use sqlx::postgres::PgRow;
+use sqlx::Executor;
 
 use protocol::domain::{Token, TransactionId};
 
-use super::{PostgresStore, timed_out, to_i64};
-use crate::columns::{Columns, sealed_pan_from};
-use crate::error::StorageError;
+use super::store::PostgresStore;
+use crate::columns::{
+    Columns, idempotency_entry_from, record_from, replay_row_from, sealed_pan_from,
+    stored_transaction_from,
+};
+use crate::convert::to_i64;
 use crate::record::{
     IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor, ReplayRow, SealedPan,
     StoredTransaction,
 };
-use crate::store::StoreReader;
+use crate::store::{StoreFuture, StoreReader};
 
 pub(crate) const SELECT_TRANSACTION: &str = concat!(
     "SELECT ",
@@ -62,185 +66,132 @@ pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
 pub(crate) const SEALED_PAN: &str =
     "SELECT token, key_id, nonce, ciphertext FROM vault WHERE token = $1";
 
-impl PostgresStore {
-    /// Runs one read within the read timeout: a server that stops
-    /// answering fails a lookup instead of holding its caller.
-    pub(super) async fn bounded<T>(
-        &self,
-        operation: &'static str,
-        read: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, StorageError> {
-        tokio::time::timeout(self.read_timeout, read)
-            .await
-            .unwrap_or_else(|_| Err(timed_out(operation, self.read_timeout)))
-            .map_err(StorageError::database(operation))
-    }
-
-    /// See [`StoreReader::transaction`].
-    pub async fn transaction(
-        &self,
-        id: TransactionId,
-    ) -> Result<Option<StoredTransaction>, StorageError> {
-        let query = sqlx::query(SELECT_TRANSACTION).bind(id.as_bytes().as_slice());
-        let row = self
-            .bounded("read a transaction", query.fetch_optional(&self.pool))
-            .await?;
-        row.map(|row| {
-            let columns = Columns::new(&row, "transactions");
-            Ok(StoredTransaction {
-                record: crate::columns::record_from(&columns)?,
-                reversed_by: columns.optional_id("reversed_by")?,
-            })
-        })
-        .transpose()
-    }
-
-    /// See [`StoreReader::find_original`].
-    pub async fn find_original(
-        &self,
-        keys: &OriginalKeys,
-        kinds: &[RecordKind],
-        created_since_ms: u64,
-    ) -> Result<Option<JournalRecord>, StorageError> {
-        if kinds.is_empty() {
-            return Ok(None);
-        }
-        let kinds: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
-        let query = match &keys.transmitted_at {
-            Some(at) => sqlx::query(FIND_ORIGINAL_AT)
-                .bind(keys.terminal_id.as_str())
-                .bind(keys.stan.as_str())
-                .bind(at.as_str()),
-            None => sqlx::query(FIND_ORIGINAL_ANY_TIME)
-                .bind(keys.terminal_id.as_str())
-                .bind(keys.stan.as_str()),
-        };
-        let query = query.bind(to_i64(created_since_ms)).bind(kinds);
-        let row = self
-            .bounded(
-                "find an original by acquirer keys",
-                query.fetch_optional(&self.pool),
-            )
-            .await?;
-        row.map(|row| record_from(&row)).transpose()
-    }
-
-    /// See [`StoreReader::idempotent_response`].
-    pub async fn idempotent_response(
-        &self,
-        merchant_id: &str,
-        key: &str,
-    ) -> Result<Option<IdempotencyEntry>, StorageError> {
-        let query = sqlx::query(IDEMPOTENT_RESPONSE).bind(merchant_id).bind(key);
-        let row = self
-            .bounded(
-                "read an idempotency entry",
-                query.fetch_optional(&self.pool),
-            )
-            .await?;
-        row.map(|row| {
-            let columns = Columns::new(&row, "idempotency");
-            Ok(IdempotencyEntry {
-                merchant_id: columns.get("merchant_id")?,
-                key: columns.get("idempotency_key")?,
-                request_hash: columns.bytes("request_hash")?,
-                response_json: columns.get("response_json")?,
-                status: columns.number("status")?,
-            })
-        })
-        .transpose()
-    }
-
-    /// See [`StoreReader::approved_since`].
-    pub async fn approved_since(
-        &self,
-        since_ms: u64,
-        after: Option<ReplayCursor>,
-        rows_max: u32,
-    ) -> Result<Vec<ReplayRow>, StorageError> {
-        // With no cursor, start just before the first id at `since_ms`: an
-        // empty bytea sorts before every 16-byte id.
-        let (at_ms, id): (u64, &[u8]) = match &after {
-            Some(cursor) if cursor.at_ms >= since_ms => (cursor.at_ms, cursor.id.as_bytes()),
-            _ => (since_ms, &[]),
-        };
-        let query = sqlx::query(APPROVED_SINCE)
-            .bind(to_i64(at_ms))
-            .bind(id)
-            .bind(i64::from(rows_max));
-        let rows = self
-            .bounded(
-                "read approved transactions for replay",
-                query.fetch_all(&self.pool),
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let columns = Columns::new(row, "transactions");
-                Ok(ReplayRow {
-                    id: columns.id("id")?,
-                    token: Token::from_bytes(columns.bytes("token")?),
-                    merchant_id: columns.text("merchant_id")?,
-                    amount: columns.amount("amount_minor")?,
-                    currency: columns.currency("currency_numeric")?,
-                    at_ms: columns.number("created_at_ms")?,
-                })
-            })
-            .collect()
-    }
-
-    /// See [`StoreReader::sealed_pan`].
-    pub async fn sealed_pan(&self, token: Token) -> Result<Option<SealedPan>, StorageError> {
-        let query = sqlx::query(SEALED_PAN).bind(token.as_bytes().as_slice());
-        let row = self
-            .bounded("read a vault entry", query.fetch_optional(&self.pool))
-            .await?;
-        row.as_ref().map(sealed_pan_from).transpose()
-    }
-}
-
 impl StoreReader for PostgresStore {
-    async fn transaction(
-        &self,
-        id: TransactionId,
-    ) -> Result<Option<StoredTransaction>, StorageError> {
-        PostgresStore::transaction(self, id).await
+    fn transaction(&self, id: TransactionId) -> StoreFuture<'_, Option<StoredTransaction>> {
+        Box::pin(async move {
+            let query = sqlx::query(SELECT_TRANSACTION).bind(id.as_bytes().as_slice());
+            let row = self
+                .bounded("read a transaction", query.fetch_optional(&self.pool))
+                .await?;
+            row.as_ref().map(stored_transaction_from).transpose()
+        })
     }
 
-    async fn find_original(
-        &self,
-        keys: &OriginalKeys,
-        kinds: &[RecordKind],
+    fn find_original<'a>(
+        &'a self,
+        keys: &'a OriginalKeys,
+        kinds: &'a [RecordKind],
         created_since_ms: u64,
-    ) -> Result<Option<JournalRecord>, StorageError> {
-        PostgresStore::find_original(self, keys, kinds, created_since_ms).await
+    ) -> StoreFuture<'a, Option<JournalRecord>> {
+        Box::pin(async move {
+            if kinds.is_empty() {
+                return Ok(None);
+            }
+            let kinds: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+            let query = match &keys.transmitted_at {
+                Some(at) => sqlx::query(FIND_ORIGINAL_AT)
+                    .bind(keys.terminal_id.as_str())
+                    .bind(keys.stan.as_str())
+                    .bind(at.as_str()),
+                None => sqlx::query(FIND_ORIGINAL_ANY_TIME)
+                    .bind(keys.terminal_id.as_str())
+                    .bind(keys.stan.as_str()),
+            };
+            let query = query.bind(to_i64(created_since_ms)).bind(kinds);
+            let row = self
+                .bounded(
+                    "find an original by acquirer keys",
+                    query.fetch_optional(&self.pool),
+                )
+                .await?;
+            row.map(|row| record_from(&Columns::new(&row, "transactions")))
+                .transpose()
+        })
     }
 
-    async fn idempotent_response(
-        &self,
-        merchant_id: &str,
-        key: &str,
-    ) -> Result<Option<IdempotencyEntry>, StorageError> {
-        PostgresStore::idempotent_response(self, merchant_id, key).await
+    fn idempotent_response<'a>(
+        &'a self,
+        merchant_id: &'a str,
+        key: &'a str,
+    ) -> StoreFuture<'a, Option<IdempotencyEntry>> {
+        Box::pin(async move {
+            let query = sqlx::query(IDEMPOTENT_RESPONSE).bind(merchant_id).bind(key);
+            let row = self
+                .bounded(
+                    "read an idempotency entry",
+                    query.fetch_optional(&self.pool),
+                )
+                .await?;
+            row.as_ref().map(idempotency_entry_from).transpose()
+        })
     }
 
-    async fn approved_since(
+    fn approved_since(
         &self,
         since_ms: u64,
         after: Option<ReplayCursor>,
         rows_max: u32,
-    ) -> Result<Vec<ReplayRow>, StorageError> {
-        PostgresStore::approved_since(self, since_ms, after, rows_max).await
+    ) -> StoreFuture<'_, Vec<ReplayRow>> {
+        Box::pin(async move {
+            // With no cursor, start just before the first id at `since_ms`:
+            // an empty bytea sorts before every 16-byte id.
+            let (at_ms, id): (u64, &[u8]) = match &after {
+                Some(cursor) if cursor.at_ms >= since_ms => (cursor.at_ms, cursor.id.as_bytes()),
+                _ => (since_ms, &[]),
+            };
+            let query = sqlx::query(APPROVED_SINCE)
+                .bind(to_i64(at_ms))
+                .bind(id)
+                .bind(i64::from(rows_max));
+            let rows = self
+                .bounded(
+                    "read approved transactions for replay",
+                    query.fetch_all(&self.pool),
+                )
+                .await?;
+            rows.iter().map(replay_row_from).collect()
+        })
     }
 
-    async fn sealed_pan(&self, token: Token) -> Result<Option<SealedPan>, StorageError> {
-        PostgresStore::sealed_pan(self, token).await
+    fn sealed_pan(&self, token: Token) -> StoreFuture<'_, Option<SealedPan>> {
+        Box::pin(async move {
+            let query = sqlx::query(SEALED_PAN).bind(token.as_bytes().as_slice());
+            let row = self
+                .bounded("read a vault entry", query.fetch_optional(&self.pool))
+                .await?;
+            row.as_ref().map(sealed_pan_from).transpose()
+        })
     }
-}
 
-/// A record from a row holding every column of `transactions`.
-pub(super) fn record_from(row: &PgRow) -> Result<JournalRecord, StorageError> {
-    crate::columns::record_from(&Columns::new(row, "transactions"))
+    /// Asks the database a trivial question on a read connection: `Ok` when
+    /// it answers within the connect and statement timeouts. For
+    /// `/health/ready`, beside [`Journal::is_running`](crate::Journal::is_running).
+    fn check(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let pool = &self.pool;
+            self.bounded(
+                "check the database answers",
+                pool.execute(sqlx::raw_sql("SELECT 1")),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    /// Closes the read connections, waiting at most the read timeout for a
+    /// server that no longer answers. Close the journal too
+    /// ([`Journal::close`](crate::Journal::close)) to close the writer
+    /// connections.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if tokio::time::timeout(self.read_timeout, self.pool.close())
+                .await
+                .is_err()
+            {
+                tracing::warn!("closing the read connections timed out");
+            }
+        })
+    }
 }
 
 #[cfg(test)]

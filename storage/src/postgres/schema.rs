@@ -167,7 +167,7 @@ pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<i64, StorageError
     if found > known {
         return Err(StorageError::SchemaTooNew { found, known });
     }
-    let now_ms = super::unix_ms_now();
+    let now_ms = crate::clock::unix_ms_now();
     for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
         let failed = |source| StorageError::Migration {
             version: migration.version,
@@ -200,8 +200,8 @@ mod tests {
 
     #[test]
     fn versions_rise_one_by_one() {
-        for (index, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(migration.version, index as i64 + 1, "{}", migration.name);
+        for (version, migration) in (1..).zip(MIGRATIONS) {
+            assert_eq!(migration.version, version, "{}", migration.name);
         }
     }
 

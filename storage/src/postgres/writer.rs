@@ -4,9 +4,10 @@
 //! A batch is sent as column arrays and written by a single statement whose
 //! four data-modifying CTEs each do one multi-row `INSERT ... SELECT FROM
 //! UNNEST(...)`: transactions, reversals, vault entries, idempotency
-//! entries. The statement text does not depend on the batch size, so each
-//! connection prepares it once, and a batch of any size is three round trips:
-//! BEGIN, the statement, COMMIT.
+//! entries (the statement and its binds are in `batch`). The statement text
+//! does not depend on the batch size, so each connection prepares it once,
+//! and a batch of any size is three round trips: BEGIN, the statement,
+//! COMMIT.
 //!
 //! Every insert is `ON CONFLICT DO NOTHING`, and who holds a reversal's
 //! original or an idempotency key is decided by reading the table, not by
@@ -16,60 +17,23 @@
 //! around COMMIT, when nobody can say whether it committed.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::time::Duration;
 
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
-use sqlx::{Connection, PgConnection, Postgres, Row};
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::{Connection, PgConnection, Row};
 use tokio::time::Instant;
 
 use protocol::domain::TransactionId;
 
-use super::reads::record_from;
-use super::{
-    PostgresConfig, WRITER_APPLICATION_NAME, connect, session_settings, timed_out, to_i64,
+use super::batch::{BatchRows, INSERT_BATCH, reversed_original};
+use super::session::{
+    PostgresConfig, WRITER_APPLICATION_NAME, connect, session_settings, timed_out,
 };
+use crate::columns::{Columns, record_from};
+use crate::convert::count_u64;
 use crate::error::StorageError;
 use crate::journal::JournalBackend;
 use crate::record::{AppendOutcome, JournalRecord};
-
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
-
-/// The whole batch in one statement. The data-modifying CTEs all run to
-/// completion whether or not the final SELECT reads them; it reads the
-/// counts of rows each insert wrote. The foreign keys from `reversals` and
-/// `idempotency` to `transactions` are checked at the end of the statement,
-/// when the rows of the first CTE are in place.
-const INSERT_BATCH: &str = concat!(
-    "WITH written_transactions AS (\
-        INSERT INTO transactions (",
-    transaction_columns!(),
-    ") SELECT * FROM UNNEST(\
-            $1::bytea[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
-            $7::int8[], $8::int8[], $9::text[], $10::text[], $11::text[], $12::text[], \
-            $13::text[], $14::bytea[], $15::text[], $16::text[], $17::text[], $18::text[], \
-            $19::text[], $20::bytea[], $21::int8[], $22::int8[], $23::int8[], $39::text[]) \
-        ON CONFLICT (id) DO NOTHING RETURNING 1\
-    ), written_reversals AS (\
-        INSERT INTO reversals (original_id, reversal_id, created_at_ms) \
-        SELECT * FROM UNNEST($24::bytea[], $25::bytea[], $26::int8[]) \
-        ON CONFLICT (original_id) DO NOTHING RETURNING 1\
-    ), written_vault AS (\
-        INSERT INTO vault (token, key_id, nonce, ciphertext, created_at_ms) \
-        SELECT * FROM UNNEST($27::bytea[], $28::int8[], $29::bytea[], $30::bytea[], $31::int8[]) \
-        ON CONFLICT (token) DO NOTHING RETURNING 1\
-    ), written_idempotency AS (\
-        INSERT INTO idempotency (merchant_id, idempotency_key, request_hash, response_json, \
-            status, transaction_id, created_at_ms) \
-        SELECT * FROM UNNEST($32::text[], $33::text[], $34::bytea[], $35::text[], $36::int8[], \
-            $37::bytea[], $38::int8[]) \
-        ON CONFLICT (merchant_id, idempotency_key) DO NOTHING RETURNING 1\
-    ) SELECT \
-        (SELECT count(*) FROM written_transactions), \
-        (SELECT count(*) FROM written_reversals), \
-        (SELECT count(*) FROM written_vault), \
-        (SELECT count(*) FROM written_idempotency)"
-);
 
 /// Rows already in `transactions` with a batch's ids, to tell a retried
 /// batch (the same records) from a clash (another record under an id).
@@ -95,7 +59,7 @@ const SELECT_IDEMPOTENCY_HOLDERS: &str = "\
 /// half-finished transaction or broken socket outlives the batch it failed.
 ///
 /// Public so that tests and benchmarks can drive batches directly; the
-/// switch gets its writers from [`PostgresStore::open`](super::PostgresStore::open).
+/// switch gets its writers from [`PostgresStore::open`](crate::PostgresStore::open).
 #[derive(Debug)]
 pub struct PostgresWriter {
     conn: Option<PgConnection>,
@@ -254,7 +218,7 @@ async fn write_batch_in_transaction(
 
     // Fewer rows than records: some ids are taken. By this very batch, on a
     // retry, is fine; by any other record, the batch is refused whole.
-    if transactions_written != batch.len() as u64 {
+    if transactions_written != count_u64(batch.len()) {
         check_already_written(&mut tx, batch, transactions_written).await?;
     }
 
@@ -262,7 +226,7 @@ async fn write_batch_in_transaction(
     if !rows.reversals.is_empty() {
         // Every first reversal of each original won its insert, the usual
         // case: the holders are known. Otherwise ask the table.
-        let holders = if reversals_written == rows.reversals.len() as u64 {
+        let holders = if reversals_written == count_u64(rows.reversals.len()) {
             rows.reversals.clone()
         } else {
             reversal_holders(&mut tx, &rows.reversals).await?
@@ -282,7 +246,7 @@ async fn write_batch_in_transaction(
         }
     }
     if !rows.keys.is_empty() {
-        let holders = if idempotency_written == rows.keys.len() as u64 {
+        let holders = if idempotency_written == count_u64(rows.keys.len()) {
             rows.keys.clone()
         } else {
             idempotency_holders(&mut tx, &rows.keys).await?
@@ -309,11 +273,6 @@ async fn write_batch_in_transaction(
     Ok(outcomes)
 }
 
-/// The original a record reverses, if it claims one.
-fn reversed_original(record: &JournalRecord) -> Option<TransactionId> {
-    record.original_id.filter(|_| record.kind.is_reversal())
-}
-
 /// Checks that every record of `batch` is in `transactions` exactly as
 /// given: true of a batch written before (a retry), false when another
 /// record holds one of the ids.
@@ -335,7 +294,7 @@ async fn check_already_written(
         .map_err(StorageError::database("read back a batch's transactions"))?;
     let mut stored = HashMap::with_capacity(rows.len());
     for row in &rows {
-        let record = record_from(row)?;
+        let record = record_from(&Columns::new(row, "transactions"))?;
         stored.insert(record.id, record);
     }
     for record in batch {
@@ -426,236 +385,4 @@ fn id_column(
         .try_into()
         .map(TransactionId::from_bytes)
         .map_err(|_| StorageError::Corrupt { table, column })
-}
-
-/// A batch as the column arrays [`INSERT_BATCH`] binds, borrowing from the
-/// records.
-///
-/// Reversals and idempotency entries are reduced to the first of each
-/// original or key in batch order, which is who wins inside a batch, as in
-/// the embedded backend. Their rows, and the vault's, are sent sorted by
-/// key: two writer connections inserting overlapping keys then take their
-/// row locks in the same order and wait for each other instead of
-/// deadlocking.
-struct BatchRows<'b> {
-    batch: &'b [JournalRecord],
-    /// Each reversed original and the first reversal of it in the batch.
-    reversals: HashMap<TransactionId, TransactionId>,
-    /// Each idempotency key and the first record in the batch carrying it.
-    keys: HashMap<(&'b str, &'b str), TransactionId>,
-    reversal_rows: Vec<&'b JournalRecord>,
-    vault_rows: Vec<&'b JournalRecord>,
-    key_rows: Vec<&'b JournalRecord>,
-}
-
-impl<'b> BatchRows<'b> {
-    fn new(batch: &'b [JournalRecord]) -> BatchRows<'b> {
-        let mut reversals = HashMap::new();
-        let mut reversal_rows = Vec::new();
-        let mut keys = HashMap::new();
-        let mut key_rows = Vec::new();
-        let mut vault_rows: Vec<&JournalRecord> = Vec::new();
-        for record in batch {
-            if let Some(original) = reversed_original(record)
-                && let Entry::Vacant(first) = reversals.entry(original)
-            {
-                first.insert(record.id);
-                reversal_rows.push(record);
-            }
-            if let Some(entry) = &record.idempotency
-                && let Entry::Vacant(first) =
-                    keys.entry((entry.merchant_id.as_str(), entry.key.as_str()))
-            {
-                first.insert(record.id);
-                key_rows.push(record);
-            }
-            if record.sealed_pan.is_some() {
-                vault_rows.push(record);
-            }
-        }
-        reversal_rows.sort_by_key(|r| r.original_id);
-        key_rows.sort_by_key(|r| {
-            r.idempotency
-                .as_ref()
-                .map(|e| (e.merchant_id.as_str(), e.key.as_str()))
-        });
-        // The same card sealed twice holds the same PAN: one row is enough.
-        vault_rows.sort_by_key(|r| r.sealed_pan.as_ref().map(|s| s.token));
-        vault_rows.dedup_by_key(|r| r.sealed_pan.as_ref().map(|s| s.token));
-        BatchRows {
-            batch,
-            reversals,
-            keys,
-            reversal_rows,
-            vault_rows,
-            key_rows,
-        }
-    }
-
-    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
-        let batch = self.batch;
-        let text = |f: fn(&'q JournalRecord) -> &'q str| batch.iter().map(f).collect::<Vec<_>>();
-        let optional_text =
-            |f: fn(&'q JournalRecord) -> Option<&'q str>| batch.iter().map(f).collect::<Vec<_>>();
-        let number = |f: fn(&JournalRecord) -> i64| batch.iter().map(f).collect::<Vec<_>>();
-        let bytes =
-            |f: fn(&'q JournalRecord) -> Option<&'q [u8]>| batch.iter().map(f).collect::<Vec<_>>();
-        let query = query
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| r.id.as_bytes().as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(number(|r| to_i64(r.created_at_ms)))
-            .bind(text(|r| r.channel.as_str()))
-            .bind(text(|r| r.kind.as_str()))
-            .bind(text(|r| r.mti.as_str()))
-            .bind(optional_text(|r| {
-                r.processing_code.as_ref().map(|t| t.as_str())
-            }))
-            .bind(number(|r| to_i64(r.amount.minor())))
-            .bind(number(|r| i64::from(r.currency.numeric())))
-            .bind(text(|r| r.merchant_id.as_str()))
-            .bind(text(|r| r.terminal_id.as_str()))
-            .bind(optional_text(|r| r.stan.as_ref().map(|t| t.as_str())))
-            .bind(optional_text(|r| r.rrn.as_ref().map(|t| t.as_str())))
-            .bind(optional_text(|r| {
-                r.transmitted_at.as_ref().map(|t| t.as_str())
-            }))
-            .bind(bytes(|r| r.token.as_ref().map(|t| t.as_bytes().as_slice())))
-            .bind(optional_text(|r| r.bin.as_deref()))
-            .bind(optional_text(|r| r.last4.as_deref()))
-            .bind(text(|r| r.response_code.as_str()))
-            .bind(optional_text(|r| r.auth_code.as_ref().map(|t| t.as_str())))
-            .bind(optional_text(|r| r.reason.map(|reason| reason.as_str())))
-            .bind(bytes(|r| {
-                r.original_id.as_ref().map(|id| id.as_bytes().as_slice())
-            }))
-            .bind(number(|r| i64::from(r.timings.decode_us)))
-            .bind(number(|r| i64::from(r.timings.decide_us)))
-            .bind(number(|r| i64::from(r.timings.vault_us)));
-
-        let reversals = &self.reversal_rows;
-        let query = query
-            .bind(
-                reversals
-                    .iter()
-                    .map(|r| r.original_id.as_ref().map(|id| id.as_bytes().as_slice()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                reversals
-                    .iter()
-                    .map(|r| r.id.as_bytes().as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                reversals
-                    .iter()
-                    .map(|r| to_i64(r.created_at_ms))
-                    .collect::<Vec<_>>(),
-            );
-
-        let sealed: Vec<_> = self
-            .vault_rows
-            .iter()
-            .filter_map(|r| r.sealed_pan.as_ref().map(|s| (s, r.created_at_ms)))
-            .collect();
-        let query = query
-            .bind(
-                sealed
-                    .iter()
-                    .map(|(s, _)| s.token.as_bytes().as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sealed
-                    .iter()
-                    .map(|(s, _)| i64::from(s.key_id))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sealed
-                    .iter()
-                    .map(|(s, _)| s.nonce.as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sealed
-                    .iter()
-                    .map(|(s, _)| s.ciphertext.as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(sealed.iter().map(|(_, at)| to_i64(*at)).collect::<Vec<_>>());
-
-        let keyed: Vec<_> = self
-            .key_rows
-            .iter()
-            .filter_map(|r| r.idempotency.as_ref().map(|e| (e, *r)))
-            .collect();
-        query
-            .bind(
-                keyed
-                    .iter()
-                    .map(|(e, _)| e.merchant_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                keyed
-                    .iter()
-                    .map(|(e, _)| e.key.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                keyed
-                    .iter()
-                    .map(|(e, _)| e.request_hash.as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                keyed
-                    .iter()
-                    .map(|(e, _)| e.response_json.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                keyed
-                    .iter()
-                    .map(|(e, _)| i64::from(e.status))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                keyed
-                    .iter()
-                    .map(|(_, r)| r.id.as_bytes().as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                keyed
-                    .iter()
-                    .map(|(_, r)| to_i64(r.created_at_ms))
-                    .collect::<Vec<_>>(),
-            )
-            // The acquirer column came with migration 2, so it is bound last
-            // ($39) and the older parameters keep their numbers.
-            .bind(optional_text(|r| r.acquirer.as_deref()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn the_batch_statement_binds_every_column() {
-        // 24 transaction columns (the 24th, acquirer, is $39), 3 reversal,
-        // 5 vault, 7 idempotency.
-        assert!(INSERT_BATCH.contains("$38::int8[]"));
-        assert!(INSERT_BATCH.contains("$39::text[]"));
-        assert!(!INSERT_BATCH.contains("$40"));
-        assert_eq!(transaction_columns!().split(',').count(), 24);
-    }
 }

@@ -3,16 +3,23 @@
 //! Every query here is answered from an index (a test checks the query
 //! plans), so lookup cost does not grow with the journal.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use protocol::domain::{Token, TransactionId};
 
-use super::{SqliteStore, to_i64};
-use crate::columns::{Columns, record_from, sealed_pan_from};
+use super::store::SqliteStore;
+use crate::columns::{
+    Columns, idempotency_entry_from, record_from, replay_row_from, sealed_pan_from,
+    stored_transaction_from,
+};
+use crate::convert::to_i64;
 use crate::error::StorageError;
 use crate::record::{
     IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor, ReplayRow, SealedPan,
     StoredTransaction,
 };
-use crate::store::StoreReader;
+use crate::store::{StoreFuture, StoreReader};
 
 pub(crate) const SELECT_TRANSACTION: &str = concat!(
     "SELECT ",
@@ -60,167 +67,113 @@ pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
 pub(crate) const SEALED_PAN: &str =
     "SELECT token, key_id, nonce, ciphertext FROM vault WHERE token = ?";
 
-impl SqliteStore {
-    /// See [`StoreReader::transaction`].
-    pub async fn transaction(
-        &self,
-        id: TransactionId,
-    ) -> Result<Option<StoredTransaction>, StorageError> {
-        let row = sqlx::query(SELECT_TRANSACTION)
-            .bind(id.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StorageError::database("read a transaction"))?;
-        row.map(|row| {
-            let columns = Columns::new(&row, "transactions");
-            Ok(StoredTransaction {
-                record: record_from(&columns)?,
-                reversed_by: columns.optional_id("reversed_by")?,
-            })
-        })
-        .transpose()
-    }
-
-    /// See [`StoreReader::find_original`].
-    pub async fn find_original(
-        &self,
-        keys: &OriginalKeys,
-        kinds: &[RecordKind],
-        created_since_ms: u64,
-    ) -> Result<Option<JournalRecord>, StorageError> {
-        let Some(first) = kinds.first() else {
-            return Ok(None);
-        };
-        let mut query = match &keys.transmitted_at {
-            Some(at) => sqlx::query(FIND_ORIGINAL_AT)
-                .bind(keys.terminal_id.as_str())
-                .bind(keys.stan.as_str())
-                .bind(at.as_str()),
-            None => sqlx::query(FIND_ORIGINAL_ANY_TIME)
-                .bind(keys.terminal_id.as_str())
-                .bind(keys.stan.as_str()),
-        }
-        .bind(to_i64(created_since_ms));
-        for index in 0..KINDS_BOUND {
-            query = query.bind(kinds.get(index).unwrap_or(first).as_str());
-        }
-        let row = query
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StorageError::database("find an original by acquirer keys"))?;
-        row.map(|row| record_from(&Columns::new(&row, "transactions")))
-            .transpose()
-    }
-
-    /// See [`StoreReader::idempotent_response`].
-    pub async fn idempotent_response(
-        &self,
-        merchant_id: &str,
-        key: &str,
-    ) -> Result<Option<IdempotencyEntry>, StorageError> {
-        let row = sqlx::query(IDEMPOTENT_RESPONSE)
-            .bind(merchant_id)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StorageError::database("read an idempotency entry"))?;
-        row.map(|row| {
-            let columns = Columns::new(&row, "idempotency");
-            Ok(IdempotencyEntry {
-                merchant_id: columns.get("merchant_id")?,
-                key: columns.get("idempotency_key")?,
-                request_hash: columns.bytes("request_hash")?,
-                response_json: columns.get("response_json")?,
-                status: columns.number("status")?,
-            })
-        })
-        .transpose()
-    }
-
-    /// See [`StoreReader::approved_since`].
-    pub async fn approved_since(
-        &self,
-        since_ms: u64,
-        after: Option<ReplayCursor>,
-        rows_max: u32,
-    ) -> Result<Vec<ReplayRow>, StorageError> {
-        // With no cursor, start just before the first id at `since_ms`: an
-        // empty BLOB sorts before every 16-byte id.
-        let (at_ms, id): (u64, &[u8]) = match &after {
-            Some(cursor) if cursor.at_ms >= since_ms => (cursor.at_ms, cursor.id.as_bytes()),
-            _ => (since_ms, &[]),
-        };
-        let rows = sqlx::query(APPROVED_SINCE)
-            .bind(to_i64(at_ms))
-            .bind(id)
-            .bind(i64::from(rows_max))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StorageError::database(
-                "read approved transactions for replay",
-            ))?;
-        rows.iter()
-            .map(|row| {
-                let columns = Columns::new(row, "transactions");
-                Ok(ReplayRow {
-                    id: columns.id("id")?,
-                    token: Token::from_bytes(columns.bytes("token")?),
-                    merchant_id: columns.text("merchant_id")?,
-                    amount: columns.amount("amount_minor")?,
-                    currency: columns.currency("currency_numeric")?,
-                    at_ms: columns.number("created_at_ms")?,
-                })
-            })
-            .collect()
-    }
-
-    /// See [`StoreReader::sealed_pan`].
-    pub async fn sealed_pan(&self, token: Token) -> Result<Option<SealedPan>, StorageError> {
-        let row = sqlx::query(SEALED_PAN)
-            .bind(token.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StorageError::database("read a vault entry"))?;
-        row.as_ref().map(sealed_pan_from).transpose()
-    }
-}
-
 impl StoreReader for SqliteStore {
-    async fn transaction(
-        &self,
-        id: TransactionId,
-    ) -> Result<Option<StoredTransaction>, StorageError> {
-        SqliteStore::transaction(self, id).await
+    fn transaction(&self, id: TransactionId) -> StoreFuture<'_, Option<StoredTransaction>> {
+        Box::pin(async move {
+            let row = sqlx::query(SELECT_TRANSACTION)
+                .bind(id.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StorageError::database("read a transaction"))?;
+            row.as_ref().map(stored_transaction_from).transpose()
+        })
     }
 
-    async fn find_original(
-        &self,
-        keys: &OriginalKeys,
-        kinds: &[RecordKind],
+    fn find_original<'a>(
+        &'a self,
+        keys: &'a OriginalKeys,
+        kinds: &'a [RecordKind],
         created_since_ms: u64,
-    ) -> Result<Option<JournalRecord>, StorageError> {
-        SqliteStore::find_original(self, keys, kinds, created_since_ms).await
+    ) -> StoreFuture<'a, Option<JournalRecord>> {
+        Box::pin(async move {
+            let Some(first) = kinds.first() else {
+                return Ok(None);
+            };
+            let mut query = match &keys.transmitted_at {
+                Some(at) => sqlx::query(FIND_ORIGINAL_AT)
+                    .bind(keys.terminal_id.as_str())
+                    .bind(keys.stan.as_str())
+                    .bind(at.as_str()),
+                None => sqlx::query(FIND_ORIGINAL_ANY_TIME)
+                    .bind(keys.terminal_id.as_str())
+                    .bind(keys.stan.as_str()),
+            }
+            .bind(to_i64(created_since_ms));
+            for index in 0..KINDS_BOUND {
+                query = query.bind(kinds.get(index).unwrap_or(first).as_str());
+            }
+            let row = query
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StorageError::database("find an original by acquirer keys"))?;
+            row.map(|row| record_from(&Columns::new(&row, "transactions")))
+                .transpose()
+        })
     }
 
-    async fn idempotent_response(
-        &self,
-        merchant_id: &str,
-        key: &str,
-    ) -> Result<Option<IdempotencyEntry>, StorageError> {
-        SqliteStore::idempotent_response(self, merchant_id, key).await
+    fn idempotent_response<'a>(
+        &'a self,
+        merchant_id: &'a str,
+        key: &'a str,
+    ) -> StoreFuture<'a, Option<IdempotencyEntry>> {
+        Box::pin(async move {
+            let row = sqlx::query(IDEMPOTENT_RESPONSE)
+                .bind(merchant_id)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StorageError::database("read an idempotency entry"))?;
+            row.as_ref().map(idempotency_entry_from).transpose()
+        })
     }
 
-    async fn approved_since(
+    fn approved_since(
         &self,
         since_ms: u64,
         after: Option<ReplayCursor>,
         rows_max: u32,
-    ) -> Result<Vec<ReplayRow>, StorageError> {
-        SqliteStore::approved_since(self, since_ms, after, rows_max).await
+    ) -> StoreFuture<'_, Vec<ReplayRow>> {
+        Box::pin(async move {
+            // With no cursor, start just before the first id at `since_ms`:
+            // an empty BLOB sorts before every 16-byte id.
+            let (at_ms, id): (u64, &[u8]) = match &after {
+                Some(cursor) if cursor.at_ms >= since_ms => (cursor.at_ms, cursor.id.as_bytes()),
+                _ => (since_ms, &[]),
+            };
+            let rows = sqlx::query(APPROVED_SINCE)
+                .bind(to_i64(at_ms))
+                .bind(id)
+                .bind(i64::from(rows_max))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StorageError::database(
+                    "read approved transactions for replay",
+                ))?;
+            rows.iter().map(replay_row_from).collect()
+        })
     }
 
-    async fn sealed_pan(&self, token: Token) -> Result<Option<SealedPan>, StorageError> {
-        SqliteStore::sealed_pan(self, token).await
+    fn sealed_pan(&self, token: Token) -> StoreFuture<'_, Option<SealedPan>> {
+        Box::pin(async move {
+            let row = sqlx::query(SEALED_PAN)
+                .bind(token.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StorageError::database("read a vault entry"))?;
+            row.as_ref().map(sealed_pan_from).transpose()
+        })
+    }
+
+    /// The embedded file is always there once open.
+    fn check(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Closes the read connections. Close the journal too
+    /// ([`Journal::close`](crate::Journal::close)) to checkpoint and release
+    /// the file.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.pool.close())
     }
 }
 

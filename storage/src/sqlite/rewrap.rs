@@ -15,12 +15,14 @@
 
 use sqlx::{Connection, Row, SqliteConnection};
 
-use super::SqliteStore;
-use crate::columns::sealed_pan_from;
+use protocol::domain::Token;
+
+use super::store::SqliteStore;
+use crate::columns::{key_and_count, sealed_pan_from};
 use crate::error::StorageError;
 use crate::record::SealedPan;
-use crate::rewrap::{Rewrapped, VaultMaintenance, key_and_count};
-use protocol::domain::Token;
+use crate::rewrap::{Rewrapped, VaultMaintenance};
+use crate::store::StoreFuture;
 
 const ROWS_PER_KEY: &str = "SELECT key_id, count(*) FROM vault GROUP BY key_id ORDER BY key_id";
 
@@ -36,67 +38,75 @@ const REPLACE_SEALED: &str = "\
     WHERE token = ? AND key_id = ? AND nonce = ?";
 
 impl VaultMaintenance for SqliteStore {
-    async fn vault_rows_per_key(&self) -> Result<Vec<(u32, u64)>, StorageError> {
-        let rows = sqlx::query(ROWS_PER_KEY)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StorageError::database("count vault rows per key"))?;
-        rows.iter()
-            .map(|row| key_and_count(row.try_get(0).unwrap_or(-1), row.try_get(1).unwrap_or(-1)))
-            .collect()
+    fn vault_rows_per_key(&self) -> StoreFuture<'_, Vec<(u32, u64)>> {
+        Box::pin(async move {
+            let rows = sqlx::query(ROWS_PER_KEY)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StorageError::database("count vault rows per key"))?;
+            rows.iter()
+                .map(|row| {
+                    key_and_count(row.try_get(0).unwrap_or(-1), row.try_get(1).unwrap_or(-1))
+                })
+                .collect()
+        })
     }
 
-    async fn sealed_page(
+    fn sealed_page(
         &self,
         after: Option<Token>,
         skip_key_id: Option<u32>,
         rows_max: u32,
-    ) -> Result<Vec<SealedPan>, StorageError> {
-        let after: &[u8] = match &after {
-            Some(token) => token.as_bytes().as_slice(),
-            None => &[],
-        };
-        let rows = sqlx::query(SEALED_PAGE)
-            .bind(after)
-            .bind(skip_key_id.map_or(-1, i64::from))
-            .bind(i64::from(rows_max))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StorageError::database("read a page of the vault"))?;
-        rows.iter().map(sealed_pan_from).collect()
+    ) -> StoreFuture<'_, Vec<SealedPan>> {
+        Box::pin(async move {
+            let after: &[u8] = match &after {
+                Some(token) => token.as_bytes().as_slice(),
+                None => &[],
+            };
+            let rows = sqlx::query(SEALED_PAGE)
+                .bind(after)
+                .bind(skip_key_id.map_or(-1, i64::from))
+                .bind(i64::from(rows_max))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StorageError::database("read a page of the vault"))?;
+            rows.iter().map(sealed_pan_from).collect()
+        })
     }
 
-    async fn replace_sealed(&self, rows: &[Rewrapped]) -> Result<u64, StorageError> {
-        let failed = StorageError::database;
-        let mut conn = SqliteConnection::connect_with(&self.write_options)
-            .await
-            .map_err(failed("open a connection for the vault rewrap"))?;
-        let written = async {
-            let mut tx = conn
-                .begin_with("BEGIN IMMEDIATE")
+    fn replace_sealed<'a>(&'a self, rows: &'a [Rewrapped]) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let failed = StorageError::database;
+            let mut conn = SqliteConnection::connect_with(&self.write_options)
                 .await
-                .map_err(failed("begin a vault rewrap batch"))?;
-            let mut moved = 0;
-            for row in rows {
-                moved += sqlx::query(REPLACE_SEALED)
-                    .bind(i64::from(row.sealed.key_id))
-                    .bind(row.sealed.nonce.as_slice())
-                    .bind(row.sealed.ciphertext.as_slice())
-                    .bind(row.sealed.token.as_bytes().as_slice())
-                    .bind(i64::from(row.old_key_id))
-                    .bind(row.old_nonce.as_slice())
-                    .execute(&mut *tx)
+                .map_err(failed("open a connection for the vault rewrap"))?;
+            let written = async {
+                let mut tx = conn
+                    .begin_with("BEGIN IMMEDIATE")
                     .await
-                    .map_err(failed("rewrap a vault row"))?
-                    .rows_affected();
+                    .map_err(failed("begin a vault rewrap batch"))?;
+                let mut moved = 0;
+                for row in rows {
+                    moved += sqlx::query(REPLACE_SEALED)
+                        .bind(i64::from(row.sealed.key_id))
+                        .bind(row.sealed.nonce.as_slice())
+                        .bind(row.sealed.ciphertext.as_slice())
+                        .bind(row.sealed.token.as_bytes().as_slice())
+                        .bind(i64::from(row.old_key_id))
+                        .bind(row.old_nonce.as_slice())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(failed("rewrap a vault row"))?
+                        .rows_affected();
+                }
+                tx.commit()
+                    .await
+                    .map_err(failed("commit a vault rewrap batch"))?;
+                Ok(moved)
             }
-            tx.commit()
-                .await
-                .map_err(failed("commit a vault rewrap batch"))?;
-            Ok(moved)
-        }
-        .await;
-        let _ = conn.close().await;
-        written
+            .await;
+            let _ = conn.close().await;
+            written
+        })
     }
 }

@@ -12,10 +12,10 @@ use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 
 use protocol::domain::TransactionId;
 
+use crate::convert::{count_u64, to_i64};
 use crate::error::StorageError;
 use crate::journal::JournalBackend;
 use crate::record::{AppendOutcome, IdempotencyEntry, JournalRecord};
-use crate::sqlite::to_i64;
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
@@ -192,7 +192,7 @@ async fn write_batch_in_transaction(
         .transactions
         .insert(&mut tx, batch, bind_transaction, "insert transactions")
         .await?;
-    if written != batch.len() as u64 {
+    if written != count_u64(batch.len()) {
         return Err(StorageError::RowCount {
             table: "transactions",
             expected: batch.len(),
@@ -212,7 +212,7 @@ async fn write_batch_in_transaction(
     // Every insert won, the usual case: every reversal is first. Otherwise
     // ask, per reversal, which one holds its original; a duplicate inside
     // this batch loses to the one before it, as the rows go in in order.
-    if inserted != reversals.len() as u64 {
+    if inserted != count_u64(reversals.len()) {
         for (record, outcome) in batch.iter().zip(outcomes.iter_mut()) {
             let Some(original) = record.original_id.filter(|_| record.kind.is_reversal()) else {
                 continue;
@@ -242,7 +242,7 @@ async fn write_batch_in_transaction(
             "insert idempotency entries",
         )
         .await?;
-    if inserted != keyed.len() as u64 {
+    if inserted != count_u64(keyed.len()) {
         for (record, outcome) in batch.iter().zip(outcomes.iter_mut()) {
             let Some(entry) = &record.idempotency else {
                 continue;

@@ -13,7 +13,8 @@ use protocol::domain::{Channel, DeclineReason, Token, TransactionId, pad};
 use protocol::iso::Text;
 use protocol::{Amount, Currency, Mti, ResponseCode};
 use storage::{
-    Journal, JournalConfig, JournalRecord, RecordKind, SqliteStore, StageTimings, VaultKeys,
+    Journal, JournalConfig, JournalRecord, RecordKind, SqliteStore, StageTimings, StoreReader,
+    VaultKeys,
 };
 use tempfile::TempDir;
 
