@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use actors::{Clock, RuleConfig, Shards};
-use storage::{AnyStore, Journal, Vault};
+use storage::{AnyStore, Journal, StoreReader, Vault};
 
 use crate::admission::RateLimits;
 use crate::engine::duplicates::{DuplicateSettings, Duplicates};
