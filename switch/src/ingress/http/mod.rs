@@ -1135,8 +1135,9 @@ async fn reverse_authorization(
                     reason: "must be from 1 to the authorized amount",
                 });
             }
-            // Answered by the engine once it got as far as the journal:
-            // counted like any answer.
+            // The engine got as far as the journal: counted like any
+            // answer, then 503. (HTTP names no acquirer, so a refusal for
+            // one cannot happen here.)
             ReversalRefusal::JournalFailed | ReversalRefusal::AcquirerNotPermitted => None,
         },
     };
