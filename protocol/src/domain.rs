@@ -1,10 +1,13 @@
-//! The one domain `Authorization` both ingresses build, and the `Decision`
-//! the switch makes about it.
+//! The one domain `Authorization` and `Reversal` both ingresses build, and
+//! the `Decision` the switch makes about an authorization.
 //!
 //! The ISO 8583 ingress builds an [`Authorization`] from a
 //! [`crate::iso::CardRequest`], the HTTP ingress from a
 //! [`crate::json::CheckedAuthorization`]; from there on the path is the same:
-//! rules, tokenization, card and merchant actors, journal. Declines are data:
+//! rules, tokenization, card and merchant actors, journal. A [`Reversal`]
+//! names its original by acquirer keys (ISO 8583) or by id (JSON), and the
+//! switch finds the original itself, so both reversals take one path too.
+//! Declines are data:
 //! every [`DeclineReason`] maps to its DE39 code in one table here, which a
 //! test pins, and to a stable name for the journal and metrics.
 
@@ -179,6 +182,66 @@ pub struct Authorization {
     pub terminal_id: TerminalId,
     pub mcc: Option<Text<4>>,
     /// ISO 8583 requests carry them; JSON requests do not.
+    pub keys: Option<AcquirerKeys>,
+}
+
+/// What a reversal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReversalKind {
+    /// 0400, or `POST /v1/authorizations/{id}/reversal`: undo the original.
+    Reversal,
+    /// 0420: the acquirer tells the switch it has already reversed.
+    Advice,
+}
+
+/// How a reversal names the request it reverses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OriginalRef {
+    /// ISO 8583: by the original's acquirer keys. With DE90 they are the
+    /// terminal (DE41, the same on both), DE90's original STAN and
+    /// transmission time; without DE90, the reversal's own STAN and terminal
+    /// and no time (the most recent match).
+    Keys {
+        terminal_id: TerminalId,
+        stan: Stan,
+        transmitted_at: Option<TransmissionTime>,
+    },
+    /// JSON: by the id the switch gave the original.
+    Id(TransactionId),
+}
+
+/// How much a reversal gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReversedAmount {
+    /// All of the original's amount (a JSON reversal without `amount`).
+    Whole,
+    /// DE4, or the JSON `amount`. A reversal by id must name from 1 to the
+    /// original's amount; one by acquirer keys is recorded as the acquirer
+    /// sent it and gives back at most the original's.
+    Part(Amount),
+    /// A JSON `amount` above any amount a request can carry: refused like any
+    /// amount above the original's, once the original is found (so an
+    /// unknown id is still "not found" first).
+    OverMaximum,
+}
+
+/// A reversal, from either ingress. What it does not state itself (a JSON
+/// reversal has no currency, terminal or keys) is the original's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reversal {
+    pub channel: Channel,
+    pub kind: ReversalKind,
+    pub original: OriginalRef,
+    pub amount: ReversedAmount,
+    /// DE49; `None`: the original's.
+    pub currency: Option<Currency>,
+    /// DE42, or the merchant of the JSON request's API key; only that
+    /// merchant's transactions can be reversed by id.
+    pub merchant_id: MerchantId,
+    /// DE41; `None`: the original's.
+    pub terminal_id: Option<TerminalId>,
+    /// The reversal's own keys (DE11, DE37, DE7, a repeat's MTI); JSON
+    /// reversals carry none.
     pub keys: Option<AcquirerKeys>,
 }
 

@@ -301,11 +301,16 @@ impl Vault {
     /// messages per key where random 96-bit GCM nonces start to risk a
     /// repeat.
     pub fn seal(&self, pan: &Pan) -> Result<SealedPan, StorageError> {
+        self.seal_as(pan, self.tokenize(pan))
+    }
+
+    /// [`Vault::seal`] with the token already computed: `token` must be
+    /// [`Vault::tokenize`] of `pan`.
+    fn seal_as(&self, pan: &Pan, token: Token) -> Result<SealedPan, StorageError> {
         // One load: the key id written is the key that sealed, even if a
         // rotation swaps the keyring meanwhile.
         let keyring = self.keyring.load();
         let key_id = keyring.active_key_id;
-        let token = self.tokenize(pan);
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ciphertext = cipher(&keyring, key_id)?
             .encrypt(
@@ -335,14 +340,22 @@ impl Vault {
     /// were it to, it is logged and the card goes unsealed until seen again.
     pub fn seal_if_new(&self, pan: &Pan) -> (Token, Option<SealedPan>) {
         let token = self.tokenize(pan);
+        (token, self.seal_if_new_with_token(pan, token))
+    }
+
+    /// [`Vault::seal_if_new`] for a caller that has already tokenized the
+    /// card (the switch does so first, for the duplicate check), so the PAN
+    /// is hashed once per request: `token` must be [`Vault::tokenize`] of
+    /// `pan`. A wrong token would seal an entry that [`Vault::open`] refuses.
+    pub fn seal_if_new_with_token(&self, pan: &Pan, token: Token) -> Option<SealedPan> {
         if self.sealed.contains(&token) {
-            return (token, None);
+            return None;
         }
-        match self.seal(pan) {
-            Ok(sealed) => (token, Some(sealed)),
+        match self.seal_as(pan, token) {
+            Ok(sealed) => Some(sealed),
             Err(error) => {
                 tracing::error!(%error, "sealing a PAN failed; it stays out of the vault for now");
-                (token, None)
+                None
             }
         }
     }

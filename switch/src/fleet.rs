@@ -21,11 +21,17 @@
 //! rate (docs/BENCHMARKS.md); one key also keeps a card on one Redis
 //! Cluster slot without a hash tag trick.
 //!
+//! The engine reaches this state through [`FleetStore`], which [`Fleet`]
+//! implements over Redis, so a test or a simulation can give it an
+//! in-memory fleet instead.
+//!
 //! Calls from every shard and connection share one multiplexed connection
 //! (`ConnectionManager`): concurrent scripts are written back to back
 //! without waiting for each other's replies, which is the pipelining a
 //! per-shard batch would give, with no added wait for a batch to fill.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use actors::{CardLimits, Window};
@@ -355,6 +361,78 @@ impl Fleet {
             .within_timeout(redis::cmd("PING").query_async(&mut connection))
             .await?;
         Ok(())
+    }
+}
+
+/// What a [`FleetStore`] call returns: boxed, so the engine can hold any
+/// store behind `dyn`. A Redis round trip costs far more than the box.
+pub type FleetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, FleetError>> + Send + 'a>>;
+
+/// The state a fleet of nodes shares, as the engine uses it: duplicate
+/// claims on a request's acquirer keys, and card velocity.
+pub trait FleetStore: Send + Sync + 'static {
+    /// What the node does while the store does not answer.
+    fn on_redis_down(&self) -> OnRedisDown;
+
+    /// Claims `key` for this node (pending for at most `pending_ms`), or
+    /// says who holds it.
+    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim>;
+
+    /// Records this node's answer to the request it claimed, for `ttl_ms`.
+    fn answer<'a>(&'a self, key: &'a str, answer: &'a str, ttl_ms: u64) -> FleetFuture<'a, ()>;
+
+    /// Gives up a claim without an answer, so a retransmission is decided
+    /// afresh.
+    fn release<'a>(&'a self, key: &'a str) -> FleetFuture<'a, ()>;
+
+    /// Checks one approval against the card's global limits and counts it
+    /// if it fits: `Ok(Err(reason))` is a decline, nothing counted.
+    fn reserve(
+        &self,
+        token: Token,
+        amount: Amount,
+        at_ms: u64,
+    ) -> FleetFuture<'_, Result<(), DeclineReason>>;
+
+    /// Gives back one approval of `amount` counted at `original_at_ms`.
+    fn give_back(&self, token: Token, amount: Amount, original_at_ms: u64) -> FleetFuture<'_, ()>;
+
+    /// Whether the store answers, for `/health/ready`.
+    fn ping(&self) -> FleetFuture<'_, ()>;
+}
+
+impl FleetStore for Fleet {
+    fn on_redis_down(&self) -> OnRedisDown {
+        self.on_redis_down
+    }
+
+    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim> {
+        Box::pin(Fleet::claim(self, key, pending_ms))
+    }
+
+    fn answer<'a>(&'a self, key: &'a str, answer: &'a str, ttl_ms: u64) -> FleetFuture<'a, ()> {
+        Box::pin(Fleet::answer(self, key, answer, ttl_ms))
+    }
+
+    fn release<'a>(&'a self, key: &'a str) -> FleetFuture<'a, ()> {
+        Box::pin(Fleet::release(self, key))
+    }
+
+    fn reserve(
+        &self,
+        token: Token,
+        amount: Amount,
+        at_ms: u64,
+    ) -> FleetFuture<'_, Result<(), DeclineReason>> {
+        Box::pin(async move { Fleet::reserve(self, &token, amount, at_ms).await })
+    }
+
+    fn give_back(&self, token: Token, amount: Amount, original_at_ms: u64) -> FleetFuture<'_, ()> {
+        Box::pin(async move { Fleet::give_back(self, &token, amount, original_at_ms).await })
+    }
+
+    fn ping(&self) -> FleetFuture<'_, ()> {
+        Box::pin(Fleet::ping(self))
     }
 }
 

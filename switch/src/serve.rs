@@ -34,8 +34,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::AdmissionRates;
 use crate::config::{Config, Overrides, StorageSettings};
-use crate::engine::{Engine, EngineParts};
-use crate::fleet::Fleet;
+use crate::engine::{Engine, EngineParts, OsRandom};
+use crate::fleet::{Fleet, FleetStore};
 use crate::ingress::http::{self, HttpState};
 use crate::ingress::iso;
 use crate::ingress::tls;
@@ -242,14 +242,15 @@ fn build_engine(
     let engine = Arc::new(Engine::new(EngineParts {
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
+        random: Arc::new(OsRandom),
         rules: config.rules.clone(),
         vault: Arc::clone(&vault),
         shards: shards.clone(),
         journal: journal.clone(),
         store: store.clone(),
         duplicates: config.duplicates,
-        fleet,
-        limits: Arc::new(AdmissionRates::new(&config.merchants)),
+        fleet: fleet.map(|fleet| -> Arc<dyn FleetStore> { Arc::new(fleet) }),
+        admission_rates: Arc::new(AdmissionRates::new(&config.merchants)),
     }));
     Ok(Core {
         clock,

@@ -252,7 +252,7 @@ pub(super) async fn check_access(
                 audit(&key.actor, events::AUTH_SUCCESS, "ok");
             }
             if route.rate_limited
-                && let Err(retry) = state.engine.limits().admit(merchant)
+                && let Err(retry) = state.engine.admission_rates().admit(merchant)
             {
                 refuse(Refusal::RateLimited);
                 return rate_limited(retry);

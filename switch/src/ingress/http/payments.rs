@@ -10,17 +10,17 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use protocol::Mti;
 use protocol::domain::{
-    Authorization, Channel, Decision, DeclineReason, TransactionId, TransactionKind, pad,
+    Authorization, Channel, Decision, DeclineReason, OriginalRef, Reversal, ReversalKind,
+    ReversedAmount, TransactionId, TransactionKind, pad,
 };
 use protocol::ids::MerchantId;
 use protocol::json::{self, FieldError};
 use sha2::{Digest, Sha256};
-use storage::{RecordKind, StoreReader};
+use storage::StoreReader;
 
 use crate::clock::Stopwatch;
-use crate::engine::{CardOutcome, IdempotencyRequest};
+use crate::engine::{CardOutcome, IdempotencyRequest, Received, ReversalOutcome, ReversalRefusal};
 use crate::ingress::http::principal::Principal;
 use crate::ingress::http::problem::{
     field_problem, json_response, parse_body, problem, unavailable,
@@ -190,24 +190,22 @@ pub(super) async fn create_authorization(
         mcc,
         keys: None,
     };
+    let decode_us = started.elapsed_us();
     engine
         .metrics()
-        .record(Channel::Http, Stage::Decode, started.elapsed_us());
+        .record(Channel::Http, Stage::Decode, decode_us);
     let idempotency = idempotency_key.map(|key| IdempotencyRequest {
         merchant_id: merchant_id.as_str().trim_end().to_owned(),
         key,
         request_hash,
         render: render_authorization,
     });
-    let outcome = engine
-        .authorize(
-            authorization,
-            Mti::AUTHORIZATION_REQUEST,
-            None,
-            idempotency,
-            None,
-        )
-        .await;
+    let received = Received {
+        idempotency,
+        decode_us,
+        ..Received::default()
+    };
+    let outcome = engine.authorize(authorization, received).await;
     drop(in_flight_guard);
     engine
         .metrics()
@@ -331,7 +329,7 @@ pub(super) async fn reverse_authorization(
     body: Bytes,
 ) -> Response {
     let started = Stopwatch::start();
-    let Principal::Merchant(_) = principal else {
+    let Principal::Merchant(merchant_id) = principal else {
         return problem(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -348,64 +346,64 @@ pub(super) async fn reverse_authorization(
             Err(response) => return response,
         }
     };
-    let stored = match visible_transaction(&state, principal, &id).await {
-        Ok(stored) => stored,
-        Err(response) => return response,
+    let Some(id) = TransactionId::parse(&id) else {
+        return not_found();
     };
-    let original = stored.record.clone();
-    if !matches!(
-        original.kind,
-        RecordKind::Authorization | RecordKind::Purchase
-    ) {
-        return problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "not-reversible",
-            "Only an authorization can be reversed",
-            "this transaction is itself a reversal",
-            None,
-        );
-    }
-    let amount = match request.amount {
-        None => original.amount,
-        Some(minor) => match protocol::Amount::from_minor(minor)
-            .filter(|a| *a <= original.amount && minor > 0)
-        {
-            Some(amount) => amount,
-            None => {
+    // The engine finds the original itself: this merchant's, reversible,
+    // and the amount from 1 to its own, in that order.
+    let reversal = Reversal {
+        channel: Channel::Http,
+        kind: ReversalKind::Reversal,
+        original: OriginalRef::Id(id),
+        amount: match request.amount {
+            None => ReversedAmount::Whole,
+            Some(minor) => protocol::Amount::from_minor(minor)
+                .map_or(ReversedAmount::OverMaximum, ReversedAmount::Part),
+        },
+        currency: None,
+        merchant_id,
+        terminal_id: None,
+        keys: None,
+    };
+    let outcome = state.engine.reverse(reversal, None).await;
+    let original = match outcome {
+        ReversalOutcome::Recorded { original, .. } => original,
+        ReversalOutcome::Refused(refusal) => match refusal {
+            ReversalRefusal::UnknownOriginal => return not_found(),
+            ReversalRefusal::LookupFailed => return unavailable("the journal cannot be read"),
+            ReversalRefusal::NotReversible => {
+                return problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not-reversible",
+                    "Only an authorization can be reversed",
+                    "this transaction is itself a reversal",
+                    None,
+                );
+            }
+            ReversalRefusal::AmountOutOfRange => {
                 return field_problem(&FieldError {
                     field: "amount",
                     reason: "must be from 1 to the authorized amount",
                 });
             }
+            // The engine got as far as the journal: counted like any
+            // answer, then 503. (HTTP names no acquirer, so a refusal for
+            // one cannot happen here.)
+            ReversalRefusal::JournalFailed | ReversalRefusal::AcquirerNotPermitted => None,
         },
     };
-    let outcome = state
-        .engine
-        .reverse(
-            Some(original.clone()),
-            RecordKind::Reversal,
-            Mti::REVERSAL_REQUEST,
-            Channel::Http,
-            amount,
-            original.currency,
-            original.merchant_id,
-            original.terminal_id,
-            None,
-            None,
-        )
-        .await;
     state
         .engine
         .metrics()
-        .count_response(Channel::Http, outcome.code);
+        .count_response(Channel::Http, outcome.response_code());
     state
         .engine
         .metrics()
         .record(Channel::Http, Stage::Total, started.elapsed_us());
-    if !outcome.code.is_approved() {
+    let Some(original) = original else {
         return unavailable("the journal could not record the reversal");
-    }
-    match state.engine.store().transaction(original.id).await {
+    };
+    match state.engine.store().transaction(original).await {
         Ok(Some(stored)) => json_response(
             StatusCode::OK,
             serde_json::to_string(&transaction_json(&stored)).unwrap_or_default(),

@@ -1,0 +1,146 @@
+//! [`Engine::authorize`]: a card request from either ingress, as a short
+//! sequence of the steps in the sibling files, each with one exit.
+
+use std::sync::atomic::Ordering;
+
+use protocol::domain::{Authorization, Decision, DeclineReason, TransactionKind};
+use protocol::ids::Text;
+use storage::{JournalError, RecordKind, StageTimings};
+
+use crate::clock::Stopwatch;
+use crate::engine::acquirer::Acquirer;
+use crate::engine::decide;
+use crate::engine::duplicates::Check;
+use crate::engine::parts::Engine;
+use crate::engine::record::{Answer, CardFacts, CardOutcome, Draft, IdempotencyRequest};
+
+/// What an ingress knows of a card request beyond the domain
+/// [`Authorization`]: who sent it, its wire extras for the journal, and how
+/// long decoding it took.
+#[derive(Debug, Default)]
+pub struct Received<'a> {
+    /// The acquirer a mutual-TLS client certificate named; `None` on plain
+    /// TCP and on HTTP.
+    pub acquirer: Option<&'a Acquirer>,
+    /// DE3, for the journal; JSON requests carry none.
+    pub processing_code: Option<Text<6>>,
+    /// An HTTP request's `Idempotency-Key`.
+    pub idempotency: Option<IdempotencyRequest>,
+    /// Time the ingress spent decoding the request, recorded with it.
+    pub decode_us: u64,
+}
+
+impl Engine {
+    /// Decides a card request and journals it; the outcome is returned only
+    /// after its record is committed. A request from a mutual-TLS acquirer
+    /// is recorded under its name, and declined without asking the actors
+    /// when its merchant or terminal is not the acquirer's.
+    pub async fn authorize(
+        &self,
+        authorization: Authorization,
+        received: Received<'_>,
+    ) -> CardOutcome {
+        let world = &self.world;
+        // The PAN is hashed once: the duplicate check, the actors and the
+        // vault all take this token.
+        let tokenizing = Stopwatch::start();
+        let token = world.vault.tokenize(&authorization.pan);
+        let tokenize_us = tokenizing.elapsed_us();
+
+        let slot = match self.duplicates.check(world, &authorization, token).await {
+            Check::New(slot) => slot,
+            Check::Answered(first) => return first,
+            Check::Refused(refusal) => return refusal,
+        };
+
+        let decided =
+            decide::decide(world, &self.rules, &authorization, token, received.acquirer).await;
+
+        let sealing = Stopwatch::start();
+        let sealed_pan = world
+            .vault
+            .seal_if_new_with_token(&authorization.pan, token);
+        let vault_us = tokenize_us.saturating_add(sealing.elapsed_us());
+        // Marked as stored only once the commit holds it.
+        let sealed_now = sealed_pan.is_some();
+        let outcome = CardOutcome::of(
+            &authorization,
+            token,
+            world.transaction_id(decided.at_ms),
+            decided.at_ms,
+            decided.decision,
+        );
+        let record = Draft {
+            id: outcome.id,
+            at_ms: decided.at_ms,
+            channel: authorization.channel,
+            kind: match authorization.kind {
+                TransactionKind::Authorization => RecordKind::Authorization,
+                TransactionKind::Purchase => RecordKind::Purchase,
+            },
+            processing_code: received.processing_code,
+            amount: authorization.amount,
+            currency: authorization.currency,
+            merchant_id: authorization.merchant_id,
+            terminal_id: authorization.terminal_id,
+            keys: authorization.keys,
+            card: CardFacts::of_pan(&authorization.pan, token),
+            answer: Answer::Decided(decided.decision),
+            original_id: None,
+            acquirer: received.acquirer,
+            timings: StageTimings {
+                decode_us: saturating_u32(received.decode_us),
+                decide_us: saturating_u32(decided.decide_us),
+                vault_us: saturating_u32(vault_us),
+            },
+            sealed_pan,
+            idempotency: received.idempotency.map(|request| request.entry(&outcome)),
+        }
+        .record();
+
+        match world.append(authorization.channel, record).await {
+            Ok(_) => {
+                if sealed_now {
+                    world.vault.remember_sealed(&token);
+                }
+                slot.recorded(world, &outcome).await;
+                outcome
+            }
+            Err(error) => {
+                // Nothing is approved that is not on disk: the velocity this
+                // approval took is given back.
+                let outcome = CardOutcome {
+                    decision: Decision::Declined {
+                        reason: self.not_recorded(&error),
+                    },
+                    ..outcome
+                };
+                if let Some(reservation) = decided.reservation {
+                    decide::give_back(world, reservation).await;
+                }
+                slot.not_recorded(world, &outcome).await;
+                outcome
+            }
+        }
+    }
+
+    /// Why a record that failed to append is declined, counted: a full queue
+    /// is load shed at once (91, HTTP 503); a failed commit is 96.
+    fn not_recorded(&self, error: &JournalError) -> DeclineReason {
+        let metrics = &self.world.metrics;
+        let reason = if matches!(error, JournalError::QueueFull) {
+            metrics.shed.fetch_add(1, Ordering::Relaxed);
+            DeclineReason::Overloaded
+        } else {
+            metrics.journal_failures.fetch_add(1, Ordering::Relaxed);
+            DeclineReason::JournalUnavailable
+        };
+        tracing::warn!(%error, code = %reason.response_code(), "journal append failed");
+        reason
+    }
+}
+
+/// A stage time for the journal's 32-bit columns (71 minutes at most).
+fn saturating_u32(us: u64) -> u32 {
+    u32::try_from(us).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,205 @@
+//! The decision on a card request, and the velocity it takes:
+//!
+//! ```text
+//! acquirer permit (58) -> rules (14, 54, 13, 57)
+//!   -> card and merchant shards (65, 61; 13, 58, 61; 91 when shed)
+//!   -> in a fleet: Redis confirms the card's velocity (65, 61; 91 while away)
+//!   -> Decision, and the Reservation to give back if it is not recorded
+//! ```
+//!
+//! An approval counts in the card's and merchant's windows at once; nothing
+//! may stay counted that is not on disk, so the caller gives the
+//! [`Reservation`] back when the record fails, and a reversal gives its
+//! original's back the same way.
+
+use std::sync::atomic::Ordering;
+
+use actors::{CardCheck, GiveBack, RuleConfig};
+use protocol::Amount;
+use protocol::domain::{Authorization, Decision, DeclineReason, Token};
+use protocol::ids::MerchantId;
+
+use crate::clock::Stopwatch;
+use crate::engine::acquirer::Acquirer;
+use crate::engine::ids;
+use crate::engine::world::World;
+use crate::fleet::OnRedisDown;
+use crate::ops::metrics::Stage;
+
+/// Velocity an approval counted: what is given back if it is not recorded,
+/// or when it is reversed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reservation {
+    pub(crate) token: Token,
+    pub(crate) merchant_id: MerchantId,
+    pub(crate) amount: Amount,
+    /// When it was counted: a give-back finds the buckets by this time.
+    pub(crate) at_ms: u64,
+    /// Also counted in the fleet's store, so given back there too.
+    pub(crate) in_fleet: bool,
+}
+
+/// A card request decided.
+#[derive(Debug)]
+pub(crate) struct Decided {
+    pub(crate) decision: Decision,
+    /// When it was decided: the record is journaled with this instant, so a
+    /// later give-back finds the buckets the approval was counted in.
+    pub(crate) at_ms: u64,
+    /// What an approval took; `None` for a decline.
+    pub(crate) reservation: Option<Reservation>,
+    pub(crate) decide_us: u64,
+}
+
+/// Decides `authorization` for the card `token`. A request from a mutual-TLS
+/// `acquirer` for a merchant or terminal not its own is declined without
+/// asking the actors.
+pub(crate) async fn decide(
+    world: &World,
+    rules: &RuleConfig,
+    authorization: &Authorization,
+    token: Token,
+    acquirer: Option<&Acquirer>,
+) -> Decided {
+    let deciding = Stopwatch::start();
+    let at_ms = world.clock.now_ms();
+    let permitted = acquirer.is_none_or(|acquirer| {
+        acquirer.permits(&authorization.merchant_id, &authorization.terminal_id)
+    });
+    let local = match actors::check_rules(authorization, rules, at_ms) {
+        // Before the rules' answer is used and before the actors: a merchant
+        // or terminal that is not this acquirer's takes no card's or
+        // merchant's velocity.
+        _ if !permitted => Decision::Declined {
+            reason: DeclineReason::AcquirerNotPermitted,
+        },
+        Err(reason) => Decision::Declined { reason },
+        Ok(()) => match world
+            .shards
+            .decide_at(
+                CardCheck {
+                    token,
+                    merchant_id: authorization.merchant_id,
+                    mcc: authorization.mcc,
+                    amount: authorization.amount,
+                },
+                at_ms,
+            )
+            .await
+        {
+            Ok(()) => Decision::Approved {
+                auth_code: ids::auth_code(world.random.as_ref()),
+            },
+            Err(reason) => Decision::Declined { reason },
+        },
+    };
+    if local
+        == (Decision::Declined {
+            reason: DeclineReason::Overloaded,
+        })
+    {
+        world.metrics.shed.fetch_add(1, Ordering::Relaxed);
+    }
+    let reservation = Reservation {
+        token,
+        merchant_id: authorization.merchant_id,
+        amount: authorization.amount,
+        at_ms,
+        in_fleet: false,
+    };
+    // In a fleet, the node's approval is only a cache's opinion: Redis holds
+    // the card's velocity across all nodes and has the last word.
+    let (decision, reservation) = if local.is_approved() {
+        match confirm_with_fleet(world, reservation).await {
+            Ok(in_fleet) => (
+                local,
+                Some(Reservation {
+                    in_fleet,
+                    ..reservation
+                }),
+            ),
+            Err(reason) => (Decision::Declined { reason }, None),
+        }
+    } else {
+        (local, None)
+    };
+    let decide_us = deciding.elapsed_us();
+    world
+        .metrics
+        .record(authorization.channel, Stage::Decide, decide_us);
+    Decided {
+        decision,
+        at_ms,
+        reservation,
+        decide_us,
+    }
+}
+
+/// Asks Redis to check and count an approval the node's actors made.
+/// `Ok(true)`: counted in Redis; `Ok(false)`: no fleet, or Redis failed and
+/// `on_redis_down = "local"` keeps the node's decision. A decline (Redis's,
+/// or 91 while Redis is away) gives the node's reservation back.
+async fn confirm_with_fleet(
+    world: &World,
+    reservation: Reservation,
+) -> Result<bool, DeclineReason> {
+    let Some(fleet) = &world.fleet else {
+        return Ok(false);
+    };
+    let reason = match fleet
+        .reserve(reservation.token, reservation.amount, reservation.at_ms)
+        .await
+    {
+        Ok(Ok(())) => return Ok(true),
+        Ok(Err(reason)) => reason,
+        Err(error) => {
+            world.count_fleet_error();
+            match fleet.on_redis_down() {
+                OnRedisDown::Local => {
+                    world
+                        .metrics
+                        .fleet_fallbacks
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "redis failed; deciding on local limits");
+                    return Ok(false);
+                }
+                OnRedisDown::Decline => {
+                    // A timed-out script may still have counted the approval
+                    // in Redis; it is not given back there, as that could
+                    // remove another node's approval. The card is
+                    // over-counted until the bucket expires: a spare
+                    // decline, never an extra approval.
+                    tracing::warn!(%error, "redis failed; answering 91");
+                    DeclineReason::Overloaded
+                }
+            }
+        }
+    };
+    give_back(world, reservation).await;
+    Err(reason)
+}
+
+/// Gives back the velocity `reservation` counted: in the shards, and in the
+/// fleet's store if it was counted there.
+pub(crate) async fn give_back(world: &World, reservation: Reservation) {
+    world
+        .shards
+        .give_back(GiveBack {
+            token: reservation.token,
+            merchant_id: reservation.merchant_id,
+            amount: reservation.amount,
+            original_at_ms: reservation.at_ms,
+        })
+        .await;
+    // A failure leaves the card over-counted until its bucket expires: a
+    // spare decline, never an extra approval.
+    if reservation.in_fleet
+        && let Some(fleet) = &world.fleet
+        && let Err(error) = fleet
+            .give_back(reservation.token, reservation.amount, reservation.at_ms)
+            .await
+    {
+        world.count_fleet_error();
+        tracing::warn!(%error, "redis give-back failed; the card stays counted until its bucket expires");
+    }
+}

@@ -1,0 +1,183 @@
+//! What an engine is made of ([`EngineParts`] -> [`Engine`]), what it lends
+//! the ingresses and ops routes, and whether it is ready for traffic.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actors::{Clock, RuleConfig, Shards};
+use storage::{AnyStore, Journal, StoreReader, Vault};
+
+use crate::admission::AdmissionRates;
+use crate::config::DuplicateSettings;
+use crate::engine::duplicates::Duplicates;
+use crate::engine::ids::Random;
+use crate::engine::world::World;
+use crate::fleet::{FleetStore, OnRedisDown};
+use crate::ops::metrics::Metrics;
+
+/// What an engine is built from.
+pub struct EngineParts {
+    pub metrics: Arc<Metrics>,
+    /// Wall time, for what is journaled and for velocity windows.
+    pub clock: Arc<dyn Clock>,
+    /// Transaction ids and auth codes: [`OsRandom`](crate::engine::OsRandom)
+    /// in production.
+    pub random: Arc<dyn Random>,
+    pub rules: RuleConfig,
+    /// Shared with the vault admin routes, which rotate its keyring.
+    pub vault: Arc<Vault>,
+    pub shards: Shards,
+    pub journal: Journal,
+    pub store: AnyStore,
+    pub duplicates: DuplicateSettings,
+    /// Shared duplicate claims and card velocity ([`Fleet`](crate::fleet::Fleet)
+    /// over Redis); `None` on a single node.
+    pub fleet: Option<Arc<dyn FleetStore>>,
+    /// Per-merchant admission rates, checked by both ingresses.
+    pub admission_rates: Arc<AdmissionRates>,
+}
+
+impl std::fmt::Debug for EngineParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineParts").finish_non_exhaustive()
+    }
+}
+
+/// The shared path of both ingresses.
+pub struct Engine {
+    pub(crate) world: World,
+    pub(crate) rules: RuleConfig,
+    pub(crate) duplicates: Duplicates,
+    admission_rates: Arc<AdmissionRates>,
+    ready: AtomicBool,
+    database_answers: AtomicBool,
+    redis_answers: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(parts: EngineParts) -> Engine {
+        let EngineParts {
+            metrics,
+            clock,
+            random,
+            rules,
+            vault,
+            shards,
+            journal,
+            store,
+            duplicates,
+            fleet,
+            admission_rates,
+        } = parts;
+        Engine {
+            world: World {
+                metrics,
+                clock,
+                random,
+                vault,
+                shards,
+                journal,
+                store,
+                fleet,
+            },
+            rules,
+            duplicates: Duplicates::new(duplicates),
+            admission_rates,
+            ready: AtomicBool::new(false),
+            database_answers: AtomicBool::new(true),
+            redis_answers: AtomicBool::new(true),
+        }
+    }
+
+    /// Per-merchant admission rates (both ingresses check them before
+    /// handing a request over).
+    pub fn admission_rates(&self) -> &AdmissionRates {
+        &self.admission_rates
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.world.metrics
+    }
+
+    pub fn shards(&self) -> &Shards {
+        &self.world.shards
+    }
+
+    pub fn store(&self) -> &AnyStore {
+        &self.world.store
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.world.journal
+    }
+
+    /// Ready once the journal is open and velocity is replayed, and for as
+    /// long as the journal's writer is taking records and the database
+    /// answers (see [`Engine::watch_database`]).
+    ///
+    /// In a fleet that declines while Redis is away, Redis must answer too;
+    /// a fleet that falls back to local limits can still decide without it.
+    pub fn is_ready(&self) -> bool {
+        let redis_needed = self
+            .world
+            .fleet
+            .as_ref()
+            .is_some_and(|fleet| fleet.on_redis_down() == OnRedisDown::Decline);
+        self.ready.load(Ordering::Acquire)
+            && self.world.journal.is_running()
+            && self.database_answers.load(Ordering::Relaxed)
+            && (!redis_needed || self.redis_answers.load(Ordering::Relaxed))
+    }
+
+    /// Asks the database once a second whether it answers, for
+    /// `/health/ready`: a PostgreSQL that went away keeps the writers alive
+    /// (their batches fail with 96), so the writer's state alone would not
+    /// tell. Ends when `shutdown` fires.
+    pub async fn watch_database(&self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let answers = self.world.store.check().await.is_ok();
+            if answers != self.database_answers.swap(answers, Ordering::Relaxed) {
+                if answers {
+                    tracing::info!("the database answers again");
+                } else {
+                    tracing::warn!("the database does not answer; not ready");
+                }
+            }
+            if let Some(fleet) = &self.world.fleet {
+                let answers = fleet.ping().await.is_ok();
+                if answers != self.redis_answers.swap(answers, Ordering::Relaxed) {
+                    if answers {
+                        tracing::info!("redis answers again");
+                    } else {
+                        tracing::warn!("redis does not answer");
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// At start: if the journal holds requests answered within the duplicate
+    /// window before now, their retransmissions must be found in the journal
+    /// until the window has passed, since the in-memory index starts empty.
+    pub async fn check_journal_for_duplicates_after_restart(
+        &self,
+    ) -> Result<(), storage::StorageError> {
+        self.duplicates
+            .check_journal_after_restart(&self.world)
+            .await
+    }
+}

@@ -1,0 +1,230 @@
+//! [`Engine::reverse`]: a reversal from either ingress.
+//!
+//! ```text
+//! acquirer permit (58) -> find the original (by acquirer keys or by id; 96 when the lookup fails)
+//!   -> journal the reversal (an unknown original by keys is acknowledged and journaled too)
+//!   -> the first reversal of an approved original gives its velocity back, once
+//! ```
+//!
+//! The `reversals` table's key on the original decides, in the commit,
+//! which reversal is first, so two reversals racing on two nodes still give
+//! back once.
+
+use std::sync::atomic::Ordering;
+
+use protocol::domain::{OriginalRef, Reversal, ReversalKind, ReversedAmount};
+use protocol::ids::TerminalId;
+use protocol::{Amount, Currency};
+use storage::{AppendOutcome, JournalRecord, OriginalKeys, RecordKind, StageTimings, StoreReader};
+
+use crate::engine::acquirer::Acquirer;
+use crate::engine::decide::{self, Reservation};
+use crate::engine::parts::Engine;
+use crate::engine::record::{Answer, CardFacts, Draft, ReversalOutcome, ReversalRefusal};
+use crate::engine::world::World;
+
+/// How far back a reversal by acquirer keys looks for its original.
+const REVERSAL_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// The kinds of record a reversal can reverse.
+const REVERSIBLE: [RecordKind; 2] = [RecordKind::Authorization, RecordKind::Purchase];
+
+impl Engine {
+    /// Finds the original `reversal` names, journals the reversal and, if it
+    /// is the first for that original and the original was approved, gives
+    /// its velocity back once: the whole of what it reverses, at most the
+    /// original's amount. `acquirer`: the acquirer a mutual-TLS client
+    /// certificate named, held to its own merchants and terminals.
+    pub async fn reverse(
+        &self,
+        reversal: Reversal,
+        acquirer: Option<&Acquirer>,
+    ) -> ReversalOutcome {
+        self.try_reverse(&reversal, acquirer)
+            .await
+            .unwrap_or_else(ReversalOutcome::Refused)
+    }
+
+    async fn try_reverse(
+        &self,
+        reversal: &Reversal,
+        acquirer: Option<&Acquirer>,
+    ) -> Result<ReversalOutcome, ReversalRefusal> {
+        let world = &self.world;
+        // An acquirer reverses only its own merchants' and terminals'
+        // requests: anything else is answered 58 and neither journaled nor
+        // given back, as it reverses nothing.
+        if let Some(acquirer) = acquirer
+            && !reversal
+                .terminal_id
+                .is_some_and(|terminal| acquirer.permits(&reversal.merchant_id, &terminal))
+        {
+            tracing::info!(acquirer = %acquirer.name, "reversal for a merchant or terminal not the acquirer's answered 58");
+            return Err(ReversalRefusal::AcquirerNotPermitted);
+        }
+        let original = find_original(world, reversal).await?;
+        let stated = Stated::of(reversal, original.as_ref())?;
+
+        let now_ms = world.clock.now_ms();
+        let id = world.transaction_id(now_ms);
+        let record = Draft {
+            id,
+            at_ms: now_ms,
+            channel: reversal.channel,
+            kind: match reversal.kind {
+                ReversalKind::Reversal => RecordKind::Reversal,
+                ReversalKind::Advice => RecordKind::ReversalAdvice,
+            },
+            processing_code: original.as_ref().and_then(|o| o.processing_code),
+            amount: stated.amount,
+            currency: stated.currency,
+            merchant_id: reversal.merchant_id,
+            terminal_id: stated.terminal_id,
+            keys: reversal.keys,
+            card: original
+                .as_ref()
+                .map(CardFacts::of_record)
+                .unwrap_or_default(),
+            answer: Answer::Acknowledged,
+            original_id: original.as_ref().map(|o| o.id),
+            acquirer,
+            timings: StageTimings::default(),
+            sealed_pan: None,
+            idempotency: None,
+        }
+        .record();
+
+        let first = match world.append(reversal.channel, record).await {
+            Ok(AppendOutcome::Recorded | AppendOutcome::IdempotencyKeyTaken { .. }) => true,
+            Ok(AppendOutcome::AlreadyReversed { .. }) => false,
+            Err(error) => {
+                world
+                    .metrics
+                    .journal_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "reversal journal append failed; answering 96");
+                return Err(ReversalRefusal::JournalFailed);
+            }
+        };
+        if first
+            && let Some(original) = original.as_ref().filter(|o| o.response_code.is_approved())
+            && let Some(token) = original.token
+        {
+            // An approval decided on local limits while Redis was away
+            // (`on_redis_down = "local"`) was never counted in Redis; the
+            // journal does not say which, so that mode may under-count after
+            // its reversal, as it already lets each node approve up to the
+            // limit on its own.
+            decide::give_back(
+                world,
+                Reservation {
+                    token,
+                    merchant_id: original.merchant_id,
+                    // A partial reversal gives back what it reverses.
+                    amount: stated.amount.min(original.amount),
+                    at_ms: original.created_at_ms,
+                    in_fleet: true,
+                },
+            )
+            .await;
+        }
+        Ok(ReversalOutcome::Recorded {
+            id,
+            original: original.map(|o| o.id),
+            first,
+        })
+    }
+}
+
+/// The original `reversal` names: by acquirer keys, the most recent
+/// authorization or purchase within the window, if any; by id, the
+/// reversal's merchant's transaction, which must exist and be reversible
+/// (another merchant's is "unknown", so ids cannot be probed).
+async fn find_original(
+    world: &World,
+    reversal: &Reversal,
+) -> Result<Option<JournalRecord>, ReversalRefusal> {
+    match reversal.original {
+        OriginalRef::Keys {
+            terminal_id,
+            stan,
+            transmitted_at,
+        } => {
+            let keys = OriginalKeys {
+                terminal_id,
+                stan,
+                transmitted_at,
+            };
+            let since_ms = world.clock.now_ms().saturating_sub(REVERSAL_WINDOW_MS);
+            world
+                .store
+                .find_original(&keys, &REVERSIBLE, since_ms)
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, "original lookup failed; answering 96");
+                    ReversalRefusal::LookupFailed
+                })
+        }
+        OriginalRef::Id(id) => match world.store.transaction(id).await {
+            Ok(Some(stored)) if stored.record.merchant_id == reversal.merchant_id => {
+                if REVERSIBLE.contains(&stored.record.kind) {
+                    Ok(Some(stored.record))
+                } else {
+                    Err(ReversalRefusal::NotReversible)
+                }
+            }
+            Ok(_) => Err(ReversalRefusal::UnknownOriginal),
+            Err(error) => {
+                tracing::warn!(%error, "transaction lookup failed");
+                Err(ReversalRefusal::LookupFailed)
+            }
+        },
+    }
+}
+
+/// What the reversal record says: the reversal's own amount, currency and
+/// terminal, or the original's where it states none.
+struct Stated {
+    amount: Amount,
+    currency: Currency,
+    terminal_id: TerminalId,
+}
+
+impl Stated {
+    fn of(
+        reversal: &Reversal,
+        original: Option<&JournalRecord>,
+    ) -> Result<Stated, ReversalRefusal> {
+        let by_id = matches!(reversal.original, OriginalRef::Id(_));
+        let amount = match (reversal.amount, original) {
+            (ReversedAmount::Part(amount), Some(original)) if by_id => {
+                // The JSON contract: from 1 to the authorized amount.
+                if amount.minor() > 0 && amount <= original.amount {
+                    amount
+                } else {
+                    return Err(ReversalRefusal::AmountOutOfRange);
+                }
+            }
+            // DE4 as the acquirer sent it; the give-back takes at most the
+            // original's amount.
+            (ReversedAmount::Part(amount), _) => amount,
+            (ReversedAmount::Whole, Some(original)) => original.amount,
+            (ReversedAmount::OverMaximum, _) => return Err(ReversalRefusal::AmountOutOfRange),
+            // All of an original that was not found: nothing to record.
+            (ReversedAmount::Whole, None) => return Err(ReversalRefusal::UnknownOriginal),
+        };
+        let currency = reversal
+            .currency
+            .or(original.map(|o| o.currency))
+            .ok_or(ReversalRefusal::UnknownOriginal)?;
+        let terminal_id = reversal
+            .terminal_id
+            .or(original.map(|o| o.terminal_id))
+            .ok_or(ReversalRefusal::UnknownOriginal)?;
+        Ok(Stated {
+            amount,
+            currency,
+            terminal_id,
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! ISO 8583 requests to domain requests and the engine's outcomes back to
+//! responses: a 0100/0200 becomes an `Authorization`, a 0400/0420 a
+//! `Reversal` naming its original by DE90 (or its own keys), and network
+//! management (0800) is answered here without the engine.
+
+use protocol::domain::{
+    AcquirerKeys, Authorization, Channel, OriginalRef, Reversal, ReversalKind, ReversedAmount,
+    TransactionKind,
+};
+use protocol::iso::{
+    self, CardRequest, NetworkCode, OriginalData, Request, RequestKind, ReversalRequest,
+};
+use protocol::{Message, ResponseCode};
+
+use crate::engine::acquirer::Acquirer;
+use crate::engine::{Engine, Received};
+
+/// Answers one decoded ISO 8583 request; `None` if it deserves no answer
+/// (it is itself a response). `acquirer`: the acquirer a mutual-TLS
+/// connection's client certificate named; `None` on plain TCP. `decode_us`:
+/// the time decoding took, recorded with a card request.
+pub(super) async fn answer(
+    engine: &Engine,
+    message: &Message,
+    acquirer: Option<&Acquirer>,
+    decode_us: u64,
+) -> Option<Message> {
+    match Request::parse(message) {
+        Ok(Request::Network(request)) => {
+            let code = match request.code {
+                NetworkCode::SignOn | NetworkCode::SignOff | NetworkCode::Echo => {
+                    ResponseCode::Approved
+                }
+                NetworkCode::Other(_) => ResponseCode::InvalidTransaction,
+            };
+            iso::response(message, code, None)
+        }
+        Ok(Request::Card(request)) => {
+            // A merchant over its rate is refused before the vault, the
+            // actors and the journal, so its flood costs others nothing.
+            // Not journaled, like a request shed at a full mailbox: under a
+            // flood a record per refusal would put the flood's weight on the
+            // journal the limit protects. It is counted instead
+            // (switch_rate_limited_total), and a retransmission is decided
+            // afresh.
+            if engine.admission_rates().admit(request.merchant_id).is_err() {
+                engine.metrics().count_rate_limited(Channel::Iso);
+                return iso::response(message, ResponseCode::IssuerUnavailable, None);
+            }
+            let received = Received {
+                acquirer,
+                processing_code: Some(request.processing_code),
+                idempotency: None,
+                decode_us,
+            };
+            let outcome = engine.authorize(authorization(&request), received).await;
+            iso::response(
+                message,
+                outcome.response_code(),
+                outcome.decision.auth_code(),
+            )
+        }
+        Ok(Request::Reversal(request)) => {
+            let outcome = engine.reverse(reversal(&request), acquirer).await;
+            iso::response(message, outcome.response_code(), None)
+        }
+        Err(protocol::DecodeError::UnsupportedMti { .. }) => {
+            iso::response(message, ResponseCode::InvalidTransaction, None)
+        }
+        Err(error) => {
+            engine
+                .metrics()
+                .messages_malformed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(mti = %message.mti(), %error, "request with a bad field answered 30");
+            iso::response(message, ResponseCode::FormatError, None)
+        }
+    }
+}
+
+/// The domain authorization a 0100 or 0200 (or its repeat) asks for.
+fn authorization(request: &CardRequest) -> Authorization {
+    Authorization {
+        channel: Channel::Iso,
+        kind: match request.kind {
+            RequestKind::Financial => TransactionKind::Purchase,
+            _ => TransactionKind::Authorization,
+        },
+        pan: request.pan.clone(),
+        expiry: request.expiry,
+        amount: request.amount,
+        currency: request.currency,
+        merchant_id: request.merchant_id,
+        terminal_id: request.terminal_id,
+        mcc: request.mcc,
+        keys: Some(AcquirerKeys {
+            stan: request.stan,
+            rrn: request.rrn,
+            transmitted_at: request.transmitted_at,
+            repeat: request.repeat,
+        }),
+    }
+}
+
+/// The domain reversal a 0400 or 0420 (or its repeat) asks for: its original
+/// is named by DE90's STAN and transmission time at this terminal, or,
+/// without DE90, by this message's own STAN and terminal.
+fn reversal(request: &ReversalRequest) -> Reversal {
+    let (stan, transmitted_at) = match &request.original {
+        Some(OriginalData {
+            stan,
+            transmitted_at,
+            ..
+        }) => (*stan, Some(*transmitted_at)),
+        None => (request.stan, None),
+    };
+    Reversal {
+        channel: Channel::Iso,
+        kind: if request.kind == RequestKind::ReversalAdvice {
+            ReversalKind::Advice
+        } else {
+            ReversalKind::Reversal
+        },
+        original: OriginalRef::Keys {
+            terminal_id: request.terminal_id,
+            stan,
+            transmitted_at,
+        },
+        amount: ReversedAmount::Part(request.amount),
+        currency: Some(request.currency),
+        merchant_id: request.merchant_id,
+        terminal_id: Some(request.terminal_id),
+        keys: Some(AcquirerKeys {
+            stan: request.stan,
+            rrn: request.rrn,
+            transmitted_at: request.transmitted_at,
+            repeat: request.repeat,
+        }),
+    }
+}

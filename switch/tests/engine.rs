@@ -1,0 +1,715 @@
+//! The engine driven in-process: a manual clock, a seeded random source, the
+//! real actors and group commit over the in-memory journal backend, and no
+//! socket. Each test says what a request was answered, what the journal
+//! holds, and what velocity was counted or given back.
+
+// A panic in a test is a failed assertion, also in its helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actors::{
+    BinRange, CardLimits, Clock, ManualClock, MerchantLimits, RuleConfig, ShardConfig, Shards,
+    WindowLimit,
+};
+use protocol::domain::{
+    AcquirerKeys, Authorization, Channel, Decision, DeclineReason, OriginalRef, Reversal,
+    ReversalKind, ReversedAmount, Token, TransactionId, TransactionKind, pad,
+};
+use protocol::ids::{MerchantId, Text};
+use protocol::{Amount, Currency, Expiry, Pan, ResponseCode};
+use storage::memory::MemoryBackend;
+use storage::{AnyStore, Journal, JournalConfig, RecordKind, StoreReader, Vault, VaultKeys};
+use switch::admission::AdmissionRates;
+use switch::config::DuplicateSettings;
+use switch::engine::acquirer::Acquirer;
+use switch::engine::{
+    CardOutcome, Engine, EngineParts, Received, ReversalOutcome, ReversalRefusal, SeededRandom,
+};
+use switch::fleet::{Claim, FleetError, FleetFuture, FleetStore, OnRedisDown};
+use switch::ops::metrics::Metrics;
+
+/// 2026-09-21, so an expiry of 2025 has passed and 2030 has not.
+const NOW_MS: u64 = 1_790_000_000_000;
+const VISA: &str = "4111111111111111";
+const MASTERCARD: &str = "5500005555555559";
+/// In the blocked range 400000-400099.
+const BLOCKED: &str = "4000056655665556";
+const ACME: &str = "ACME0000001";
+/// Held to 500 a transaction, 1 000 a day and MCC 5411.
+const LIMITED: &str = "LIMITED0001";
+const TERMINAL: &str = "TERM0001";
+
+/// One engine over in-memory stores, and its handles for the test.
+struct Rig {
+    engine: Engine,
+    memory: MemoryBackend,
+    clock: Arc<ManualClock>,
+    metrics: Arc<Metrics>,
+    stan: u32,
+}
+
+fn merchant(id: &str) -> MerchantId {
+    pad(id).unwrap()
+}
+
+fn amount(minor: u64) -> Amount {
+    Amount::from_minor(minor).unwrap()
+}
+
+impl Rig {
+    /// A new engine with an empty journal.
+    fn new() -> Rig {
+        Rig::over(MemoryBackend::new(), None)
+    }
+
+    /// An engine over `memory` (as after a restart: empty actors and
+    /// indexes, the journal as committed), with `fleet` if given.
+    fn over(memory: MemoryBackend, fleet: Option<Arc<dyn FleetStore>>) -> Rig {
+        let clock = Arc::new(ManualClock::new(NOW_MS));
+        let wall: Arc<dyn Clock> = clock.clone();
+        let metrics = Arc::new(Metrics::default());
+        let limited = MerchantLimits {
+            amount_max_per_transaction: Some(amount(500)),
+            daily_volume_max: Some(amount(1_000)),
+            allowed_mccs: Some(vec![Text::parse(b"5411").unwrap()]),
+            tps_max: None,
+        };
+        let open = MerchantLimits {
+            amount_max_per_transaction: None,
+            daily_volume_max: None,
+            allowed_mccs: None,
+            tps_max: None,
+        };
+        let shards = Shards::start(
+            ShardConfig {
+                shard_count: 2,
+                mailbox_capacity: 64,
+                card_limits: CardLimits {
+                    per_minute: WindowLimit {
+                        count_max: Some(3),
+                        amount_max: Some(amount(10_000)),
+                    },
+                    per_hour: WindowLimit::NONE,
+                    per_day: WindowLimit::NONE,
+                },
+                merchants: HashMap::from([(merchant(ACME), open), (merchant(LIMITED), limited)]),
+            },
+            Arc::clone(&wall),
+        );
+        let vault = Vault::new(
+            VaultKeys {
+                tokenization_key: [7; 32],
+                encryption_keys: vec![(1, [9; 32])],
+                active_key_id: 1,
+            },
+            1024,
+        )
+        .unwrap();
+        let engine = Engine::new(EngineParts {
+            metrics: Arc::clone(&metrics),
+            clock: wall,
+            random: Arc::new(SeededRandom::new(42)),
+            rules: RuleConfig {
+                amount_max: amount(1_000_000),
+                blocked_bins: vec![BinRange::new("400000", "400099").unwrap()],
+            },
+            vault: Arc::new(vault),
+            shards,
+            journal: Journal::start(memory.clone(), &JournalConfig::default()),
+            store: AnyStore::new(memory.clone()),
+            duplicates: DuplicateSettings {
+                window_ms: 60_000,
+                entries_max: 1_000,
+            },
+            fleet,
+            admission_rates: Arc::new(AdmissionRates::new(&[])),
+        });
+        engine.set_ready();
+        Rig {
+            engine,
+            memory,
+            clock,
+            metrics,
+            stan: 0,
+        }
+    }
+
+    /// An ISO 8583 authorization of `minor` on `pan` at ACME, with fresh keys.
+    fn iso(&mut self, pan: &str, minor: u64) -> Authorization {
+        self.stan += 1;
+        Authorization {
+            channel: Channel::Iso,
+            kind: TransactionKind::Authorization,
+            pan: Pan::parse(pan.as_bytes()).unwrap(),
+            expiry: Some(Expiry::parse(b"3012").unwrap()),
+            amount: amount(minor),
+            currency: Currency::parse("EUR").unwrap(),
+            merchant_id: merchant(ACME),
+            terminal_id: pad(TERMINAL).unwrap(),
+            mcc: None,
+            keys: Some(AcquirerKeys {
+                stan: Text::parse(format!("{:06}", self.stan).as_bytes()).unwrap(),
+                rrn: None,
+                transmitted_at: Some(Text::parse(b"0921120000").unwrap()),
+                repeat: false,
+            }),
+        }
+    }
+
+    /// A JSON authorization: no acquirer keys.
+    fn json(&mut self, pan: &str, minor: u64) -> Authorization {
+        Authorization {
+            channel: Channel::Http,
+            keys: None,
+            ..self.iso(pan, minor)
+        }
+    }
+
+    async fn authorize(&self, authorization: &Authorization) -> CardOutcome {
+        self.authorize_as(authorization, None).await
+    }
+
+    async fn authorize_as(
+        &self,
+        authorization: &Authorization,
+        acquirer: Option<&Acquirer>,
+    ) -> CardOutcome {
+        let received = Received {
+            acquirer,
+            processing_code: Some(Text::parse(b"000000").unwrap()),
+            idempotency: None,
+            decode_us: 17,
+        };
+        self.engine.authorize(authorization.clone(), received).await
+    }
+
+    /// The ISO 8583 reversal of `original` (found by its keys, as by DE90)
+    /// for `minor`.
+    fn iso_reversal(&mut self, original: &Authorization, minor: u64) -> Reversal {
+        let keys = original.keys.unwrap();
+        self.stan += 1;
+        Reversal {
+            channel: Channel::Iso,
+            kind: ReversalKind::Reversal,
+            original: OriginalRef::Keys {
+                terminal_id: original.terminal_id,
+                stan: keys.stan,
+                transmitted_at: keys.transmitted_at,
+            },
+            amount: ReversedAmount::Part(amount(minor)),
+            currency: Some(original.currency),
+            merchant_id: original.merchant_id,
+            terminal_id: Some(original.terminal_id),
+            keys: Some(AcquirerKeys {
+                stan: Text::parse(format!("{:06}", self.stan).as_bytes()).unwrap(),
+                ..keys
+            }),
+        }
+    }
+
+    async fn stored(&self, id: TransactionId) -> storage::StoredTransaction {
+        self.engine.store().transaction(id).await.unwrap().unwrap()
+    }
+
+    fn duplicates(&self) -> u64 {
+        self.metrics.duplicates.load(Ordering::Relaxed)
+    }
+}
+
+/// A JSON reversal of transaction `id` by `merchant_id`'s key.
+fn json_reversal(id: TransactionId, merchant_id: &str, amount: ReversedAmount) -> Reversal {
+    Reversal {
+        channel: Channel::Http,
+        kind: ReversalKind::Reversal,
+        original: OriginalRef::Id(id),
+        amount,
+        currency: None,
+        merchant_id: merchant(merchant_id),
+        terminal_id: None,
+        keys: None,
+    }
+}
+
+fn code(outcome: &CardOutcome) -> String {
+    outcome.response_code().as_str().to_owned()
+}
+
+fn reversed(outcome: ReversalOutcome) -> (Option<TransactionId>, bool) {
+    match outcome {
+        ReversalOutcome::Recorded {
+            original, first, ..
+        } => (original, first),
+        ReversalOutcome::Refused(refusal) => panic!("refused: {refusal:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_approval_is_journaled_with_its_timings_and_no_pan() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 1_250);
+    let outcome = rig.authorize(&request).await;
+    assert_eq!(code(&outcome), "00");
+    assert!(outcome.decision.auth_code().is_some());
+    assert_eq!(outcome.created_at_ms, NOW_MS);
+    assert_eq!(outcome.last4, "1111");
+
+    let stored = rig.stored(outcome.id).await;
+    let record = &stored.record;
+    assert_eq!(record.kind, RecordKind::Authorization);
+    assert_eq!(record.response_code, ResponseCode::Approved);
+    assert_eq!(record.auth_code.as_ref(), outcome.decision.auth_code());
+    assert_eq!(record.token, outcome.token);
+    assert_eq!(record.bin.as_deref(), Some("411111"));
+    assert_eq!(record.last4.as_deref(), Some("1111"));
+    assert_eq!(record.stan, request.keys.map(|keys| keys.stan));
+    assert_eq!(
+        record
+            .processing_code
+            .map(|p| p.as_str().to_owned())
+            .as_deref(),
+        Some("000000")
+    );
+    assert_eq!(record.timings.decode_us, 17, "the ingress's decode time");
+    assert!(format!("{record:?}").find(VISA).is_none());
+    // The card's PAN is in the vault under its token, sealed once.
+    let token = outcome.token.unwrap();
+    assert!(
+        rig.engine
+            .store()
+            .sealed_pan(token)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A JSON request for the same card gets the same token.
+    let json = rig.json(VISA, 100);
+    let second = rig.authorize(&json).await;
+    assert_eq!((code(&second).as_str(), second.token), ("00", Some(token)));
+    assert_eq!(rig.stored(second.id).await.record.channel, Channel::Http);
+}
+
+#[tokio::test]
+async fn each_rule_and_limit_declines_with_its_code_and_is_journaled() {
+    let mut rig = Rig::new();
+    let mut cases: Vec<(&str, Authorization, DeclineReason)> = Vec::new();
+
+    let mut luhn = rig.iso(VISA, 100);
+    luhn.pan = Pan::parse(b"4111111111111112").unwrap();
+    cases.push(("14", luhn, DeclineReason::InvalidCardNumber));
+    let mut expired = rig.iso(VISA, 100);
+    expired.expiry = Some(Expiry::parse(b"2512").unwrap());
+    cases.push(("54", expired, DeclineReason::ExpiredCard));
+    cases.push(("13", rig.iso(VISA, 0), DeclineReason::InvalidAmount));
+    cases.push(("13", rig.iso(VISA, 1_000_001), DeclineReason::InvalidAmount));
+    cases.push(("57", rig.iso(BLOCKED, 100), DeclineReason::BlockedBin));
+    let mut too_much = rig.iso(MASTERCARD, 501);
+    too_much.merchant_id = merchant(LIMITED);
+    cases.push(("13", too_much, DeclineReason::MerchantAmountLimit));
+    let mut wrong_mcc = rig.iso(MASTERCARD, 100);
+    wrong_mcc.merchant_id = merchant(LIMITED);
+    wrong_mcc.mcc = Some(Text::parse(b"7995").unwrap());
+    cases.push(("58", wrong_mcc, DeclineReason::MccNotAllowed));
+    let mut unknown = rig.iso(MASTERCARD, 100);
+    unknown.merchant_id = merchant("NOBODY");
+    cases.push(("58", unknown, DeclineReason::UnknownMerchant));
+
+    for (expected, request, reason) in &cases {
+        let outcome = rig.authorize(request).await;
+        assert_eq!(code(&outcome), *expected, "{reason:?}");
+        assert_eq!(outcome.decision, Decision::Declined { reason: *reason });
+        let record = rig.stored(outcome.id).await.record;
+        assert_eq!(record.reason, Some(*reason));
+        assert_eq!(record.auth_code, None);
+    }
+
+    // The merchant's daily volume: two of 500 fit, a third is 61.
+    for expected in ["00", "00", "61"] {
+        let mut request = rig.iso("4242424242424242", 500);
+        request.merchant_id = merchant(LIMITED);
+        assert_eq!(code(&rig.authorize(&request).await), expected);
+    }
+}
+
+#[tokio::test]
+async fn card_velocity_declines_65_by_count_and_61_by_amount() {
+    let mut rig = Rig::new();
+    for _ in 0..3 {
+        let request = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&request).await), "00");
+    }
+    let fourth = rig.iso(VISA, 100);
+    let outcome = rig.authorize(&fourth).await;
+    assert_eq!(
+        outcome.decision,
+        Decision::Declined {
+            reason: DeclineReason::CardCountLimit
+        }
+    );
+    assert_eq!(code(&outcome), "65");
+
+    let large = rig.iso(MASTERCARD, 9_000);
+    assert_eq!(code(&rig.authorize(&large).await), "00");
+    let over = rig.iso(MASTERCARD, 1_001);
+    assert_eq!(code(&rig.authorize(&over).await), "61");
+    // The window moves on: a minute later the card has room again.
+    rig.clock.advance(std::time::Duration::from_secs(70));
+    let later = rig.iso(VISA, 100);
+    assert_eq!(code(&rig.authorize(&later).await), "00");
+}
+
+#[tokio::test]
+async fn an_acquirer_is_held_to_its_merchants_and_terminals() {
+    let mut rig = Rig::new();
+    let north = Acquirer::new("north".to_owned(), Some(vec![merchant(LIMITED)]), None);
+    let request = rig.iso(VISA, 100);
+    let outcome = rig.authorize_as(&request, Some(&north)).await;
+    assert_eq!(
+        outcome.decision,
+        Decision::Declined {
+            reason: DeclineReason::AcquirerNotPermitted
+        }
+    );
+    assert_eq!(code(&outcome), "58");
+    let record = rig.stored(outcome.id).await.record;
+    assert_eq!(record.acquirer.as_deref(), Some("north"));
+
+    // It took no velocity: three approvals still fit.
+    let own = Acquirer::new("north".to_owned(), Some(vec![merchant(ACME)]), None);
+    for _ in 0..3 {
+        let request = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize_as(&request, Some(&own)).await), "00");
+    }
+
+    // A reversal for another merchant is answered 58 and not journaled.
+    let reversal = rig.iso_reversal(&request, 100);
+    let refused = rig.engine.reverse(reversal, Some(&north)).await;
+    assert_eq!(
+        refused,
+        ReversalOutcome::Refused(ReversalRefusal::AcquirerNotPermitted)
+    );
+    assert_eq!(refused.response_code().as_str(), "58");
+}
+
+#[tokio::test]
+async fn a_retransmission_gets_the_first_answer_and_is_counted_once() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    let first = rig.authorize(&request).await;
+    let again = rig.authorize(&request).await;
+    assert_eq!((again.id, again.decision), (first.id, first.decision));
+    assert_eq!(rig.duplicates(), 1);
+    // Counted once: two more approvals fit in the count limit of three.
+    for expected in ["00", "00", "65"] {
+        let request = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&request).await), expected);
+    }
+
+    // Copies arriving together are decided once.
+    let request = rig.iso(MASTERCARD, 100);
+    let (a, b, c) = tokio::join!(
+        rig.authorize(&request),
+        rig.authorize(&request),
+        rig.authorize(&request)
+    );
+    assert_eq!((a.id, b.id), (c.id, c.id));
+    assert_eq!(rig.duplicates(), 3);
+
+    // JSON requests carry no keys: each is a new request.
+    let json = rig.json("4242424242424242", 100);
+    let (x, y) = (rig.authorize(&json).await, rig.authorize(&json).await);
+    assert_ne!(x.id, y.id);
+}
+
+#[tokio::test]
+async fn the_same_keys_with_another_card_or_amount_get_94() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    let first = rig.authorize(&request).await;
+    let other_amount = Authorization {
+        amount: amount(200),
+        ..request.clone()
+    };
+    let outcome = rig.authorize(&other_amount).await;
+    assert_eq!(code(&outcome), "94");
+    assert_eq!(
+        outcome.id, first.id,
+        "it names the request that holds the keys"
+    );
+    let other_card = Authorization {
+        pan: Pan::parse(MASTERCARD.as_bytes()).unwrap(),
+        ..request
+    };
+    assert_eq!(code(&rig.authorize(&other_card).await), "94");
+    assert_eq!(rig.duplicates(), 0);
+}
+
+#[tokio::test]
+async fn a_repeat_after_a_restart_is_answered_from_the_journal() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    let first = rig.authorize(&request).await;
+    assert_eq!(code(&first), "00");
+
+    // A new engine over the same journal: its recent index is empty.
+    let restarted = Rig::over(rig.memory.clone(), None);
+    let repeat = Authorization {
+        keys: request.keys.map(|keys| AcquirerKeys {
+            repeat: true,
+            ..keys
+        }),
+        ..request.clone()
+    };
+    let answer = restarted.authorize(&repeat).await;
+    assert_eq!((answer.id, answer.decision), (first.id, first.decision));
+    assert_eq!(restarted.duplicates(), 1);
+
+    // A plain retransmission is found in the journal too, once the engine
+    // knows the journal holds requests from the window before its start.
+    let restarted = Rig::over(rig.memory.clone(), None);
+    restarted
+        .engine
+        .check_journal_for_duplicates_after_restart()
+        .await
+        .unwrap();
+    let answer = restarted.authorize(&request).await;
+    assert_eq!(answer.id, first.id);
+}
+
+#[tokio::test]
+async fn a_reversal_gives_velocity_back_once() {
+    let mut rig = Rig::new();
+    let mut approved = Vec::new();
+    for _ in 0..3 {
+        let request = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&request).await), "00");
+        approved.push(request);
+    }
+    let full = rig.iso(VISA, 100);
+    assert_eq!(code(&rig.authorize(&full).await), "65");
+
+    let reversal = rig.iso_reversal(&approved[0], 100);
+    let (original, first) = reversed(rig.engine.reverse(reversal.clone(), None).await);
+    assert!(original.is_some() && first);
+    let room = rig.iso(VISA, 100);
+    assert_eq!(code(&rig.authorize(&room).await), "00", "given back");
+
+    // A second reversal of the same original is journaled, gives nothing.
+    let again = rig.iso_reversal(&approved[0], 100);
+    let (_, first) = reversed(rig.engine.reverse(again, None).await);
+    assert!(!first);
+    let none = rig.iso(VISA, 100);
+    assert_eq!(
+        code(&rig.authorize(&none).await),
+        "65",
+        "not given back twice"
+    );
+
+    // An unknown original is acknowledged and journaled without one.
+    let ghost = rig.iso(MASTERCARD, 100);
+    let reversal = rig.iso_reversal(&ghost, 100);
+    let outcome = rig.engine.reverse(reversal, None).await;
+    assert_eq!(outcome.response_code(), ResponseCode::Approved);
+    let ReversalOutcome::Recorded { id, original, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(original, None);
+    let record = rig.stored(id).await.record;
+    assert_eq!(
+        (record.kind, record.original_id),
+        (RecordKind::Reversal, None)
+    );
+}
+
+#[tokio::test]
+async fn a_partial_reversal_by_id_gives_back_what_it_reverses() {
+    let mut rig = Rig::new();
+    let request = rig.json(VISA, 8_000);
+    let original = rig.authorize(&request).await;
+    assert_eq!(code(&original), "00");
+
+    // What the JSON ingress answers 404, 422 and 400, before anything is
+    // journaled.
+    let refusals = [
+        (
+            json_reversal(original.id, LIMITED, ReversedAmount::Whole),
+            ReversalRefusal::UnknownOriginal,
+        ),
+        (
+            json_reversal(
+                TransactionId::new(NOW_MS, [1; 10]),
+                ACME,
+                ReversedAmount::Whole,
+            ),
+            ReversalRefusal::UnknownOriginal,
+        ),
+        (
+            json_reversal(original.id, ACME, ReversedAmount::Part(amount(0))),
+            ReversalRefusal::AmountOutOfRange,
+        ),
+        (
+            json_reversal(original.id, ACME, ReversedAmount::Part(amount(8_001))),
+            ReversalRefusal::AmountOutOfRange,
+        ),
+        (
+            json_reversal(original.id, ACME, ReversedAmount::OverMaximum),
+            ReversalRefusal::AmountOutOfRange,
+        ),
+    ];
+    for (reversal, refusal) in refusals {
+        assert_eq!(
+            rig.engine.reverse(reversal, None).await,
+            ReversalOutcome::Refused(refusal)
+        );
+    }
+
+    let partial = json_reversal(original.id, ACME, ReversedAmount::Part(amount(3_000)));
+    let outcome = rig.engine.reverse(partial, None).await;
+    let ReversalOutcome::Recorded {
+        id,
+        original: found,
+        first,
+    } = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!((found, first), (Some(original.id), true));
+    let record = rig.stored(id).await.record;
+    assert_eq!(record.amount, amount(3_000));
+    assert_eq!(record.currency, request.currency);
+    assert_eq!(record.terminal_id, request.terminal_id);
+    assert_eq!(record.token, original.token);
+    assert_eq!(rig.stored(original.id).await.reversed_by, Some(id));
+
+    // 3 000 of 8 000 given back: 5 000 more fits the 10 000 a minute, 1 more does not.
+    let fits = rig.json(VISA, 5_000);
+    assert_eq!(code(&rig.authorize(&fits).await), "00");
+    let over = rig.json(VISA, 1);
+    assert_eq!(code(&rig.authorize(&over).await), "61");
+
+    // A reversal is not itself reversible.
+    let of_reversal = json_reversal(id, ACME, ReversedAmount::Whole);
+    assert_eq!(
+        rig.engine.reverse(of_reversal, None).await,
+        ReversalOutcome::Refused(ReversalRefusal::NotReversible)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_commit_answers_96_and_gives_velocity_back() {
+    let mut rig = Rig::new();
+    rig.memory.fail_next_batches(1);
+    let request = rig.iso(VISA, 100);
+    let failed = rig.authorize(&request).await;
+    assert_eq!(
+        failed.decision,
+        Decision::Declined {
+            reason: DeclineReason::JournalUnavailable
+        }
+    );
+    assert_eq!(code(&failed), "96");
+    assert!(
+        rig.engine
+            .store()
+            .transaction(failed.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(rig.metrics.journal_failures.load(Ordering::Relaxed), 1);
+
+    // Not recorded: the retransmission is decided afresh, and the failed
+    // approval's velocity was given back, so three approvals fit.
+    let retransmitted = rig.authorize(&request).await;
+    assert_eq!(code(&retransmitted), "00");
+    assert_ne!(retransmitted.id, failed.id);
+    for expected in ["00", "00", "65"] {
+        let request = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&request).await), expected);
+    }
+
+    // A reversal that cannot be journaled is 96 and gives nothing back.
+    rig.memory.fail_next_batches(1);
+    let reversal = rig.iso_reversal(&request, 100);
+    let outcome = rig.engine.reverse(reversal, None).await;
+    assert_eq!(
+        outcome,
+        ReversalOutcome::Refused(ReversalRefusal::JournalFailed)
+    );
+    assert_eq!(outcome.response_code(), ResponseCode::SystemMalfunction);
+    let still_full = rig.iso(VISA, 100);
+    assert_eq!(code(&rig.authorize(&still_full).await), "65");
+}
+
+/// A fleet whose store never answers, as Redis while it is away.
+struct AwayFleet(OnRedisDown);
+
+fn away<'a, T: Send + 'a>() -> FleetFuture<'a, T> {
+    Box::pin(async { Err(FleetError::Timeout { timeout_ms: 1 }) })
+}
+
+impl FleetStore for AwayFleet {
+    fn on_redis_down(&self) -> OnRedisDown {
+        self.0
+    }
+    fn claim<'a>(&'a self, _: &'a str, _: u64) -> FleetFuture<'a, Claim> {
+        away()
+    }
+    fn answer<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> FleetFuture<'a, ()> {
+        away()
+    }
+    fn release<'a>(&'a self, _: &'a str) -> FleetFuture<'a, ()> {
+        away()
+    }
+    fn reserve(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, Result<(), DeclineReason>> {
+        away()
+    }
+    fn give_back(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, ()> {
+        away()
+    }
+    fn ping(&self) -> FleetFuture<'_, ()> {
+        away()
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_whose_store_is_away_declines_91_or_decides_locally() {
+    let mut declining = Rig::over(
+        MemoryBackend::new(),
+        Some(Arc::new(AwayFleet(OnRedisDown::Decline))),
+    );
+    let request = declining.iso(VISA, 100);
+    let outcome = declining.authorize(&request).await;
+    assert_eq!(
+        outcome.decision,
+        Decision::Declined {
+            reason: DeclineReason::Overloaded
+        }
+    );
+    assert!(
+        declining
+            .engine
+            .store()
+            .transaction(outcome.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Without keys there is nothing to claim; the velocity check still
+    // needs the store: 91, and the node's count is given back.
+    let json = declining.json(VISA, 100);
+    assert_eq!(code(&declining.authorize(&json).await), "91");
+
+    let mut local = Rig::over(
+        MemoryBackend::new(),
+        Some(Arc::new(AwayFleet(OnRedisDown::Local))),
+    );
+    let request = local.iso(VISA, 100);
+    let outcome = local.authorize(&request).await;
+    assert_eq!(code(&outcome), "00");
+    assert_eq!(local.metrics.fleet_fallbacks.load(Ordering::Relaxed), 1);
+    assert!(local.metrics.fleet_errors.load(Ordering::Relaxed) >= 2);
+}
