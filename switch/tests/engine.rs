@@ -713,3 +713,104 @@ async fn a_fleet_whose_store_is_away_declines_91_or_decides_locally() {
     assert_eq!(local.metrics.fleet_fallbacks.load(Ordering::Relaxed), 1);
     assert!(local.metrics.fleet_errors.load(Ordering::Relaxed) >= 2);
 }
+
+/// A fleet store in memory, as one Redis shared by nodes: claims and
+/// answers by key; velocity is always granted (the actors decide here).
+#[derive(Default)]
+struct SharedFleet {
+    claims: std::sync::Mutex<HashMap<String, Option<String>>>,
+}
+
+impl SharedFleet {
+    /// What the store holds for each claimed key: `None` while pending.
+    fn claims(&self) -> Vec<Option<String>> {
+        self.claims.lock().unwrap().values().cloned().collect()
+    }
+
+    /// As after a flush or a failover to an empty replica.
+    fn flush(&self) {
+        self.claims.lock().unwrap().clear();
+    }
+}
+
+impl FleetStore for SharedFleet {
+    fn on_redis_down(&self) -> OnRedisDown {
+        OnRedisDown::Decline
+    }
+    fn claim<'a>(&'a self, key: &'a str, _: u64) -> FleetFuture<'a, Claim> {
+        let mut claims = self.claims.lock().unwrap();
+        let claim = match claims.get(key) {
+            None => {
+                claims.insert(key.to_owned(), None);
+                Claim::Mine
+            }
+            Some(None) => Claim::Pending,
+            Some(Some(answer)) => Claim::Answered(answer.clone()),
+        };
+        Box::pin(async move { Ok(claim) })
+    }
+    fn answer<'a>(&'a self, key: &'a str, answer: &'a str, _: u64) -> FleetFuture<'a, ()> {
+        self.claims
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), Some(answer.to_owned()));
+        Box::pin(async { Ok(()) })
+    }
+    fn release<'a>(&'a self, key: &'a str) -> FleetFuture<'a, ()> {
+        self.claims.lock().unwrap().remove(key);
+        Box::pin(async { Ok(()) })
+    }
+    fn reserve(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, Result<(), DeclineReason>> {
+        Box::pin(async { Ok(Ok(())) })
+    }
+    fn give_back(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn ping(&self) -> FleetFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A node that claims a request's keys and then finds its answer in the
+/// journal (a repeat) shares that answer with the fleet; one whose journal
+/// cannot be read gives the claim up. Either way no claim is left pending,
+/// where another node's copy would wait for it and then answer 91.
+#[tokio::test]
+async fn a_claim_answered_from_the_journal_or_refused_is_never_left_pending() {
+    let fleet = Arc::new(SharedFleet::default());
+    let mut node = Rig::over(MemoryBackend::new(), Some(fleet.clone()));
+    let request = node.iso(VISA, 100);
+    let first = node.authorize(&request).await;
+    assert_eq!(code(&first), "00");
+    assert!(fleet.claims().iter().all(Option::is_some));
+
+    // Redis loses its keys; the acquirer repeats (0101) at another node.
+    fleet.flush();
+    let other = Rig::over(node.memory.clone(), Some(fleet.clone()));
+    let repeat = Authorization {
+        keys: request.keys.map(|keys| AcquirerKeys {
+            repeat: true,
+            ..keys
+        }),
+        ..request.clone()
+    };
+    let answer = other.authorize(&repeat).await;
+    assert_eq!((answer.id, answer.decision), (first.id, first.decision));
+    let claims = fleet.claims();
+    assert_eq!(claims.len(), 1, "the repeat claimed its keys");
+    assert!(
+        claims[0]
+            .as_deref()
+            .is_some_and(|shared| shared.starts_with(&first.id.to_string())),
+        "the journal's answer is shared, not left pending: {claims:?}"
+    );
+
+    // The journal cannot be read: 96, and the claim is given up.
+    fleet.flush();
+    let snapshot = node.memory.crash();
+    let broken = Rig::over(node.memory.clone(), Some(fleet.clone()));
+    let answer = broken.authorize(&repeat).await;
+    assert_eq!(code(&answer), "96");
+    assert!(fleet.claims().is_empty(), "{:?}", fleet.claims());
+    drop(snapshot);
+}

@@ -126,7 +126,9 @@ impl Duplicates {
         };
         let recent = self.recent.lock().ok().and_then(|recent| recent.get(&key));
         if let Some(recent) = recent {
-            return slot.answered(world, recent.outcome(authorization), token, authorization);
+            return slot
+                .answered(world, recent.outcome(authorization), token, authorization)
+                .await;
         }
         let since_ms = world.clock.now_ms().saturating_sub(DUPLICATE_WINDOW_MS);
         // In a fleet the original may be another node's: its acquirer keys
@@ -144,9 +146,11 @@ impl Duplicates {
                     slot.fleet_key = Some(redis_key);
                     claimed = true;
                 }
-                Ok(Some(first)) => return slot.answered(world, first, token, authorization),
+                Ok(Some(first)) => return slot.answered(world, first, token, authorization).await,
                 Err(()) if fleet.on_redis_down() == OnRedisDown::Decline => {
-                    return slot.refused(world, authorization, token, DeclineReason::Overloaded);
+                    return slot
+                        .refused(world, authorization, token, DeclineReason::Overloaded)
+                        .await;
                 }
                 // "local": the shared journal below is the fallback.
                 Err(()) => {}
@@ -173,17 +177,21 @@ impl Duplicates {
             let kinds = [RecordKind::Authorization, RecordKind::Purchase];
             match world.store.find_original(&keys, &kinds, since_ms).await {
                 Ok(Some(original)) => {
-                    return slot.answered(world, answer_of(&original), token, authorization);
+                    return slot
+                        .answered(world, answer_of(&original), token, authorization)
+                        .await;
                 }
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%error, "duplicate check failed; answering 96");
-                    return slot.refused(
-                        world,
-                        authorization,
-                        token,
-                        DeclineReason::JournalUnavailable,
-                    );
+                    return slot
+                        .refused(
+                            world,
+                            authorization,
+                            token,
+                            DeclineReason::JournalUnavailable,
+                        )
+                        .await;
                 }
             }
         }
@@ -298,16 +306,7 @@ impl<'a> Slot<'a> {
                 },
             );
         }
-        if let (Some(fleet), Some(redis_key)) = (&world.fleet, &self.fleet_key) {
-            let answer = encode_answer(outcome);
-            if let Err(error) = fleet
-                .answer(redis_key, &answer, self.duplicates.window_ms)
-                .await
-            {
-                world.count_fleet_error();
-                tracing::warn!(%error, "redis: the answer could not be shared with the fleet");
-            }
-        }
+        self.share_with_fleet(world, outcome).await;
         self.publish(outcome);
     }
 
@@ -315,30 +314,30 @@ impl<'a> Slot<'a> {
     /// it, but a later retransmission must be decided afresh, so the fleet's
     /// claim is given up.
     pub(crate) async fn not_recorded(self, world: &World, outcome: &CardOutcome) {
-        if let (Some(fleet), Some(redis_key)) = (&world.fleet, &self.fleet_key)
-            && let Err(error) = fleet.release(redis_key).await
-        {
-            world.count_fleet_error();
-            tracing::warn!(%error, "redis: a claim could not be released");
-        }
+        self.release_in_fleet(world).await;
         self.publish(outcome);
     }
 
-    /// Answers with an earlier answer, found before deciding.
-    fn answered(
+    /// Answers with an earlier answer, found before deciding. A claim this
+    /// node holds in the fleet gets that earlier answer too (it came from
+    /// the journal), so another node's copy is answered from Redis instead
+    /// of waiting on a claim nobody will answer.
+    async fn answered(
         self,
         world: &World,
         first: CardOutcome,
         token: Token,
         authorization: &Authorization,
     ) -> Check<'a> {
+        self.share_with_fleet(world, &first).await;
         let outcome = answer_duplicate(world, first, token, authorization);
         self.publish(&outcome);
         Check::Answered(outcome)
     }
 
-    /// Answers `reason` without deciding or recording.
-    fn refused(
+    /// Answers `reason` without deciding or recording; a claim this node
+    /// holds in the fleet is given up, so a retransmission is decided afresh.
+    async fn refused(
         self,
         world: &World,
         authorization: &Authorization,
@@ -353,8 +352,33 @@ impl<'a> Slot<'a> {
             now_ms,
             Decision::Declined { reason },
         );
+        self.release_in_fleet(world).await;
         self.publish(&outcome);
         Check::Refused(outcome)
+    }
+
+    /// Leaves `outcome` in the fleet for the keys this node claimed.
+    async fn share_with_fleet(&self, world: &World, outcome: &CardOutcome) {
+        if let (Some(fleet), Some(redis_key)) = (&world.fleet, &self.fleet_key) {
+            let answer = encode_answer(outcome);
+            if let Err(error) = fleet
+                .answer(redis_key, &answer, self.duplicates.window_ms)
+                .await
+            {
+                world.count_fleet_error();
+                tracing::warn!(%error, "redis: the answer could not be shared with the fleet");
+            }
+        }
+    }
+
+    /// Gives up the claim this node holds in the fleet, if any.
+    async fn release_in_fleet(&self, world: &World) {
+        if let (Some(fleet), Some(redis_key)) = (&world.fleet, &self.fleet_key)
+            && let Err(error) = fleet.release(redis_key).await
+        {
+            world.count_fleet_error();
+            tracing::warn!(%error, "redis: a claim could not be released");
+        }
     }
 
     /// Hands the answer to any copy waiting on these keys; dropping the slot
