@@ -66,7 +66,14 @@ pub enum FleetError {
 /// counting anything. KEYS[1]: the card's hash. ARGV[1]: amount; ARGV[2]:
 /// how long the hash lives (ms); then per window (minute, hour, day): its
 /// tag, current bucket, bucket count, count_max (-1: none), amount_max (-1:
-/// none). Returns 0 (counted), 65 (count limit) or 61 (amount limit).
+/// none), bucket length (s). Returns 0 (counted), 65 (count limit) or 61
+/// (amount limit).
+///
+/// A node counts in the buckets of its own clock (the instant its record is
+/// journaled with, so a give-back finds them), but stale fields are pruned
+/// by Redis's own clock as well: a node whose clock runs ahead must not
+/// delete buckets the other nodes still count. A field is pruned only when
+/// it has left the window by both clocks.
 const RESERVE_LUA: &str = r"
 local amount = tonumber(ARGV[1])
 local fields = redis.call('HGETALL', KEYS[1])
@@ -74,6 +81,7 @@ local held = {}
 for i = 1, #fields, 2 do held[fields[i]] = tonumber(fields[i + 1]) end
 local current = {}
 local oldest = {}
+local redis_now_s = tonumber(redis.call('TIME')[1])
 local arg = 3
 for window = 1, 3 do
   local tag = ARGV[arg]
@@ -81,7 +89,8 @@ for window = 1, 3 do
   local buckets = tonumber(ARGV[arg + 2])
   local count_max = tonumber(ARGV[arg + 3])
   local amount_max = tonumber(ARGV[arg + 4])
-  arg = arg + 5
+  local bucket_s = tonumber(ARGV[arg + 5])
+  arg = arg + 6
   local count = 0
   local sum = 0
   for bucket = now - buckets + 1, now do
@@ -92,7 +101,8 @@ for window = 1, 3 do
   if count_max >= 0 and count + 1 > count_max then return 65 end
   if amount_max >= 0 and sum + amount > amount_max then return 61 end
   current[window] = tag .. ':' .. string.format('%d', now) .. ':'
-  oldest[tag] = now - buckets + 1
+  local redis_oldest = math.floor(redis_now_s / bucket_s) - buckets + 1
+  oldest[tag] = math.min(now - buckets + 1, redis_oldest)
 end
 for window = 1, 3 do
   redis.call('HINCRBY', KEYS[1], current[window] .. 'c', 1)
@@ -279,7 +289,8 @@ impl Fleet {
                 .arg(current)
                 .arg(buckets)
                 .arg(limit_arg(limit.count_max.map(u64::from)))
-                .arg(limit_arg(limit.amount_max.map(|amount| amount.minor())));
+                .arg(limit_arg(limit.amount_max.map(|amount| amount.minor())))
+                .arg(window.bucket_s());
         }
         let mut connection = self.connection.clone();
         let reply: i64 = self

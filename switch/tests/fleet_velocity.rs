@@ -178,3 +178,47 @@ async fn windows_count_slide_prune_and_give_back_in_one_hash_per_card() {
         Ok(())
     );
 }
+
+/// A node whose clock runs two hours ahead counts its approval in its own
+/// (future) buckets but must not prune the buckets the other nodes still
+/// count: pruning follows Redis's own clock, not the caller's.
+#[tokio::test]
+async fn a_node_whose_clock_runs_ahead_does_not_prune_what_others_still_count() {
+    let Some((_, redis)) = common::database_and_redis_urls() else {
+        return;
+    };
+    let fleet = fleet(&redis);
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let ahead_ms = now_ms + 2 * 60 * 60 * 1000;
+    let card = fresh_token(2);
+
+    for n in 0..2 {
+        assert_eq!(
+            fleet.reserve(&card, amount(100), now_ms).await.unwrap(),
+            Ok(()),
+            "approval {n} on time"
+        );
+    }
+    assert_eq!(
+        fleet.reserve(&card, amount(100), ahead_ms).await.unwrap(),
+        Ok(()),
+        "the node ahead counts in its own buckets"
+    );
+    // The minute still holds the two approvals made on time: one more fits,
+    // the next is over the minute's count of 3.
+    assert_eq!(
+        fleet.reserve(&card, amount(100), now_ms).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        fleet.reserve(&card, amount(100), now_ms).await.unwrap(),
+        Err(DeclineReason::CardCountLimit),
+        "the buckets counted on time were pruned by the node ahead"
+    );
+}
