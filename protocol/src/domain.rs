@@ -408,6 +408,18 @@ impl DeclineReason {
         self.entry().1
     }
 
+    /// Whether this decline says the switch could not decide or record the
+    /// request now (shed at a full queue, a store away, the journal failing)
+    /// rather than deciding about it: the client should try again. The JSON
+    /// API answers these 503, and an idempotency key is not bound to them,
+    /// so a retry with the same key is decided afresh.
+    pub fn asks_for_retry(self) -> bool {
+        matches!(
+            self,
+            DeclineReason::Overloaded | DeclineReason::JournalUnavailable
+        )
+    }
+
     /// The reason with this stable name.
     pub fn from_name(name: &str) -> Option<DeclineReason> {
         DECLINES

@@ -26,7 +26,8 @@ use switch::admission::AdmissionRates;
 use switch::config::DuplicateSettings;
 use switch::engine::acquirer::Acquirer;
 use switch::engine::{
-    CardOutcome, Engine, EngineParts, Received, ReversalOutcome, ReversalRefusal, SeededRandom,
+    CardOutcome, Engine, EngineParts, IdempotencyRequest, Received, ReversalOutcome,
+    ReversalRefusal, SeededRandom,
 };
 use switch::fleet::{Claim, FleetError, FleetFuture, FleetStore, OnRedisDown};
 use switch::ops::metrics::Metrics;
@@ -813,4 +814,36 @@ async fn a_claim_answered_from_the_journal_or_refused_is_never_left_pending() {
     assert_eq!(code(&answer), "96");
     assert!(fleet.claims().is_empty(), "{:?}", fleet.claims());
     drop(snapshot);
+}
+
+/// An answer that asks the client to try again (91 shed or store away, 96)
+/// is not bound to its idempotency key: the HTTP client got a 503, and a
+/// retry with the same key is decided afresh instead of replaying a stored
+/// "201 declined" it was never sent.
+#[tokio::test]
+async fn an_answer_asking_for_a_retry_is_not_stored_under_the_idempotency_key() {
+    let mut rig = Rig::over(
+        MemoryBackend::new(),
+        Some(Arc::new(AwayFleet(OnRedisDown::Decline))),
+    );
+    let request = rig.json(VISA, 100);
+    let received = Received {
+        idempotency: Some(IdempotencyRequest {
+            merchant_id: ACME.to_owned(),
+            key: "retry-me".to_owned(),
+            request_hash: [3; 32],
+            render: |_| (201, "{\"status\":\"declined\"}".to_owned()),
+        }),
+        ..Received::default()
+    };
+    let outcome = rig.engine.authorize(request, received).await;
+    assert_eq!(code(&outcome), "91");
+    assert_eq!(
+        rig.engine
+            .store()
+            .idempotent_response(ACME, "retry-me")
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -94,7 +94,9 @@ impl Engine {
                 vault_us: saturating_u32(vault_us),
             },
             sealed_pan,
-            idempotency: received.idempotency.map(|request| request.entry(&outcome)),
+            idempotency: received
+                .idempotency
+                .and_then(|request| request.entry(&outcome)),
         }
         .record();
 

@@ -62,16 +62,23 @@ pub struct IdempotencyRequest {
 
 impl IdempotencyRequest {
     /// The entry stored beside the record: the reply to `outcome`, rendered
-    /// before the commit, so a replay returns exactly it.
-    pub(crate) fn entry(self, outcome: &CardOutcome) -> IdempotencyEntry {
+    /// before the commit, so a replay returns exactly it. `None` for an
+    /// outcome that asks the client to try again: the client was answered
+    /// 503, not this reply, and its retry must be decided afresh.
+    pub(crate) fn entry(self, outcome: &CardOutcome) -> Option<IdempotencyEntry> {
+        if let Decision::Declined { reason } = outcome.decision
+            && reason.asks_for_retry()
+        {
+            return None;
+        }
         let (status, response_json) = (self.render)(outcome);
-        IdempotencyEntry {
+        Some(IdempotencyEntry {
             merchant_id: self.merchant_id,
             key: self.key,
             request_hash: self.request_hash,
             response_json,
             status,
-        }
+        })
     }
 }
 

@@ -214,12 +214,13 @@ pub(super) async fn create_authorization(
         .metrics()
         .record(Channel::Http, Stage::Total, started.elapsed_us());
     match outcome.decision {
-        Decision::Declined {
-            reason: DeclineReason::JournalUnavailable,
-        } => unavailable("the journal could not record the transaction; nothing was approved"),
-        Decision::Declined {
-            reason: DeclineReason::Overloaded,
-        } => unavailable("the switch is at capacity"),
+        Decision::Declined { reason } if reason.asks_for_retry() => {
+            unavailable(if reason == DeclineReason::JournalUnavailable {
+                "the journal could not record the transaction; nothing was approved"
+            } else {
+                "the switch is at capacity"
+            })
+        }
         _ => {
             let (status, body) = render_authorization(&outcome);
             json_response(
