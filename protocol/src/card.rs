@@ -6,7 +6,10 @@
 //! only through [`Pan::expose`]: the codec, the tokenizer and the vault call it,
 //! nothing else should. [`SensitiveText`] and [`PinBlock`] do the same for
 //! track data, CVVs and PIN blocks, which are never shown at all.
+//! [`mask_pan_runs`] masks card numbers the same way in text that came from
+//! outside (a URL path, a header) before the switch records it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -100,8 +103,73 @@ impl Pan {
 
     /// The PAN as people may see it: first six, stars, last four.
     pub fn masked(&self) -> String {
-        let stars = self.len().saturating_sub(10);
-        format!("{}{}{}", self.bin(6), "*".repeat(stars), self.last4())
+        let mut masked = self.digits().to_vec();
+        mask_digits(&mut masked);
+        String::from_utf8(masked).unwrap_or_default()
+    }
+}
+
+/// Digits shown at the start and at the end of a masked card number.
+const SHOWN_FIRST: usize = 6;
+const SHOWN_LAST: usize = 4;
+
+/// Stars every digit of `run` but the first six and the last four, leaving
+/// anything else (the separators of `4111 1111 1111 1111`) in place: the
+/// one masking rule, for [`Pan`] and for [`mask_pan_runs`].
+fn mask_digits(run: &mut [u8]) {
+    let digits = run.iter().filter(|byte| byte.is_ascii_digit()).count();
+    let shown_until = digits.saturating_sub(SHOWN_LAST);
+    for (seen, byte) in run
+        .iter_mut()
+        .filter(|byte| byte.is_ascii_digit())
+        .enumerate()
+    {
+        if seen >= SHOWN_FIRST && seen < shown_until {
+            *byte = b'*';
+        }
+    }
+}
+
+/// `text` with every run of [`PAN_LENGTH_MIN`] or more digits masked as a
+/// [`Pan`] masks itself (`411111******1111`), for text from outside that
+/// the switch records: a URL path or a header in the audit log or a log
+/// line. A client can type a card number anywhere, so any run as long as a
+/// PAN can be is masked, Luhn-valid or not, including runs longer than a
+/// PAN (a PAN with more digits stuck to it). A run may be split by single
+/// spaces or dashes, as people write card numbers; the separators stay.
+/// Text without such a run is returned as it was, without a copy.
+pub fn mask_pan_runs(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let is_separator = |byte: u8| byte == b' ' || byte == b'-';
+    let mut masked: Option<Vec<u8>> = None;
+    let mut start = 0;
+    while let Some(&first) = bytes.get(start) {
+        if !first.is_ascii_digit() {
+            start += 1;
+            continue;
+        }
+        let (mut end, mut digits) = (start, 0);
+        while let Some(&byte) = bytes.get(end) {
+            if byte.is_ascii_digit() {
+                digits += 1;
+            } else if !(is_separator(byte) && bytes.get(end + 1).is_some_and(u8::is_ascii_digit)) {
+                break;
+            }
+            end += 1;
+        }
+        if digits >= PAN_LENGTH_MIN
+            && let Some(run) = masked
+                .get_or_insert_with(|| bytes.to_vec())
+                .get_mut(start..end)
+        {
+            mask_digits(run);
+        }
+        start = end;
+    }
+    match masked {
+        // Only ASCII digits were replaced, by an ASCII star: still UTF-8.
+        Some(masked) => Cow::Owned(String::from_utf8(masked).unwrap_or_default()),
+        None => Cow::Borrowed(text),
     }
 }
 
@@ -288,6 +356,50 @@ mod tests {
         assert_eq!(long.masked(), "675964*********3000");
         assert_eq!(long.bin(8), "67596498");
         assert_eq!(long.last4(), "3000");
+    }
+
+    #[test]
+    fn runs_as_long_as_a_pan_are_masked_wherever_they_are() {
+        let masked = |text: &str| mask_pan_runs(text).into_owned();
+        // In a path, Luhn-valid or not, as long as a PAN can be or longer.
+        assert_eq!(
+            masked("GET /v1/transactions/4111111111111111"),
+            "GET /v1/transactions/411111******1111"
+        );
+        assert_eq!(masked("/x/4111111111111112/y"), "/x/411111******1112/y");
+        assert_eq!(masked("411111222233"), "411111**2233");
+        assert_eq!(masked("4111111111111111301299"), "411111************1299");
+        assert_eq!(masked("tx_0a4111111111111111ff"), "tx_0a411111******1111ff");
+        // Written as people write card numbers: the separators stay.
+        assert_eq!(masked("4111 1111 1111 1111"), "4111 11** **** 1111");
+        assert_eq!(
+            masked("key=4111-1111-1111-1111;"),
+            "key=4111-11**-****-1111;"
+        );
+        // Two runs, each masked on its own.
+        assert_eq!(
+            masked("5105105105105100,4222222222222"),
+            "510510******5100,422222***2222"
+        );
+        // The same rule as the PAN's own.
+        let pan = Pan::parse(b"6759649826438453000").unwrap();
+        assert_eq!(masked(pan.expose()), pan.masked());
+        // Shorter runs, and separators that do not join digits, are left
+        // alone, without a copy.
+        for kept in [
+            "GET /metrics",
+            "12345678901",
+            "2026-12-03 19:45:24.123",
+            "1234 5678 901",
+            "41111111--11111111",
+            "ä 4111 ü",
+            "",
+        ] {
+            assert!(
+                matches!(mask_pan_runs(kept), Cow::Borrowed(same) if same == kept),
+                "{kept}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! error. Replies carry the token and last four digits, never the PAN.
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::amount::{Amount, Currency};
 use crate::card::{Expiry, Pan, SensitiveText};
@@ -114,6 +115,54 @@ impl AuthorizationRequest {
             cvv: self.cvv,
             mcc: self.mcc,
         })
+    }
+}
+
+/// Room for every field of a checked request at its longest, with its
+/// presence byte and length: the canonical form is never reallocated, so no
+/// copy of its card data is left behind unwiped.
+const CANONICAL_BYTES_MAX: usize = 128;
+
+impl CheckedAuthorization {
+    /// The request in one canonical form, for the keyed digest that tells a
+    /// retry from another request under the same idempotency key: every
+    /// field in a fixed order, each as a presence byte, its length and its
+    /// value (so no two requests share a form), the currency as its numeric
+    /// code. Bodies that differ only in whitespace, key order or the
+    /// currency's spelling have one form. It holds the PAN and the CVV in
+    /// clear, so it is wiped on drop, and only a keyed digest of it may be
+    /// kept.
+    pub fn canonical_form(&self) -> Zeroizing<Vec<u8>> {
+        let expiry = self.expiry.to_field();
+        let amount = self.amount.minor().to_be_bytes();
+        let currency = self.currency.numeric().to_be_bytes();
+        let fields: [Option<&[u8]>; 8] = [
+            Some(self.pan.expose().as_bytes()),
+            Some(&expiry),
+            Some(&amount),
+            Some(&currency),
+            Some(self.merchant_id.as_bytes()),
+            Some(self.terminal_id.as_bytes()),
+            self.cvv.as_ref().map(|cvv| cvv.expose().as_bytes()),
+            self.mcc.as_ref().map(|mcc| mcc.as_bytes()),
+        ];
+        let mut form = Zeroizing::new(Vec::with_capacity(CANONICAL_BYTES_MAX));
+        for field in fields {
+            match field {
+                None => form.push(0),
+                Some(value) => {
+                    form.push(1);
+                    // Every field was checked to be far shorter than 256.
+                    form.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
+                    form.extend_from_slice(value);
+                }
+            }
+        }
+        debug_assert!(
+            form.len() <= CANONICAL_BYTES_MAX,
+            "the form was reallocated"
+        );
+        form
     }
 }
 
@@ -237,6 +286,49 @@ mod tests {
         assert_eq!(checked.expiry, Expiry::parse(b"2812").unwrap());
         let shown = format!("{checked:?}");
         assert!(!shown.contains("4111111111111111"), "{shown}");
+    }
+
+    fn canonical(body: &str) -> Vec<u8> {
+        let request: AuthorizationRequest = serde_json::from_str(body).unwrap();
+        request.check().unwrap().canonical_form().to_vec()
+    }
+
+    #[test]
+    fn the_canonical_form_ignores_spelling_and_holds_every_field() {
+        let form = canonical(BODY);
+        // Other whitespace, another key order, the currency by number.
+        for same in [
+            BODY.replace(['\n', ' '], ""),
+            r#"{ "mcc" : "5411", "cvv":"123", "terminal_id":"TERM0001",
+                "merchant_id":"MERCHANT0000001", "currency":"978", "amount":1250,
+                "expiry":"2812", "pan":"4111111111111111" }"#
+                .to_owned(),
+        ] {
+            assert_eq!(canonical(&same), form, "{same}");
+        }
+        // Any field changed, added or dropped is another request.
+        for (from, to) in [
+            ("4111111111111111", "4111111111111129"),
+            ("\"2812\"", "\"2901\""),
+            ("1250", "1251"),
+            ("\"EUR\"", "\"USD\""),
+            ("MERCHANT0000001", "MERCHANT0000002"),
+            ("TERM0001", "TERM0002"),
+            ("\"123\"", "\"124\""),
+            (",\"cvv\":\"123\"", ""),
+            ("\"5411\"", "\"5412\""),
+            (",\"mcc\":\"5411\"", ""),
+        ] {
+            let other = BODY.replace(from, to);
+            assert_ne!(other, BODY, "{from} is in the body");
+            assert_ne!(canonical(&other), form, "{from} -> {to}");
+        }
+        // A value cannot slide into its neighbour: lengths are in the form.
+        let ids = |merchant: &str, terminal: &str| {
+            BODY.replace("MERCHANT0000001", merchant)
+                .replace("TERM0001", terminal)
+        };
+        assert_ne!(canonical(&ids("M1", "T1")), canonical(&ids("M", "1T1")));
     }
 
     fn check_error(from: &str, to: &str) -> FieldError {

@@ -53,7 +53,7 @@ pub mod spec;
 pub mod tlv;
 
 pub use amount::{Amount, Currency};
-pub use card::{Expiry, Pan, PinBlock, SensitiveText};
+pub use card::{Expiry, Pan, PinBlock, SensitiveText, mask_pan_runs};
 pub use error::{DecodeError, EncodeError, Location, SpecError};
 pub use framing::{Framing, LengthHeader};
 pub use message::Message;

@@ -82,4 +82,4 @@ pub use rewrap::{
 };
 pub use sqlite::SqliteStore;
 pub use store::{StoreFuture, StoreReader, replay_approved};
-pub use vault::{KeyringChange, KeyringView, Vault, VaultKeys, fill_random};
+pub use vault::{DigestPurpose, KeyringChange, KeyringView, Vault, VaultKeys, fill_random};

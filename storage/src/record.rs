@@ -102,10 +102,12 @@ impl fmt::Debug for SealedPan {
 pub struct IdempotencyEntry {
     /// The merchant the API key acts for; keys are unique per merchant.
     pub merchant_id: String,
-    /// The `Idempotency-Key` header.
+    /// The `Idempotency-Key` header as the switch keeps it: a keyed digest
+    /// in hex ([`Vault::digest`](crate::Vault::digest)), never the key as
+    /// sent, which a client may have filled with a PAN.
     pub key: String,
-    /// SHA-256 of the request body as the switch canonicalized it: the same
-    /// key with another body is answered 422.
+    /// The keyed digest of the request in its canonical form (it holds card
+    /// data): the same key with another request is answered 422.
     pub request_hash: [u8; 32],
     /// The response body sent, to send again byte for byte.
     pub response_json: String,

@@ -16,6 +16,10 @@
 //! - [`Vault::seal_if_new`] skips sealing a card this process has already
 //!   stored, using a fixed-size, lossy set of tokens. Forgetting is safe: the
 //!   vault row is written with "insert unless the token is there".
+//! - [`Vault::digest`] is HMAC-SHA256 under a key derived from the
+//!   tokenization key, for what must be matched later but never read back:
+//!   an idempotency key (a client may type a PAN into it) and the card data
+//!   of the request stored under it.
 //!
 //! The tokenization key cannot rotate without changing every token (and so
 //! every card's velocity history); only encryption keys rotate.
@@ -75,6 +79,30 @@ pub struct Vault {
     /// [`Vault::rotate`]; readers load it without a lock.
     keyring: ArcSwap<Keyring>,
     sealed: SealedSet,
+    /// Keyed once with the key derived for [`Vault::digest`].
+    digester: Hmac<Sha256>,
+}
+
+/// What a [`Vault::digest`] stands for. Each purpose is hashed under its own
+/// label, so a digest made for one can never be taken for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestPurpose {
+    /// An `Idempotency-Key` header, which a client may have filled with a
+    /// PAN: stored and looked up by its digest only.
+    IdempotencyKey,
+    /// The canonical form of a request stored under an idempotency key,
+    /// which holds its PAN, expiry and CVV.
+    IdempotencyRequest,
+}
+
+impl DigestPurpose {
+    /// Labels hold no NUL, which ends them in the hashed bytes.
+    fn label(self) -> &'static [u8] {
+        match self {
+            DigestPurpose::IdempotencyKey => b"idempotency key",
+            DigestPurpose::IdempotencyRequest => b"idempotency request",
+        }
+    }
 }
 
 /// The encryption keys at one moment. Immutable: a rotation builds a new
@@ -180,6 +208,18 @@ fn build_keyring(keys: &VaultKeys) -> Result<Keyring, StorageError> {
     })
 }
 
+/// The HMAC keyed for [`Vault::digest`]: HMAC(tokenization key, a fixed
+/// label) as its key. Derived, so there is no other secret to configure and
+/// the PAN's token (the HMAC of digits only) is never a digest; from the
+/// tokenization key, which never rotates, so a stored digest keeps matching.
+fn digester(tokenizer: &Hmac<Sha256>) -> Result<Hmac<Sha256>, StorageError> {
+    let mut mac = tokenizer.clone();
+    mac.update(b"switch vault digest key");
+    let key = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+    <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice())
+        .map_err(|_| StorageError::Keys("the digest key has the wrong length"))
+}
+
 /// A fingerprint of the tokenization key: HMAC of a fixed label under it.
 fn tokenization_check(tokenizer: &Hmac<Sha256>) -> [u8; 16] {
     let mut mac = tokenizer.clone();
@@ -206,6 +246,7 @@ impl Vault {
             .map_err(|_| StorageError::Keys("the tokenization key has the wrong length"))?;
         Ok(Vault {
             tokenization_check: tokenization_check(&tokenizer),
+            digester: digester(&tokenizer)?,
             tokenizer,
             keyring: ArcSwap::from_pointee(keyring),
             sealed: SealedSet::new(sealed_cache_slots),
@@ -293,6 +334,19 @@ impl Vault {
         let mut token = [0u8; 16];
         token.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
         Token::from_bytes(token)
+    }
+
+    /// A keyed digest of `data` for `purpose`: HMAC-SHA256, under the key
+    /// derived from the tokenization key, of the purpose's label, a NUL and
+    /// `data`. Keyed, so whoever reads a stored digest cannot recover short
+    /// card data behind it by trying every value; the same for the same
+    /// input, so a lookup by digest finds it.
+    pub fn digest(&self, purpose: DigestPurpose, data: &[u8]) -> [u8; 32] {
+        let mut mac = self.digester.clone();
+        mac.update(purpose.label());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
     }
 
     /// The card's token and its PAN sealed under the active key.
@@ -542,6 +596,36 @@ mod tests {
         assert!(vault.rotate(&without_one, &[2]).is_ok());
         assert!(vault.open(&old).is_err());
         assert_eq!(vault.open(&new).unwrap().expose(), pan.expose());
+    }
+
+    #[test]
+    fn digests_are_keyed_pinned_and_apart_by_purpose() {
+        let vault = Vault::new(keys(), 0).unwrap();
+        let digest = vault.digest(DigestPurpose::IdempotencyKey, b"order-7781");
+        // Computed independently (Python's hmac): a change to the derivation
+        // would orphan every stored idempotency entry.
+        assert_eq!(
+            protocol::encoding::to_hex(&digest).to_ascii_lowercase(),
+            "ed35e44dfe093876b66afd60c6a570809362e417c728de050b8bdc3c395f31b5"
+        );
+        assert_ne!(
+            vault.digest(DigestPurpose::IdempotencyRequest, b"order-7781"),
+            digest
+        );
+        let mut other_key = keys();
+        other_key.tokenization_key = [3; 32];
+        let other = Vault::new(other_key, 0).unwrap();
+        assert_ne!(
+            other.digest(DigestPurpose::IdempotencyKey, b"order-7781"),
+            digest
+        );
+        // Never a token of the same digits.
+        let pan = Pan::parse(b"4111111111111111").unwrap();
+        let card = vault.digest(DigestPurpose::IdempotencyKey, pan.expose().as_bytes());
+        assert_ne!(
+            card.get(..16),
+            Some(vault.tokenize(&pan).as_bytes().as_slice())
+        );
     }
 
     #[test]

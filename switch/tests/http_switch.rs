@@ -255,6 +255,95 @@ fn idempotency_keys_replay_and_refuse_reuse() {
     assert_eq!(other.json()["field"], "Idempotency-Key");
 }
 
+/// Whether any file under `dir` holds `needle`, and which.
+fn file_holding(dir: &std::path::Path, needle: &[u8]) -> Option<String> {
+    files_under(dir)
+        .into_iter()
+        .find(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .map(|(path, _)| path.display().to_string())
+}
+
+/// A client may type anything into an `Idempotency-Key`, a card number
+/// included, and the body under it holds the PAN, expiry and CVV. The
+/// journal keeps neither: not the key as sent, and not an unkeyed SHA-256
+/// of the body (whoever reads the table could try every card number
+/// against it). Replays work as before.
+#[test]
+fn an_idempotency_key_and_its_request_are_kept_only_as_keyed_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let switch = TestSwitch::start_in(dir.path(), &data_dir, CONFIG);
+    let key_pan = "4000056655665556";
+    let key = [("Idempotency-Key", key_pan)];
+    let payload = body("5500005555555559", 700, "ACME0000001");
+    let first = switch.http("POST", "/v1/authorizations", Some(ACME_KEY), &key, &payload);
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = switch.http("POST", "/v1/authorizations", Some(ACME_KEY), &key, &payload);
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.body, first.body, "the stored answer");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let other = switch.http(
+        "POST",
+        "/v1/authorizations",
+        Some(ACME_KEY),
+        &key,
+        &body("5500005555555559", 701, "ACME0000001"),
+    );
+    assert_eq!(other.status, 422, "{}", other.body);
+    assert!(switch.stop().success());
+
+    // The scan reads the journal: the stored answer is found in it.
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    assert!(file_holding(&data_dir, id.as_bytes()).is_some(), "{id}");
+    assert_eq!(
+        file_holding(&data_dir, key_pan.as_bytes()),
+        None,
+        "the PAN typed as an Idempotency-Key is stored"
+    );
+    use sha2::Digest as _;
+    let unkeyed: [u8; 32] = sha2::Sha256::digest(payload.as_bytes()).into();
+    let unkeyed_hex: String = unkeyed.iter().map(|b| format!("{b:02x}")).collect();
+    for needle in [
+        unkeyed.to_vec(),
+        unkeyed_hex.clone().into_bytes(),
+        unkeyed_hex.to_ascii_uppercase().into_bytes(),
+    ] {
+        assert_eq!(
+            file_holding(&data_dir, &needle),
+            None,
+            "an unkeyed SHA-256 of the body (card data) is stored"
+        );
+    }
+}
+
+/// A retry is the same request whatever its spelling: other whitespace,
+/// another key order, the currency by number. It gets the stored answer
+/// (the same transaction), not a 422.
+#[test]
+fn a_retry_spelled_differently_gets_the_stored_answer() {
+    let switch = TestSwitch::start();
+    let key = [("Idempotency-Key", "order-spelling-1")];
+    let payload = body("5500005555555559", 800, "ACME0000001");
+    let first = switch.http("POST", "/v1/authorizations", Some(ACME_KEY), &key, &payload);
+    assert_eq!(first.status, 201, "{}", first.body);
+    let respelled = r#"{
+        "terminal_id": "WEB00001",   "cvv": "123",
+        "merchant_id": "ACME0000001", "currency": "978", "amount": 800,
+        "expiry": "3012", "pan": "5500005555555559"
+    }"#;
+    let again = switch.http(
+        "POST",
+        "/v1/authorizations",
+        Some(ACME_KEY),
+        &key,
+        respelled,
+    );
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    assert_eq!(again.body, first.body, "the stored answer");
+}
+
 #[test]
 fn ops_endpoints() {
     let switch = TestSwitch::start();

@@ -216,6 +216,14 @@ fn post_with(path: &str, key: &str, headers: &str, body: &str) -> String {
     )
 }
 
+/// `GET /v1/transactions/{id}` with `key`.
+fn get_transaction(id: &str, key: &str) -> String {
+    format!(
+        "GET /v1/transactions/{id} HTTP/1.1\r\nHost: switch\r\nConnection: close\r\n\
+         Authorization: Bearer {key}\r\n\r\n"
+    )
+}
+
 fn json_body(pan: &str, expiry: &str) -> String {
     format!(
         r#"{{"pan":"{pan}","expiry":"{expiry}","amount":1500,"currency":"USD","merchant_id":"ACME0000001","terminal_id":"WEB00001","cvv":"{CVV}"}}"#
@@ -312,12 +320,13 @@ fn push_sentinels(switch: &TestSwitch, pans: &[String], pushed: &mut Vec<Pushed>
     unframeable.send_raw(format!("\u{ff}\u{ff}{}", pans[6]).as_bytes());
     std::thread::sleep(Duration::from_millis(200));
 
-    // JSON/HTTP: an approval with a CVV (and an idempotency key, replayed
-    // after the restart); an expired card; a PAN in a field the API does
-    // not have; a body that is not JSON; a PAN as the API key; a PAN in the
-    // path.
+    // JSON/HTTP: an approval with a CVV (and an idempotency key that holds
+    // a PAN, replayed after the restart); an expired card; a PAN in a field
+    // the API does not have; a body that is not JSON; a PAN as the API key;
+    // a PAN in the path, with a merchant's key, a wrong key and an admin's.
     let idempotency_key = format!(
-        "Idempotency-Key: leak-scan-{}\r\n",
+        "Idempotency-Key: {}-{}\r\n",
+        pans[4],
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -362,13 +371,14 @@ fn push_sentinels(switch: &TestSwitch, pans: &[String], pushed: &mut Vec<Pushed>
                 &json_body(&pans[11], "3012"),
             ),
         ),
+        ("HTTP PAN in the path", get_transaction(&pans[9], ACME_KEY)),
         (
-            "HTTP PAN in the path",
-            format!(
-                "GET /v1/transactions/{} HTTP/1.1\r\nHost: switch\r\nConnection: close\r\n\
-                 Authorization: Bearer {ACME_KEY}\r\n\r\n",
-                pans[9]
-            ),
+            "HTTP PAN in the path, wrong key",
+            get_transaction(&pans[9], "not-a-key-of-this-switch"),
+        ),
+        (
+            "HTTP PAN in the path, admin key",
+            get_transaction(&pans[10], ADMIN_KEY),
         ),
     ] {
         pushed.push(Pushed::http(what, raw_http(switch, &request)));

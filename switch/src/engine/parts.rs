@@ -117,6 +117,12 @@ impl Engine {
         &self.world.journal
     }
 
+    /// The vault: the HTTP ingress digests idempotency keys and requests
+    /// with it.
+    pub fn vault(&self) -> &Vault {
+        &self.world.vault
+    }
+
     /// Ready once the journal is open and velocity is replayed, and for as
     /// long as the journal's writer is taking records and the database
     /// answers (see [`Engine::watch_database`]).

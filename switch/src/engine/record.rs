@@ -54,7 +54,9 @@ impl CardOutcome {
 #[derive(Debug)]
 pub struct IdempotencyRequest {
     pub merchant_id: String,
+    /// The key's digest in hex (`Vault::digest`), never the key as sent.
     pub key: String,
+    /// The keyed digest of the request's canonical form.
     pub request_hash: [u8; 32],
     /// Renders the reply (status, JSON) that a replay returns.
     pub render: fn(&CardOutcome) -> (u16, String),

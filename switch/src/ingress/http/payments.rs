@@ -14,10 +14,10 @@ use protocol::domain::{
     Authorization, Channel, Decision, DeclineReason, OriginalRef, Reversal, ReversalKind,
     ReversedAmount, TransactionId, TransactionKind, pad,
 };
+use protocol::encoding::to_hex;
 use protocol::ids::MerchantId;
 use protocol::json::{self, FieldError};
-use sha2::{Digest, Sha256};
-use storage::StoreReader;
+use storage::{DigestPurpose, StoreReader};
 
 use crate::clock::Stopwatch;
 use crate::engine::{CardOutcome, IdempotencyRequest, Received, ReversalOutcome, ReversalRefusal};
@@ -109,11 +109,20 @@ pub(super) async fn create_authorization(
         None => None,
     };
 
-    // Idempotency: same key and body gets the stored answer; another body, 422;
-    // while the first is still being decided, 409.
-    let idempotency_key = match headers.get("idempotency-key").map(|value| value.to_str()) {
+    // Idempotency: the same key and request get the stored answer; another
+    // request, 422; while the first is still being decided, 409. Both are
+    // kept and matched only as keyed digests (`Vault::digest`): a client may
+    // type a card number into the key, and the request holds the PAN, expiry
+    // and CVV, which an unkeyed hash would give up to anyone trying every
+    // card number against it. The request is digested in its canonical form,
+    // so a retry with other whitespace or key order is the same request.
+    let vault = engine.vault();
+    let idempotency = match headers.get("idempotency-key").map(|value| value.to_str()) {
         None => None,
-        Some(Ok(key)) if !key.is_empty() && key.len() <= 255 => Some(key.to_owned()),
+        Some(Ok(key)) if !key.is_empty() && key.len() <= 255 => Some((
+            to_hex(&vault.digest(DigestPurpose::IdempotencyKey, key.as_bytes())),
+            vault.digest(DigestPurpose::IdempotencyRequest, &checked.canonical_form()),
+        )),
         Some(_) => {
             return problem(
                 StatusCode::BAD_REQUEST,
@@ -124,9 +133,8 @@ pub(super) async fn create_authorization(
             );
         }
     };
-    let request_hash: [u8; 32] = Sha256::digest(&body).into();
     let mut in_flight_guard = None;
-    if let Some(key) = &idempotency_key {
+    if let Some((key, request_hash)) = &idempotency {
         let entry = (merchant_id, key.clone());
         let inserted = state
             .idempotency_in_flight
@@ -151,7 +159,7 @@ pub(super) async fn create_authorization(
             .idempotent_response(merchant_id.as_str().trim_end(), key)
             .await
         {
-            Ok(Some(stored)) if stored.request_hash == request_hash => {
+            Ok(Some(stored)) if stored.request_hash == *request_hash => {
                 let mut response = json_response(
                     StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
                     stored.response_json,
@@ -194,7 +202,7 @@ pub(super) async fn create_authorization(
     engine
         .metrics()
         .record(Channel::Http, Stage::Decode, decode_us);
-    let idempotency = idempotency_key.map(|key| IdempotencyRequest {
+    let idempotency = idempotency.map(|(key, request_hash)| IdempotencyRequest {
         merchant_id: merchant_id.as_str().trim_end().to_owned(),
         key,
         request_hash,
@@ -231,7 +239,8 @@ pub(super) async fn create_authorization(
     }
 }
 
-/// Releases an idempotency key from the in-flight set, also on early return.
+/// Releases an idempotency key (its digest) from the in-flight set, also on
+/// early return.
 struct InFlightGuard<'a> {
     state: &'a HttpState,
     entry: (MerchantId, String),

@@ -20,7 +20,8 @@ use crate::ops::vault::VaultControl;
 pub struct HttpState {
     pub(super) engine: Arc<Engine>,
     pub(super) keys: ApiKeys,
-    /// Idempotency keys whose first request is still being decided.
+    /// Idempotency keys (their digests) whose first request is still being
+    /// decided.
     pub(super) idempotency_in_flight: Mutex<HashSet<(MerchantId, String)>>,
     pub(super) audit: Audit,
     pub(super) lockout: Lockout,

@@ -6,6 +6,7 @@
 //! canonical bytes: the compact JSON of `seq, time, actor, event, outcome,
 //! origin, resource` in that order. `seq` counts from 1 without gaps.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -83,9 +84,16 @@ impl ChainHead {
         }
     }
 
-    /// Places `event` after this head and moves the head to it.
+    /// Places `event` after this head and moves the head to it. Every field
+    /// has its card numbers masked (a client can type one into a path), the
+    /// whole field before it is cut so no part of a number escapes, and
+    /// before it is hashed, so the chain holds only what is shown.
     pub(super) fn append(&mut self, event: AuditEvent, time: String) -> AuditEntry {
-        let cut = |mut value: String| {
+        let cut = |value: String| {
+            let mut value = match protocol::mask_pan_runs(&value) {
+                Cow::Borrowed(_) => value,
+                Cow::Owned(masked) => masked,
+            };
             if value.chars().count() > FIELD_CHARS_MAX {
                 value = value.chars().take(FIELD_CHARS_MAX).collect();
             }
@@ -247,6 +255,22 @@ mod tests {
         assert_eq!(head.seq, 5);
         assert!(lines[0].contains(&format!("\"prev_hash\":\"{GENESIS_HASH}\"")));
         assert_eq!(check(&[]).unwrap(), ChainHead::genesis());
+    }
+
+    #[test]
+    fn card_numbers_are_masked_before_the_entry_is_cut_and_hashed() {
+        let mut head = ChainHead::genesis();
+        let mut event = AuditEvent::numbered_for_tests(1);
+        event.resource = "GET /v1/transactions/4111111111111111".to_owned();
+        event.origin = "4111 1111 1111 1111".to_owned();
+        // A number across the cut: no part of it is left in clear.
+        event.actor = format!("{}5105105105105100", "a".repeat(FIELD_CHARS_MAX - 8));
+        let entry = head.append(event, "2026-11-22T21:30:00.000Z".to_owned());
+        assert_eq!(entry.resource, "GET /v1/transactions/411111******1111");
+        assert_eq!(entry.origin, "4111 11** **** 1111");
+        assert!(entry.actor.ends_with("510510**"), "{}", entry.actor);
+        let line = serde_json::to_string(&entry).unwrap();
+        assert_eq!(check(&[line]).unwrap().seq, 1, "the masked entry verifies");
     }
 
     #[test]

@@ -27,7 +27,9 @@
 //! stop, key and configuration changes) use [`Audit::record_or_wait`].
 //!
 //! Nothing secret is ever recorded: the actor is a key's name and role,
-//! never the key; no card data reaches this module.
+//! never the key. A card number a client typed into a path would reach the
+//! resource field, so the chain masks card numbers in every field
+//! (`protocol::mask_pan_runs`) before an entry is hashed and written.
 //!
 //! What the chain cannot show by itself is the loss of the newest entries
 //! (a truncated tail): the switch logs the chain's head (seq and hash) when
