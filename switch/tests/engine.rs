@@ -847,3 +847,21 @@ async fn an_answer_asking_for_a_retry_is_not_stored_under_the_idempotency_key() 
         None
     );
 }
+
+/// An acquirer held to other merchants cannot read the answer (and auth
+/// code) of an approval made for a merchant that is not its own by sending
+/// the same keys: it is answered 58 before any duplicate lookup.
+#[tokio::test]
+async fn a_restricted_acquirer_never_gets_another_merchants_earlier_answer() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    let first = rig.authorize(&request).await;
+    assert_eq!(code(&first), "00");
+
+    let north = Acquirer::new("north".to_owned(), Some(vec![merchant(LIMITED)]), None);
+    let copy = rig.authorize_as(&request, Some(&north)).await;
+    assert_eq!(code(&copy), "58");
+    assert_ne!(copy.id, first.id);
+    assert_eq!(copy.decision.auth_code(), None);
+    assert_eq!(rig.duplicates(), 0);
+}

@@ -47,7 +47,11 @@ impl Engine {
         let token = world.vault.tokenize(&authorization.pan);
         let tokenize_us = tokenizing.elapsed_us();
 
-        let slot = match self.duplicates.check(world, &authorization, token).await {
+        let slot = match self
+            .duplicates
+            .check(world, &authorization, token, received.acquirer)
+            .await
+        {
             Check::New(slot) => slot,
             Check::Answered(first) => return first,
             Check::Refused(refusal) => return refusal,

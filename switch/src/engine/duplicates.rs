@@ -29,6 +29,7 @@ use protocol::domain::{Authorization, Decision, DeclineReason, Token, Transactio
 use protocol::ids::{AuthCode, Stan, TerminalId, TransmissionTime};
 
 use crate::config::DuplicateSettings;
+use crate::engine::acquirer::Acquirer;
 use storage::{JournalRecord, OriginalKeys, RecordKind, StorageError, StoreReader};
 use tokio::sync::watch;
 
@@ -101,14 +102,21 @@ impl Duplicates {
     }
 
     /// Looks for an earlier answer to `authorization`'s keys everywhere one
-    /// may be; `token` is its card's.
+    /// may be; `token` is its card's. A request from an `acquirer` that may
+    /// not send for its merchant or terminal is never matched: it would
+    /// read another acquirer's answer and auth code by sending its keys.
+    /// It goes on to be declined 58 without touching any velocity.
     pub(crate) async fn check(
         &self,
         world: &World,
         authorization: &Authorization,
         token: Token,
+        acquirer: Option<&Acquirer>,
     ) -> Check<'_> {
-        let Some(keys) = authorization.keys else {
+        let permitted = acquirer.is_none_or(|acquirer| {
+            acquirer.permits(&authorization.merchant_id, &authorization.terminal_id)
+        });
+        let (Some(keys), true) = (authorization.keys, permitted) else {
             return Check::New(Slot::holding(self, None, None));
         };
         let key = DuplicateKey {
