@@ -81,5 +81,5 @@ pub use rewrap::{
     verify_all,
 };
 pub use sqlite::SqliteStore;
-pub use store::{StoreFuture, StoreReader, replay_approved};
+pub use store::{ReplayPages, StoreFuture, StoreReader, replay_approved};
 pub use vault::{DigestPurpose, KeyringChange, KeyringView, Vault, VaultKeys, fill_random};

@@ -69,27 +69,62 @@ pub trait StoreReader: fmt::Debug + Send + Sync + 'static {
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
+/// Every approved, unreversed authorization and purchase since `since_ms`,
+/// oldest first, a page of at most `page_rows` at a time: memory stays at
+/// one page however long the window. The one way the journal is walked for
+/// velocity, by the replay at start and by a fleet's rebuild of Redis.
+#[derive(Debug)]
+pub struct ReplayPages<'a, S: StoreReader + ?Sized> {
+    store: &'a S,
+    since_ms: u64,
+    page_rows: u32,
+    after: Option<ReplayCursor>,
+    done: bool,
+}
+
+impl<'a, S: StoreReader + ?Sized> ReplayPages<'a, S> {
+    pub fn new(store: &'a S, since_ms: u64, page_rows: u32) -> ReplayPages<'a, S> {
+        ReplayPages {
+            store,
+            since_ms,
+            page_rows: page_rows.max(1),
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page, or `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ReplayRow>>, StorageError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .store
+            .approved_since(self.since_ms, self.after, self.page_rows)
+            .await?;
+        let Some(last) = page.last() else {
+            self.done = true;
+            return Ok(None);
+        };
+        self.after = Some(last.cursor());
+        Ok(Some(page))
+    }
+}
+
 /// Walks every approved, unreversed authorization and purchase since
-/// `since_ms`, oldest first, a page of `page_rows` at a time, handing each
-/// row to `each`; returns how many rows there were. Memory stays at one
-/// page however long the window.
+/// `since_ms` ([`ReplayPages`]), handing each row to `each`; returns how
+/// many rows there were.
 pub async fn replay_approved<S: StoreReader + ?Sized>(
     store: &S,
     since_ms: u64,
     page_rows: u32,
     mut each: impl FnMut(ReplayRow),
 ) -> Result<u64, StorageError> {
-    let mut after = None;
+    let mut pages = ReplayPages::new(store, since_ms, page_rows);
     let mut rows = 0u64;
-    loop {
-        let page = store
-            .approved_since(since_ms, after, page_rows.max(1))
-            .await?;
-        let Some(last) = page.last() else {
-            return Ok(rows);
-        };
-        after = Some(last.cursor());
+    while let Some(page) = pages.next_page().await? {
         rows = rows.saturating_add(u64::try_from(page.len()).unwrap_or(u64::MAX));
         page.into_iter().for_each(&mut each);
     }
+    Ok(rows)
 }

@@ -21,6 +21,19 @@
 //! rate (docs/BENCHMARKS.md); one key also keeps a card on one Redis
 //! Cluster slot without a hash tag trick.
 //!
+//! **Generations.** Redis may lose its keys (a flush, a failover to an
+//! empty replica, an eviction). The card hashes therefore live under a
+//! generation, `v:{token}:<generation>`, and `v:built` names the generation
+//! that is whole. Each node checks `v:built` once a second (and before it
+//! turns ready); while it is missing no node uses Redis velocity (a reserve
+//! is refused as if Redis were away, so `on_redis_down` applies) and one
+//! node, holding `v:rebuilding`, counts every approval of the last day from
+//! the shared journal into a fresh generation, then sets `v:built`. A
+//! rebuild that dies half way leaves a generation nobody reads, which
+//! expires by itself; the next one starts afresh. Between the loss and a
+//! node's next check (one second at most) that node still counts in the
+//! lost generation: the window of risk is that second.
+//!
 //! The engine reaches this state through [`FleetStore`], which [`Fleet`]
 //! implements over Redis, so a test or a simulation can give it an
 //! in-memory fleet instead.
@@ -32,6 +45,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actors::{CardLimits, Window};
@@ -39,6 +53,7 @@ use protocol::Amount;
 use protocol::domain::{DeclineReason, Token};
 use redis::aio::ConnectionManager;
 use redis::{Client, Script};
+use storage::{AnyStore, ReplayPages, StorageError};
 
 /// What the switch does when Redis does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -60,7 +75,25 @@ pub enum FleetError {
     Timeout { timeout_ms: u64 },
     #[error("redis answered the velocity script with {0}")]
     UnexpectedReply(i64),
+    #[error("the fleet's velocity in redis is being rebuilt from the journal")]
+    NotBuilt,
+    #[error("the journal could not be read to rebuild the fleet's velocity: {0}")]
+    Journal(#[from] StorageError),
 }
+
+/// Names the generation of card hashes that is whole; see the module docs.
+const BUILT_KEY: &str = "v:built";
+/// Gives each rebuild a generation of its own.
+const GENERATION_KEY: &str = "v:generation";
+/// Held by the one node that rebuilds; it expires if that node dies.
+const REBUILDING_KEY: &str = "v:rebuilding";
+/// How long a rebuild may go without finishing a page before another node
+/// may take over.
+const REBUILD_LOCK_MS: u64 = 30_000;
+/// Approvals read from the journal and written to Redis at a time.
+const REBUILD_PAGE_ROWS: u32 = 2_000;
+/// How long one page's pipeline may take: far more than a request's call.
+const REBUILD_PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Checks and counts one approval in every window, or declines without
 /// counting anything. KEYS[1]: the card's hash. ARGV[1]: amount; ARGV[2]:
@@ -179,6 +212,8 @@ pub struct Fleet {
     pub on_redis_down: OnRedisDown,
     reserve: Script,
     give_back: Script,
+    /// The generation of card hashes in use; 0 while none is whole.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -199,9 +234,19 @@ fn window_tag(window: Window) -> &'static str {
     }
 }
 
-/// The card's hash.
-fn card_key(token: &Token) -> String {
-    format!("v:{{{token}}}")
+/// The card's hash in `generation`.
+fn card_key(token: &Token, generation: u64) -> String {
+    format!("v:{{{token}}}:{generation}")
+}
+
+/// How long a card's hash lives: the longest window and one bucket more, so
+/// every bucket a window still holds outlives it.
+fn card_ttl_ms() -> u64 {
+    Window::ALL
+        .iter()
+        .map(|window| u64::from(window.length_s() + window.bucket_s()) * 1000)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The prefix of a bucket's two fields in the card's hash.
@@ -243,7 +288,138 @@ impl Fleet {
             claim: Script::new(CLAIM_LUA),
             reserve: Script::new(RESERVE_LUA),
             give_back: Script::new(GIVE_BACK_LUA),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// The generation of card hashes to use, or `NotBuilt` while Redis
+    /// holds none that is whole.
+    fn generation(&self) -> Result<u64, FleetError> {
+        match self.generation.load(Ordering::Relaxed) {
+            0 => Err(FleetError::NotBuilt),
+            generation => Ok(generation),
+        }
+    }
+
+    /// Checks that Redis holds a whole generation of card velocity and uses
+    /// it; when Redis has lost it, rebuilds it from `store` (the shared
+    /// journal) unless another node already is. Returns the generation in
+    /// use, 0 while none is whole.
+    pub async fn keep_built(&self, store: &AnyStore, now_ms: u64) -> Result<u64, FleetError> {
+        let mut connection = self.connection.clone();
+        let built: Option<u64> = self
+            .within_timeout(
+                redis::cmd("GET")
+                    .arg(BUILT_KEY)
+                    .query_async(&mut connection),
+            )
+            .await?;
+        if let Some(generation) = built {
+            if self.generation.swap(generation, Ordering::Relaxed) != generation {
+                tracing::info!(generation, "fleet velocity: using this generation");
+            }
+            return Ok(generation);
+        }
+        if self.generation.swap(0, Ordering::Relaxed) != 0 {
+            tracing::warn!(
+                "fleet velocity: redis lost it; not used until it is rebuilt from the journal"
+            );
+        }
+        let locked: Option<String> = self
+            .within_timeout(
+                redis::cmd("SET")
+                    .arg(REBUILDING_KEY)
+                    .arg(std::process::id())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(REBUILD_LOCK_MS)
+                    .query_async(&mut connection),
+            )
+            .await?;
+        if locked.is_none() {
+            return Ok(0);
+        }
+        // The counter starts at the clock's milliseconds when Redis has lost
+        // it too, so a generation is never used twice across losses.
+        let (generation,): (u64,) = self
+            .within_timeout(
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(GENERATION_KEY)
+                    .arg(now_ms)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("INCR")
+                    .arg(GENERATION_KEY)
+                    .query_async(&mut connection),
+            )
+            .await?;
+        let approvals = self.rebuild(store, generation, now_ms).await?;
+        self.within_timeout(
+            redis::pipe()
+                .cmd("SET")
+                .arg(BUILT_KEY)
+                .arg(generation)
+                .ignore()
+                .cmd("DEL")
+                .arg(REBUILDING_KEY)
+                .ignore()
+                .query_async::<()>(&mut connection),
+        )
+        .await?;
+        self.generation.store(generation, Ordering::Relaxed);
+        tracing::info!(
+            generation,
+            approvals,
+            "fleet velocity rebuilt from the journal"
+        );
+        Ok(generation)
+    }
+
+    /// Counts every approval of the longest window from the journal into
+    /// `generation`'s card hashes, a page at a time; returns how many.
+    async fn rebuild(
+        &self,
+        store: &AnyStore,
+        generation: u64,
+        now_ms: u64,
+    ) -> Result<u64, FleetError> {
+        let ttl_ms = card_ttl_ms();
+        let mut pages = ReplayPages::new(store, now_ms.saturating_sub(ttl_ms), REBUILD_PAGE_ROWS);
+        let mut approvals = 0u64;
+        let mut connection = self.connection.clone();
+        while let Some(page) = pages.next_page().await? {
+            let mut pipe = redis::pipe();
+            for row in &page {
+                let key = card_key(&row.token, generation);
+                for window in Window::ALL {
+                    let prefix = bucket_prefix(window, bucket_of(window, row.at_ms));
+                    pipe.hincr(&key, format!("{prefix}c"), 1).ignore();
+                    pipe.hincr(&key, format!("{prefix}a"), row.amount.minor())
+                        .ignore();
+                }
+                pipe.pexpire(&key, limit_arg(Some(ttl_ms))).ignore();
+            }
+            // Still at work: the lock lasts another while.
+            pipe.pexpire(REBUILDING_KEY, limit_arg(Some(REBUILD_LOCK_MS)))
+                .ignore();
+            match tokio::time::timeout(
+                REBUILD_PAGE_TIMEOUT,
+                pipe.query_async::<()>(&mut connection),
+            )
+            .await
+            {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(FleetError::Timeout {
+                        timeout_ms: u64::try_from(REBUILD_PAGE_TIMEOUT.as_millis())
+                            .unwrap_or(u64::MAX),
+                    });
+                }
+            }
+            approvals = approvals.saturating_add(u64::try_from(page.len()).unwrap_or(u64::MAX));
+        }
+        Ok(approvals)
     }
 
     async fn within_timeout<T>(
@@ -267,18 +443,12 @@ impl Fleet {
         amount: Amount,
         at_ms: u64,
     ) -> Result<Result<(), DeclineReason>, FleetError> {
+        let generation = self.generation()?;
         let mut invocation = self.reserve.prepare_invoke();
-        // The longest window and one bucket more: every bucket a window
-        // still holds outlives it.
-        let ttl_ms = Window::ALL
-            .iter()
-            .map(|window| u64::from(window.length_s() + window.bucket_s()) * 1000)
-            .max()
-            .unwrap_or(0);
         invocation
-            .key(card_key(token))
+            .key(card_key(token, generation))
             .arg(amount.minor())
-            .arg(ttl_ms);
+            .arg(card_ttl_ms());
         for window in Window::ALL {
             let current = bucket_of(window, at_ms);
             // Fewer buckets only in the first minutes after 1970.
@@ -311,8 +481,11 @@ impl Fleet {
         amount: Amount,
         original_at_ms: u64,
     ) -> Result<(), FleetError> {
+        let generation = self.generation()?;
         let mut invocation = self.give_back.prepare_invoke();
-        invocation.key(card_key(token)).arg(amount.minor());
+        invocation
+            .key(card_key(token, generation))
+            .arg(amount.minor());
         for window in Window::ALL {
             invocation.arg(bucket_prefix(window, bucket_of(window, original_at_ms)));
         }
@@ -410,6 +583,12 @@ pub trait FleetStore: Send + Sync + 'static {
 
     /// Whether the store answers, for `/health/ready`.
     fn ping(&self) -> FleetFuture<'_, ()>;
+
+    /// Checks that the shared velocity is whole, rebuilding it from the
+    /// journal (`store`) when the fleet store lost it; returns the generation
+    /// in use, 0 while none is whole. Called once a second and before the
+    /// node turns ready.
+    fn keep_built<'a>(&'a self, store: &'a AnyStore, now_ms: u64) -> FleetFuture<'a, u64>;
 }
 
 impl FleetStore for Fleet {
@@ -445,6 +624,10 @@ impl FleetStore for Fleet {
     fn ping(&self) -> FleetFuture<'_, ()> {
         Box::pin(Fleet::ping(self))
     }
+
+    fn keep_built<'a>(&'a self, store: &'a AnyStore, now_ms: u64) -> FleetFuture<'a, u64> {
+        Box::pin(Fleet::keep_built(self, store, now_ms))
+    }
 }
 
 #[cfg(test)]
@@ -466,7 +649,7 @@ mod tests {
     #[test]
     fn a_card_is_one_hash_with_a_field_pair_per_bucket() {
         let token = Token::from_bytes([0xAB; 16]);
-        assert_eq!(card_key(&token), format!("v:{{{token}}}"));
+        assert_eq!(card_key(&token, 7), format!("v:{{{token}}}:7"));
         let prefix = bucket_prefix(Window::Minute, bucket_of(Window::Minute, 125_000));
         assert_eq!(prefix, "m:12:");
         assert_eq!(bucket_of(Window::Hour, 600_000), 2);

@@ -389,6 +389,7 @@ async fn replay_then_ready(core: &Core, tasks: &Tasks) -> anyhow::Result<u64> {
         .check_journal_for_duplicates_after_restart()
         .await
         .context("duplicate window after restart")?;
+    core.engine.keep_fleet_built().await;
     core.engine.set_ready();
     let engine = Arc::clone(&core.engine);
     let shutdown = tasks.shutdown.clone();

@@ -674,6 +674,9 @@ impl FleetStore for AwayFleet {
     fn ping(&self) -> FleetFuture<'_, ()> {
         away()
     }
+    fn keep_built<'a>(&'a self, _: &'a AnyStore, _: u64) -> FleetFuture<'a, u64> {
+        away()
+    }
 }
 
 #[tokio::test]
@@ -769,6 +772,9 @@ impl FleetStore for SharedFleet {
     }
     fn ping(&self) -> FleetFuture<'_, ()> {
         Box::pin(async { Ok(()) })
+    }
+    fn keep_built<'a>(&'a self, _: &'a AnyStore, _: u64) -> FleetFuture<'a, u64> {
+        Box::pin(async { Ok(1) })
     }
 }
 

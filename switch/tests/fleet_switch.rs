@@ -257,3 +257,57 @@ fn redis_unreachable_declines_promptly_and_never_approves() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Redis loses every key (a flush, a failover to an empty replica): the
+/// fleet's card velocity is rebuilt from the shared journal before any node
+/// uses Redis again, so a card's limits still hold across the loss.
+#[test]
+fn limits_hold_when_redis_loses_its_keys() {
+    let Some((_database, redis)) = database_and_redis_urls() else {
+        return;
+    };
+    // A Redis database of its own: the flush must not touch the other tests'.
+    let redis = format!("{}/7", redis.trim_end_matches('/'));
+    let config = fleet_config("decline");
+    let nodes = [node(&config, &redis), node(&config, &redis)];
+    let (pan, terminal) = unique_card_and_terminal(6);
+    let mut clients = [nodes[0].iso(), nodes[1].iso()];
+    for n in 0..3 {
+        assert_eq!(
+            code(&clients[n % 2].exchange(&authorization_at(&pan, &terminal))),
+            "00",
+            "approval {n} before the loss"
+        );
+    }
+
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    redis::cmd("FLUSHDB").exec(&mut connection).unwrap();
+
+    // Both nodes move to the generation rebuilt from the journal (each
+    // notices the loss within a second) and are ready again.
+    let generation =
+        |node: &TestSwitch| metric(&node.metrics(), "switch_fleet_velocity_generation ");
+    let before = generation(&nodes[0]);
+    assert!(before > 0, "a generation is in use from the start");
+    let waited = Stopwatch::start();
+    for node in &nodes {
+        while generation(node) <= before
+            || node.http("GET", "/health/ready", None, &[], "").status != 200
+        {
+            assert!(
+                waited.elapsed() < Duration::from_secs(20),
+                "a node never used a rebuilt generation after the loss"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let codes: Vec<String> = (0..6)
+        .map(|n| code(&clients[n % 2].exchange(&authorization_at(&pan, &terminal))).to_owned())
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| *c == "00").count(),
+        2,
+        "5 a minute in all, 3 of them before the loss: {codes:?}"
+    );
+}

@@ -155,19 +155,45 @@ impl Engine {
                     tracing::warn!("the database does not answer; not ready");
                 }
             }
-            if let Some(fleet) = &self.world.fleet {
-                let answers = fleet.ping().await.is_ok();
-                if answers != self.redis_answers.swap(answers, Ordering::Relaxed) {
-                    if answers {
-                        tracing::info!("redis answers again");
-                    } else {
-                        tracing::warn!("redis does not answer");
-                    }
-                }
-            }
+            self.keep_fleet_built().await;
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// In a fleet: whether the fleet store answers and holds the shared
+    /// velocity whole, rebuilding it from the journal if it was lost (see
+    /// `fleet.rs`). Until then the node is not ready. Called once a second
+    /// by [`Engine::watch_database`], and once before the node turns ready.
+    pub async fn keep_fleet_built(&self) {
+        let Some(fleet) = &self.world.fleet else {
+            return;
+        };
+        let generation = match fleet.ping().await {
+            Ok(()) => match fleet
+                .keep_built(&self.world.store, self.world.clock.now_ms())
+                .await
+            {
+                Ok(generation) => generation,
+                Err(error) => {
+                    tracing::warn!(%error, "fleet velocity could not be checked or rebuilt");
+                    0
+                }
+            },
+            Err(_) => 0,
+        };
+        self.world
+            .metrics
+            .fleet_generation
+            .store(generation, Ordering::Relaxed);
+        let usable = generation != 0;
+        if usable != self.redis_answers.swap(usable, Ordering::Relaxed) {
+            if usable {
+                tracing::info!("redis answers again with the fleet's velocity");
+            } else {
+                tracing::warn!("redis does not answer, or is rebuilding the fleet's velocity");
             }
         }
     }

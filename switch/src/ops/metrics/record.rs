@@ -126,6 +126,9 @@ pub struct Metrics {
     /// Requests decided on the node's own limits because Redis failed
     /// (`fleet.on_redis_down = "local"`).
     pub fleet_fallbacks: AtomicU64,
+    /// The generation of fleet velocity in Redis this node uses; 0 while
+    /// none is whole (Redis lost it and it is being rebuilt).
+    pub fleet_generation: AtomicU64,
     /// HTTP requests refused before their handler, by [`Refusal`].
     pub(super) refusals: [AtomicU64; REFUSALS.len()],
     /// Card requests refused at a merchant's admission rate, per channel.
@@ -161,6 +164,7 @@ impl Default for Metrics {
             duplicates: AtomicU64::new(0),
             fleet_errors: AtomicU64::new(0),
             fleet_fallbacks: AtomicU64::new(0),
+            fleet_generation: AtomicU64::new(0),
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             rate_limited: std::array::from_fn(|_| AtomicU64::new(0)),
             lockout_untracked: AtomicU64::new(0),

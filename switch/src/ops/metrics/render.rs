@@ -164,6 +164,13 @@ impl Metrics {
                 value.load(Ordering::Relaxed),
             );
         }
+        write_one(
+            &mut out,
+            "gauge",
+            "switch_fleet_velocity_generation",
+            "The generation of fleet velocity in Redis this node uses; 0 while it is rebuilt.",
+            self.fleet_generation.load(Ordering::Relaxed),
+        );
         self.render_tls(&mut out);
         write_one(
             &mut out,
@@ -468,6 +475,7 @@ mod tests {
                 "# TYPE switch_duplicates_total counter",
                 "# TYPE switch_fleet_errors_total counter",
                 "# TYPE switch_fleet_fallbacks_total counter",
+                "# TYPE switch_fleet_velocity_generation gauge",
                 "# TYPE switch_tls_handshakes_total counter",
                 "# TYPE switch_tls_handshakes_refused_total counter",
                 "# TYPE switch_connections_open gauge",
