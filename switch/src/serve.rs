@@ -399,8 +399,8 @@ async fn replay_then_ready(core: &Core, tasks: &Tasks) -> anyhow::Result<u64> {
     Ok(replayed)
 }
 
-/// Starts taking ISO 8583 traffic on the bound listeners, with one
-/// connection limit for both.
+/// Starts taking ISO 8583 traffic on the bound listeners, each with its own
+/// connection limit.
 fn start_iso(
     config: &Config,
     core: &Core,
@@ -425,10 +425,15 @@ fn start_iso(
             tasks.tracker.clone(),
         ));
     }
-    if let (Some(listener), Some(iso_tls)) = (listeners.tls, files.tls) {
+    if let (Some(listener), Some(iso_tls), Some(tls_config)) =
+        (listeners.tls, files.tls, config.iso.tls.as_ref())
+    {
         tasks.tracker.spawn(iso::serve(
             listener,
-            ingress,
+            iso::IsoIngress {
+                connections: Arc::new(Semaphore::new(tls_config.connections_max)),
+                ..ingress
+            },
             Some(iso_tls),
             tasks.shutdown.clone(),
             tasks.tracker.clone(),

@@ -585,3 +585,79 @@ fn card_data_sent_over_http_stays_out_of_the_journal_and_logs() {
         assert!(!shows_cvv(bytes, LEAK_CVV), "{place} holds the CVV");
     }
 }
+
+/// Sends one request on a kept-alive connection, reads its whole response
+/// (head and `Content-Length` body) and returns its status line.
+fn status_line_on(stream: &mut std::net::TcpStream, request: &str) -> String {
+    use std::io::{Read, Write};
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "answered: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .expect("a Content-Length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    head.lines().next().unwrap().to_owned()
+}
+
+#[test]
+fn connections_over_http_connections_max_are_closed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.replace(
+        "body_bytes_max = 4096",
+        "body_bytes_max = 4096\nconnections_max = 2",
+    );
+    let switch = TestSwitch::start_in(dir.path(), &dir.path().join("data"), &config);
+    let live = "GET /health/live HTTP/1.1\r\nHost: switch\r\n\r\n";
+    let mut held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(switch.http).unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .unwrap();
+            assert!(status_line_on(&mut stream, live).starts_with("HTTP/1.1 200"));
+            stream
+        })
+        .collect();
+
+    let mut over = std::net::TcpStream::connect(switch.http).unwrap();
+    let started = Stopwatch::start();
+    let answer = read_until_closed(
+        &mut over,
+        std::time::Duration::from_secs(5),
+        "a connection over http.connections_max (2)",
+    );
+    assert!(answer.is_empty(), "closed without an answer: {answer:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "closed at once, not by the header read timeout (5 s)"
+    );
+
+    // The connections already open still work; the refusal is counted.
+    let mut last = held.pop().unwrap();
+    let mut first = held.pop().unwrap();
+    assert!(status_line_on(&mut first, live).starts_with("HTTP/1.1 200"));
+    std::io::Write::write_all(
+        &mut last,
+        format!("GET /metrics HTTP/1.1\r\nHost: switch\r\nConnection: close\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let page = read_until_closed(&mut last, std::time::Duration::from_secs(5), "/metrics");
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert_eq!(
+        metric(&page, "switch_connections_refused_total{listener=\"http\"}"),
+        1
+    );
+}

@@ -358,7 +358,10 @@ fn connection_limit_idle_timeout_and_frame_maximum_come_from_config() {
     assert!(answer.is_empty(), "refused without an answer: {answer:?}");
     // Refused at the limit, not cut later by the idle timeout.
     assert_eq!(
-        metric(&switch.metrics(), "switch_connections_refused_total"),
+        metric(
+            &switch.metrics(),
+            "switch_connections_refused_total{listener=\"iso\"}"
+        ),
         1
     );
 
@@ -443,4 +446,103 @@ fn every_repeat_mti_gets_its_response_type() {
     let reply = acquirer.exchange(&unknown);
     assert_eq!(reply.mti().as_str(), "0310");
     assert_eq!(common::code(&reply), "12");
+}
+
+/// A connection with a receive window of a few kilobytes and small
+/// segments, so the switch's send buffer for it stays small too: its answers
+/// back up after a few hundred once the client stops reading.
+fn connect_with_small_window(address: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_tcp_mss(536).unwrap();
+    socket.connect(&address.into()).unwrap();
+    let stream = std::net::TcpStream::from(socket);
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+#[test]
+fn a_client_that_sends_and_never_reads_is_closed_at_the_write_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG
+        .replace("connections_max = 16", "connections_max = 2")
+        .replace(
+            "idle_timeout_ms = 30000",
+            "idle_timeout_ms = 30000\nwrite_timeout_ms = 300",
+        );
+    let switch = TestSwitch::start_in(dir.path(), &dir.path().join("data"), &config);
+    let mut other = switch.iso();
+    assert_eq!(common::code(&other.exchange(&network("301"))), "00");
+
+    // Authorizations sent as fast as the switch reads them, never an answer
+    // read: the switch's writes to this client stall.
+    let mut stuck = connect_with_small_window(switch.iso);
+    let mut sender = stuck.try_clone().unwrap();
+    sender
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = switch::clock::Stopwatch::start();
+    let sending = std::thread::spawn(move || {
+        let spec = protocol::Spec::iso87().unwrap();
+        let pan = card(90);
+        let mut frame = Vec::new();
+        for sent in 0..200_000u32 {
+            frame.clear();
+            authorization(&pan, 100)
+                .encode_frame(&spec, &mut frame)
+                .unwrap();
+            if let Err(error) = std::io::Write::write_all(&mut sender, &frame) {
+                return (sent, Some(error.kind()));
+            }
+        }
+        (200_000, None)
+    });
+
+    // Another acquirer is answered meanwhile.
+    assert_eq!(common::code(&other.exchange(&network("301"))), "00");
+
+    let (sent, error) = sending.join().unwrap();
+    assert!(
+        matches!(
+            error,
+            Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
+        ),
+        "the switch closed the connection that never reads, after {sent} requests: {error:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "closed within the write timeout once its answers stalled ({:?})",
+        started.elapsed()
+    );
+    read_until_closed(&mut stuck, CLOSED_WITHIN, "the connection that never reads");
+    assert_eq!(
+        metric(
+            &switch.metrics(),
+            "switch_connections_closed_total{reason=\"write_timeout\"}"
+        ),
+        1
+    );
+
+    // The other connection still gets answers, and the stuck one's slot is
+    // free again (iso.connections_max is 2).
+    assert_eq!(common::code(&other.exchange(&network("301"))), "00");
+    let mut fresh = switch.iso();
+    assert_eq!(common::code(&fresh.exchange(&network("301"))), "00");
+
+    // Only the socket went: every authorization the switch decided for the
+    // closed connection is journaled, whether its answer was written or
+    // dropped at the close.
+    let metrics = switch.metrics();
+    let answered: u64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("switch_responses_total{channel=\"iso\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    let network_exchanges = 4;
+    assert_eq!(
+        metric(&metrics, "switch_journal_records_total"),
+        answered - network_exchanges,
+        "{metrics}"
+    );
 }

@@ -738,3 +738,67 @@ fn tls_files_that_cannot_be_used_are_a_one_line_error_naming_the_key() {
         assert!(!error.contains("PRIVATE KEY"), "{error}");
     }
 }
+
+#[test]
+fn plain_clients_holding_every_plain_slot_leave_the_tls_listener_its_own() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = pki
+        .config(false)
+        .replace("connections_max = 16", "connections_max = 2")
+        .replace(
+            "handshake_timeout_ms = 1000\n",
+            "handshake_timeout_ms = 1000\nconnections_max = 1\n",
+        );
+    let switch = TestSwitch::start_in(dir.path(), &dir.path().join("data"), &config);
+    let address = switch.iso_tls.expect("the TLS listener is on");
+
+    // Unauthenticated clients take every plain slot and sit idle.
+    let mut idle: Vec<IsoClient> = (0..2).map(|_| switch.iso()).collect();
+    for client in &mut idle {
+        assert_eq!(code(&client.exchange(&network("301"))), "00");
+    }
+    let mut refused = switch.iso();
+    let answer = read_until_closed(
+        &mut refused.stream,
+        Duration::from_secs(5),
+        "a plain connection over iso.connections_max (2)",
+    );
+    assert!(answer.is_empty(), "{answer:?}");
+
+    // An acquirer still connects over mutual TLS and is answered.
+    let mut acquirer = connect(
+        address,
+        pki.client_config(&rustls::version::TLS13, Some(&pki.north)),
+    )
+    .expect("the TLS listener has slots of its own");
+    send(&mut acquirer, &authorization(&card(20), 500)).unwrap();
+    assert_eq!(code(&receive(&mut acquirer).unwrap()), "00");
+
+    // iso.tls.connections_max (1) is the TLS listener's own limit.
+    let over = connect(
+        address,
+        pki.client_config(&rustls::version::TLS13, Some(&pki.north)),
+    );
+    assert!(
+        over.is_err(),
+        "a second TLS connection over iso.tls.connections_max is closed"
+    );
+    let metrics = switch.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "switch_connections_refused_total{listener=\"iso\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "switch_connections_refused_total{listener=\"iso_tls\"}"
+        ),
+        1
+    );
+    send(&mut acquirer, &network("301")).unwrap();
+    assert_eq!(code(&receive(&mut acquirer).unwrap()), "00");
+}

@@ -15,6 +15,8 @@ pub struct HttpConfig {
     pub body_bytes_max: usize,
     pub header_read_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub connections_max: usize,
 }
 
 /// HTTPS for the JSON API and the ops routes: `http.listen` speaks TLS.
@@ -41,5 +43,6 @@ pub(super) fn http(
         header_read_timeout_ms: check
             .positive("http.header_read_timeout_ms", raw.header_read_timeout_ms)?,
         request_timeout_ms: check.positive("http.request_timeout_ms", raw.request_timeout_ms)?,
+        connections_max: check.positive("http.connections_max", raw.connections_max)?,
     })
 }

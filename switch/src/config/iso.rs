@@ -21,11 +21,16 @@ pub struct IsoConfig {
     pub tls: Option<IsoTlsConfig>,
     /// A built-in dialect name or a spec file.
     pub spec: String,
+    /// Connections open at once on the plain TCP listener; the TLS
+    /// listener has its own, `iso.tls.connections_max`.
     pub connections_max: usize,
     /// Requests one connection may have in flight before the switch stops
     /// reading from it.
     pub in_flight_max: usize,
     pub idle_timeout_ms: u64,
+    /// The longest a write of answers may take: a connection whose peer
+    /// does not read them is closed, its requests in flight still finished.
+    pub write_timeout_ms: u64,
     /// Overrides the dialect's largest frame, in bytes after the length header.
     pub frame_length_max: Option<usize>,
 }
@@ -45,6 +50,9 @@ pub struct IsoTlsConfig {
     pub client_ca: PathBuf,
     /// The longest a handshake may take before the connection is closed.
     pub handshake_timeout_ms: u64,
+    /// Connections open at once on this listener, apart from the plain
+    /// one's, so unauthenticated clients cannot take acquirers' slots.
+    pub connections_max: usize,
 }
 
 /// An acquirer identified by its TLS client certificate on `[iso.tls]`.
@@ -78,6 +86,7 @@ pub(super) fn iso(
                 client_ca: tls.client_ca.clone(),
                 handshake_timeout_ms: check
                     .positive("iso.tls.handshake_timeout_ms", tls.handshake_timeout_ms)?,
+                connections_max: check.positive("iso.tls.connections_max", tls.connections_max)?,
             })
         })
         .transpose()?;
@@ -98,6 +107,7 @@ pub(super) fn iso(
         connections_max: check.positive("iso.connections_max", raw.connections_max)?,
         in_flight_max: check.positive("iso.in_flight_max", raw.in_flight_max)?,
         idle_timeout_ms: check.positive("iso.idle_timeout_ms", raw.idle_timeout_ms)?,
+        write_timeout_ms: check.positive("iso.write_timeout_ms", raw.write_timeout_ms)?,
         frame_length_max: raw
             .frame_length_max
             .map(|value| check.positive("iso.frame_length_max", value))

@@ -93,6 +93,8 @@ pub(super) struct RawIso {
     pub(super) in_flight_max: usize,
     #[serde(default = "default_idle_timeout_ms")]
     pub(super) idle_timeout_ms: u64,
+    #[serde(default = "default_write_timeout_ms")]
+    pub(super) write_timeout_ms: u64,
     /// Overrides the dialect's largest frame.
     pub(super) frame_length_max: Option<usize>,
     pub(super) tls: Option<RawIsoTls>,
@@ -110,6 +112,9 @@ fn default_in_flight_max() -> usize {
 fn default_idle_timeout_ms() -> u64 {
     300_000
 }
+fn default_write_timeout_ms() -> u64 {
+    5_000
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +125,8 @@ pub(super) struct RawIsoTls {
     pub(super) client_ca: PathBuf,
     #[serde(default = "default_handshake_timeout_ms")]
     pub(super) handshake_timeout_ms: u64,
+    #[serde(default = "default_connections_max")]
+    pub(super) connections_max: usize,
 }
 
 fn default_handshake_timeout_ms() -> u64 {
@@ -144,6 +151,8 @@ pub(super) struct RawHttp {
     pub(super) header_read_timeout_ms: u64,
     #[serde(default = "default_request_timeout_ms")]
     pub(super) request_timeout_ms: u64,
+    #[serde(default = "default_connections_max")]
+    pub(super) connections_max: usize,
     pub(super) tls: Option<RawHttpTls>,
 }
 

@@ -24,6 +24,8 @@ fn the_shipped_configuration_loads() {
     );
     assert!(config.iso.tls.is_none(), "TLS is off by default");
     assert!(config.http.tls.is_none());
+    assert_eq!(config.iso.write_timeout_ms, 5_000);
+    assert_eq!(config.http.connections_max, 1024);
     assert_eq!(config.merchants.len(), 2);
     assert_eq!(config.shards.card_limits.per_minute.count_max, Some(5));
     assert_eq!(config.admins.len(), 1);
@@ -333,6 +335,8 @@ fn the_shipped_tls_configuration_loads() {
     let iso_tls = config.iso.tls.unwrap();
     assert_eq!(iso_tls.listen.port(), 8584);
     assert_eq!(iso_tls.client_ca, PathBuf::from("dev-certs/ca.pem"));
+    assert_eq!(iso_tls.connections_max, 1024);
+    assert_eq!(config.iso.connections_max, 1024);
     assert!(config.http.tls.is_some());
     assert_eq!(config.acquirers[0].name, "north");
 }
@@ -347,6 +351,7 @@ fn tls_listeners_and_acquirers_are_checked() {
     let iso_tls = config.iso.tls.unwrap();
     assert_eq!(iso_tls.listen.port(), 8584);
     assert_eq!(iso_tls.handshake_timeout_ms, 5_000);
+    assert_eq!(iso_tls.connections_max, 1024, "its own limit, by default");
     assert_eq!(config.acquirers.len(), 1);
     assert_eq!(config.acquirers[0].name, "north");
     assert_eq!(
@@ -385,6 +390,13 @@ fn tls_listeners_and_acquirers_are_checked() {
             ),
             "iso.tls.handshake_timeout_ms",
         ),
+        (
+            tls.replace(
+                "client_ca = \"ca.pem\"\n",
+                "client_ca = \"ca.pem\"\nconnections_max = 0\n",
+            ),
+            "iso.tls.connections_max",
+        ),
     ] {
         let error = parse(&text, &no_env).unwrap_err().to_string();
         assert!(
@@ -403,9 +415,19 @@ fn bad_values_name_their_key() {
             "iso.listen",
         ),
         (
-            "connections_max = 1024",
-            "connections_max = 0",
+            "connections_max = 1024      # plain",
+            "connections_max = 0 # plain",
             "iso.connections_max",
+        ),
+        (
+            "write_timeout_ms = 5000",
+            "write_timeout_ms = 0",
+            "iso.write_timeout_ms",
+        ),
+        (
+            "connections_max = 1024      # one more",
+            "connections_max = 0 # one more",
+            "http.connections_max",
         ),
         (
             "active_key_id = 1",

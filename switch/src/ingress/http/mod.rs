@@ -66,6 +66,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -73,7 +74,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::HttpConfig;
 use crate::ingress::tls::{self, TlsListener};
 use crate::ops::audit::{Audit, AuditEvent, events};
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Listener, Metrics};
 
 /// The router: every route of [`ROUTES`], each keyed one behind
 /// `check_access`, a problem+json 404 for any other path, and the body limit.
@@ -105,9 +106,12 @@ pub fn router(state: Arc<HttpState>, config: &HttpConfig) -> Router {
 }
 
 /// Serves HTTP/1.1 until `shutdown`, with a header read timeout, so a client
-/// that opens a connection and sends nothing is cut off. With `tls`, every
-/// connection is HTTPS: its handshake runs in the connection's own task and
-/// must finish within the same header read timeout.
+/// that opens a connection and sends nothing is cut off, and at most
+/// `http.connections_max` connections at once: one more is closed as soon as
+/// it is accepted, and counted, so clients cannot take file descriptors and
+/// tasks without bound. With `tls`, every connection is HTTPS: its handshake
+/// runs in the connection's own task and must finish within the same header
+/// read timeout.
 // The listener's parts, each used once by the accept loop.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
@@ -124,6 +128,7 @@ pub async fn serve(
         header_read: Duration::from_millis(config.header_read_timeout_ms),
         request: Duration::from_millis(config.request_timeout_ms),
     };
+    let connections = Arc::new(Semaphore::new(config.connections_max));
     loop {
         let (stream, peer): (TcpStream, SocketAddr) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -136,8 +141,14 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            metrics.count_connection_refused(Listener::Http);
+            tracing::warn!(%peer, limit = config.connections_max, "HTTP connection refused at the limit");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tracker.spawn(accept_http_connection(
+        let connection = accept_http_connection(
             stream,
             peer,
             router.clone(),
@@ -146,7 +157,11 @@ pub async fn serve(
             audit.clone(),
             timeouts,
             shutdown.clone(),
-        ));
+        );
+        tracker.spawn(async move {
+            connection.await;
+            drop(permit);
+        });
     }
 }
 

@@ -1,12 +1,14 @@
-//! The ISO 8583 listeners: accept a connection within the shared limit,
-//! on the TLS listener finish the mutual-TLS handshake and name the
+//! The ISO 8583 listeners: accept a connection within the listener's own
+//! limit, on the TLS listener finish the mutual-TLS handshake and name the
 //! acquirer, then hand the stream to [`connection`](super::connection).
 //!
-//! On TLS the handshake comes first, inside the connection's own task and
-//! within its timeout, holding a permit of the one connection limit both
-//! listeners share; only once it has finished and named the acquirer does
-//! the reader start, so a refused client never has a byte parsed as ISO
-//! 8583.
+//! Each listener has its own connection limit (`iso.connections_max`,
+//! `iso.tls.connections_max`), so unauthenticated clients of the plain
+//! listener cannot take the slots of acquirers on the TLS one. On TLS the
+//! handshake comes first, inside the connection's own task and within its
+//! timeout, holding a permit of the TLS listener's limit; only once it has
+//! finished and named the acquirer does the reader start, so a refused
+//! client never has a byte parsed as ISO 8583.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,6 +25,7 @@ use crate::engine::Engine;
 use crate::ingress::iso::connection::serve_iso_stream;
 use crate::ingress::tls::{self, IsoTls, RefusalReason, TlsListener};
 use crate::ops::audit::{Audit, AuditEvent, events};
+use crate::ops::metrics::Listener;
 
 /// What every ISO 8583 listener of one switch shares.
 #[derive(Debug, Clone)]
@@ -30,7 +33,8 @@ pub struct IsoIngress {
     pub engine: Arc<Engine>,
     pub spec: Arc<Spec>,
     pub config: IsoConfig,
-    /// `iso.connections_max`, across the plain and the TLS listener.
+    /// This listener's connection limit: `iso.connections_max` for the plain
+    /// one, `iso.tls.connections_max` for the TLS one.
     pub connections: Arc<Semaphore>,
     /// Mutual-TLS handshakes, accepted and refused, are audited.
     pub audit: Audit,
@@ -68,11 +72,12 @@ pub async fn serve(
             }
         };
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            engine
-                .metrics()
-                .connections_refused
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, limit = config.connections_max, "connection refused at the limit");
+            let (listener, limit) = match &config.tls {
+                Some(tls_config) if tls.is_some() => (Listener::IsoTls, tls_config.connections_max),
+                _ => (Listener::Iso, config.connections_max),
+            };
+            engine.metrics().count_connection_refused(listener);
+            tracing::warn!(%peer, listener = listener.as_str(), limit, "connection refused at the limit");
             drop(stream);
             continue;
         };

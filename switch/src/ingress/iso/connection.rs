@@ -4,7 +4,8 @@
 //! soon as it is ready; the acquirer matches responses by DE11 and DE41, so
 //! order may differ. A per-connection semaphore bounds the requests in
 //! flight: when it is used up, the reader stops reading and TCP pushes back
-//! on the acquirer.
+//! on the acquirer. A peer that does not read its answers is closed when a
+//! write has waited `iso.write_timeout_ms`.
 //!
 //! A frame that cannot be framed (header not digits, over the maximum) closes
 //! that connection only; a frame that frames but has a bad field is answered
@@ -29,7 +30,7 @@ use crate::config::IsoConfig;
 use crate::engine::Engine;
 use crate::engine::acquirer::Acquirer;
 use crate::ingress::iso::mapping;
-use crate::ops::metrics::Stage;
+use crate::ops::metrics::{Closed, Stage};
 
 /// Reads frames off one connection and answers them, whatever the stream:
 /// `acquirer` is `Some` on a mutual-TLS connection.
@@ -52,21 +53,40 @@ where
     let (responses, mut outbox) = mpsc::channel::<Vec<u8>>(config.in_flight_max);
     let in_flight = Arc::new(Semaphore::new(config.in_flight_max));
 
-    // The writer coalesces whatever responses are ready into one write.
-    let writer_task = tokio::spawn(async move {
-        let mut out = Vec::with_capacity(4096);
-        while let Some(frame) = outbox.recv().await {
-            out.clear();
-            out.extend_from_slice(&frame);
-            while let Ok(more) = outbox.try_recv() {
-                out.extend_from_slice(&more);
+    // The writer coalesces whatever responses are ready into one write. A
+    // write that does not finish within the write timeout means the peer
+    // is not reading its answers: the connection is closed rather than
+    // holding its slot, its tasks and their answers for as long as the peer
+    // likes. `closing` tells the reader to stop.
+    let closing = shutdown.child_token();
+    let write_timeout = Duration::from_millis(config.write_timeout_ms);
+    let writer_task = {
+        let closing = closing.clone();
+        let engine = Arc::clone(engine);
+        tokio::spawn(async move {
+            let mut out = Vec::with_capacity(4096);
+            while let Some(frame) = outbox.recv().await {
+                out.clear();
+                out.extend_from_slice(&frame);
+                while let Ok(more) = outbox.try_recv() {
+                    out.extend_from_slice(&more);
+                }
+                match tokio::time::timeout(write_timeout, writer.write_all(&out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        engine.metrics().count_closed(Closed::WriteTimeout);
+                        closing.cancel();
+                        // No shutdown: a close_notify or FIN would wait
+                        // behind the answers the peer is not reading.
+                        return true;
+                    }
+                }
             }
-            if writer.write_all(&out).await.is_err() {
-                break;
-            }
-        }
-        let _ = writer.shutdown().await;
-    });
+            let _ = tokio::time::timeout(write_timeout, writer.shutdown()).await;
+            false
+        })
+    };
 
     let idle = Duration::from_millis(config.idle_timeout_ms);
     let mut buffer = BytesMut::with_capacity(8 * 1024);
@@ -76,7 +96,11 @@ where
             Ok(Some(bounds)) => {
                 let received = Stopwatch::start();
                 let frame = buffer.split_to(bounds.total()).freeze();
-                let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                let permit = tokio::select! {
+                    () = closing.cancelled() => break Ok(()),
+                    permit = Arc::clone(&in_flight).acquire_owned() => permit,
+                };
+                let Ok(permit) = permit else {
                     break Ok(());
                 };
                 let engine = Arc::clone(engine);
@@ -104,7 +128,7 @@ where
             }
         }
         let read = tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
+            () = closing.cancelled() => break Ok(()),
             read = tokio::time::timeout(idle, reader.read_buf(&mut buffer)) => read,
         };
         match read {
@@ -122,12 +146,19 @@ where
             Ok(Ok(_)) => {}
         }
     };
-    // Let the requests in flight finish and their answers leave before closing.
+    // Let the requests in flight finish (in the engine, and recorded) and
+    // their answers leave before closing; after a write timeout their
+    // answers are dropped, as the peer would not read them.
     drop(responses);
     let _ = in_flight
         .acquire_many(u32::try_from(config.in_flight_max).unwrap_or(u32::MAX))
         .await;
-    let _ = writer_task.await;
+    if writer_task.await.unwrap_or(false) {
+        return Err(format!(
+            "answers not written within {} ms: the peer is not reading",
+            config.write_timeout_ms
+        ));
+    }
     outcome
 }
 

@@ -60,6 +60,58 @@ pub(super) const CODES: [&str; 15] = [
     "00", "05", "12", "13", "14", "30", "54", "57", "58", "61", "65", "91", "94", "96", "other",
 ];
 
+/// A listener with a connection limit of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// ISO 8583 over plain TCP, `iso.connections_max`.
+    Iso,
+    /// ISO 8583 over mutual TLS, `iso.tls.connections_max`.
+    IsoTls,
+    /// The JSON API and the ops routes, `http.connections_max`.
+    Http,
+}
+
+pub(super) const LISTENERS: [Listener; 3] = [Listener::Iso, Listener::IsoTls, Listener::Http];
+
+impl Listener {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Iso => "iso",
+            Listener::IsoTls => "iso_tls",
+            Listener::Http => "http",
+        }
+    }
+
+    // A fieldless enum's discriminant is its place in `LISTENERS`: nothing to lose.
+    #[allow(clippy::as_conversions)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why the switch closed an open connection of its own accord.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The peer did not read its answers: a write waited `iso.write_timeout_ms`.
+    WriteTimeout,
+}
+
+pub(super) const CLOSED: [Closed; 1] = [Closed::WriteTimeout];
+
+impl Closed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::WriteTimeout => "write_timeout",
+        }
+    }
+
+    // A fieldless enum's discriminant is its place in `CLOSED`: nothing to lose.
+    #[allow(clippy::as_conversions)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Why an HTTP request was refused before its handler ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -111,8 +163,10 @@ pub struct Metrics {
     pub frames_unframeable: AtomicU64,
     /// Messages with a bad field, answered 30.
     pub messages_malformed: AtomicU64,
-    /// Connections refused at the connection limit.
-    pub connections_refused: AtomicU64,
+    /// `[listener]`: connections refused at the listener's connection limit.
+    pub(super) connections_refused: [AtomicU64; LISTENERS.len()],
+    /// `[reason]`: connections the switch closed.
+    pub(super) connections_closed: [AtomicU64; CLOSED.len()],
     /// Connections open now.
     pub connections_open: AtomicU64,
     /// Journal appends that failed (answered 96 / 503).
@@ -157,7 +211,8 @@ impl Default for Metrics {
             responses: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             frames_unframeable: AtomicU64::new(0),
             messages_malformed: AtomicU64::new(0),
-            connections_refused: AtomicU64::new(0),
+            connections_refused: std::array::from_fn(|_| AtomicU64::new(0)),
+            connections_closed: std::array::from_fn(|_| AtomicU64::new(0)),
             connections_open: AtomicU64::new(0),
             journal_failures: AtomicU64::new(0),
             shed: AtomicU64::new(0),
@@ -205,6 +260,20 @@ impl Metrics {
     /// Counts an HTTP request refused for `reason`.
     pub fn count_refusal(&self, reason: Refusal) {
         if let Some(counter) = self.refusals.get(reason.index()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a connection refused at `listener`'s connection limit.
+    pub fn count_connection_refused(&self, listener: Listener) {
+        if let Some(counter) = self.connections_refused.get(listener.index()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a connection the switch closed for `reason`.
+    pub fn count_closed(&self, reason: Closed) {
+        if let Some(counter) = self.connections_closed.get(reason.index()) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use crate::ingress::tls::{RefusalReason, TlsListener};
 use crate::ops::metrics::Metrics;
-use crate::ops::metrics::record::{CHANNELS, CODES, REFUSALS, channel_index};
+use crate::ops::metrics::record::{CHANNELS, CLOSED, CODES, LISTENERS, REFUSALS, channel_index};
 
 /// Bucket bounds of the Prometheus histograms: in microseconds, and as the
 /// `le` label writes them in seconds.
@@ -126,11 +126,6 @@ impl Metrics {
                 &self.messages_malformed,
             ),
             (
-                "switch_connections_refused_total",
-                "Connections refused at the connection limit.",
-                &self.connections_refused,
-            ),
-            (
                 "switch_journal_failures_total",
                 "Journal appends that failed, answered 96.",
                 &self.journal_failures,
@@ -171,6 +166,7 @@ impl Metrics {
             "The generation of fleet velocity in Redis this node uses; 0 while it is rebuilt.",
             self.fleet_generation.load(Ordering::Relaxed),
         );
+        self.render_connections(&mut out);
         self.render_tls(&mut out);
         write_one(
             &mut out,
@@ -311,6 +307,34 @@ impl Metrics {
         }
     }
 
+    /// Connections refused at a listener's limit, and closed by the switch.
+    fn render_connections(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP switch_connections_refused_total Connections refused at their listener's connection limit.\n# TYPE switch_connections_refused_total counter"
+        );
+        for (listener, counter) in LISTENERS.iter().zip(&self.connections_refused) {
+            let _ = writeln!(
+                out,
+                "switch_connections_refused_total{{listener=\"{}\"}} {}",
+                listener.as_str(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switch_connections_closed_total Open connections the switch closed, by reason.\n# TYPE switch_connections_closed_total counter"
+        );
+        for (reason, counter) in CLOSED.iter().zip(&self.connections_closed) {
+            let _ = writeln!(
+                out,
+                "switch_connections_closed_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                counter.load(Ordering::Relaxed)
+            );
+        }
+    }
+
     /// The TLS handshakes completed and refused, by listener.
     fn render_tls(&self, out: &mut String) {
         let _ = writeln!(
@@ -391,7 +415,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::metrics::{Refusal, Stage};
+    use crate::ops::metrics::{Closed, Listener, Refusal, Stage};
     use protocol::ResponseCode;
     use protocol::domain::Channel;
 
@@ -432,6 +456,12 @@ mod tests {
             "switch_tls_handshakes_refused_total{listener=\"http\",reason=\"expired\"} 0"
         ));
         assert!(text.contains("switch_tls_handshakes_total{listener=\"http\"} 1"));
+        metrics.count_connection_refused(Listener::IsoTls);
+        metrics.count_closed(Closed::WriteTimeout);
+        let text = metrics.render(&Readings::default());
+        assert!(text.contains("switch_connections_refused_total{listener=\"iso_tls\"} 1"));
+        assert!(text.contains("switch_connections_refused_total{listener=\"http\"} 0"));
+        assert!(text.contains("switch_connections_closed_total{reason=\"write_timeout\"} 1"));
         let p = metrics.percentiles();
         let total = p
             .iter()
@@ -469,13 +499,14 @@ mod tests {
                 "# TYPE switch_responses_total counter",
                 "# TYPE switch_frames_unframeable_total counter",
                 "# TYPE switch_messages_malformed_total counter",
-                "# TYPE switch_connections_refused_total counter",
                 "# TYPE switch_journal_failures_total counter",
                 "# TYPE switch_shed_total counter",
                 "# TYPE switch_duplicates_total counter",
                 "# TYPE switch_fleet_errors_total counter",
                 "# TYPE switch_fleet_fallbacks_total counter",
                 "# TYPE switch_fleet_velocity_generation gauge",
+                "# TYPE switch_connections_refused_total counter",
+                "# TYPE switch_connections_closed_total counter",
                 "# TYPE switch_tls_handshakes_total counter",
                 "# TYPE switch_tls_handshakes_refused_total counter",
                 "# TYPE switch_connections_open gauge",
