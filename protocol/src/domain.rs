@@ -352,7 +352,7 @@ const DECLINES: [(DeclineReason, ResponseCode, &str); 17] = [
     ),
     (
         DeclineReason::UnknownMerchant,
-        ResponseCode::NotPermittedToTerminal,
+        ResponseCode::InvalidMerchant,
         "unknown_merchant",
     ),
     (
@@ -479,7 +479,7 @@ mod tests {
                 ("merchant_daily_volume", "61"),
                 ("mcc_not_allowed", "58"),
                 ("merchant_tps_ceiling", "58"),
-                ("unknown_merchant", "58"),
+                ("unknown_merchant", "03"),
                 ("acquirer_not_permitted", "58"),
                 ("overloaded", "91"),
                 ("journal_unavailable", "96"),

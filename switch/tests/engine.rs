@@ -315,7 +315,7 @@ async fn each_rule_and_limit_declines_with_its_code_and_is_journaled() {
     cases.push(("58", wrong_mcc, DeclineReason::MccNotAllowed));
     let mut unknown = rig.iso(MASTERCARD, 100);
     unknown.merchant_id = merchant("NOBODY");
-    cases.push(("58", unknown, DeclineReason::UnknownMerchant));
+    cases.push(("03", unknown, DeclineReason::UnknownMerchant));
 
     for (expected, request, reason) in &cases {
         let outcome = rig.authorize(request).await;
