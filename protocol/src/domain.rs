@@ -288,6 +288,9 @@ pub enum DeclineReason {
     AcquirerNotPermitted,
     /// A shard's mailbox was full: the request was shed, not queued.
     Overloaded,
+    /// The switch is starting: velocity is not yet replayed from the
+    /// journal, so nothing is decided (a card's limits would be empty).
+    Starting,
     /// The journal could not commit the record, so nothing is approved.
     JournalUnavailable,
     /// The same keys arrived earlier with a different card or amount.
@@ -299,7 +302,7 @@ pub enum DeclineReason {
 }
 
 /// Every reason, its DE39 code and its stable name. Tests pin this table.
-const DECLINES: [(DeclineReason, ResponseCode, &str); 17] = [
+const DECLINES: [(DeclineReason, ResponseCode, &str); 18] = [
     (
         DeclineReason::InvalidCardNumber,
         ResponseCode::InvalidCardNumber,
@@ -364,6 +367,11 @@ const DECLINES: [(DeclineReason, ResponseCode, &str); 17] = [
         DeclineReason::Overloaded,
         ResponseCode::IssuerUnavailable,
         "overloaded",
+    ),
+    (
+        DeclineReason::Starting,
+        ResponseCode::IssuerUnavailable,
+        "starting",
     ),
     (
         DeclineReason::JournalUnavailable,
@@ -482,6 +490,7 @@ mod tests {
                 ("unknown_merchant", "03"),
                 ("acquirer_not_permitted", "58"),
                 ("overloaded", "91"),
+                ("starting", "91"),
                 ("journal_unavailable", "96"),
                 ("duplicate_mismatch", "94"),
                 ("format_error", "30"),

@@ -71,13 +71,15 @@ pub trait StoreReader: fmt::Debug + Send + Sync + 'static {
 
 /// Walks every approved, unreversed authorization and purchase since
 /// `since_ms`, oldest first, a page of `page_rows` at a time, handing each
-/// row to `each`; returns how many rows there were. Memory stays at one
-/// page however long the window.
+/// row to `each` and awaiting it before the next; returns how many rows
+/// there were. The next page is read only once `each` has taken the last
+/// row, so memory stays at one page however long the window, also when
+/// `each` waits (for an actor's mailbox, say).
 pub async fn replay_approved<S: StoreReader + ?Sized>(
     store: &S,
     since_ms: u64,
     page_rows: u32,
-    mut each: impl FnMut(ReplayRow),
+    mut each: impl AsyncFnMut(ReplayRow),
 ) -> Result<u64, StorageError> {
     let mut after = None;
     let mut rows = 0u64;
@@ -90,6 +92,8 @@ pub async fn replay_approved<S: StoreReader + ?Sized>(
         };
         after = Some(last.cursor());
         rows = rows.saturating_add(u64::try_from(page.len()).unwrap_or(u64::MAX));
-        page.into_iter().for_each(&mut each);
+        for row in page {
+            each(row).await;
+        }
     }
 }

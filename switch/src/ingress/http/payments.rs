@@ -29,6 +29,9 @@ use crate::ingress::http::state::HttpState;
 use crate::ops::metrics::Stage;
 use crate::ops::time::rfc3339;
 
+/// Why a card request is answered 503 while the switch starts.
+const STARTING: &str = "the switch is starting: card limits are being restored from the journal";
+
 /// The reply to an authorization, as stored for idempotent replays.
 fn render_authorization(outcome: &CardOutcome) -> (u16, String) {
     let reply = json::AuthorizationResponse {
@@ -220,6 +223,9 @@ pub(super) async fn create_authorization(
         Decision::Declined {
             reason: DeclineReason::Overloaded,
         } => unavailable("the switch is at capacity"),
+        Decision::Declined {
+            reason: DeclineReason::Starting,
+        } => unavailable(STARTING),
         _ => {
             let (status, body) = render_authorization(&outcome);
             json_response(
@@ -371,6 +377,7 @@ pub(super) async fn reverse_authorization(
         ReversalOutcome::Refused(refusal) => match refusal {
             ReversalRefusal::UnknownOriginal => return not_found(),
             ReversalRefusal::LookupFailed => return unavailable("the journal cannot be read"),
+            ReversalRefusal::Starting => return unavailable(STARTING),
             ReversalRefusal::NotReversible => {
                 return problem(
                     StatusCode::UNPROCESSABLE_ENTITY,
