@@ -288,6 +288,9 @@ pub enum DeclineReason {
     AcquirerNotPermitted,
     /// A shard's mailbox was full: the request was shed, not queued.
     Overloaded,
+    /// The switch is starting: velocity is not yet replayed from the
+    /// journal, so nothing is decided (a card's limits would be empty).
+    Starting,
     /// The journal could not commit the record, so nothing is approved.
     JournalUnavailable,
     /// The same keys arrived earlier with a different card or amount.
@@ -299,7 +302,7 @@ pub enum DeclineReason {
 }
 
 /// Every reason, its DE39 code and its stable name. Tests pin this table.
-const DECLINES: [(DeclineReason, ResponseCode, &str); 17] = [
+const DECLINES: [(DeclineReason, ResponseCode, &str); 18] = [
     (
         DeclineReason::InvalidCardNumber,
         ResponseCode::InvalidCardNumber,
@@ -352,7 +355,7 @@ const DECLINES: [(DeclineReason, ResponseCode, &str); 17] = [
     ),
     (
         DeclineReason::UnknownMerchant,
-        ResponseCode::NotPermittedToTerminal,
+        ResponseCode::InvalidMerchant,
         "unknown_merchant",
     ),
     (
@@ -364,6 +367,11 @@ const DECLINES: [(DeclineReason, ResponseCode, &str); 17] = [
         DeclineReason::Overloaded,
         ResponseCode::IssuerUnavailable,
         "overloaded",
+    ),
+    (
+        DeclineReason::Starting,
+        ResponseCode::IssuerUnavailable,
+        "starting",
     ),
     (
         DeclineReason::JournalUnavailable,
@@ -409,14 +417,15 @@ impl DeclineReason {
     }
 
     /// Whether this decline says the switch could not decide or record the
-    /// request now (shed at a full queue, a store away, the journal failing)
+    /// request now (shed at a full queue, a store away, the journal failing,
+    /// velocity not yet replayed after a start)
     /// rather than deciding about it: the client should try again. The JSON
     /// API answers these 503, and an idempotency key is not bound to them,
     /// so a retry with the same key is decided afresh.
     pub fn asks_for_retry(self) -> bool {
         matches!(
             self,
-            DeclineReason::Overloaded | DeclineReason::JournalUnavailable
+            DeclineReason::Overloaded | DeclineReason::JournalUnavailable | DeclineReason::Starting
         )
     }
 
@@ -491,9 +500,10 @@ mod tests {
                 ("merchant_daily_volume", "61"),
                 ("mcc_not_allowed", "58"),
                 ("merchant_tps_ceiling", "58"),
-                ("unknown_merchant", "58"),
+                ("unknown_merchant", "03"),
                 ("acquirer_not_permitted", "58"),
                 ("overloaded", "91"),
+                ("starting", "91"),
                 ("journal_unavailable", "96"),
                 ("duplicate_mismatch", "94"),
                 ("format_error", "30"),

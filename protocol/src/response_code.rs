@@ -7,6 +7,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResponseCode {
     Approved,
+    InvalidMerchant,
     DoNotHonor,
     InvalidTransaction,
     InvalidAmount,
@@ -25,8 +26,9 @@ pub enum ResponseCode {
 }
 
 /// Every named code with its DE39 value and meaning. Tests pin this table.
-const TABLE: [(ResponseCode, &str, &str); 14] = [
+const TABLE: [(ResponseCode, &str, &str); 15] = [
     (ResponseCode::Approved, "00", "approved"),
+    (ResponseCode::InvalidMerchant, "03", "invalid merchant"),
     (ResponseCode::DoNotHonor, "05", "do not honor"),
     (
         ResponseCode::InvalidTransaction,
@@ -130,6 +132,7 @@ mod tests {
             pinned,
             [
                 ("00", "approved"),
+                ("03", "invalid merchant"),
                 ("05", "do not honor"),
                 ("12", "invalid transaction"),
                 ("13", "invalid amount"),

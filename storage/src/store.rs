@@ -112,19 +112,24 @@ impl<'a, S: StoreReader + ?Sized> ReplayPages<'a, S> {
 }
 
 /// Walks every approved, unreversed authorization and purchase since
-/// `since_ms` ([`ReplayPages`]), handing each row to `each`; returns how
-/// many rows there were.
+/// `since_ms` ([`ReplayPages`]), handing each row to `each` and awaiting it
+/// before the next; returns how many rows there were. The next page is read
+/// only once `each` has taken the last row, so memory stays at one page
+/// however long the window, also when `each` waits (for an actor's mailbox,
+/// say).
 pub async fn replay_approved<S: StoreReader + ?Sized>(
     store: &S,
     since_ms: u64,
     page_rows: u32,
-    mut each: impl FnMut(ReplayRow),
+    mut each: impl AsyncFnMut(ReplayRow),
 ) -> Result<u64, StorageError> {
     let mut pages = ReplayPages::new(store, since_ms, page_rows);
     let mut rows = 0u64;
     while let Some(page) = pages.next_page().await? {
         rows = rows.saturating_add(u64::try_from(page.len()).unwrap_or(u64::MAX));
-        page.into_iter().for_each(&mut each);
+        for row in page {
+            each(row).await;
+        }
     }
     Ok(rows)
 }

@@ -507,7 +507,7 @@ async fn replay_pages_through_approved_unreversed_records_in_the_window(t: &Back
     assert_eq!(ids, expected);
     // The same walk through the helper the switch calls at start.
     let mut walked = Vec::new();
-    let count = storage::replay_approved(&t.store, since, 3, |row| walked.push(row))
+    let count = storage::replay_approved(&t.store, since, 3, async |row| walked.push(row))
         .await
         .unwrap();
     assert_eq!(count, u64::try_from(walked.len()).unwrap());

@@ -9,10 +9,11 @@
 //! 2. open the audit log, then the journal;
 //! 3. build the engine (vault, fleet, shards);
 //! 4. bind the listeners and start HTTP, so a load balancer sees
-//!    `/health/live` at once;
-//! 5. replay the last 24 hours of approvals into the actors, then mark the
-//!    engine ready (`/health/ready` turns 200, so a load balancer sends
-//!    traffic only now) and start taking ISO traffic;
+//!    `/health/live` at once (card routes answer 503 until step 5 is done:
+//!    the engine decides nothing before replay);
+//! 5. replay the last 24 hours of approvals into the actors, page by page,
+//!    which marks the engine ready (`/health/ready` turns 200, so a load
+//!    balancer sends traffic only now), and start taking ISO traffic;
 //! 6. wait for SIGTERM (caught from just before the "listening" log line)
 //!    or Ctrl-C, then shut down: no new connections, the requests in flight
 //!    finished, the journal and the audit log closed.
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::{Clock, Restore, Shards, SystemClock};
+use actors::{Clock, Shards, SystemClock};
 use anyhow::Context;
 use clap::Args;
 use protocol::Spec;
@@ -52,10 +53,6 @@ pub struct ServeArgs {
     pub overrides: Overrides,
 }
 
-/// The longest velocity window; replay covers it.
-const REPLAY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
-/// Rows read per replay query, so 24 hours of approvals never load at once.
-const REPLAY_PAGE_ROWS: u32 = 10_000;
 /// Cards the vault remembers as already stored, so a returning card costs
 /// no database read (8 bytes each).
 const VAULT_SEALED_CACHE_SLOTS: usize = 1 << 20;
@@ -147,7 +144,7 @@ async fn serve(config: Config, files: NamedFiles, args: ServeArgs) -> anyhow::Re
         &tasks,
     );
     // Replay before taking ISO traffic, so no card starts with empty limits.
-    let replayed = replay_then_ready(&core, &tasks).await?;
+    let replayed = replay_then_ready(&core, &listeners.addresses, &tasks).await?;
     start_iso(&config, &core, listeners.iso, files.iso, &audit, &tasks);
     let sigterm = catch_sigterm();
     announce(&config, &listeners.addresses, replayed, &audit);
@@ -207,7 +204,6 @@ struct Core {
     /// Reads the journal back: replay, lookups, vault rows.
     store: AnyStore,
     engine: Arc<Engine>,
-    shards: Shards,
     /// Shared with the vault admin routes, which rotate its keyring.
     vault: Arc<Vault>,
     metrics: Arc<Metrics>,
@@ -245,7 +241,7 @@ fn build_engine(
         random: Arc::new(OsRandom),
         rules: config.rules.clone(),
         vault: Arc::clone(&vault),
-        shards: shards.clone(),
+        shards,
         journal: journal.clone(),
         store: store.clone(),
         duplicates: config.duplicates,
@@ -256,7 +252,6 @@ fn build_engine(
         clock,
         store,
         engine,
-        shards,
         vault,
         metrics,
     })
@@ -366,31 +361,23 @@ fn start_http(
     ));
 }
 
-/// Puts the journal's last `REPLAY_WINDOW_MS` of approvals back into the
-/// card and merchant actors and the duplicate window, then marks the engine
-/// ready and starts watching the database. Returns the approvals replayed.
-async fn replay_then_ready(core: &Core, tasks: &Tasks) -> anyhow::Result<u64> {
-    let since_ms = core.clock.now_ms().saturating_sub(REPLAY_WINDOW_MS);
-    let mut restores = Vec::new();
-    let replayed = storage::replay_approved(&core.store, since_ms, REPLAY_PAGE_ROWS, |row| {
-        restores.push(Restore {
-            token: row.token,
-            merchant_id: row.merchant_id,
-            amount: row.amount,
-            at_ms: row.at_ms,
-        });
-    })
-    .await
-    .context("velocity replay")?;
-    for restore in restores {
-        core.shards.restore(restore).await;
-    }
-    core.engine
-        .check_journal_for_duplicates_after_restart()
-        .await
-        .context("duplicate window after restart")?;
-    core.engine.keep_fleet_built().await;
-    core.engine.set_ready();
+/// Replays the journal's approvals into the actors (the engine decides
+/// nothing before: HTTP card routes answer 503 meanwhile), then starts
+/// watching the database. Returns the approvals replayed.
+async fn replay_then_ready(
+    core: &Core,
+    addresses: &Addresses,
+    tasks: &Tasks,
+) -> anyhow::Result<u64> {
+    // Where HTTP already answers: health routes report not ready, card
+    // routes 503 with Retry-After, until replay is done.
+    tracing::info!(
+        iso = %address_or_off(addresses.iso),
+        iso_tls = %address_or_off(addresses.iso_tls),
+        http = %addresses.http,
+        "replaying velocity from the journal; card requests are answered 503 until it is done"
+    );
+    let replayed = core.engine.replay().await.context("velocity replay")?;
     let engine = Arc::clone(&core.engine);
     let shutdown = tasks.shutdown.clone();
     tasks
@@ -443,10 +430,9 @@ fn start_iso(
 
 /// Logs where the switch listens and records its start in the audit log.
 fn announce(config: &Config, addresses: &Addresses, replayed: u64, audit: &Audit) {
-    let off = || "off".to_owned();
     tracing::info!(
-        iso = %addresses.iso.map_or_else(off, |a| a.to_string()),
-        iso_tls = %addresses.iso_tls.map_or_else(off, |a| a.to_string()),
+        iso = %address_or_off(addresses.iso),
+        iso_tls = %address_or_off(addresses.iso_tls),
         acquirers = config.acquirers.len(),
         http = %addresses.http,
         https = config.http.tls.is_some(),
@@ -461,11 +447,16 @@ fn announce(config: &Config, addresses: &Addresses, replayed: u64, audit: &Audit
         "ok",
         format!(
             "iso={},iso_tls={},http={}",
-            addresses.iso.map_or_else(off, |a| a.to_string()),
-            addresses.iso_tls.map_or_else(off, |a| a.to_string()),
+            address_or_off(addresses.iso),
+            address_or_off(addresses.iso_tls),
             addresses.http,
         ),
     ));
+}
+
+/// A listener's address for the logs, or "off" when not configured.
+fn address_or_off(address: Option<std::net::SocketAddr>) -> String {
+    address.map_or_else(|| "off".to_owned(), |a| a.to_string())
 }
 
 /// Stops accepting, lets the requests in flight finish (for at most

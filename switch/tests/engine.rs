@@ -67,8 +67,17 @@ impl Rig {
     }
 
     /// An engine over `memory` (as after a restart: empty actors and
-    /// indexes, the journal as committed), with `fleet` if given.
+    /// indexes, the journal as committed), with `fleet` if given, taking
+    /// requests without a replay.
     fn over(memory: MemoryBackend, fleet: Option<Arc<dyn FleetStore>>) -> Rig {
+        let rig = Rig::starting(memory, fleet);
+        rig.engine.set_ready();
+        rig
+    }
+
+    /// An engine over `memory` as a restarted switch builds it: velocity
+    /// not yet replayed.
+    fn starting(memory: MemoryBackend, fleet: Option<Arc<dyn FleetStore>>) -> Rig {
         let clock = Arc::new(ManualClock::new(NOW_MS));
         let wall: Arc<dyn Clock> = clock.clone();
         let metrics = Arc::new(Metrics::default());
@@ -128,7 +137,6 @@ impl Rig {
             fleet,
             admission_rates: Arc::new(AdmissionRates::new(&[])),
         });
-        engine.set_ready();
         Rig {
             engine,
             memory,
@@ -316,7 +324,7 @@ async fn each_rule_and_limit_declines_with_its_code_and_is_journaled() {
     cases.push(("58", wrong_mcc, DeclineReason::MccNotAllowed));
     let mut unknown = rig.iso(MASTERCARD, 100);
     unknown.merchant_id = merchant("NOBODY");
-    cases.push(("58", unknown, DeclineReason::UnknownMerchant));
+    cases.push(("03", unknown, DeclineReason::UnknownMerchant));
 
     for (expected, request, reason) in &cases {
         let outcome = rig.authorize(request).await;
@@ -478,6 +486,54 @@ async fn a_repeat_after_a_restart_is_answered_from_the_journal() {
         .unwrap();
     let answer = restarted.authorize(&request).await;
     assert_eq!(answer.id, first.id);
+}
+
+#[tokio::test]
+async fn nothing_is_decided_before_replay_and_replay_restores_velocity() {
+    let mut rig = Rig::new();
+    let mut first = None;
+    for _ in 0..3 {
+        let request = rig.json(VISA, 100);
+        let outcome = rig.authorize(&request).await;
+        assert_eq!(code(&outcome), "00");
+        first.get_or_insert(outcome.id);
+    }
+
+    // Restarted, before replay: the card is at its limit in the journal
+    // but not yet in the actors. Nothing is decided, journaled or counted.
+    let mut restarted = Rig::starting(rig.memory.clone(), None);
+    // Its seeded ids start over; a later millisecond keeps them new.
+    restarted.clock.advance(std::time::Duration::from_secs(1));
+    let early = restarted.json(VISA, 100);
+    let refused = restarted.authorize(&early).await;
+    assert_eq!(code(&refused), "91");
+    assert_eq!(
+        refused.decision,
+        Decision::Declined {
+            reason: DeclineReason::Starting
+        }
+    );
+    assert!(
+        restarted
+            .engine
+            .store()
+            .transaction(refused.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "a refusal before replay is not journaled"
+    );
+    let reversal = json_reversal(first.unwrap(), ACME, ReversedAmount::Whole);
+    let refused = restarted.engine.reverse(reversal, None).await;
+    assert_eq!(refused, ReversalOutcome::Refused(ReversalRefusal::Starting));
+    assert_eq!(refused.response_code().as_str(), "91");
+    assert!(!restarted.engine.is_ready());
+
+    // Replay puts the three approvals back; only then are requests decided.
+    assert_eq!(restarted.engine.replay().await.unwrap(), 3);
+    assert!(restarted.engine.is_ready());
+    let late = restarted.json(VISA, 100);
+    assert_eq!(code(&restarted.authorize(&late).await), "65");
 }
 
 #[tokio::test]

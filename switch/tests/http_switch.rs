@@ -661,3 +661,81 @@ fn connections_over_http_connections_max_are_closed_at_once() {
         1
     );
 }
+
+/// Approvals of other cards a restarted switch replays before the test
+/// card's: enough that replay outlasts the first requests of a client that
+/// sends as soon as HTTP answers.
+const PAST_APPROVALS: u64 = 20_000;
+
+/// After a restart HTTP answers at once, but no card request is decided
+/// until velocity is replayed: a card at its limit in the journal gets 503
+/// (problem+json, Retry-After) while `/health/ready` says not ready, then
+/// 65, never an approval on empty limits.
+#[test]
+fn no_card_request_is_decided_before_velocity_replay_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let pan = "4242424242424242";
+    let switch = TestSwitch::start_in(dir.path(), &data_dir, CONFIG);
+    // Five approvals a minute is the card's limit.
+    for expected in ["00", "00", "00", "00", "00", "65"] {
+        let reply = switch.http(
+            "POST",
+            "/v1/authorizations",
+            Some(ACME_KEY),
+            &[],
+            &body(pan, 100, "ACME0000001"),
+        );
+        assert_eq!(reply.json()["response_code"], expected, "{}", reply.body);
+    }
+    assert!(switch.stop().success());
+    let card = journal::approvals(&data_dir);
+    assert_eq!(card.len(), 5);
+    let token = card[0].token;
+    // Other cards' traffic of the hour before, replayed before the card's.
+    let past_from = card[0].at_ms - 3_600_000;
+    journal::append(
+        &data_dir,
+        (0..PAST_APPROVALS)
+            .map(|n| journal::approval_of_another_card(past_from + n / 16, n))
+            .collect(),
+    );
+
+    let restarted = TestSwitch::start_replaying(dir.path(), &data_dir, CONFIG);
+    let deadline = Stopwatch::start();
+    let mut refused = 0;
+    let decided = loop {
+        assert!(deadline.elapsed_us() < 60_000_000, "replay never ended");
+        // Readiness is read first: a refusal after it means it said not
+        // ready, as replay only ever ends.
+        let ready = restarted.http("GET", "/health/ready", None, &[], "").status;
+        let reply = restarted.http(
+            "POST",
+            "/v1/authorizations",
+            Some(ACME_KEY),
+            &[],
+            &body(pan, 100, "ACME0000001"),
+        );
+        if reply.status != 503 {
+            break reply;
+        }
+        assert_eq!(ready, 503, "a refusal while /health/ready said ready");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        refused += 1;
+    };
+    // 65: the card's approvals, the last rows of the last page, are back.
+    assert_eq!(decided.status, 201, "{}", decided.body);
+    assert_eq!(decided.json()["response_code"], "65", "{}", decided.body);
+    assert!(refused > 0, "the first request came after replay: no proof");
+    assert!(restarted.stop().success());
+    let approvals = journal::approvals(&data_dir);
+    assert_eq!(
+        approvals.iter().filter(|row| row.token == token).count(),
+        5,
+        "no approval beyond the card's limit was journaled"
+    );
+}

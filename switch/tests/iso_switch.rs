@@ -84,7 +84,7 @@ fn every_rule_and_limit_declines_with_its_code() {
             m.set(42, "BISTRO00001    ");
             m
         }),
-        ("58", {
+        ("03", {
             let mut m = authorization(&card(7), 100);
             m.set(42, "NOSUCHMERCHANT ");
             m
@@ -265,6 +265,47 @@ fn an_unframeable_stream_closes_only_its_connection() {
         common::code(&bystander.exchange(&authorization(&card(50), 100))),
         "00"
     );
+}
+
+/// DE42 not in the configuration is 03 (invalid merchant), not 58 (which
+/// says the merchant is known but may not do this): counted under 03,
+/// journaled with its reason, and 03 again when the JSON API reads it back.
+#[test]
+fn an_unknown_merchant_is_declined_03_on_the_wire_and_in_the_json_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let switch = TestSwitch::start_in(dir.path(), &data_dir, CONFIG);
+    let mut request = authorization(&card(30), 100);
+    request.set(42, "NOSUCHMERCHANT ");
+    let reply = switch.iso().exchange(&request);
+    assert_eq!(common::code(&reply), "03");
+    assert!(!reply.has(38), "a decline carries no auth code");
+    assert_eq!(
+        metric(
+            &switch.metrics(),
+            "switch_responses_total{channel=\"iso\",code=\"03\"}"
+        ),
+        1
+    );
+    assert!(switch.stop().success());
+
+    let record = journal::journaled(&data_dir, &request);
+    assert_eq!(record.response_code.as_str(), "03");
+    assert_eq!(
+        record.reason,
+        Some(protocol::domain::DeclineReason::UnknownMerchant)
+    );
+    let restarted = TestSwitch::start_in(dir.path(), &data_dir, CONFIG);
+    let read = restarted.http(
+        "GET",
+        &format!("/v1/transactions/{}", record.id),
+        Some(ADMIN_KEY),
+        &[],
+        "",
+    );
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.json()["response_code"], "03");
+    assert_eq!(read.json()["status"], "declined");
 }
 
 #[test]

@@ -17,7 +17,8 @@ pub struct ShardConfig {
     pub mailbox_capacity: usize,
     /// Limits every card is held to.
     pub card_limits: CardLimits,
-    /// The merchants the switch knows; any other is declined (58).
+    /// The merchants the switch knows; any other is declined (03, invalid
+    /// merchant).
     pub merchants: HashMap<MerchantId, MerchantLimits>,
 }
 

@@ -105,9 +105,10 @@ impl Shards {
     }
 
     /// Decides a request now, by the shards' clock: the card's windows first
-    /// (61, 65), then the merchant's limits (13, 58, 61). `Ok` means both
-    /// approved and the approval is counted; the caller must journal it, or
-    /// [`give_back`](Shards::give_back) it if the journal fails.
+    /// (61, 65), then the merchant (03 when unknown) and its limits (13, 58,
+    /// 61). `Ok` means both approved and the approval is counted; the caller
+    /// must journal it, or [`give_back`](Shards::give_back) it if the journal
+    /// fails.
     ///
     /// A full mailbox answers at once with [`DeclineReason::Overloaded`]
     /// (91) and is counted in [`ShardStats::shed_total`]; a stopped shard

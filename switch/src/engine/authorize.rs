@@ -34,7 +34,9 @@ impl Engine {
     /// Decides a card request and journals it; the outcome is returned only
     /// after its record is committed. A request from a mutual-TLS acquirer
     /// is recorded under its name, and declined without asking the actors
-    /// when its merchant or terminal is not the acquirer's.
+    /// when its merchant or terminal is not the acquirer's. Until velocity
+    /// is replayed ([`Engine::replay`]) nothing is decided: 91, not
+    /// journaled.
     pub async fn authorize(
         &self,
         authorization: Authorization,
@@ -46,6 +48,9 @@ impl Engine {
         let tokenizing = Stopwatch::start();
         let token = world.vault.tokenize(&authorization.pan);
         let tokenize_us = tokenizing.elapsed_us();
+        if let Some(refused) = self.refuse_before_replay(&authorization, token) {
+            return refused;
+        }
 
         let slot = match self
             .duplicates

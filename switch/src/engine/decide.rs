@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! acquirer permit (58) -> rules (14, 54, 13, 57)
-//!   -> card and merchant shards (65, 61; 13, 58, 61; 91 when shed)
+//!   -> card and merchant shards (65, 61; 03, 13, 58, 61; 91 when shed)
 //!   -> in a fleet: Redis confirms the card's velocity (65, 61; 91 while away)
 //!   -> Decision, and the Reservation to give back if it is not recorded
 //! ```

@@ -5,6 +5,10 @@
 //! reply; nothing here knows a wire beyond recording a request's channel.
 //!
 //! ```text
+//! Engine::replay()                                        replay.rs
+//!   the journal's last 24 h of approvals -> actors, page by page; until
+//!   it is done authorize and reverse answer 91 and decide nothing
+//!
 //! Engine::authorize(Authorization, Received)              authorize.rs
 //!   token = vault.tokenize(PAN)                  once per request
 //!   duplicates.check -> New(slot) | Answered(first) | Refused   duplicates.rs
@@ -40,6 +44,7 @@ mod duplicates;
 mod ids;
 mod parts;
 mod record;
+mod replay;
 mod reverse;
 mod world;
 

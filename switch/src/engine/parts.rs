@@ -49,6 +49,7 @@ pub struct Engine {
     pub(crate) rules: RuleConfig,
     pub(crate) duplicates: Duplicates,
     admission_rates: Arc<AdmissionRates>,
+    /// Set once velocity is replayed; nothing is decided before.
     ready: AtomicBool,
     database_answers: AtomicBool,
     redis_answers: AtomicBool,
@@ -135,7 +136,7 @@ impl Engine {
             .fleet
             .as_ref()
             .is_some_and(|fleet| fleet.on_redis_down() == OnRedisDown::Decline);
-        self.ready.load(Ordering::Acquire)
+        self.replayed()
             && self.world.journal.is_running()
             && self.database_answers.load(Ordering::Relaxed)
             && (!redis_needed || self.redis_answers.load(Ordering::Relaxed))
@@ -198,8 +199,17 @@ impl Engine {
         }
     }
 
+    /// Marks velocity as replayed: card requests and reversals are decided
+    /// from now on. [`Engine::replay`] calls it once it has restored the
+    /// journal; only an engine with nothing to replay (a test's, over a
+    /// journal it knows is empty or does not need) calls it directly.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether velocity is replayed, so requests may be decided.
+    pub(crate) fn replayed(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     /// At start: if the journal holds requests answered within the duplicate

@@ -116,6 +116,8 @@ pub enum ReversalRefusal {
     NotReversible,
     /// By id: the amount is not from 1 to the original's.
     AmountOutOfRange,
+    /// Velocity is not replayed yet: 91, nothing journaled or given back.
+    Starting,
 }
 
 impl ReversalOutcome {
@@ -136,6 +138,7 @@ impl ReversalOutcome {
                     ResponseCode::InvalidTransaction
                 }
                 ReversalRefusal::AmountOutOfRange => ResponseCode::InvalidAmount,
+                ReversalRefusal::Starting => DeclineReason::Starting.response_code(),
             },
         }
     }

@@ -1,7 +1,7 @@
 //! [`Engine::reverse`]: a reversal from either ingress.
 //!
 //! ```text
-//! acquirer permit (58) -> find the original (by acquirer keys or by id; 96 when the lookup fails)
+//! replayed? (91) -> acquirer permit (58) -> find the original (by acquirer keys or by id; 96 when the lookup fails)
 //!   -> journal the reversal (an unknown original by keys is acknowledged and journaled too)
 //!   -> the first reversal of an approved original gives its velocity back, once
 //! ```
@@ -51,6 +51,11 @@ impl Engine {
         acquirer: Option<&Acquirer>,
     ) -> Result<ReversalOutcome, ReversalRefusal> {
         let world = &self.world;
+        // Before replay the original's velocity is not back in the actors:
+        // a give-back now would be undone when replay restores it.
+        if !self.replayed() {
+            return Err(ReversalRefusal::Starting);
+        }
         // An acquirer reverses only its own merchants' and terminals'
         // requests: anything else is answered 58 and neither journaled nor
         // given back, as it reverses nothing.

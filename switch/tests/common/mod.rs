@@ -110,6 +110,31 @@ impl TestSwitch {
         config: &str,
         env: &[(&str, &str)],
     ) -> TestSwitch {
+        TestSwitch::spawn(dir, data_dir, config, env, "\"listening\"")
+    }
+
+    /// A switch on `data_dir`, returned as soon as it starts replaying
+    /// velocity from its journal: HTTP answers, ISO 8583 is not accepted
+    /// yet.
+    pub fn start_replaying(dir: &Path, data_dir: &Path, config: &str) -> TestSwitch {
+        TestSwitch::spawn(
+            dir,
+            data_dir,
+            config,
+            &[],
+            "\"replaying velocity from the journal",
+        )
+    }
+
+    /// Starts the switch and returns once it logs a line holding `until`,
+    /// with the addresses that line names.
+    fn spawn(
+        dir: &Path,
+        data_dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        until: &'static str,
+    ) -> TestSwitch {
         let config_file = dir.join("switch.toml");
         std::fs::write(&config_file, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
@@ -140,7 +165,7 @@ impl TestSwitch {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push_str(&line);
                 sink.lock().unwrap().push('\n');
-                if line.contains("\"listening\"")
+                if line.contains(until)
                     && let Some(sender) = sender.take()
                 {
                     let _ = sender.send(line.clone());

@@ -29,6 +29,9 @@ use crate::ingress::http::state::HttpState;
 use crate::ops::metrics::Stage;
 use crate::ops::time::rfc3339;
 
+/// Why a card request is answered 503 while the switch starts.
+const STARTING: &str = "the switch is starting: card limits are being restored from the journal";
+
 /// The reply to an authorization, as stored for idempotent replays.
 fn render_authorization(outcome: &CardOutcome) -> (u16, String) {
     let reply = json::AuthorizationResponse {
@@ -222,13 +225,13 @@ pub(super) async fn create_authorization(
         .metrics()
         .record(Channel::Http, Stage::Total, started.elapsed_us());
     match outcome.decision {
-        Decision::Declined { reason } if reason.asks_for_retry() => {
-            unavailable(if reason == DeclineReason::JournalUnavailable {
+        Decision::Declined { reason } if reason.asks_for_retry() => unavailable(match reason {
+            DeclineReason::JournalUnavailable => {
                 "the journal could not record the transaction; nothing was approved"
-            } else {
-                "the switch is at capacity"
-            })
-        }
+            }
+            DeclineReason::Starting => STARTING,
+            _ => "the switch is at capacity",
+        }),
         _ => {
             let (status, body) = render_authorization(&outcome);
             json_response(
@@ -381,6 +384,7 @@ pub(super) async fn reverse_authorization(
         ReversalOutcome::Refused(refusal) => match refusal {
             ReversalRefusal::UnknownOriginal => return not_found(),
             ReversalRefusal::LookupFailed => return unavailable("the journal cannot be read"),
+            ReversalRefusal::Starting => return unavailable(STARTING),
             ReversalRefusal::NotReversible => {
                 return problem(
                     StatusCode::UNPROCESSABLE_ENTITY,

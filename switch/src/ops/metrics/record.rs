@@ -56,8 +56,9 @@ pub(super) fn channel_index(channel: Channel) -> usize {
 }
 
 /// Every DE39 value the switch counts by name; others are counted as "other".
-pub(super) const CODES: [&str; 15] = [
-    "00", "05", "12", "13", "14", "30", "54", "57", "58", "61", "65", "91", "94", "96", "other",
+pub(super) const CODES: [&str; 16] = [
+    "00", "03", "05", "12", "13", "14", "30", "54", "57", "58", "61", "65", "91", "94", "96",
+    "other",
 ];
 
 /// A listener with a connection limit of its own.
