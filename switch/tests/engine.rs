@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use actors::{
-    BinRange, CardLimits, Clock, ManualClock, MerchantLimits, RuleConfig, ShardConfig, Shards,
-    WindowLimit,
+    BinRange, CardLimits, Clock, ManualClock, MerchantLimits, Restore, RuleConfig, ShardConfig,
+    Shards, WindowLimit,
 };
 use protocol::domain::{
     AcquirerKeys, Authorization, Channel, Decision, DeclineReason, OriginalRef, Reversal,
@@ -207,6 +207,26 @@ impl Rig {
                 stan: Text::parse(format!("{:06}", self.stan).as_bytes()).unwrap(),
                 ..keys
             }),
+        }
+    }
+
+    /// What the switch does at start before it takes traffic: the journal's
+    /// last day of approvals back into the actors.
+    async fn replay(&self) {
+        let since_ms = NOW_MS - 86_400_000;
+        let mut restores = Vec::new();
+        storage::replay_approved(self.engine.store(), since_ms, 100, |row| {
+            restores.push(Restore {
+                token: row.token,
+                merchant_id: row.merchant_id,
+                amount: row.amount,
+                at_ms: row.at_ms,
+            });
+        })
+        .await
+        .unwrap();
+        for restore in restores {
+            self.engine.shards().restore(restore).await;
         }
     }
 
@@ -596,6 +616,35 @@ async fn a_partial_reversal_by_id_gives_back_what_it_reverses() {
         rig.engine.reverse(of_reversal, None).await,
         ReversalOutcome::Refused(ReversalRefusal::NotReversible)
     );
+}
+
+#[tokio::test]
+async fn a_partial_reversal_stands_after_a_restart() {
+    // 10 000 a minute on the card; 3 000 of 8 000 reversed leaves 5 000.
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 8_000);
+    assert_eq!(code(&rig.authorize(&request).await), "00");
+    let reversal = rig.iso_reversal(&request, 3_000);
+    let (original, first) = reversed(rig.engine.reverse(reversal, None).await);
+    assert!(original.is_some() && first);
+    let over = rig.iso(VISA, 5_001);
+    assert_eq!(code(&rig.authorize(&over).await), "61");
+
+    let snapshot = rig.memory.crash();
+    let mut restarted = Rig::over(MemoryBackend::restart(&snapshot), None);
+    restarted.replay().await;
+    // A second on, in the same minute: the restarted engine's seeded ids and
+    // STANs do not repeat the first one's.
+    restarted.clock.advance(std::time::Duration::from_secs(1));
+    restarted.stan = rig.stan;
+    let over = restarted.iso(VISA, 5_001);
+    assert_eq!(
+        code(&restarted.authorize(&over).await),
+        "61",
+        "what stands of the original is counted again"
+    );
+    let fits = restarted.iso(VISA, 5_000);
+    assert_eq!(code(&restarted.authorize(&fits).await), "00");
 }
 
 #[tokio::test]

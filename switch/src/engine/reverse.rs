@@ -8,7 +8,9 @@
 //!
 //! The `reversals` table's key on the original decides, in the commit,
 //! which reversal is first, so two reversals racing on two nodes still give
-//! back once.
+//! back once. The record holds the amount reversed: replay at start takes
+//! that (at most all of it) off its original, so a partial reversal leaves
+//! standing after a restart what it left standing before.
 
 use std::sync::atomic::Ordering;
 
@@ -205,7 +207,8 @@ impl Stated {
                     return Err(ReversalRefusal::AmountOutOfRange);
                 }
             }
-            // DE4 as the acquirer sent it; the give-back takes at most the
+            // What the acquirer reverses (DE4, less DE95 where sent); the
+            // give-back, and the replay after a restart, take at most the
             // original's amount.
             (ReversedAmount::Part(amount), _) => amount,
             (ReversedAmount::Whole, Some(original)) => original.amount,
