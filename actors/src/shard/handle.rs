@@ -234,6 +234,7 @@ impl Shards {
                 amount: give_back.amount,
                 original_at_ms: give_back.original_at_ms,
                 now_ms,
+                whole: give_back.whole,
             },
         )
         .await;
@@ -367,6 +368,7 @@ impl CardHold<'_> {
             amount: self.amount,
             original_at_ms: self.at_ms,
             now_ms: self.at_ms,
+            whole: true,
         }
     }
 
@@ -435,6 +437,7 @@ impl Drop for Pending<'_> {
                 amount: self.amount,
                 original_at_ms: self.at_ms,
                 now_ms: self.at_ms,
+                whole: true,
             };
             self.shards.send_soon(shard, give_back);
         }

@@ -117,16 +117,19 @@ impl Engine {
             // journal does not say which, so that mode may under-count after
             // its reversal, as it already lets each node approve up to the
             // limit on its own.
+            // A partial reversal gives back what it reverses and leaves the
+            // original counted once, as replay counts it after a restart.
+            let amount = stated.amount.min(original.amount);
             decide::give_back(
                 world,
                 Reservation {
                     token,
                     merchant_id: original.merchant_id,
-                    // A partial reversal gives back what it reverses.
-                    amount: stated.amount.min(original.amount),
+                    amount,
                     at_ms: original.created_at_ms,
                     in_fleet: true,
                 },
+                amount == original.amount,
             )
             .await;
         }
