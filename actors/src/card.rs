@@ -168,6 +168,24 @@ impl CardState {
         minute.and(hour).and(day)
     }
 
+    /// Takes back `amount` of an approval made at `original_at_ms` and
+    /// leaves the approval counted once in every window: a partial reversal,
+    /// after which part of it stands, as the journal's replay counts it
+    /// after a restart.
+    pub fn give_back_part(
+        &mut self,
+        amount: Amount,
+        original_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), Shortfall> {
+        self.advance(now_ms);
+        let at_s = second_of(original_at_ms);
+        let minute = self.minute.sub_amount(self.head_s, at_s, amount);
+        let hour = self.hour.sub_amount(self.head_s, at_s, amount);
+        let day = self.day.sub_amount(self.head_s, at_s, amount);
+        minute.and(hour).and(day)
+    }
+
     /// Counts an approval of `amount` made at `at_ms` without checking any
     /// limit: the journal says it happened, so it counts, even if the limits
     /// have since been lowered.
@@ -299,6 +317,24 @@ mod tests {
         );
         let count_over = card.check_and_reserve(&limits, minor(1), T0 + 24 * HOUR);
         assert_eq!(count_over, Err(DeclineReason::CardCountLimit));
+    }
+
+    #[test]
+    fn a_partial_give_back_leaves_the_approval_counted() {
+        let mut card = CardState::new(T0);
+        assert_eq!(
+            card.check_and_reserve(&CardLimits::default(), minor(100), T0),
+            Ok(())
+        );
+        assert_eq!(card.give_back_part(minor(30), T0, T0 + SECOND), Ok(()));
+        for window in Window::ALL {
+            let totals = card.totals(window);
+            assert_eq!((totals.count, totals.amount_minor), (1, 70), "{window:?}");
+        }
+        assert_eq!(
+            card.give_back_part(minor(71), T0, T0 + SECOND),
+            Err(Shortfall)
+        );
     }
 
     #[test]

@@ -156,12 +156,28 @@ impl<const K: usize, const BUCKET_S: u32> Ring<K, BUCKET_S> {
     /// window. A saturated bucket keeps its value: it may hold more than its
     /// maximum, so nothing can be taken from it exactly.
     pub fn sub(&mut self, head_s: u32, at_s: u32, amount: Amount) -> Result<(), Shortfall> {
+        self.take(head_s, at_s, 1, amount)
+    }
+
+    /// Removes `amount` of an approval at `at_s` and leaves the approval
+    /// counted: a partial reversal, after which part of it still stands.
+    pub fn sub_amount(&mut self, head_s: u32, at_s: u32, amount: Amount) -> Result<(), Shortfall> {
+        self.take(head_s, at_s, 0, amount)
+    }
+
+    fn take(
+        &mut self,
+        head_s: u32,
+        at_s: u32,
+        count: u16,
+        amount: Amount,
+    ) -> Result<(), Shortfall> {
         let Some(slot) = Self::slot(head_s, at_s) else {
             return Ok(());
         };
         let mut result = Ok(());
         if self.counts[slot] != u16::MAX {
-            self.counts[slot] = self.counts[slot].checked_sub(1).unwrap_or_else(|| {
+            self.counts[slot] = self.counts[slot].checked_sub(count).unwrap_or_else(|| {
                 result = Err(Shortfall);
                 0
             });

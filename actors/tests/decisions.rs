@@ -194,6 +194,7 @@ async fn a_give_back_restores_headroom_exactly_once() {
         merchant_id: m,
         amount: minor(600),
         original_at_ms: first_at,
+        whole: true,
     };
     shards.give_back(reversal).await;
     // Exactly 600 and one approval came back: 601 is too much, 600 fits.
@@ -290,6 +291,7 @@ async fn a_full_mailbox_declines_91_at_once_and_is_counted() {
             merchant_id: m,
             amount: minor(1),
             original_at_ms: T0,
+            whole: true,
         }),
     );
     assert_eq!(approved, Ok(()));
@@ -312,6 +314,7 @@ async fn a_dropped_request_leaves_no_reservation() {
         merchant_id: m,
         amount: minor(100),
         original_at_ms: T0,
+        whole: true,
     };
     for same_shard in [true, false] {
         let card = token_where(&shards, &m, same_shard);

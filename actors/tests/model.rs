@@ -255,6 +255,7 @@ async fn run_model(
                 merchant_id: merchants[approval.merchant].0,
                 amount: minor(approval.amount),
                 original_at_ms: approval.at_ms,
+                whole: true,
             };
             shards.give_back(give_back).await;
         } else if roll < 73 {

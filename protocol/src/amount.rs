@@ -48,6 +48,11 @@ impl Amount {
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
         self.0.checked_add(other.0).and_then(Amount::from_minor)
     }
+
+    /// The difference, or `None` if `other` is the larger.
+    pub fn checked_sub(self, other: Amount) -> Option<Amount> {
+        self.0.checked_sub(other.0).map(Amount)
+    }
 }
 
 impl fmt::Display for Amount {

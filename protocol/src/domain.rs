@@ -215,9 +215,12 @@ pub enum OriginalRef {
 pub enum ReversedAmount {
     /// All of the original's amount (a JSON reversal without `amount`).
     Whole,
-    /// DE4, or the JSON `amount`. A reversal by id must name from 1 to the
-    /// original's amount; one by acquirer keys is recorded as the acquirer
-    /// sent it and gives back at most the original's.
+    /// What is reversed: DE4 (less DE95's actual transaction amount, what
+    /// stands, when the acquirer sends DE95), or the JSON `amount`. A
+    /// reversal by id must name from 1 to the original's amount; one by
+    /// acquirer keys is recorded as the acquirer sent it and gives back at
+    /// most the original's. The reversal's record holds this amount, which
+    /// is what velocity replay takes off its original.
     Part(Amount),
     /// A JSON `amount` above any amount a request can carry: refused like any
     /// amount above the original's, once the original is found (so an

@@ -286,6 +286,37 @@ impl OriginalData {
     }
 }
 
+/// DE95, replacement amounts (ISO 8583:1987, `an` 42): what stands of the
+/// original after a partial reversal. Actual transaction amount n12, actual
+/// settlement amount n12, then the transaction and settlement fees, each a
+/// sign (`C` or `D`) and n8. Fees are checked for form only; an acquirer
+/// may zero-fill the ones it does not use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplacementAmounts {
+    /// What stands of the original's amount, in DE4's currency.
+    pub transaction: Amount,
+    /// The same in the settlement currency.
+    pub settlement: Amount,
+}
+
+impl ReplacementAmounts {
+    /// The 42 characters of DE95.
+    pub fn parse(field: &[u8]) -> Option<ReplacementAmounts> {
+        let fee = |part: &[u8]| {
+            part.split_first().is_some_and(|(sign, digits)| {
+                matches!(sign, b'C' | b'D' | b'0') && digits.iter().all(u8::is_ascii_digit)
+            })
+        };
+        if field.len() != 42 || !fee(field.get(24..33)?) || !fee(field.get(33..42)?) {
+            return None;
+        }
+        Some(ReplacementAmounts {
+            transaction: Amount::from_field(field.get(0..12)?)?,
+            settlement: Amount::from_field(field.get(12..24)?)?,
+        })
+    }
+}
+
 /// A reversal (0400/0401) or reversal advice (0420/0421).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReversalRequest {
@@ -294,7 +325,7 @@ pub struct ReversalRequest {
     /// DE2, when the acquirer sends it.
     pub pan: Option<Pan>,
     pub processing_code: Text<6>,
-    /// DE4: the amount being reversed.
+    /// DE4: the amount being reversed, or with DE95 the original's amount.
     pub amount: Amount,
     pub currency: Currency,
     pub transmitted_at: Option<TransmissionTime>,
@@ -306,6 +337,8 @@ pub struct ReversalRequest {
     pub reason: Option<ResponseCode>,
     /// DE90.
     pub original: Option<OriginalData>,
+    /// DE95: what stands of the original, never more than DE4.
+    pub replacement: Option<ReplacementAmounts>,
 }
 
 impl ReversalRequest {
@@ -354,8 +387,38 @@ impl ReversalRequest {
                     })
                 })
                 .transpose()?,
+            replacement: replacement(message)?,
         })
     }
+
+    /// What the reversal takes off the original: DE4 less what DE95 says
+    /// stands, or all of DE4 without DE95 (the switch's reading of a DE4
+    /// below the original's amount: that much is reversed).
+    pub fn reversed_amount(&self) -> Amount {
+        self.replacement
+            .and_then(|stands| self.amount.checked_sub(stands.transaction))
+            .unwrap_or(self.amount)
+    }
+}
+
+/// DE95 of a reversal, checked against its DE4: more cannot stand than
+/// there was, so that is a format error (answered 30), not a reversal of
+/// nothing or of everything.
+fn replacement(message: &Message) -> Result<Option<ReplacementAmounts>, DecodeError> {
+    let Some(field) = message.get(95) else {
+        return Ok(None);
+    };
+    let stands = ReplacementAmounts::parse(field).ok_or(DecodeError::InvalidField {
+        field: 95,
+        reason: "replacement amounts must be n12, n12, then C or D and n8 twice",
+    })?;
+    if stands.transaction > amount(message, 4)? {
+        return Err(DecodeError::InvalidField {
+            field: 95,
+            reason: "replacement amount above DE4",
+        });
+    }
+    Ok(Some(stands))
 }
 
 /// DE70 of an 0800.
@@ -542,6 +605,35 @@ mod tests {
         );
         message.set(90, "01000000421122183000");
         assert_eq!(Request::parse(&message).unwrap_err().field(), Some(90));
+    }
+
+    #[test]
+    fn reversals_read_de95_as_what_stands() {
+        // authorization() carries DE4 = 12345.
+        let mut message = authorization();
+        message.set_mti(Mti::REVERSAL_REQUEST);
+        let reversed = |message: &Message| match Request::parse(message) {
+            Ok(Request::Reversal(reversal)) => Ok(reversal.reversed_amount()),
+            Ok(other) => panic!("not a reversal: {other:?}"),
+            Err(error) => Err(error.field()),
+        };
+        // Without DE95, DE4 is what the acquirer reverses.
+        assert_eq!(reversed(&message), Ok(Amount::from_minor(12345).unwrap()));
+        message.set(95, "000000008000000000008000C00000000D00000150");
+        assert_eq!(reversed(&message), Ok(Amount::from_minor(4345).unwrap()));
+        // All of it stands: nothing is reversed. Unused fees zero-filled.
+        message.set(95, "000000012345000000012345000000000000000000");
+        assert_eq!(reversed(&message), Ok(Amount::default()));
+        for bad in [
+            // More stands than DE4 says there was.
+            "000000012346000000012346C00000000C00000000",
+            "00000000080A000000000800C00000000C00000000",
+            "000000000800000000000800X00000000C00000000",
+            "000000000800000000000800C00000000C0000000 ",
+        ] {
+            message.set(95, bad);
+            assert_eq!(reversed(&message), Err(Some(95)), "{bad}");
+        }
     }
 
     #[test]

@@ -361,6 +361,9 @@ struct RequestFields {
     icc: Option<Vec<u8>>,
     reason: Option<Vec<u8>>,
     original: Option<Vec<u8>>,
+    /// DE95 of a reversal, all but its first 12 digits: what stands of the
+    /// original is DE4 (nothing reversed) or zero (all of it).
+    replacement: Option<(bool, Vec<u8>)>,
     network_code: Vec<u8>,
 }
 
@@ -372,6 +375,10 @@ fn request_fields() -> impl Strategy<Value = RequestFields> {
     let original = (select(originals), digits(38)).prop_map(|(mti, rest)| [mti, &rest].concat());
     let network_codes: &'static [&'static [u8]] = &[b"001", b"002", b"301"];
     let network_code = prop_oneof![select(network_codes).prop_map(<[u8]>::to_vec), digits(3),];
+    let fee =
+        || (select(b"CD0".to_vec()), digits(8)).prop_map(|(sign, n8)| [&[sign][..], &n8].concat());
+    let replacement = (any::<bool>(), digits(12), fee(), fee())
+        .prop_map(|(all, settlement, a, b)| (all, [settlement, a, b].concat()));
     let card = (
         select(REQUEST_MTIS.to_vec()),
         digits(12..=19),
@@ -390,11 +397,12 @@ fn request_fields() -> impl Strategy<Value = RequestFields> {
         proptest::option::of(vec(select(b"0123456789AZaz".to_vec()), 2)),
         proptest::option::of(original),
         network_code,
+        proptest::option::of(replacement),
     );
     (card, rest).prop_map(
         |(
             (mti, pan, pan_in_track2, expiry, track2_tail, processing_code, amount, stan),
-            (terminal, merchant, currency, icc, reason, original, network_code),
+            (terminal, merchant, currency, icc, reason, original, network_code, replacement),
         )| RequestFields {
             mti,
             pan,
@@ -410,6 +418,7 @@ fn request_fields() -> impl Strategy<Value = RequestFields> {
             icc,
             reason,
             original,
+            replacement,
             network_code,
         },
     )
@@ -418,7 +427,7 @@ fn request_fields() -> impl Strategy<Value = RequestFields> {
 impl RequestFields {
     fn apply(&self, message: &mut Message) {
         message.set_mti(self.mti);
-        for checked in [2, 14, 35, 39, 55, 70, 90] {
+        for checked in [2, 14, 35, 39, 55, 70, 90, 95] {
             message.remove(checked);
         }
         message.set(11, &self.stan);
@@ -454,6 +463,14 @@ impl RequestFields {
             }
             if let Some(original) = &self.original {
                 message.set(90, original);
+            }
+            if let Some((all_stands, rest)) = &self.replacement {
+                let stands: &[u8] = if *all_stands {
+                    &self.amount
+                } else {
+                    b"000000000000"
+                };
+                message.set(95, [stands, rest].concat());
             }
         }
     }

@@ -54,6 +54,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use protocol::Amount;
 use protocol::domain::{Token, TransactionId};
 use tokio::sync::watch;
 
@@ -377,8 +378,26 @@ impl Tables {
             .cloned()
     }
 
-    /// The replay query: approved authorizations and purchases with a token,
-    /// not reversed, after the cursor in `(created_at_ms, id)` order.
+    /// What stands of an approval: its amount less what its first reversal
+    /// gave back (at most all of it); `None` when nothing stands. The SQL
+    /// backends' replay query computes the same.
+    fn standing(&self, original: &JournalRecord) -> Option<Amount> {
+        let given_back = self
+            .reversals
+            .get(&original.id)
+            .and_then(|reversal| self.transactions.get(reversal))
+            .map_or(0, |reversal| reversal.amount.minor());
+        original
+            .amount
+            .minor()
+            .checked_sub(given_back)
+            .filter(|&minor| minor > 0)
+            .and_then(Amount::from_minor)
+    }
+
+    /// The replay query: approved authorizations and purchases with a token
+    /// and what stands of each (one wholly reversed is left out), after the
+    /// cursor in `(created_at_ms, id)` order.
     fn approved_since(
         &self,
         since_ms: u64,
@@ -398,14 +417,13 @@ impl Tables {
                         RecordKind::Authorization | RecordKind::Purchase
                     )
                     && record.created_at_ms >= since_ms
-                    && !self.reversals.contains_key(&record.id)
             })
             .filter_map(|record| {
                 Some(ReplayRow {
                     id: record.id,
                     token: record.token?,
                     merchant_id: record.merchant_id,
-                    amount: record.amount,
+                    amount: self.standing(record)?,
                     currency: record.currency,
                     at_ms: record.created_at_ms,
                 })

@@ -280,13 +280,15 @@ pub struct OriginalKeys {
     pub transmitted_at: Option<TransmissionTime>,
 }
 
-/// An approved, unreversed authorization or purchase, for rebuilding
-/// velocity windows at start.
+/// An approved authorization or purchase that is not wholly reversed, for
+/// rebuilding velocity windows at start. It counts as one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayRow {
     pub id: TransactionId,
     pub token: Token,
     pub merchant_id: MerchantId,
+    /// What stands of it: its amount less what its first reversal gave back
+    /// (never zero; a wholly reversed approval has no row).
     pub amount: Amount,
     pub currency: Currency,
     pub at_ms: u64,

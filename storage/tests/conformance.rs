@@ -17,6 +17,7 @@ mod common;
 use common::leak::test_pans;
 use common::postgres::{TestDatabase, config};
 use common::{NOW_MS, approved, declined, id_at, keys, reversal_of, token};
+use protocol::Amount;
 use protocol::domain::{DeclineReason, Token};
 use protocol::ids::Text;
 use storage::{
@@ -146,6 +147,7 @@ conformance!(
     the_first_sealed_pan_of_a_token_stays,
     originals_are_found_by_acquirer_keys,
     replay_pages_through_approved_unreversed_records_in_the_window,
+    replay_keeps_the_part_of_an_original_that_stands,
     vault_rows_move_to_the_active_key,
     the_store_answers_its_check,
 );
@@ -529,6 +531,59 @@ async fn replay_pages_through_approved_unreversed_records_in_the_window(t: &Back
     assert_eq!(page, replayed[..2]);
     let none = t.store.approved_since(since, None, 0).await.unwrap();
     assert!(none.is_empty());
+}
+
+async fn replay_keeps_the_part_of_an_original_that_stands(t: &Backend) {
+    let since = NOW_MS - 86_400_000;
+    let amount = |minor| Amount::from_minor(minor).unwrap();
+    let reversed_by = |original: &JournalRecord, at_ms, minor| JournalRecord {
+        amount: amount(minor),
+        ..reversal_of(original, at_ms)
+    };
+    // Every original is 1250; each reversal gives back its own amount, at
+    // most the original's.
+    let partly = approved(since + 10, token(1), "000001");
+    let wholly = approved(since + 20, token(2), "000002");
+    let over = approved(since + 30, token(3), "000003");
+    let twice = approved(since + 40, token(4), "000004");
+    let by_nothing = approved(since + 50, token(5), "000005");
+    let unreversed = approved(since + 55, token(6), "000006");
+    let records = [
+        unreversed.clone(),
+        partly.clone(),
+        wholly.clone(),
+        over.clone(),
+        twice.clone(),
+        by_nothing.clone(),
+        reversed_by(&partly, since + 60, 300),
+        reversed_by(&wholly, since + 61, 1250),
+        reversed_by(&over, since + 62, 5000),
+        // Only the first reversal of an original gives back.
+        reversed_by(&twice, since + 63, 1000),
+        reversed_by(&twice, since + 64, 100),
+        reversed_by(&by_nothing, since + 65, 0),
+    ];
+    for record in records {
+        t.journal.append(record).await.unwrap();
+    }
+
+    let mut replayed = Vec::new();
+    storage::replay_approved(&t.store, since, 2, async |row| replayed.push(row))
+        .await
+        .unwrap();
+    let standing: Vec<_> = replayed
+        .iter()
+        .map(|row| (row.id, row.amount.minor()))
+        .collect();
+    assert_eq!(
+        standing,
+        [
+            (partly.id, 950),
+            (twice.id, 250),
+            (by_nothing.id, 1250),
+            (unreversed.id, 1250)
+        ]
+    );
 }
 
 async fn vault_rows_move_to_the_active_key(t: &Backend) {

@@ -190,12 +190,13 @@ pub fn request_key(terminal_id: &str, stan: &str, transmitted_at: Option<&str>) 
 
 const GIVE_BACK_LUA: &str = r"
 local amount = tonumber(ARGV[1])
-for i = 2, #ARGV do
+local uncount = tonumber(ARGV[2])
+for i = 3, #ARGV do
   local held = redis.call('HMGET', KEYS[1], ARGV[i] .. 'c', ARGV[i] .. 'a')
   if held[1] then
     local count = tonumber(held[1]) or 0
     local sum = tonumber(held[2]) or 0
-    redis.call('HSET', KEYS[1], ARGV[i] .. 'c', math.max(count - 1, 0),
+    redis.call('HSET', KEYS[1], ARGV[i] .. 'c', math.max(count - uncount, 0),
       ARGV[i] .. 'a', math.max(sum - amount, 0))
   end
 end
@@ -474,18 +475,22 @@ impl Fleet {
         }
     }
 
-    /// Gives back one approval of `amount` counted at `original_at_ms`.
+    /// Gives back `amount` of one approval counted at `original_at_ms`;
+    /// `whole`: all of it, so it stops counting as a transaction, else a
+    /// partial reversal that leaves it counted once.
     pub async fn give_back(
         &self,
         token: &Token,
         amount: Amount,
+        whole: bool,
         original_at_ms: u64,
     ) -> Result<(), FleetError> {
         let generation = self.generation()?;
         let mut invocation = self.give_back.prepare_invoke();
         invocation
             .key(card_key(token, generation))
-            .arg(amount.minor());
+            .arg(amount.minor())
+            .arg(u8::from(whole));
         for window in Window::ALL {
             invocation.arg(bucket_prefix(window, bucket_of(window, original_at_ms)));
         }
@@ -578,8 +583,15 @@ pub trait FleetStore: Send + Sync + 'static {
         at_ms: u64,
     ) -> FleetFuture<'_, Result<(), DeclineReason>>;
 
-    /// Gives back one approval of `amount` counted at `original_at_ms`.
-    fn give_back(&self, token: Token, amount: Amount, original_at_ms: u64) -> FleetFuture<'_, ()>;
+    /// Gives back `amount` of one approval counted at `original_at_ms`;
+    /// `whole`: all of it, else a partial reversal that leaves it counted.
+    fn give_back(
+        &self,
+        token: Token,
+        amount: Amount,
+        whole: bool,
+        original_at_ms: u64,
+    ) -> FleetFuture<'_, ()>;
 
     /// Whether the store answers, for `/health/ready`.
     fn ping(&self) -> FleetFuture<'_, ()>;
@@ -617,8 +629,14 @@ impl FleetStore for Fleet {
         Box::pin(async move { Fleet::reserve(self, &token, amount, at_ms).await })
     }
 
-    fn give_back(&self, token: Token, amount: Amount, original_at_ms: u64) -> FleetFuture<'_, ()> {
-        Box::pin(async move { Fleet::give_back(self, &token, amount, original_at_ms).await })
+    fn give_back(
+        &self,
+        token: Token,
+        amount: Amount,
+        whole: bool,
+        original_at_ms: u64,
+    ) -> FleetFuture<'_, ()> {
+        Box::pin(async move { Fleet::give_back(self, &token, amount, whole, original_at_ms).await })
     }
 
     fn ping(&self) -> FleetFuture<'_, ()> {

@@ -656,6 +656,65 @@ async fn a_partial_reversal_by_id_gives_back_what_it_reverses() {
 }
 
 #[tokio::test]
+async fn a_partial_reversal_stands_after_a_restart() {
+    // 10 000 a minute on the card; 3 000 of 8 000 reversed leaves 5 000.
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 8_000);
+    assert_eq!(code(&rig.authorize(&request).await), "00");
+    let reversal = rig.iso_reversal(&request, 3_000);
+    let (original, first) = reversed(rig.engine.reverse(reversal, None).await);
+    assert!(original.is_some() && first);
+    let over = rig.iso(VISA, 5_001);
+    assert_eq!(code(&rig.authorize(&over).await), "61");
+
+    let snapshot = rig.memory.crash();
+    let mut restarted = Rig::over(MemoryBackend::restart(&snapshot), None);
+    restarted.engine.replay().await.unwrap();
+    // A second on, in the same minute: the restarted engine's seeded ids and
+    // STANs do not repeat the first one's.
+    restarted.clock.advance(std::time::Duration::from_secs(1));
+    restarted.stan = rig.stan;
+    let over = restarted.iso(VISA, 5_001);
+    assert_eq!(
+        code(&restarted.authorize(&over).await),
+        "61",
+        "what stands of the original is counted again"
+    );
+    let fits = restarted.iso(VISA, 5_000);
+    assert_eq!(code(&restarted.authorize(&fits).await), "00");
+}
+
+#[tokio::test]
+async fn a_partial_reversal_keeps_its_approval_counted_once() {
+    // 3 a minute: the partly reversed approval and two more, not a fourth,
+    // while the switch runs and after a restart.
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    assert_eq!(code(&rig.authorize(&request).await), "00");
+    let reversal = rig.iso_reversal(&request, 30);
+    let (_, first) = reversed(rig.engine.reverse(reversal, None).await);
+    assert!(first);
+    for _ in 0..2 {
+        let more = rig.iso(VISA, 1);
+        assert_eq!(code(&rig.authorize(&more).await), "00");
+    }
+    let fourth = rig.iso(VISA, 1);
+    assert_eq!(code(&rig.authorize(&fourth).await), "65", "live");
+
+    let snapshot = rig.memory.crash();
+    let mut restarted = Rig::over(MemoryBackend::restart(&snapshot), None);
+    restarted.engine.replay().await.unwrap();
+    restarted.clock.advance(std::time::Duration::from_secs(1));
+    restarted.stan = rig.stan;
+    let fourth = restarted.iso(VISA, 1);
+    assert_eq!(
+        code(&restarted.authorize(&fourth).await),
+        "65",
+        "after a restart"
+    );
+}
+
+#[tokio::test]
 async fn a_failed_commit_answers_96_and_gives_velocity_back() {
     let mut rig = Rig::new();
     rig.memory.fail_next_batches(1);
@@ -724,7 +783,7 @@ impl FleetStore for AwayFleet {
     fn reserve(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, Result<(), DeclineReason>> {
         away()
     }
-    fn give_back(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, ()> {
+    fn give_back(&self, _: Token, _: Amount, _: bool, _: u64) -> FleetFuture<'_, ()> {
         away()
     }
     fn ping(&self) -> FleetFuture<'_, ()> {
@@ -823,7 +882,7 @@ impl FleetStore for SharedFleet {
     fn reserve(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, Result<(), DeclineReason>> {
         Box::pin(async { Ok(Ok(())) })
     }
-    fn give_back(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, ()> {
+    fn give_back(&self, _: Token, _: Amount, _: bool, _: u64) -> FleetFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }
     fn ping(&self) -> FleetFuture<'_, ()> {

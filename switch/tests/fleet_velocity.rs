@@ -155,7 +155,7 @@ async fn windows_count_slide_prune_and_give_back_in_one_hash_per_card() {
     // A give-back of an approval in the current minute frees the hour by
     // one; giving back twice more than was counted never goes below zero.
     fleet
-        .give_back(&card, amount(100), t0 + 61_000)
+        .give_back(&card, amount(100), true, t0 + 61_000)
         .await
         .unwrap();
     assert_eq!(
@@ -167,7 +167,7 @@ async fn windows_count_slide_prune_and_give_back_in_one_hash_per_card() {
     );
     for _ in 0..3 {
         fleet
-            .give_back(&card, amount(1_000_000), t0 + 63_000)
+            .give_back(&card, amount(1_000_000), true, t0 + 63_000)
             .await
             .unwrap();
     }
@@ -179,6 +179,26 @@ async fn windows_count_slide_prune_and_give_back_in_one_hash_per_card() {
         .await
         .unwrap();
     assert_eq!(held, vec![Some(0), Some(0)]);
+
+    // A partial reversal takes its amount off and leaves the approval
+    // counted once, as replay counts it after a restart.
+    let partly = fresh_token(3);
+    assert_eq!(
+        fleet.reserve(&partly, amount(100), t0).await.unwrap(),
+        Ok(())
+    );
+    fleet
+        .give_back(&partly, amount(30), false, t0)
+        .await
+        .unwrap();
+    let held: Vec<Option<i64>> = redis::cmd("HMGET")
+        .arg(format!("v:{{{partly}}}"))
+        .arg(format!("m:{}:c", t0 / 10_000))
+        .arg(format!("m:{}:a", t0 / 10_000))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(held, vec![Some(1), Some(70)]);
 
     // The amount limit of the minute: 10 000 minor units.
     let rich = fresh_token(2);

@@ -157,6 +157,44 @@ fn velocity_is_exhausted_and_given_back_once_by_a_reversal() {
     );
 }
 
+/// DE95 for an original that keeps `remaining` of its amount: actual
+/// transaction n12, settlement n12, then the two fees, sign and n8.
+fn replacement_amounts(remaining: u64) -> String {
+    format!("{remaining:012}{remaining:012}C00000000C00000000")
+}
+
+#[test]
+fn a_reversal_with_de95_gives_back_only_what_it_takes_off() {
+    let switch = TestSwitch::start();
+    let mut acquirer = switch.iso();
+    let pan = card(12);
+    // 200000 a minute: 150000 leaves 50000.
+    let original = authorization(&pan, 150_000);
+    assert_eq!(common::code(&acquirer.exchange(&original)), "00");
+
+    // DE95 above DE4 cannot be: a format error, nothing given back.
+    let mut over = reversal_of(&original, Mti::REVERSAL_REQUEST);
+    over.set(95, replacement_amounts(150_001));
+    assert_eq!(common::code(&acquirer.exchange(&over)), "30");
+
+    // DE4 is the original's 150000 and DE95 says 100000 of it stands: 50000
+    // comes back, not 150000.
+    let mut partial = reversal_of(&original, Mti::REVERSAL_REQUEST);
+    partial.set(95, replacement_amounts(100_000));
+    let reply = acquirer.exchange(&partial);
+    assert_eq!(reply.mti(), Mti::REVERSAL_RESPONSE);
+    assert_eq!(common::code(&reply), "00");
+    assert_eq!(
+        common::code(&acquirer.exchange(&authorization(&pan, 100_001))),
+        "61",
+        "100000 still stands"
+    );
+    assert_eq!(
+        common::code(&acquirer.exchange(&authorization(&pan, 100_000))),
+        "00"
+    );
+}
+
 #[test]
 fn a_reversal_of_an_unknown_original_is_acknowledged() {
     let switch = TestSwitch::start();

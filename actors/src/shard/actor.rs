@@ -134,10 +134,12 @@ impl Shard {
                 amount,
                 original_at_ms,
                 now_ms,
+                whole,
             } => {
                 self.see(now_ms);
                 let result = match self.cards.find(&token) {
-                    Some(card) => card.give_back(amount, original_at_ms, now_ms),
+                    Some(card) if whole => card.give_back(amount, original_at_ms, now_ms),
+                    Some(card) => card.give_back_part(amount, original_at_ms, now_ms),
                     // Only idle cards are evicted, so a card that is not here
                     // holds nothing: if the approval should still count, it
                     // was never counted (or the journal was not replayed).

@@ -235,6 +235,7 @@ impl Shards {
                 amount: give_back.amount,
                 original_at_ms: give_back.original_at_ms,
                 now_ms,
+                whole: give_back.whole,
             },
         )
         .await;
@@ -368,6 +369,7 @@ impl CardHold<'_> {
             amount: self.amount,
             original_at_ms: self.at_ms,
             now_ms: self.at_ms,
+            whole: true,
         }
     }
 
@@ -436,6 +438,7 @@ impl Drop for Pending<'_> {
                 amount: self.amount,
                 original_at_ms: self.at_ms,
                 now_ms: self.at_ms,
+                whole: true,
             };
             self.shards.send_soon(shard, give_back);
         }

@@ -37,6 +37,7 @@ pub(super) enum Message {
         amount: Amount,
         original_at_ms: u64,
         now_ms: u64,
+        whole: bool,
     },
     GiveBackMerchant {
         merchant_id: MerchantId,

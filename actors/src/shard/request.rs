@@ -23,6 +23,10 @@ pub struct GiveBack {
     pub merchant_id: MerchantId,
     pub amount: Amount,
     pub original_at_ms: u64,
+    /// All of the approval: it stops counting as a transaction. `false`: a
+    /// partial reversal, which takes `amount` off and leaves the approval
+    /// counted once on its card (part of it stands).
+    pub whole: bool,
 }
 
 /// A past approval to count again, from the journal, at start.

@@ -48,16 +48,25 @@ pub(crate) const FIND_ORIGINAL_ANY_TIME: &str = concat!(
      ORDER BY created_at_ms DESC LIMIT 1"
 );
 
-/// The first three conditions repeat the partial index's own `WHERE`, which
-/// is how the planner knows it may use the index.
+/// The replay query: approved authorizations and purchases with a token,
+/// each with the amount of it that stands: its own less what its first
+/// reversal (the one in `reversals`) gave back, at most all of it. One
+/// wholly reversed is left out; one partly reversed still counts once.
+/// The same rule as the in-memory backend's. The first three conditions
+/// repeat the partial index's own `WHERE`, which is how the planner knows it
+/// may use the index.
 pub(crate) const APPROVED_SINCE: &str = "\
-    SELECT id, token, merchant_id, amount_minor, currency_numeric, created_at_ms \
-    FROM transactions \
-    WHERE response_code = '00' AND kind IN ('authorization', 'purchase') \
-      AND token IS NOT NULL \
-      AND (created_at_ms, id) > ($1, $2) \
-      AND NOT EXISTS (SELECT 1 FROM reversals WHERE original_id = transactions.id) \
-    ORDER BY created_at_ms, id LIMIT $3";
+    SELECT t.id, t.token, t.merchant_id, t.currency_numeric, t.created_at_ms, \
+           t.amount_minor - LEAST(COALESCE(g.amount_minor, 0), t.amount_minor) \
+               AS amount_minor \
+    FROM transactions t \
+    LEFT JOIN reversals r ON r.original_id = t.id \
+    LEFT JOIN transactions g ON g.id = r.reversal_id \
+    WHERE t.response_code = '00' AND t.kind IN ('authorization', 'purchase') \
+      AND t.token IS NOT NULL \
+      AND (t.created_at_ms, t.id) > ($1, $2) \
+      AND t.amount_minor > COALESCE(g.amount_minor, 0) \
+    ORDER BY t.created_at_ms, t.id LIMIT $3";
 
 pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
     SELECT merchant_id, idempotency_key, request_hash, response_json, status \

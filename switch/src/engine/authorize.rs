@@ -127,7 +127,7 @@ impl Engine {
                     ..outcome
                 };
                 if let Some(reservation) = decided.reservation {
-                    decide::give_back(world, reservation).await;
+                    decide::give_back(world, reservation, true).await;
                 }
                 slot.not_recorded(world, &outcome).await;
                 outcome

@@ -175,13 +175,15 @@ async fn confirm_with_fleet(
             }
         }
     };
-    give_back(world, reservation).await;
+    give_back(world, reservation, true).await;
     Err(reason)
 }
 
 /// Gives back the velocity `reservation` counted: in the shards, and in the
-/// fleet's store if it was counted there.
-pub(crate) async fn give_back(world: &World, reservation: Reservation) {
+/// fleet's store if it was counted there. `whole`: all of the approval, so
+/// it stops counting as a transaction; else a partial reversal's amount,
+/// which leaves it counted once on its card.
+pub(crate) async fn give_back(world: &World, reservation: Reservation, whole: bool) {
     world
         .shards
         .give_back(GiveBack {
@@ -189,6 +191,7 @@ pub(crate) async fn give_back(world: &World, reservation: Reservation) {
             merchant_id: reservation.merchant_id,
             amount: reservation.amount,
             original_at_ms: reservation.at_ms,
+            whole,
         })
         .await;
     // A failure leaves the card over-counted until its bucket expires: a
@@ -196,7 +199,12 @@ pub(crate) async fn give_back(world: &World, reservation: Reservation) {
     if reservation.in_fleet
         && let Some(fleet) = &world.fleet
         && let Err(error) = fleet
-            .give_back(reservation.token, reservation.amount, reservation.at_ms)
+            .give_back(
+                reservation.token,
+                reservation.amount,
+                whole,
+                reservation.at_ms,
+            )
             .await
     {
         world.count_fleet_error();

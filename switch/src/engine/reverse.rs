@@ -8,7 +8,9 @@
 //!
 //! The `reversals` table's key on the original decides, in the commit,
 //! which reversal is first, so two reversals racing on two nodes still give
-//! back once.
+//! back once. The record holds the amount reversed: replay at start takes
+//! that (at most all of it) off its original, so a partial reversal leaves
+//! standing after a restart what it left standing before.
 
 use std::sync::atomic::Ordering;
 
@@ -120,16 +122,19 @@ impl Engine {
             // journal does not say which, so that mode may under-count after
             // its reversal, as it already lets each node approve up to the
             // limit on its own.
+            // A partial reversal gives back what it reverses and leaves the
+            // original counted once, as replay counts it after a restart.
+            let amount = stated.amount.min(original.amount);
             decide::give_back(
                 world,
                 Reservation {
                     token,
                     merchant_id: original.merchant_id,
-                    // A partial reversal gives back what it reverses.
-                    amount: stated.amount.min(original.amount),
+                    amount,
                     at_ms: original.created_at_ms,
                     in_fleet: true,
                 },
+                amount == original.amount,
             )
             .await;
         }
@@ -210,7 +215,8 @@ impl Stated {
                     return Err(ReversalRefusal::AmountOutOfRange);
                 }
             }
-            // DE4 as the acquirer sent it; the give-back takes at most the
+            // What the acquirer reverses (DE4, less DE95 where sent); the
+            // give-back, and the replay after a restart, take at most the
             // original's amount.
             (ReversedAmount::Part(amount), _) => amount,
             (ReversedAmount::Whole, Some(original)) => original.amount,

@@ -104,7 +104,8 @@ fn authorization(request: &CardRequest) -> Authorization {
 
 /// The domain reversal a 0400 or 0420 (or its repeat) asks for: its original
 /// is named by DE90's STAN and transmission time at this terminal, or,
-/// without DE90, by this message's own STAN and terminal.
+/// without DE90, by this message's own STAN and terminal; it reverses DE4,
+/// less what DE95 says stands.
 fn reversal(request: &ReversalRequest) -> Reversal {
     let (stan, transmitted_at) = match &request.original {
         Some(OriginalData {
@@ -126,7 +127,7 @@ fn reversal(request: &ReversalRequest) -> Reversal {
             stan,
             transmitted_at,
         },
-        amount: ReversedAmount::Part(request.amount),
+        amount: ReversedAmount::Part(request.reversed_amount()),
         currency: Some(request.currency),
         merchant_id: request.merchant_id,
         terminal_id: Some(request.terminal_id),
