@@ -192,7 +192,7 @@ async fn windows_count_slide_prune_and_give_back_in_one_hash_per_card() {
         .await
         .unwrap();
     let held: Vec<Option<i64>> = redis::cmd("HMGET")
-        .arg(format!("v:{{{partly}}}"))
+        .arg(format!("v:{{{partly}}}:{generation}"))
         .arg(format!("m:{}:c", t0 / 10_000))
         .arg(format!("m:{}:a", t0 / 10_000))
         .query_async(&mut connection)
