@@ -131,6 +131,9 @@ fn a_postgres_backend_without_a_url_is_refused_by_name() {
 struct Relay {
     port: u16,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While set, bytes are held instead of passed on: a database that has
+    /// stalled (a disk, a failover) without dropping its connections.
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
     streams: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
 
@@ -140,8 +143,10 @@ impl Relay {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let streams = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (accept_down, accept_streams) = (down.clone(), streams.clone());
+        let (accept_down, accept_held, accept_streams) =
+            (down.clone(), held.clone(), streams.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -158,8 +163,18 @@ impl Relay {
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
                 ] {
+                    let held = accept_held.clone();
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        use std::io::{Read, Write};
+                        let mut buffer = [0u8; 16 * 1024];
+                        while let Ok(read @ 1..) = from.read(&mut buffer) {
+                            while held.load(Ordering::SeqCst) {
+                                std::thread::sleep(std::time::Duration::from_millis(5));
+                            }
+                            if to.write_all(&buffer[..read]).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(std::net::Shutdown::Both);
                     });
                 }
@@ -168,8 +183,18 @@ impl Relay {
         Relay {
             port,
             down,
+            held,
             streams,
         }
+    }
+
+    /// Holds every byte in both directions until [`Relay::release`].
+    fn hold(&self) {
+        self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn release(&self) {
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -293,4 +318,99 @@ fn the_database_going_away_mid_load_loses_nothing_acknowledged() {
         stored.len(),
         "no STAN stored twice"
     );
+}
+
+/// The relayed URL of the test database, through `relay`.
+fn relayed(url: &str, relay: &Relay) -> String {
+    // postgres://USER@127.0.0.1:PORT/DB -> the same through the relay.
+    let (head, database) = url.rsplit_once('/').unwrap();
+    let (prefix, _) = head.rsplit_once(':').unwrap();
+    format!("{prefix}:{}/{database}", relay.port)
+}
+
+fn upstream(url: &str) -> std::net::SocketAddr {
+    let (head, _) = url.rsplit_once('/').unwrap();
+    let (_, port) = head.rsplit_once(':').unwrap();
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+/// A web client that gives up on a request while the journal is slow and
+/// retries with the same Idempotency-Key gets 409 while the first is still
+/// being decided, then the first's stored answer: one transaction, counted
+/// once. (Before, the in-flight guard went with the dropped request and the
+/// retry was decided again: two approvals for one key.)
+#[test]
+fn a_retry_after_the_client_gave_up_is_never_a_second_approval() {
+    let Some(url) = database_url() else { return };
+    let relay = Relay::start(upstream(&url));
+    let relayed_url = relayed(&url, &relay);
+    let switch = TestSwitch::start_with_env(
+        &postgres_config(),
+        &[("DATABASE_URL", relayed_url.as_str())],
+    );
+    let seed = u64::from(std::process::id()) * 7 + 3;
+    let pan = with_check_digit(&format!("4100{:011}", seed % 100_000_000_000));
+    let payload = format!(
+        r#"{{"pan":"{pan}","expiry":"3012","amount":100,"currency":"EUR","merchant_id":"ACME0000001","terminal_id":"WEB00001"}}"#
+    );
+    let key = format!("give-up-{seed}");
+    let headers = [("Idempotency-Key", key.as_str())];
+
+    // The database stalls; the client sends, waits a little, and gives up.
+    relay.hold();
+    let mut gave_up = std::net::TcpStream::connect(switch.http).unwrap();
+    gave_up
+        .write_all(
+            format!(
+                "POST /v1/authorizations HTTP/1.1\r\nHost: switch\r\nAuthorization: Bearer {ACME_KEY}\r\nIdempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+                payload.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(gave_up);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+
+    let retry = switch.http(
+        "POST",
+        "/v1/authorizations",
+        Some(ACME_KEY),
+        &headers,
+        &payload,
+    );
+    assert_eq!(retry.status, 409, "still being decided: {}", retry.body);
+    relay.release();
+
+    // Once the first is answered, a retry gets its stored answer.
+    let waited = Stopwatch::start();
+    let stored = loop {
+        let reply = switch.http(
+            "POST",
+            "/v1/authorizations",
+            Some(ACME_KEY),
+            &headers,
+            &payload,
+        );
+        if reply.status != 409 {
+            break reply;
+        }
+        assert!(waited.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(stored.status, 201, "{}", stored.body);
+    assert_eq!(stored.header("idempotent-replayed"), Some("true"));
+    assert_eq!(stored.json()["status"], "approved", "{}", stored.body);
+
+    // Counted once: the card's 5 a minute leave exactly 4 more.
+    let codes: Vec<u16> = (0..5)
+        .map(|_| {
+            switch
+                .http("POST", "/v1/authorizations", Some(ACME_KEY), &[], &payload)
+                .json()["response_code"]
+                .as_str()
+                .map_or(0, |code| code.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(codes, [0, 0, 0, 0, 65], "one approval for the key");
 }

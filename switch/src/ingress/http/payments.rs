@@ -57,6 +57,13 @@ fn render_authorization(outcome: &CardOutcome) -> (u16, String) {
 
 /// `POST /v1/authorizations`: a merchant's authorization. With an
 /// `Idempotency-Key`, the same key and body get the stored answer again.
+///
+/// The request is answered by a task of its own: a client that gives up (a
+/// timeout, a closed connection) drops this handler, not the work, which
+/// holds the key's in-flight guard and may already have its record on the
+/// way to the journal. A retry gets 409 until that answer is stored, then
+/// the stored answer: never a second decision for one key. (One spawn per
+/// authorization, a few microseconds.)
 pub(super) async fn create_authorization(
     State(state): State<Arc<HttpState>>,
     Extension(principal): Extension<Principal>,
@@ -64,6 +71,19 @@ pub(super) async fn create_authorization(
     body: Bytes,
 ) -> Response {
     let started = Stopwatch::start();
+    tokio::spawn(authorize_request(state, principal, headers, body, started))
+        .await
+        .unwrap_or_else(|_| unavailable("the authorization could not be decided"))
+}
+
+/// [`create_authorization`]'s work, whether or not its client still waits.
+async fn authorize_request(
+    state: Arc<HttpState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+    started: Stopwatch,
+) -> Response {
     let engine = &state.engine;
     let Principal::Merchant(merchant_id) = principal else {
         return problem(
@@ -154,7 +174,7 @@ pub(super) async fn create_authorization(
             );
         }
         in_flight_guard = Some(InFlightGuard {
-            state: &state,
+            state: Arc::clone(&state),
             entry,
         });
         match engine
@@ -243,13 +263,13 @@ pub(super) async fn create_authorization(
 }
 
 /// Releases an idempotency key (its digest) from the in-flight set, also on
-/// early return.
-struct InFlightGuard<'a> {
-    state: &'a HttpState,
+/// early return; owned, so the task deciding the request can hold it.
+struct InFlightGuard {
+    state: Arc<HttpState>,
     entry: (MerchantId, String),
 }
 
-impl Drop for InFlightGuard<'_> {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
         if let Ok(mut set) = self.state.idempotency_in_flight.lock() {
             set.remove(&self.entry);
