@@ -212,3 +212,54 @@ async fn a_crash_keeps_exactly_what_was_committed() {
     assert_eq!(again.transaction(in_flight.id).await.unwrap(), None);
     journal.close().await;
 }
+
+/// Close waits for every append already queued, and refuses later ones.
+/// The disk is stalled while close is called, so records are provably still
+/// waiting behind the writer then (the SQLite test of the same name can pass
+/// with the queue already drained).
+#[tokio::test]
+async fn close_waits_for_records_still_queued_behind_a_stalled_batch() {
+    let memory = MemoryBackend::new();
+    let (journal, store) = start(&memory, JournalConfig::default());
+    memory.hold_batches();
+    let first = {
+        let journal = journal.clone();
+        tokio::spawn(async move { journal.append(approved(NOW_MS, token(1), "000001")).await })
+    };
+    settle(|| memory.batches_held() == 1).await;
+    let queued: Vec<_> = (1..20)
+        .map(|n| {
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                journal
+                    .append(approved(NOW_MS + n, token(1), "000001"))
+                    .await
+            })
+        })
+        .collect();
+    settle(|| journal.queue_depth() == 19).await;
+
+    let closing = {
+        let journal = journal.clone();
+        tokio::spawn(async move { journal.close().await })
+    };
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!closing.is_finished(), "close returned with records queued");
+    memory.release_batches();
+    closing.await.unwrap();
+    assert_eq!(first.await.unwrap(), Ok(AppendOutcome::Recorded));
+    for task in queued {
+        assert_eq!(task.await.unwrap(), Ok(AppendOutcome::Recorded));
+    }
+    assert_eq!(
+        store.approved_since(0, None, 100).await.unwrap().len(),
+        20,
+        "every queued record is stored"
+    );
+    assert_eq!(
+        journal.append(approved(NOW_MS, token(2), "000002")).await,
+        Err(JournalError::Closed)
+    );
+}
