@@ -160,12 +160,7 @@ impl CardState {
         original_at_ms: u64,
         now_ms: u64,
     ) -> Result<(), Shortfall> {
-        self.advance(now_ms);
-        let at_s = second_of(original_at_ms);
-        let minute = self.minute.sub(self.head_s, at_s, amount);
-        let hour = self.hour.sub(self.head_s, at_s, amount);
-        let day = self.day.sub(self.head_s, at_s, amount);
-        minute.and(hour).and(day)
+        self.take_back(amount, original_at_ms, now_ms, true)
     }
 
     /// Takes back `amount` of an approval made at `original_at_ms` and
@@ -178,11 +173,24 @@ impl CardState {
         original_at_ms: u64,
         now_ms: u64,
     ) -> Result<(), Shortfall> {
+        self.take_back(amount, original_at_ms, now_ms, false)
+    }
+
+    /// Takes `amount` out of the bucket of `original_at_ms` in every window,
+    /// and the approval's count too when `whole`. Every window is tried, so
+    /// one short window does not leave the others counted.
+    fn take_back(
+        &mut self,
+        amount: Amount,
+        original_at_ms: u64,
+        now_ms: u64,
+        whole: bool,
+    ) -> Result<(), Shortfall> {
         self.advance(now_ms);
-        let at_s = second_of(original_at_ms);
-        let minute = self.minute.sub_amount(self.head_s, at_s, amount);
-        let hour = self.hour.sub_amount(self.head_s, at_s, amount);
-        let day = self.day.sub_amount(self.head_s, at_s, amount);
+        let (head_s, at_s, count) = (self.head_s, second_of(original_at_ms), u16::from(whole));
+        let minute = self.minute.take(head_s, at_s, count, amount);
+        let hour = self.hour.take(head_s, at_s, count, amount);
+        let day = self.day.take(head_s, at_s, count, amount);
         minute.and(hour).and(day)
     }
 

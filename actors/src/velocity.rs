@@ -152,20 +152,11 @@ impl<const K: usize, const BUCKET_S: u32> Ring<K, BUCKET_S> {
         }
     }
 
-    /// Removes one approval of `amount` at `at_s`, if it is inside the
-    /// window. A saturated bucket keeps its value: it may hold more than its
-    /// maximum, so nothing can be taken from it exactly.
-    pub fn sub(&mut self, head_s: u32, at_s: u32, amount: Amount) -> Result<(), Shortfall> {
-        self.take(head_s, at_s, 1, amount)
-    }
-
-    /// Removes `amount` of an approval at `at_s` and leaves the approval
-    /// counted: a partial reversal, after which part of it still stands.
-    pub fn sub_amount(&mut self, head_s: u32, at_s: u32, amount: Amount) -> Result<(), Shortfall> {
-        self.take(head_s, at_s, 0, amount)
-    }
-
-    fn take(
+    /// Removes `count` approvals (1, or 0 for a partial reversal, after
+    /// which part of the approval still stands) and `amount` at `at_s`, if it
+    /// is inside the window. A saturated bucket keeps its value: it may hold
+    /// more than its maximum, so nothing can be taken from it exactly.
+    pub fn take(
         &mut self,
         head_s: u32,
         at_s: u32,
@@ -268,16 +259,16 @@ mod tests {
         let mut ring = Minute::default();
         ring.add(100, 95, minor(10));
         ring.add(100, 100, minor(20));
-        assert_eq!(ring.sub(100, 95, minor(10)), Ok(()));
+        assert_eq!(ring.take(100, 95, 1, minor(10)), Ok(()));
         let totals = ring.totals();
         assert_eq!((totals.count, totals.amount_minor), (1, 20));
         // The bucket of second 95 is empty now: a second give-back of it
         // falls short and leaves zero, not a wrapped-around count.
-        assert_eq!(ring.sub(100, 95, minor(10)), Err(Shortfall));
+        assert_eq!(ring.take(100, 95, 1, minor(10)), Err(Shortfall));
         let totals = ring.totals();
         assert_eq!((totals.count, totals.amount_minor), (1, 20));
         // Outside the window there is nothing to give back and no shortfall.
-        assert_eq!(ring.sub(1_000, 95, minor(10)), Ok(()));
+        assert_eq!(ring.take(1_000, 95, 1, minor(10)), Ok(()));
     }
 
     #[test]
@@ -286,7 +277,7 @@ mod tests {
         ring.add(0, 0, minor(u64::from(u32::MAX) + 5));
         let totals = ring.totals();
         assert!(totals.amount_saturated);
-        assert_eq!(ring.sub(0, 0, minor(1)), Ok(()));
+        assert_eq!(ring.take(0, 0, 1, minor(1)), Ok(()));
         assert!(ring.totals().amount_saturated);
         let huge = WindowLimit {
             count_max: None,
