@@ -986,3 +986,47 @@ async fn a_restricted_acquirer_never_gets_another_merchants_earlier_answer() {
     assert_eq!(copy.decision.auth_code(), None);
     assert_eq!(rig.duplicates(), 0);
 }
+
+/// A reversal of an original still waiting for the journal waits for it,
+/// then reverses it: it is neither lost (acknowledged with no original)
+/// nor leaves the original's velocity counted.
+#[tokio::test]
+async fn a_reversal_of_an_original_still_in_flight_waits_and_reverses_it() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    let reversal = rig.iso_reversal(&request, 100);
+    rig.memory.hold_batches();
+    let (first, reversed, ()) = tokio::join!(
+        rig.authorize(&request),
+        async {
+            // The original is at the stalled disk before the reversal comes.
+            while rig.memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            rig.engine.reverse(reversal, None).await
+        },
+        async {
+            for _ in 0..200 {
+                tokio::task::yield_now().await;
+            }
+            rig.memory.release_batches();
+        },
+    );
+    assert_eq!(code(&first), "00");
+    assert_eq!(
+        reversed,
+        ReversalOutcome::Recorded {
+            id: match reversed {
+                ReversalOutcome::Recorded { id, .. } => id,
+                ReversalOutcome::Refused(refusal) => panic!("refused: {refusal:?}"),
+            },
+            original: Some(first.id),
+            first: true,
+        }
+    );
+    // Its velocity came back: the card's 3 a minute are all free.
+    for _ in 0..3 {
+        let next = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&next).await), "00");
+    }
+}

@@ -206,6 +206,36 @@ impl Duplicates {
         Check::New(slot)
     }
 
+    /// Waits until requests with these acquirer keys that are between their
+    /// duplicate check and their answer on this node have been answered
+    /// (committed or not): a reversal of an original still in flight must
+    /// find it in the journal, not miss it and leave it counted.
+    /// `transmitted_at: None` (a reversal without DE90) matches any time.
+    pub(crate) async fn wait_for_in_flight(
+        &self,
+        terminal_id: TerminalId,
+        stan: Stan,
+        transmitted_at: Option<TransmissionTime>,
+    ) {
+        let waiting: Vec<watch::Receiver<Option<CardOutcome>>> = match self.in_flight.lock() {
+            Ok(in_flight) => in_flight
+                .iter()
+                .filter(|(key, _)| {
+                    key.terminal_id == terminal_id
+                        && key.stan == stan
+                        && transmitted_at.is_none_or(|at| key.transmitted_at == Some(at))
+                })
+                .map(|(_, receiver)| receiver.clone())
+                .collect(),
+            Err(_) => return,
+        };
+        for mut receiver in waiting {
+            // An error: that request ended without an answer (cancelled),
+            // so there is nothing more to wait for.
+            let _ = receiver.wait_for(Option::is_some).await;
+        }
+    }
+
     /// Takes the in-flight slot for `key`, or, if another request holds it,
     /// waits for that request's answer.
     async fn enter(&self, key: DuplicateKey) -> Result<Slot<'_>, CardOutcome> {

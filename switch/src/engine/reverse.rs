@@ -1,7 +1,8 @@
 //! [`Engine::reverse`]: a reversal from either ingress.
 //!
 //! ```text
-//! replayed? (91) -> acquirer permit (58) -> find the original (by acquirer keys or by id; 96 when the lookup fails)
+//! replayed? (91) -> acquirer permit (58) -> an original with these keys still in flight? wait for its answer
+//!   -> find the original (by acquirer keys or by id; 96 when the lookup fails)
 //!   -> journal the reversal (an unknown original by keys is acknowledged and journaled too)
 //!   -> the first reversal of an approved original gives its velocity back, once
 //! ```
@@ -68,6 +69,16 @@ impl Engine {
         {
             tracing::info!(acquirer = %acquirer.name, "reversal for a merchant or terminal not the acquirer's answered 58");
             return Err(ReversalRefusal::AcquirerNotPermitted);
+        }
+        if let OriginalRef::Keys {
+            terminal_id,
+            stan,
+            transmitted_at,
+        } = reversal.original
+        {
+            self.duplicates
+                .wait_for_in_flight(terminal_id, stan, transmitted_at)
+                .await;
         }
         let original = find_original(world, reversal).await?;
         let stated = Stated::of(reversal, original.as_ref())?;
