@@ -106,7 +106,10 @@ pub enum JournalError {
     /// The bounded queue in front of the writer is full.
     #[error("the journal queue is full")]
     QueueFull,
-    /// The batch holding this record failed to commit; none of it is on disk.
+    /// The batch holding this record was not confirmed committed. Usually
+    /// none of it is on disk, but a commit whose answer was lost (a dropped
+    /// connection or a passed deadline after COMMIT was sent) may have
+    /// committed: read the record back before telling anyone it failed.
     #[error("the journal could not commit")]
     Unavailable,
     /// The journal was closed, or its writer is gone.

@@ -1030,3 +1030,33 @@ async fn a_reversal_of_an_original_still_in_flight_waits_and_reverses_it() {
         assert_eq!(code(&rig.authorize(&next).await), "00");
     }
 }
+
+/// A commit whose answer is lost (the batch is on disk, the writer reports a
+/// failure) is read back before anything is answered or given back: the
+/// request is answered as committed, its velocity stays counted, and a
+/// retransmission gets the same answer.
+#[tokio::test]
+async fn an_ambiguous_commit_is_read_back_and_answered_as_committed() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    rig.memory.commit_then_fail_next_batches(1);
+    let first = rig.authorize(&request).await;
+    assert_eq!(code(&first), "00", "the record is on disk");
+    assert!(
+        rig.stored(first.id)
+            .await
+            .record
+            .response_code
+            .is_approved()
+    );
+
+    let again = rig.authorize(&request).await;
+    assert_eq!((again.id, again.decision), (first.id, first.decision));
+    // Counted once: two more fit the card's 3 a minute, then 65.
+    for _ in 0..2 {
+        let next = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&next).await), "00");
+    }
+    let over = rig.iso(VISA, 100);
+    assert_eq!(code(&rig.authorize(&over).await), "65");
+}

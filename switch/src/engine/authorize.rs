@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use protocol::domain::{Authorization, Decision, DeclineReason, TransactionKind};
 use protocol::ids::Text;
-use storage::{JournalError, RecordKind, StageTimings};
+use storage::{JournalError, RecordKind, StageTimings, StoreReader};
 
 use crate::clock::Stopwatch;
 use crate::engine::acquirer::Acquirer;
@@ -109,15 +109,16 @@ impl Engine {
         }
         .record();
 
-        match world.append(authorization.channel, record).await {
-            Ok(_) => {
+        let appended = world.append(authorization.channel, record).await;
+        match self.committed(appended, outcome.id).await {
+            Committed::Yes => {
                 if sealed_now {
                     world.vault.remember_sealed(&token);
                 }
                 slot.recorded(world, &outcome).await;
                 outcome
             }
-            Err(error) => {
+            Committed::No(error) => {
                 // Nothing is approved that is not on disk: the velocity this
                 // approval took is given back.
                 let outcome = CardOutcome {
@@ -131,6 +132,50 @@ impl Engine {
                 }
                 slot.not_recorded(world, &outcome).await;
                 outcome
+            }
+            Committed::Unknown(error) => {
+                // Neither the commit nor the read-back answered: the record
+                // may be on disk. The answer is 96, and the velocity stays
+                // taken, so the doubt can cost a spare decline, never an
+                // extra approval.
+                let outcome = CardOutcome {
+                    decision: Decision::Declined {
+                        reason: self.not_recorded(&error),
+                    },
+                    ..outcome
+                };
+                slot.not_recorded(world, &outcome).await;
+                outcome
+            }
+        }
+    }
+
+    /// Whether the record `id` was committed. A failed commit can be
+    /// ambiguous (the batch committed but its answer was lost: a dropped
+    /// connection or a passed deadline after COMMIT was sent), so it is read
+    /// back before anything is answered or given back. A full queue or a
+    /// closed journal never wrote anything.
+    async fn committed(
+        &self,
+        appended: Result<storage::AppendOutcome, JournalError>,
+        id: protocol::domain::TransactionId,
+    ) -> Committed {
+        let error = match appended {
+            Ok(_) => return Committed::Yes,
+            Err(error @ JournalError::Unavailable) => error,
+            Err(error) => return Committed::No(error),
+        };
+        match self.world.store.transaction(id).await {
+            Ok(Some(_)) => {
+                tracing::warn!(
+                    "the journal reported a failed commit, but the record is committed; answered as committed"
+                );
+                Committed::Yes
+            }
+            Ok(None) => Committed::No(error),
+            Err(read) => {
+                tracing::warn!(%read, "a failed commit could not be read back");
+                Committed::Unknown(error)
             }
         }
     }
@@ -149,6 +194,14 @@ impl Engine {
         tracing::warn!(%error, code = %reason.response_code(), "journal append failed");
         reason
     }
+}
+
+/// What a read-back found of a record whose append reported a failure.
+enum Committed {
+    Yes,
+    No(JournalError),
+    /// Neither the commit nor the read-back could tell.
+    Unknown(JournalError),
 }
 
 /// A stage time for the journal's 32-bit columns (71 minutes at most).
