@@ -35,12 +35,15 @@
 //!
 //! - `parts.rs`: what an engine is built from, and readiness.
 //! - `ids.rs`: transaction ids and auth codes from the random source.
+//! - `fleet_claim.rs`: a request's keys claimed in Redis, and the answers
+//!   nodes share there (used by `duplicates.rs`).
 //! - [`acquirer`]: who sent a request over mutual TLS, and what it may send.
 
 pub mod acquirer;
 mod authorize;
 mod decide;
 mod duplicates;
+mod fleet_claim;
 mod ids;
 mod parts;
 mod record;

@@ -166,7 +166,7 @@ impl Engine {
 
     /// In a fleet: whether the fleet store answers and holds the shared
     /// velocity whole, rebuilding it from the journal if it was lost (see
-    /// `fleet.rs`). Until then the node is not ready. Called once a second
+    /// `fleet/mod.rs`). Until then the node is not ready. Called once a second
     /// by [`Engine::watch_database`], and once before the node turns ready.
     pub async fn keep_fleet_built(&self) {
         let Some(fleet) = &self.world.fleet else {

@@ -55,6 +55,10 @@ use redis::aio::ConnectionManager;
 use redis::{Client, Script};
 use storage::{AnyStore, ReplayPages, StorageError};
 
+use scripts::{CLAIM_LUA, GIVE_BACK_LUA, RESERVE_LUA};
+
+mod scripts;
+
 /// What the switch does when Redis does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,79 +99,6 @@ const REBUILD_PAGE_ROWS: u32 = 2_000;
 /// How long one page's pipeline may take: far more than a request's call.
 const REBUILD_PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Checks and counts one approval in every window, or declines without
-/// counting anything. KEYS[1]: the card's hash. ARGV[1]: amount; ARGV[2]:
-/// how long the hash lives (ms); then per window (minute, hour, day): its
-/// tag, current bucket, bucket count, count_max (-1: none), amount_max (-1:
-/// none), bucket length (s). Returns 0 (counted), 65 (count limit) or 61
-/// (amount limit).
-///
-/// A node counts in the buckets of its own clock (the instant its record is
-/// journaled with, so a give-back finds them), but stale fields are pruned
-/// by Redis's own clock as well: a node whose clock runs ahead must not
-/// delete buckets the other nodes still count. A field is pruned only when
-/// it has left the window by both clocks.
-const RESERVE_LUA: &str = r"
-local amount = tonumber(ARGV[1])
-local fields = redis.call('HGETALL', KEYS[1])
-local held = {}
-for i = 1, #fields, 2 do held[fields[i]] = tonumber(fields[i + 1]) end
-local current = {}
-local oldest = {}
-local redis_now_s = tonumber(redis.call('TIME')[1])
-local arg = 3
-for window = 1, 3 do
-  local tag = ARGV[arg]
-  local now = tonumber(ARGV[arg + 1])
-  local buckets = tonumber(ARGV[arg + 2])
-  local count_max = tonumber(ARGV[arg + 3])
-  local amount_max = tonumber(ARGV[arg + 4])
-  local bucket_s = tonumber(ARGV[arg + 5])
-  arg = arg + 6
-  local count = 0
-  local sum = 0
-  for bucket = now - buckets + 1, now do
-    local prefix = tag .. ':' .. string.format('%d', bucket) .. ':'
-    count = count + (held[prefix .. 'c'] or 0)
-    sum = sum + (held[prefix .. 'a'] or 0)
-  end
-  if count_max >= 0 and count + 1 > count_max then return 65 end
-  if amount_max >= 0 and sum + amount > amount_max then return 61 end
-  current[window] = tag .. ':' .. string.format('%d', now) .. ':'
-  local redis_oldest = math.floor(redis_now_s / bucket_s) - buckets + 1
-  oldest[tag] = math.min(now - buckets + 1, redis_oldest)
-end
-for window = 1, 3 do
-  redis.call('HINCRBY', KEYS[1], current[window] .. 'c', 1)
-  redis.call('HINCRBY', KEYS[1], current[window] .. 'a', amount)
-end
-local stale = {}
-for i = 1, #fields, 2 do
-  local tag, bucket = string.match(fields[i], '^(%a):(%d+):')
-  if tag and oldest[tag] and tonumber(bucket) < oldest[tag] then
-    stale[#stale + 1] = fields[i]
-  end
-end
-if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 0
-";
-
-/// Gives one approval back: KEYS[1] is the card's hash; ARGV[1] the amount,
-/// then per window the prefix (`m:<bucket>:`) of the bucket the original was
-/// counted in. Never below zero, and a bucket already pruned is not brought
-/// back.
-/// Claims a request's acquirer keys for this node, or reads who has them.
-/// KEYS[1]: the request's key; ARGV[1]: how long a claim may stay pending
-/// (ms). Returns nil when this node now holds the claim, else the value
-/// there: `pending` while another node decides, or that node's answer.
-const CLAIM_LUA: &str = r"
-local held = redis.call('GET', KEYS[1])
-if held then return held end
-redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1])
-return false
-";
-
 /// What Redis holds for a request's acquirer keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -187,21 +118,6 @@ pub fn request_key(terminal_id: &str, stan: &str, transmitted_at: Option<&str>) 
         transmitted_at.unwrap_or("-")
     )
 }
-
-const GIVE_BACK_LUA: &str = r"
-local amount = tonumber(ARGV[1])
-local uncount = tonumber(ARGV[2])
-for i = 3, #ARGV do
-  local held = redis.call('HMGET', KEYS[1], ARGV[i] .. 'c', ARGV[i] .. 'a')
-  if held[1] then
-    local count = tonumber(held[1]) or 0
-    local sum = tonumber(held[2]) or 0
-    redis.call('HSET', KEYS[1], ARGV[i] .. 'c', math.max(count - uncount, 0),
-      ARGV[i] .. 'a', math.max(sum - amount, 0))
-  end
-end
-return 0
-";
 
 /// The fleet's shared card velocity.
 pub struct Fleet {
