@@ -210,13 +210,21 @@ impl Duplicates {
         transmitted_at: Option<TransmissionTime>,
     ) {
         let waiting: Vec<watch::Receiver<Option<CardOutcome>>> = match self.in_flight.lock() {
+            // With DE90 the original's keys are known whole: one lookup.
+            Ok(in_flight) if transmitted_at.is_some() => in_flight
+                .get(&DuplicateKey {
+                    terminal_id,
+                    stan,
+                    transmitted_at,
+                })
+                .cloned()
+                .into_iter()
+                .collect(),
+            // Without it, any transmission time: the in-flight map is bounded
+            // by the connections and their requests in flight.
             Ok(in_flight) => in_flight
                 .iter()
-                .filter(|(key, _)| {
-                    key.terminal_id == terminal_id
-                        && key.stan == stan
-                        && transmitted_at.is_none_or(|at| key.transmitted_at == Some(at))
-                })
+                .filter(|(key, _)| key.terminal_id == terminal_id && key.stan == stan)
                 .map(|(_, receiver)| receiver.clone())
                 .collect(),
             Err(_) => return,
