@@ -124,6 +124,13 @@ impl CardState {
         self.head_s = to_s;
     }
 
+    /// What one window holds at `now_ms` (or at the last operation, if
+    /// that was later).
+    pub fn totals_at(&mut self, window: Window, now_ms: u64) -> Totals {
+        self.advance(now_ms);
+        self.totals(window)
+    }
+
     /// What one window holds as of the last operation.
     pub fn totals(&self, window: Window) -> Totals {
         match window {

@@ -39,4 +39,4 @@ pub use error::Error;
 pub use merchant::{MerchantLimits, MerchantState};
 pub use rules::{BinRange, RuleConfig, check_rules};
 pub use shard::{CardCheck, GiveBack, Restore, ShardConfig, ShardLoad, ShardStats, Shards};
-pub use velocity::WindowLimit;
+pub use velocity::{Totals, WindowLimit};

@@ -78,6 +78,10 @@ impl StoreReader for AnyStore {
         self.reader.approved_since(since_ms, after, rows_max)
     }
 
+    fn recorded_since(&self, since_ms: u64) -> StoreFuture<'_, bool> {
+        self.reader.recorded_since(since_ms)
+    }
+
     fn sealed_pan(&self, token: Token) -> StoreFuture<'_, Option<SealedPan>> {
         self.reader.sealed_pan(token)
     }

@@ -104,6 +104,21 @@ struct State {
     crashed: bool,
 }
 
+impl Tables {
+    fn committed(&self) -> Vec<StoredTransaction> {
+        let mut committed: Vec<StoredTransaction> = self
+            .transactions
+            .values()
+            .map(|record| StoredTransaction {
+                record: record.clone(),
+                reversed_by: self.reversals.get(&record.id).copied(),
+            })
+            .collect();
+        committed.sort_by_key(|stored| stored.record.id);
+        committed
+    }
+}
+
 /// The four tables of the schema, keyed as their primary keys are.
 #[derive(Debug, Clone, Default)]
 struct Tables {
@@ -200,6 +215,14 @@ impl MemoryBackend {
         // Held batches go on to find the backend crashed.
         self.release_batches();
         snapshot
+    }
+
+    /// Every committed transaction, with the reversal that holds it, in id
+    /// order: what a simulation checks its clients' answers and the actors'
+    /// velocity against. Answers even after a crash (it is the disk, read
+    /// by the test, not by the process that died).
+    pub fn committed(&self) -> Vec<StoredTransaction> {
+        self.state().tables.committed()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -504,6 +527,17 @@ impl StoreReader for MemoryBackend {
         Box::pin(
             async move { self.read(|tables| tables.approved_since(since_ms, after, rows_max)) },
         )
+    }
+
+    fn recorded_since(&self, since_ms: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            self.read(|tables| {
+                tables
+                    .transactions
+                    .values()
+                    .any(|record| record.created_at_ms >= since_ms)
+            })
+        })
     }
 
     fn sealed_pan(&self, token: Token) -> StoreFuture<'_, Option<SealedPan>> {

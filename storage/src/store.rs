@@ -57,6 +57,12 @@ pub trait StoreReader: fmt::Debug + Send + Sync + 'static {
         rows_max: u32,
     ) -> StoreFuture<'_, Vec<ReplayRow>>;
 
+    /// Whether any record was created at or after `since_ms`: at start,
+    /// whether requests answered in the duplicate window before it may be
+    /// retransmitted after it. Ids begin with their creation time, so this
+    /// is one look at the primary key.
+    fn recorded_since(&self, since_ms: u64) -> StoreFuture<'_, bool>;
+
     /// The vault entry for a token.
     fn sealed_pan(&self, token: Token) -> StoreFuture<'_, Option<SealedPan>>;
 

@@ -150,6 +150,7 @@ conformance!(
     replay_keeps_the_part_of_an_original_that_stands,
     vault_rows_move_to_the_active_key,
     the_store_answers_its_check,
+    a_record_since_a_time_is_seen_whatever_its_answer,
 );
 
 /// Appends two records so that they commit in one batch: the test runtime
@@ -531,6 +532,21 @@ async fn replay_pages_through_approved_unreversed_records_in_the_window(t: &Back
     assert_eq!(page, replayed[..2]);
     let none = t.store.approved_since(since, None, 0).await.unwrap();
     assert!(none.is_empty());
+}
+
+async fn a_record_since_a_time_is_seen_whatever_its_answer(t: &Backend) {
+    assert!(
+        !t.store.recorded_since(0).await.unwrap(),
+        "an empty journal"
+    );
+    let declined = declined(NOW_MS, token(1), DeclineReason::CardCountLimit);
+    t.journal.append(declined).await.unwrap();
+    assert!(t.store.recorded_since(NOW_MS - 60_000).await.unwrap());
+    assert!(
+        t.store.recorded_since(NOW_MS).await.unwrap(),
+        "at the same ms"
+    );
+    assert!(!t.store.recorded_since(NOW_MS + 1).await.unwrap());
 }
 
 async fn replay_keeps_the_part_of_an_original_that_stands(t: &Backend) {

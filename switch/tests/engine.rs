@@ -1060,3 +1060,35 @@ async fn an_ambiguous_commit_is_read_back_and_answered_as_committed() {
     let over = rig.iso(VISA, 100);
     assert_eq!(code(&rig.authorize(&over).await), "65");
 }
+
+#[tokio::test]
+async fn a_decline_retransmitted_after_a_restart_gets_the_same_decline() {
+    // Three approvals use up the card's minute; a fourth is declined 65
+    // 59 s later, just before the switch restarts.
+    let mut rig = Rig::new();
+    for _ in 0..3 {
+        let request = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&request).await), "00");
+    }
+    rig.clock.advance(std::time::Duration::from_secs(59));
+    let fourth = rig.iso(VISA, 100);
+    let declined = rig.authorize(&fourth).await;
+    assert_eq!(code(&declined), "65");
+
+    // Restarted two seconds later: the approvals are older than the
+    // duplicate window, the decline is not. Its retransmission is the same
+    // request, so it gets the same decline, though the card's minute has
+    // passed and a new request would be approved.
+    let restarted = Rig::starting(rig.memory.clone(), None);
+    restarted.clock.set(NOW_MS + 61_000);
+    restarted.engine.replay().await.unwrap();
+    let answer = restarted.authorize(&fourth).await;
+    assert_eq!(
+        (answer.id, code(&answer)),
+        (declined.id, "65".to_owned()),
+        "the first answer, from the journal"
+    );
+    let mut rig = rig;
+    let new = rig.iso(VISA, 100);
+    assert_eq!(code(&restarted.authorize(&new).await), "00");
+}

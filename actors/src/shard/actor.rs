@@ -16,7 +16,7 @@ use super::hash::EntityHash;
 use super::message::Message;
 use super::request::CardCheck;
 use super::stats::Shared;
-use crate::card::{CardLimits, CardState};
+use crate::card::{CardLimits, CardState, Window};
 use crate::merchant::{MerchantLimits, MerchantState};
 use crate::velocity::Shortfall;
 
@@ -183,6 +183,31 @@ impl Shard {
                 if let Some(merchant) = self.merchants.get_mut(&merchant_id) {
                     merchant.state.restore(amount, at_ms, now_ms);
                 }
+            }
+            Message::CardDay {
+                token,
+                now_ms,
+                reply,
+            } => {
+                self.see(now_ms);
+                let totals = self
+                    .cards
+                    .find(&token)
+                    .map(|card| card.totals_at(Window::Day, now_ms))
+                    .unwrap_or_default();
+                let _ = reply.send(totals);
+            }
+            Message::MerchantDay {
+                merchant_id,
+                now_ms,
+                reply,
+            } => {
+                self.see(now_ms);
+                let volume = self
+                    .merchants
+                    .get(&merchant_id)
+                    .map(|merchant| merchant.state.daily_volume());
+                let _ = reply.send(volume);
             }
         }
     }

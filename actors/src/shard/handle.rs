@@ -21,6 +21,7 @@ use super::message::Message;
 use super::request::{CardCheck, GiveBack, Restore};
 use super::stats::{ShardLoad, ShardStats, Shared};
 use crate::clock::Clock;
+use crate::velocity::Totals;
 
 /// The handle to the running shards. Cloning it is one reference count.
 #[derive(Clone)]
@@ -277,6 +278,35 @@ impl Shards {
             },
         )
         .await;
+    }
+
+    /// What `token`'s card holds now in its day window, the longest, so
+    /// every approval still counted: zero for a card no shard holds. For
+    /// tests and the simulation, which check it against the journal.
+    pub async fn card_day(&self, token: Token) -> Totals {
+        let (reply, answer) = oneshot::channel();
+        let now_ms = self.inner.clock.now_ms();
+        let message = Message::CardDay {
+            token,
+            now_ms,
+            reply,
+        };
+        self.deliver(self.card_shard(&token), message).await;
+        answer.await.unwrap_or_default()
+    }
+
+    /// `merchant_id`'s volume today; `None` for a merchant not configured.
+    pub async fn merchant_day(&self, merchant_id: MerchantId) -> Option<Amount> {
+        let (reply, answer) = oneshot::channel();
+        let now_ms = self.inner.clock.now_ms();
+        let message = Message::MerchantDay {
+            merchant_id,
+            now_ms,
+            reply,
+        };
+        self.deliver(self.merchant_shard(&merchant_id), message)
+            .await;
+        answer.await.ok().flatten()
     }
 
     /// Mailbox depths, shed and shortfall counts, entities per shard.

@@ -6,6 +6,7 @@ use protocol::ids::{MerchantId, Text};
 use tokio::sync::oneshot;
 
 use super::request::CardCheck;
+use crate::velocity::Totals;
 
 /// Where a shard sends its answer to a step of a decision.
 pub(super) type Reply = oneshot::Sender<Result<(), DeclineReason>>;
@@ -56,5 +57,20 @@ pub(super) enum Message {
         amount: Amount,
         at_ms: u64,
         now_ms: u64,
+    },
+    /// What a card holds now in its day window (the longest, so every
+    /// approval still counted), zero for a card the shard does not hold:
+    /// read by tests and the simulation to check velocity against the
+    /// journal. Waits for room, as a read must not be shed.
+    CardDay {
+        token: Token,
+        now_ms: u64,
+        reply: oneshot::Sender<Totals>,
+    },
+    /// A merchant's volume today; `None` for one not configured.
+    MerchantDay {
+        merchant_id: MerchantId,
+        now_ms: u64,
+        reply: oneshot::Sender<Option<Amount>>,
     },
 }

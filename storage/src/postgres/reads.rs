@@ -72,6 +72,11 @@ pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
     SELECT merchant_id, idempotency_key, request_hash, response_json, status \
     FROM idempotency WHERE merchant_id = $1 AND idempotency_key = $2";
 
+/// Ids begin with their creation time in milliseconds, so every id at or
+/// after the smallest id of `since_ms` was created since: a range scan of
+/// the primary key that stops at its first row.
+pub(crate) const RECORDED_SINCE: &str = "SELECT id FROM transactions WHERE id >= $1 LIMIT 1";
+
 pub(crate) const SEALED_PAN: &str =
     "SELECT token, key_id, nonce, ciphertext FROM vault WHERE token = $1";
 
@@ -159,6 +164,20 @@ impl StoreReader for PostgresStore {
                 )
                 .await?;
             rows.iter().map(replay_row_from).collect()
+        })
+    }
+
+    fn recorded_since(&self, since_ms: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let first = TransactionId::new(since_ms, [0; 10]);
+            let query = sqlx::query(RECORDED_SINCE).bind(first.as_bytes().as_slice());
+            let row = self
+                .bounded(
+                    "look for records since a time",
+                    query.fetch_optional(&self.pool),
+                )
+                .await?;
+            Ok(row.is_some())
         })
     }
 
@@ -264,11 +283,12 @@ mod tests {
             (APPROVED_SINCE, "transactions_approved"),
             (IDEMPOTENT_RESPONSE, "idempotency_pkey"),
             (SEALED_PAN, "vault_pkey"),
+            (RECORDED_SINCE, "transactions_pkey"),
         ] {
             let explain = format!("EXPLAIN {sql}");
             let query = sqlx::query(&explain);
             let query = match sql {
-                SELECT_TRANSACTION | SEALED_PAN => query.bind(id.as_slice()),
+                SELECT_TRANSACTION | SEALED_PAN | RECORDED_SINCE => query.bind(id.as_slice()),
                 FIND_ORIGINAL_AT => query
                     .bind("TERM0001")
                     .bind("000001")

@@ -73,6 +73,11 @@ pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
     SELECT merchant_id, idempotency_key, request_hash, response_json, status \
     FROM idempotency WHERE merchant_id = ? AND idempotency_key = ?";
 
+/// Ids begin with their creation time in milliseconds, so every id at or
+/// after the smallest id of `since_ms` was created since: a range scan of
+/// the primary key that stops at its first row.
+pub(crate) const RECORDED_SINCE: &str = "SELECT id FROM transactions WHERE id >= ? LIMIT 1";
+
 pub(crate) const SEALED_PAN: &str =
     "SELECT token, key_id, nonce, ciphertext FROM vault WHERE token = ?";
 
@@ -162,6 +167,18 @@ impl StoreReader for SqliteStore {
         })
     }
 
+    fn recorded_since(&self, since_ms: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let first = TransactionId::new(since_ms, [0; 10]);
+            let row = sqlx::query(RECORDED_SINCE)
+                .bind(first.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StorageError::database("look for records since a time"))?;
+            Ok(row.is_some())
+        })
+    }
+
     fn sealed_pan(&self, token: Token) -> StoreFuture<'_, Option<SealedPan>> {
         Box::pin(async move {
             let row = sqlx::query(SEALED_PAN)
@@ -215,6 +232,7 @@ mod tests {
             (APPROVED_SINCE, 3, "transactions_approved"),
             (IDEMPOTENT_RESPONSE, 2, "sqlite_autoindex_idempotency_1"),
             (SEALED_PAN, 1, "PRIMARY KEY"),
+            (RECORDED_SINCE, 1, "PRIMARY KEY"),
         ] {
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
             let mut query = sqlx::query(&explain);

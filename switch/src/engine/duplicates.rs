@@ -270,21 +270,19 @@ impl Duplicates {
     /// At start: if the journal holds requests answered within the duplicate
     /// window before now, their retransmissions must be found in the journal
     /// until the window has passed, since the in-memory index starts empty.
+    /// Declines count as much as approvals: a retransmission of a request
+    /// declined just before a restart gets that decline, not a second
+    /// decision that could approve it.
     pub(crate) async fn check_journal_after_restart(
         &self,
         world: &World,
     ) -> Result<(), StorageError> {
         let now_ms = world.clock.now_ms();
-        let since_ms = now_ms.saturating_sub(self.window_ms);
-        // Approvals are what a retransmission must not count twice; a request
-        // declined just before a restart and retransmitted just after is
-        // decided again, which can only give the acquirer a fresher answer.
-        let recent = !world
+        if world
             .store
-            .approved_since(since_ms, None, 1)
+            .recorded_since(now_ms.saturating_sub(self.window_ms))
             .await?
-            .is_empty();
-        if recent {
+        {
             self.journal_check_until_ms
                 .store(now_ms.saturating_add(self.window_ms), Ordering::Relaxed);
         }
