@@ -662,6 +662,76 @@ fn connections_over_http_connections_max_are_closed_at_once() {
     );
 }
 
+/// A client that sends requests and never reads the replies is closed once
+/// a reply write has made no progress for `http.write_timeout_ms`, counted,
+/// and its slot freed; other clients are answered throughout.
+#[test]
+fn an_http_client_that_sends_and_never_reads_is_closed_at_the_write_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.replace(
+        "body_bytes_max = 4096",
+        "body_bytes_max = 4096\nconnections_max = 2\nwrite_timeout_ms = 300",
+    );
+    let switch = TestSwitch::start_in(dir.path(), &dir.path().join("data"), &config);
+
+    // Requests pipelined as fast as the switch reads them, no reply read:
+    // its writes to this client stall.
+    let mut stuck = connect_with_small_window(switch.http);
+    let mut sender = stuck.try_clone().unwrap();
+    sender
+        .set_write_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let started = Stopwatch::start();
+    let sending = std::thread::spawn(move || {
+        let request = b"GET /health/live HTTP/1.1\r\nHost: switch\r\n\r\n";
+        for sent in 0..500_000u32 {
+            if let Err(error) = std::io::Write::write_all(&mut sender, request) {
+                return (sent, Some(error.kind()));
+            }
+        }
+        (500_000, None)
+    });
+
+    // Another client is answered meanwhile.
+    assert_eq!(
+        switch.http("GET", "/health/live", None, &[], "").status,
+        200
+    );
+
+    let (sent, error) = sending.join().unwrap();
+    assert!(
+        matches!(
+            error,
+            Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
+        ),
+        "the switch closed the client that never reads, after {sent} requests: {error:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "closed within the write timeout once its replies stalled ({:?})",
+        started.elapsed()
+    );
+    read_until_closed(
+        &mut stuck,
+        std::time::Duration::from_secs(5),
+        "the client that never reads",
+    );
+    // Its slot is free again (connections_max is 2: this and /metrics).
+    let mut fresh = std::net::TcpStream::connect(switch.http).unwrap();
+    fresh
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let live = "GET /health/live HTTP/1.1\r\nHost: switch\r\n\r\n";
+    assert!(status_line_on(&mut fresh, live).starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        metric(
+            &switch.metrics(),
+            "switch_connections_closed_total{listener=\"http\",reason=\"write_timeout\"}"
+        ),
+        1
+    );
+}
+
 /// Approvals of other cards a restarted switch replays before the test
 /// card's: enough that replay outlasts the first requests of a client that
 /// sends as soon as HTTP answers.

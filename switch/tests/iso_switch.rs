@@ -527,20 +527,6 @@ fn every_repeat_mti_gets_its_response_type() {
     assert_eq!(common::code(&reply), "12");
 }
 
-/// A connection with a receive window of a few kilobytes and small
-/// segments, so the switch's send buffer for it stays small too: its answers
-/// back up after a few hundred once the client stops reading.
-fn connect_with_small_window(address: std::net::SocketAddr) -> std::net::TcpStream {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.set_tcp_mss(536).unwrap();
-    socket.connect(&address.into()).unwrap();
-    let stream = std::net::TcpStream::from(socket);
-    stream.set_nodelay(true).unwrap();
-    stream
-}
-
 #[test]
 fn a_client_that_sends_and_never_reads_is_closed_at_the_write_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -598,7 +584,7 @@ fn a_client_that_sends_and_never_reads_is_closed_at_the_write_timeout() {
     assert_eq!(
         metric(
             &switch.metrics(),
-            "switch_connections_closed_total{reason=\"write_timeout\"}"
+            "switch_connections_closed_total{listener=\"iso\",reason=\"write_timeout\"}"
         ),
         1
     );

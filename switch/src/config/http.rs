@@ -15,6 +15,9 @@ pub struct HttpConfig {
     pub body_bytes_max: usize,
     pub header_read_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// A reply write that makes no progress for this long closes the
+    /// connection: a client that sends and never reads.
+    pub write_timeout_ms: u64,
     /// Connections open at once; one more is closed as soon as it is accepted.
     pub connections_max: usize,
 }
@@ -43,6 +46,7 @@ pub(super) fn http(
         header_read_timeout_ms: check
             .positive("http.header_read_timeout_ms", raw.header_read_timeout_ms)?,
         request_timeout_ms: check.positive("http.request_timeout_ms", raw.request_timeout_ms)?,
+        write_timeout_ms: check.positive("http.write_timeout_ms", raw.write_timeout_ms)?,
         connections_max: check.positive("http.connections_max", raw.connections_max)?,
     })
 }

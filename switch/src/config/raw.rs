@@ -151,6 +151,8 @@ pub(super) struct RawHttp {
     pub(super) header_read_timeout_ms: u64,
     #[serde(default = "default_request_timeout_ms")]
     pub(super) request_timeout_ms: u64,
+    #[serde(default = "default_write_timeout_ms")]
+    pub(super) write_timeout_ms: u64,
     #[serde(default = "default_connections_max")]
     pub(super) connections_max: usize,
     pub(super) tls: Option<RawHttpTls>,

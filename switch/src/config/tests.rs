@@ -25,6 +25,7 @@ fn the_shipped_configuration_loads() {
     assert!(config.iso.tls.is_none(), "TLS is off by default");
     assert!(config.http.tls.is_none());
     assert_eq!(config.iso.write_timeout_ms, 5_000);
+    assert_eq!(config.http.write_timeout_ms, 5_000);
     assert_eq!(config.http.connections_max, 1024);
     assert_eq!(config.merchants.len(), 2);
     assert_eq!(config.shards.card_limits.per_minute.count_max, Some(5));
@@ -428,6 +429,11 @@ fn bad_values_name_their_key() {
             "connections_max = 1024      # one more",
             "connections_max = 0 # one more",
             "http.connections_max",
+        ),
+        (
+            "write_timeout_ms = 5000     # replies",
+            "write_timeout_ms = 0 # replies",
+            "http.write_timeout_ms",
         ),
         (
             "active_key_id = 1",

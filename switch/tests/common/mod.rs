@@ -547,3 +547,17 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out
 }
+
+/// A connection with a receive window of a few kilobytes and small
+/// segments, so the switch's send buffer for it stays small too: its answers
+/// back up after a few hundred once the client stops reading.
+pub fn connect_with_small_window(address: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_tcp_mss(536).unwrap();
+    socket.connect(&address.into()).unwrap();
+    let stream = std::net::TcpStream::from(socket);
+    stream.set_nodelay(true).unwrap();
+    stream
+}

@@ -52,6 +52,7 @@ mod principal;
 mod problem;
 mod state;
 mod vault;
+mod write_deadline;
 
 pub use access::{Access, ROUTES, RouteAccess};
 pub use principal::Role;
@@ -75,6 +76,7 @@ use crate::config::HttpConfig;
 use crate::ingress::tls::{self, TlsListener};
 use crate::ops::audit::{Audit, AuditEvent, events};
 use crate::ops::metrics::{Listener, Metrics};
+use write_deadline::WriteDeadline;
 
 /// The router: every route of [`ROUTES`], each keyed one behind
 /// `check_access`, a problem+json 404 for any other path, and the body limit.
@@ -127,6 +129,7 @@ pub async fn serve(
     let timeouts = Timeouts {
         header_read: Duration::from_millis(config.header_read_timeout_ms),
         request: Duration::from_millis(config.request_timeout_ms),
+        write: Duration::from_millis(config.write_timeout_ms),
     };
     let connections = Arc::new(Semaphore::new(config.connections_max));
     loop {
@@ -165,13 +168,15 @@ pub async fn serve(
     }
 }
 
-/// The two timeouts of a connection.
+/// The timeouts of a connection.
 #[derive(Debug, Clone, Copy)]
 struct Timeouts {
     /// For the request head, and for the TLS handshake before it.
     header_read: Duration,
     /// For a request in progress to finish once shutdown begins.
     request: Duration,
+    /// For a write of replies (or of the handshake) to make progress.
+    write: Duration,
 }
 
 /// One accepted connection, in its own task: the TLS handshake when the
@@ -189,6 +194,8 @@ async fn accept_http_connection(
     shutdown: CancellationToken,
 ) {
     let service = with_peer(router, peer);
+    // Under TLS too: a stalled TLS record is a stalled socket write.
+    let stream = WriteDeadline::new(stream, timeouts.write, Arc::clone(&metrics));
     let Some(acceptor) = tls else {
         serve_http_connection(stream, service, timeouts, shutdown).await;
         return;

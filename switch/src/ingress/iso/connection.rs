@@ -30,7 +30,7 @@ use crate::config::IsoConfig;
 use crate::engine::Engine;
 use crate::engine::acquirer::Acquirer;
 use crate::ingress::iso::mapping;
-use crate::ops::metrics::{Closed, Stage};
+use crate::ops::metrics::{Closed, Listener, Stage};
 
 /// Reads frames off one connection and answers them, whatever the stream:
 /// `acquirer` is `Some` on a mutual-TLS connection.
@@ -60,6 +60,7 @@ where
     // likes. `closing` tells the reader to stop.
     let closing = shutdown.child_token();
     let write_timeout = Duration::from_millis(config.write_timeout_ms);
+    let acquirer_named = acquirer.is_some();
     let writer_task = {
         let closing = closing.clone();
         let engine = Arc::clone(engine);
@@ -75,7 +76,15 @@ where
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break,
                     Err(_) => {
-                        engine.metrics().count_closed(Closed::WriteTimeout);
+                        // Only a mutual-TLS connection names an acquirer.
+                        let listener = if acquirer_named {
+                            Listener::IsoTls
+                        } else {
+                            Listener::Iso
+                        };
+                        engine
+                            .metrics()
+                            .count_closed(listener, Closed::WriteTimeout);
                         closing.cancel();
                         // No shutdown: a close_notify or FIN would wait
                         // behind the answers the peer is not reading.

@@ -93,7 +93,8 @@ impl Listener {
 /// Why the switch closed an open connection of its own accord.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closed {
-    /// The peer did not read its answers: a write waited `iso.write_timeout_ms`.
+    /// The peer did not read its answers: a write waited the listener's
+    /// write timeout (`iso.write_timeout_ms`, `http.write_timeout_ms`).
     WriteTimeout,
 }
 
@@ -167,7 +168,8 @@ pub struct Metrics {
     /// `[listener]`: connections refused at the listener's connection limit.
     pub(super) connections_refused: [AtomicU64; LISTENERS.len()],
     /// `[reason]`: connections the switch closed.
-    pub(super) connections_closed: [AtomicU64; CLOSED.len()],
+    /// By listener, then by reason.
+    pub(super) connections_closed: [[AtomicU64; CLOSED.len()]; LISTENERS.len()],
     /// Connections open now.
     pub connections_open: AtomicU64,
     /// Journal appends that failed (answered 96 / 503).
@@ -213,7 +215,7 @@ impl Default for Metrics {
             frames_unframeable: AtomicU64::new(0),
             messages_malformed: AtomicU64::new(0),
             connections_refused: std::array::from_fn(|_| AtomicU64::new(0)),
-            connections_closed: std::array::from_fn(|_| AtomicU64::new(0)),
+            connections_closed: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             connections_open: AtomicU64::new(0),
             journal_failures: AtomicU64::new(0),
             shed: AtomicU64::new(0),
@@ -272,9 +274,13 @@ impl Metrics {
         }
     }
 
-    /// Counts a connection the switch closed for `reason`.
-    pub fn count_closed(&self, reason: Closed) {
-        if let Some(counter) = self.connections_closed.get(reason.index()) {
+    /// Counts a connection of `listener` the switch closed for `reason`.
+    pub fn count_closed(&self, listener: Listener, reason: Closed) {
+        if let Some(counter) = self
+            .connections_closed
+            .get(listener.index())
+            .and_then(|by_reason| by_reason.get(reason.index()))
+        {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     }

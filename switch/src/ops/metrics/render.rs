@@ -323,15 +323,18 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP switch_connections_closed_total Open connections the switch closed, by reason.\n# TYPE switch_connections_closed_total counter"
+            "# HELP switch_connections_closed_total Open connections the switch closed, by listener and reason.\n# TYPE switch_connections_closed_total counter"
         );
-        for (reason, counter) in CLOSED.iter().zip(&self.connections_closed) {
-            let _ = writeln!(
-                out,
-                "switch_connections_closed_total{{reason=\"{}\"}} {}",
-                reason.as_str(),
-                counter.load(Ordering::Relaxed)
-            );
+        for (listener, by_reason) in LISTENERS.iter().zip(&self.connections_closed) {
+            for (reason, counter) in CLOSED.iter().zip(by_reason) {
+                let _ = writeln!(
+                    out,
+                    "switch_connections_closed_total{{listener=\"{}\",reason=\"{}\"}} {}",
+                    listener.as_str(),
+                    reason.as_str(),
+                    counter.load(Ordering::Relaxed)
+                );
+            }
         }
     }
 
@@ -457,11 +460,16 @@ mod tests {
         ));
         assert!(text.contains("switch_tls_handshakes_total{listener=\"http\"} 1"));
         metrics.count_connection_refused(Listener::IsoTls);
-        metrics.count_closed(Closed::WriteTimeout);
+        metrics.count_closed(Listener::Iso, Closed::WriteTimeout);
         let text = metrics.render(&Readings::default());
         assert!(text.contains("switch_connections_refused_total{listener=\"iso_tls\"} 1"));
         assert!(text.contains("switch_connections_refused_total{listener=\"http\"} 0"));
-        assert!(text.contains("switch_connections_closed_total{reason=\"write_timeout\"} 1"));
+        assert!(text.contains(
+            "switch_connections_closed_total{listener=\"iso\",reason=\"write_timeout\"} 1"
+        ));
+        assert!(text.contains(
+            "switch_connections_closed_total{listener=\"http\",reason=\"write_timeout\"} 0"
+        ));
         let p = metrics.percentiles();
         let total = p
             .iter()
