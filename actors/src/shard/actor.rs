@@ -268,19 +268,17 @@ impl Shard {
         }
     }
 
+    /// Counts a give-back of more than the windows held; they are left at
+    /// zero. On one node that is a give-back of an approval never counted
+    /// or given back already, which the engine's simulation checks never
+    /// happens. In a fleet it is expected: a reversal taken by another node
+    /// than its original's gives back on actors that never counted it (the
+    /// fleet's shared store holds the card's true count).
     fn note_give_back(&self, result: Result<(), Shortfall>) {
         if result.is_err() {
             self.shared
                 .give_back_shortfall_total
                 .fetch_add(1, Ordering::Relaxed);
         }
-        // A shortfall is a give-back of an approval that was never counted or
-        // was given back already: a bug in the caller. Release builds count
-        // it and keep the windows at zero; debug builds stop here.
-        debug_assert!(
-            result.is_ok(),
-            "shard {}: give-back of more than was counted",
-            self.index
-        );
     }
 }
