@@ -16,7 +16,7 @@ use protocol::domain::{DeclineReason, Token};
 use storage::AnyStore;
 use storage::memory::MemoryBackend;
 use switch::clock::Stopwatch;
-use switch::fleet::{Fleet, OnRedisDown};
+use switch::fleet::{Claim, Fleet, FleetStore, OnRedisDown};
 
 fn amount(minor: u64) -> Amount {
     Amount::from_minor(minor).unwrap()
@@ -263,5 +263,86 @@ async fn a_node_whose_clock_runs_ahead_does_not_prune_what_others_still_count() 
         fleet.reserve(&card, amount(100), now_ms).await.unwrap(),
         Err(DeclineReason::CardCountLimit),
         "the buckets counted on time were pruned by the node ahead"
+    );
+}
+
+/// The claim of a request's keys, in Redis: a fresh claim, a copy told it
+/// is pending, an answer read back; a claim that passed its pending time,
+/// or was given up, is taken over as such (its winner asks the journal, the
+/// lapsed node may have recorded an answer it could not share), and a
+/// claim's pending state can be looked at without claiming it.
+#[tokio::test]
+async fn a_claim_that_lapsed_is_taken_over_not_claimed_afresh() {
+    let Some((_, redis)) = common::database_and_redis_urls() else {
+        return;
+    };
+    let fleet = fleet(&redis).await;
+    let unique = fresh_token(9).to_string();
+    let key = |name: &str| format!("d:{{TEST{unique}}}:{name}");
+    let window_ms = 60_000;
+
+    let answered = key("answered");
+    assert!(!fleet.pending(&answered).await.unwrap());
+    assert_eq!(
+        fleet.claim(&answered, 10_000, window_ms).await.unwrap(),
+        Claim::Mine
+    );
+    assert!(fleet.pending(&answered).await.unwrap());
+    assert_eq!(
+        fleet.claim(&answered, 10_000, window_ms).await.unwrap(),
+        Claim::Pending
+    );
+    fleet
+        .answer(&answered, "tx_1|approved", window_ms)
+        .await
+        .unwrap();
+    assert!(!fleet.pending(&answered).await.unwrap());
+    assert_eq!(
+        fleet.claim(&answered, 10_000, window_ms).await.unwrap(),
+        Claim::Answered("tx_1|approved".to_owned())
+    );
+    // Releasing an answered key leaves the answer.
+    fleet.release(&answered).await.unwrap();
+    assert_eq!(
+        fleet.claim(&answered, 10_000, window_ms).await.unwrap(),
+        Claim::Answered("tx_1|approved".to_owned())
+    );
+
+    // A claim pending for 0 ms has passed its deadline at once (by Redis's
+    // clock): the next claim takes it over, and is then pending itself.
+    let lapsed = key("lapsed");
+    assert_eq!(
+        fleet.claim(&lapsed, 0, window_ms).await.unwrap(),
+        Claim::Mine
+    );
+    assert!(!fleet.pending(&lapsed).await.unwrap());
+    assert_eq!(
+        fleet.claim(&lapsed, 10_000, window_ms).await.unwrap(),
+        Claim::TakenOver
+    );
+    assert_eq!(
+        fleet.claim(&lapsed, 10_000, window_ms).await.unwrap(),
+        Claim::Pending
+    );
+
+    // Given up: taken over too, and kept for the window, not for ever.
+    let released = key("released");
+    assert_eq!(
+        fleet.claim(&released, 10_000, window_ms).await.unwrap(),
+        Claim::Mine
+    );
+    fleet.release(&released).await.unwrap();
+    assert!(!fleet.pending(&released).await.unwrap());
+    let client = redis::Client::open(format!("{}/6", redis.trim_end_matches('/'))).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg(&released)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(ttl_ms > 10_000 && ttl_ms <= 60_000, "{ttl_ms}");
+    assert_eq!(
+        fleet.claim(&released, 10_000, window_ms).await.unwrap(),
+        Claim::TakenOver
     );
 }

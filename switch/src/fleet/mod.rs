@@ -55,8 +55,10 @@ use redis::aio::ConnectionManager;
 use redis::{Client, Script};
 use storage::{AnyStore, ReplayPages, StorageError};
 
-use scripts::{CLAIM_LUA, GIVE_BACK_LUA, RESERVE_LUA};
+pub use claims::{Claim, request_key};
+use scripts::{CLAIM_LUA, GIVE_BACK_LUA, PENDING_LUA, RELEASE_LUA, RESERVE_LUA};
 
+mod claims;
 mod scripts;
 
 /// What the switch does when Redis does not answer in time.
@@ -99,30 +101,12 @@ const REBUILD_PAGE_ROWS: u32 = 2_000;
 /// How long one page's pipeline may take: far more than a request's call.
 const REBUILD_PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What Redis holds for a request's acquirer keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// This node claimed the keys: it decides the request.
-    Mine,
-    /// Another node is deciding it now.
-    Pending,
-    /// Another node answered it: its answer, as [`Fleet::answer`] wrote it.
-    Answered(String),
-}
-
-/// The Redis key of a request's acquirer keys. The terminal is the hash tag,
-/// so one acquirer terminal's keys share a Redis Cluster slot.
-pub fn request_key(terminal_id: &str, stan: &str, transmitted_at: Option<&str>) -> String {
-    format!(
-        "d:{{{terminal_id}}}:{stan}:{}",
-        transmitted_at.unwrap_or("-")
-    )
-}
-
 /// The fleet's shared card velocity.
 pub struct Fleet {
     connection: ConnectionManager,
     claim: Script,
+    pending: Script,
+    release: Script,
     limits: CardLimits,
     timeout: Duration,
     timeout_ms: u64,
@@ -203,6 +187,8 @@ impl Fleet {
             timeout_ms,
             on_redis_down,
             claim: Script::new(CLAIM_LUA),
+            pending: Script::new(PENDING_LUA),
+            release: Script::new(RELEASE_LUA),
             reserve: Script::new(RESERVE_LUA),
             give_back: Script::new(GIVE_BACK_LUA),
             generation: AtomicU64::new(0),
@@ -417,48 +403,6 @@ impl Fleet {
         Ok(())
     }
 
-    /// Claims `key` for this node (pending for at most `pending_ms`), or says
-    /// who holds it.
-    pub async fn claim(&self, key: &str, pending_ms: u64) -> Result<Claim, FleetError> {
-        let mut invocation = self.claim.prepare_invoke();
-        invocation.key(key).arg(pending_ms);
-        let mut connection = self.connection.clone();
-        let held: Option<String> = self
-            .within_timeout(invocation.invoke_async(&mut connection))
-            .await?;
-        Ok(match held {
-            None => Claim::Mine,
-            Some(value) if value == "pending" => Claim::Pending,
-            Some(answer) => Claim::Answered(answer),
-        })
-    }
-
-    /// Records this node's answer to the request it claimed, for `ttl_ms`.
-    pub async fn answer(&self, key: &str, answer: &str, ttl_ms: u64) -> Result<(), FleetError> {
-        let mut connection = self.connection.clone();
-        self.within_timeout(
-            redis::cmd("SET")
-                .arg(key)
-                .arg(answer)
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async::<()>(&mut connection),
-        )
-        .await
-    }
-
-    /// Gives up a claim without an answer (the request could not be
-    /// recorded), so a retransmission is decided afresh.
-    pub async fn release(&self, key: &str) -> Result<(), FleetError> {
-        let mut connection = self.connection.clone();
-        self.within_timeout(
-            redis::cmd("DEL")
-                .arg(key)
-                .query_async::<()>(&mut connection),
-        )
-        .await
-    }
-
     /// PING, for `/health/ready`.
     pub async fn ping(&self) -> Result<(), FleetError> {
         let mut connection = self.connection.clone();
@@ -479,16 +423,21 @@ pub trait FleetStore: Send + Sync + 'static {
     /// What the node does while the store does not answer.
     fn on_redis_down(&self) -> OnRedisDown;
 
-    /// Claims `key` for this node (pending for at most `pending_ms`), or
-    /// says who holds it.
-    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim>;
+    /// Claims `key` for this node (pending for at most `pending_ms`, the
+    /// key kept `keep_ms`), or says who holds it.
+    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64, keep_ms: u64) -> FleetFuture<'a, Claim>;
 
     /// Records this node's answer to the request it claimed, for `ttl_ms`.
     fn answer<'a>(&'a self, key: &'a str, answer: &'a str, ttl_ms: u64) -> FleetFuture<'a, ()>;
 
-    /// Gives up a claim without an answer, so a retransmission is decided
-    /// afresh.
+    /// Gives up a claim without an answer: the next claim of `key` is
+    /// [`Claim::TakenOver`], so it is checked in the journal before it is
+    /// decided.
     fn release<'a>(&'a self, key: &'a str) -> FleetFuture<'a, ()>;
+
+    /// Whether a node holds `key`'s claim pending now (it is deciding that
+    /// request), without claiming it.
+    fn pending<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool>;
 
     /// Checks one approval against the card's global limits and counts it
     /// if it fits: `Ok(Err(reason))` is a decline, nothing counted.
@@ -524,16 +473,51 @@ impl FleetStore for Fleet {
         self.on_redis_down
     }
 
-    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim> {
-        Box::pin(Fleet::claim(self, key, pending_ms))
+    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64, keep_ms: u64) -> FleetFuture<'a, Claim> {
+        Box::pin(async move {
+            let mut invocation = self.claim.prepare_invoke();
+            invocation
+                .key(key)
+                .arg(pending_ms)
+                .arg(keep_ms.max(pending_ms));
+            let mut connection = self.connection.clone();
+            let held: Option<String> = self
+                .within_timeout(invocation.invoke_async(&mut connection))
+                .await?;
+            Ok(Claim::read(held))
+        })
     }
 
     fn answer<'a>(&'a self, key: &'a str, answer: &'a str, ttl_ms: u64) -> FleetFuture<'a, ()> {
-        Box::pin(Fleet::answer(self, key, answer, ttl_ms))
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(answer).arg("PX").arg(ttl_ms);
+            self.within_timeout(set.query_async::<()>(&mut connection))
+                .await
+        })
     }
 
     fn release<'a>(&'a self, key: &'a str) -> FleetFuture<'a, ()> {
-        Box::pin(Fleet::release(self, key))
+        Box::pin(async move {
+            let mut invocation = self.release.prepare_invoke();
+            invocation.key(key);
+            let mut connection = self.connection.clone();
+            self.within_timeout(invocation.invoke_async::<()>(&mut connection))
+                .await
+        })
+    }
+
+    fn pending<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool> {
+        Box::pin(async move {
+            let mut invocation = self.pending.prepare_invoke();
+            invocation.key(key);
+            let mut connection = self.connection.clone();
+            let pending: i64 = self
+                .within_timeout(invocation.invoke_async(&mut connection))
+                .await?;
+            Ok(pending == 1)
+        })
     }
 
     fn reserve(
@@ -567,18 +551,6 @@ impl FleetStore for Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_keys_share_the_terminal_hash_tag() {
-        assert_eq!(
-            request_key("TERM0001", "000042", Some("1122183000")),
-            "d:{TERM0001}:000042:1122183000"
-        );
-        assert_eq!(
-            request_key("TERM0001", "000042", None),
-            "d:{TERM0001}:000042:-"
-        );
-    }
 
     #[test]
     fn a_card_is_one_hash_with_a_field_pair_per_bucket() {

@@ -1,5 +1,6 @@
 //! The Lua scripts the fleet runs in Redis, each atomic there: a card's
-//! check-and-count, its give-back, and the claim of a request's keys.
+//! check-and-count, its give-back, and the claim of a request's keys
+//! (taken, given up, or looked at).
 
 /// Checks and counts one approval in every window, or declines without
 /// counting anything. KEYS[1]: the card's hash. ARGV[1]: amount; ARGV[2]:
@@ -79,13 +80,56 @@ end
 return 0
 ";
 
-/// Claims a request's acquirer keys for this node, or reads who has them.
-/// KEYS[1]: the request's key; ARGV[1]: how long a claim may stay pending
-/// (ms). Returns nil when this node now holds the claim, else the value
-/// there: `pending` while another node decides, or that node's answer.
+/// Claims a request's acquirer keys for this node, or reads who has them
+/// (see `claims.rs`). KEYS[1]: the request's key; ARGV[1]: how long a claim
+/// may stay pending (ms); ARGV[2]: how long the key is kept (ms), the
+/// duplicate window. A pending claim is `pending:<deadline>`, by Redis's own
+/// clock, and outlives its deadline, so a claim taken over after it can be
+/// told from a fresh one. Returns nil for a fresh claim, `taken-over` for
+/// one that took over a lapsed claim, `pending` while another node's claim
+/// stands, or that node's answer.
 pub(super) const CLAIM_LUA: &str = r"
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local held = redis.call('GET', KEYS[1])
-if held then return held end
-redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1])
+local taken_over = false
+if held then
+  local deadline = string.match(held, '^pending:(%d+)$')
+  if deadline then
+    if tonumber(deadline) > now_ms then return 'pending' end
+    taken_over = true
+  elseif held == 'lapsed' then
+    taken_over = true
+  else
+    return held
+  end
+end
+local deadline = string.format('%d', now_ms + tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], 'pending:' .. deadline, 'PX', ARGV[2])
+if taken_over then return 'taken-over' end
 return false
+";
+
+/// Gives up a pending claim without an answer: it becomes `lapsed` for the
+/// rest of the key's life. KEYS[1]: the request's key. An answer already
+/// there (another node's, after this claim's deadline) stays.
+pub(super) const RELEASE_LUA: &str = r"
+local held = redis.call('GET', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if held and ttl > 0 and string.match(held, '^pending:') then
+  redis.call('SET', KEYS[1], 'lapsed', 'PX', ttl)
+end
+return 0
+";
+
+/// Whether a node holds a request's keys pending now: 1 or 0. KEYS[1]: the
+/// request's key. Claims nothing.
+pub(super) const PENDING_LUA: &str = r"
+local held = redis.call('GET', KEYS[1])
+local deadline = held and string.match(held, '^pending:(%d+)$')
+if not deadline then return 0 end
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if tonumber(deadline) > now_ms then return 1 end
+return 0
 ";
