@@ -771,7 +771,7 @@ impl FleetStore for AwayFleet {
     fn on_redis_down(&self) -> OnRedisDown {
         self.0
     }
-    fn claim<'a>(&'a self, _: &'a str, _: u64, _: u64) -> FleetFuture<'a, Claim> {
+    fn claim<'a>(&'a self, _: &'a str, _: u64) -> FleetFuture<'a, Claim> {
         away()
     }
     fn answer<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> FleetFuture<'a, ()> {
@@ -843,6 +843,10 @@ struct SharedFleet {
     claims: std::sync::Mutex<HashMap<String, Held>>,
     /// While set, an answer cannot be shared (a Redis error).
     answers_fail: std::sync::atomic::AtomicBool,
+    /// Set by a flush: the store cannot vouch that absent keys were never
+    /// answered (Redis's `d:since` is gone; no time passes here for a
+    /// window to bring it back).
+    lost: std::sync::atomic::AtomicBool,
 }
 
 /// What the store holds for a request's keys.
@@ -882,6 +886,7 @@ impl SharedFleet {
     /// As after a flush or a failover to an empty replica.
     fn flush(&self) {
         self.claims.lock().unwrap().clear();
+        self.lost.store(true, Ordering::SeqCst);
     }
 }
 
@@ -889,9 +894,10 @@ impl FleetStore for SharedFleet {
     fn on_redis_down(&self) -> OnRedisDown {
         OnRedisDown::Decline
     }
-    fn claim<'a>(&'a self, key: &'a str, _: u64, _: u64) -> FleetFuture<'a, Claim> {
+    fn claim<'a>(&'a self, key: &'a str, _: u64) -> FleetFuture<'a, Claim> {
         let mut claims = self.claims.lock().unwrap();
         let claim = match claims.get(key) {
+            None if self.lost.load(Ordering::SeqCst) => Claim::TakenOver,
             None => Claim::Mine,
             Some(Held::Lapsed) => Claim::TakenOver,
             Some(Held::Pending) => Claim::Pending,
@@ -1226,6 +1232,8 @@ async fn a_claim_that_lapsed_without_an_answer_is_checked_in_the_journal() {
     fleet.answers_fail.store(false, Ordering::SeqCst);
 
     fleet.lapse_pending();
+    // A moment later, so a second decision would have an id of its own.
+    other.clock.advance(std::time::Duration::from_millis(1));
     let again = other.authorize(&request).await;
     assert_eq!((again.id, again.decision), (first.id, first.decision));
     assert_eq!(other.duplicates(), 1);
@@ -1336,4 +1344,25 @@ async fn a_reversal_stops_waiting_when_the_originals_claim_lapses() {
     );
     assert_eq!(code(&first), "00");
     assert_eq!(reversed(reversed_there), (None, true));
+}
+
+/// Redis lost its keys (a flush, a failover to an empty replica): a claim
+/// on keys it no longer holds cannot vouch that no node answered them, so a
+/// plain retransmission at another node is checked in the journal, where
+/// the first approval is, instead of being approved a second time.
+#[tokio::test]
+async fn after_the_fleet_store_lost_its_keys_a_claim_asks_the_journal() {
+    let fleet = Arc::new(SharedFleet::default());
+    let mut node = Rig::over(MemoryBackend::new(), Some(fleet.clone()));
+    let other = Rig::over(node.memory.clone(), Some(fleet.clone()));
+    let request = node.iso(VISA, 100);
+    let first = node.authorize(&request).await;
+    assert_eq!(code(&first), "00");
+
+    fleet.flush();
+    // A moment later, so a second decision would have an id of its own.
+    other.clock.advance(std::time::Duration::from_millis(1));
+    let again = other.authorize(&request).await;
+    assert_eq!((again.id, again.decision), (first.id, first.decision));
+    assert_eq!(other.duplicates(), 1);
 }

@@ -135,22 +135,15 @@ impl Duplicates {
         let mut claimed = false;
         if let Some(fleet) = &world.fleet {
             let redis_key = key.redis_key();
-            match claim_in_fleet(
-                world,
-                fleet.as_ref(),
-                &redis_key,
-                self.window_ms,
-                authorization,
-            )
-            .await
-            {
+            match claim_in_fleet(world, fleet.as_ref(), &redis_key, authorization).await {
                 Ok(Claimed::Fresh) => {
                     slot.fleet_key = Some(redis_key);
                     claimed = true;
                 }
-                // Another node's claim lapsed unanswered: it may have
-                // recorded an answer it could not share, so the journal is
-                // asked below, as without a claim.
+                // The fleet cannot vouch: a claim lapsed unanswered (its
+                // node may have recorded an answer it could not share), or
+                // Redis may have lost the keys. The journal is asked below,
+                // as without a claim.
                 Ok(Claimed::TakenOver) => slot.fleet_key = Some(redis_key),
                 Ok(Claimed::Answered(first)) => {
                     return slot.answered(world, first, token, authorization).await;

@@ -25,30 +25,29 @@ const CLAIM_POLL: Duration = Duration::from_millis(5);
 /// What the fleet said of a request's keys, once this node may go on.
 #[derive(Debug)]
 pub(crate) enum Claimed {
-    /// This node decides the request; no node held its keys within the
-    /// duplicate window, so no node answered it.
+    /// This node decides the request; the fleet vouches that no node
+    /// answered its keys within the duplicate window.
     Fresh,
-    /// This node decides the request, but took its keys over from a claim
-    /// that lapsed without an answer: the journal must be asked first.
+    /// This node decides the request, but the fleet cannot vouch that no
+    /// node answered it (a claim lapsed unanswered, or Redis may have lost
+    /// its keys): the journal must be asked first.
     TakenOver,
     /// Another node answered it: its answer.
     Answered(CardOutcome),
 }
 
 /// Claims a request's acquirer keys in Redis, waiting while another node
-/// decides it; `keep_ms`: the duplicate window, how long Redis keeps the
-/// keys' claim or answer. `Err(())` when Redis cannot tell (down, or a
-/// claim pending past this node's wait).
+/// decides it. `Err(())` when Redis cannot tell (down, or a claim pending
+/// past this node's wait).
 pub(crate) async fn claim_in_fleet(
     world: &World,
     fleet: &dyn FleetStore,
     redis_key: &str,
-    keep_ms: u64,
     authorization: &Authorization,
 ) -> Result<Claimed, ()> {
     let waiting = Stopwatch::start();
     loop {
-        match fleet.claim(redis_key, CLAIM_PENDING_MS, keep_ms).await {
+        match fleet.claim(redis_key, CLAIM_PENDING_MS).await {
             Ok(Claim::Mine) => return Ok(Claimed::Fresh),
             Ok(Claim::TakenOver) => return Ok(Claimed::TakenOver),
             Ok(Claim::Answered(text)) => {

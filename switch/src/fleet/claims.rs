@@ -3,19 +3,25 @@
 //! `engine/fleet_claim.rs` for how the engine uses them.
 //!
 //! ```text
-//! (nothing)            --claim-->  pending:<deadline>   Claim::Mine
-//! pending, before its deadline      a copy gets Claim::Pending and waits
-//! pending past its deadline, or lapsed --claim--> pending  Claim::TakenOver
-//! pending  --answer--> the answer   a copy gets Claim::Answered
+//! (nothing)  --claim-->  pending:<deadline>    Claim::Mine, or TakenOver if
+//!                                              Redis may have lost the keys
+//! pending, before its deadline                 a copy gets Claim::Pending and waits
+//! pending past its deadline, or lapsed  --claim-->  pending   Claim::TakenOver
+//! pending  --answer-->  the answer             a copy gets Claim::Answered
 //! pending  --release--> lapsed
 //! ```
 //!
-//! A claim's key is kept for the duplicate window whatever it holds, so a
-//! claim won over keys nobody held in that window ([`Claim::Mine`]) means
-//! no node answered them, and the winner need not ask the journal. A claim
-//! that lapsed (its node died, could not share its answer, or gave it up
-//! unsure whether its record committed) vouches for nothing: its next
-//! winner gets [`Claim::TakenOver`] and asks the journal first.
+//! A claim's key is kept for the duplicate window whatever it holds, and
+//! `d:since` says since when Redis has held the fleet's claims (`since.rs`).
+//! So a claim won over absent keys once that is a whole window ago
+//! ([`Claim::Mine`]) means no node answered them, and the winner need not
+//! ask the journal. A claim that lapsed (its node died, could not share its
+//! answer, or gave it up unsure whether its record committed), or absent
+//! keys Redis may have lost (a flush, a failover to an empty replica:
+//! `d:since` is gone too, and set afresh), vouch for nothing: the winner gets
+//! [`Claim::TakenOver`] and asks the journal first.
+//! An eviction of a claim's key alone is not seen: give Redis memory enough
+//! not to evict (`maxmemory-policy noeviction` makes it refuse instead).
 
 /// What Redis holds for a request's acquirer keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +29,11 @@ pub enum Claim {
     /// This node claimed the keys, which no node held within the duplicate
     /// window: it decides the request.
     Mine,
-    /// This node claimed the keys after another node's claim lapsed
-    /// without an answer: that node may have recorded one, so the journal
-    /// is asked before the request is decided.
+    /// This node claimed the keys, but Redis cannot vouch that no node
+    /// answered them: another node's claim lapsed without an answer (that
+    /// node may have recorded one), or Redis has not held the fleet's
+    /// claims for a whole window (it may have lost them). The journal is
+    /// asked before the request is decided.
     TakenOver,
     /// Another node is deciding it now.
     Pending,

@@ -34,6 +34,10 @@
 //! node's next check (one second at most) that node still counts in the
 //! lost generation: the window of risk is that second.
 //!
+//! **Duplicate claims.** A request's acquirer keys are claimed here too, so
+//! one node decides it (`claims.rs`: a claim's states and keys; `since.rs`:
+//! when a fresh claim may vouch that no node answered).
+//!
 //! The engine reaches this state through [`FleetStore`], which [`Fleet`]
 //! implements over Redis, so a test or a simulation can give it an
 //! in-memory fleet instead.
@@ -56,10 +60,11 @@ use redis::{Client, Script};
 use storage::{AnyStore, ReplayPages, StorageError};
 
 pub use claims::{Claim, request_key};
-use scripts::{CLAIM_LUA, GIVE_BACK_LUA, PENDING_LUA, RELEASE_LUA, RESERVE_LUA};
+use scripts::{CLAIM_LUA, GIVE_BACK_LUA, PENDING_LUA, RELEASE_LUA, RESERVE_LUA, SINCE_LUA};
 
 mod claims;
 mod scripts;
+mod since;
 
 /// What the switch does when Redis does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -107,6 +112,7 @@ pub struct Fleet {
     claim: Script,
     pending: Script,
     release: Script,
+    since: Script,
     limits: CardLimits,
     timeout: Duration,
     timeout_ms: u64,
@@ -115,6 +121,11 @@ pub struct Fleet {
     give_back: Script,
     /// The generation of card hashes in use; 0 while none is whole.
     generation: AtomicU64,
+    /// How long a request's claim or answer is kept: the duplicate window.
+    duplicate_window_ms: u64,
+    /// Since when (ms, Redis's clock) Redis has held the fleet's claims, as
+    /// last read (`since.rs`); 0 while unknown.
+    claims_since_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -166,11 +177,14 @@ fn limit_arg(limit: Option<u64>) -> i64 {
 impl Fleet {
     /// Builds the connection without connecting: a node starts even while
     /// Redis is away, and the connection manager reconnects by itself.
+    /// `duplicate_window_ms`: how long Redis keeps a request's claim or
+    /// answer (`duplicates.window_ms`).
     pub fn new(
         redis_url: &str,
         limits: CardLimits,
         timeout_ms: u64,
         on_redis_down: OnRedisDown,
+        duplicate_window_ms: u64,
     ) -> Result<Fleet, FleetError> {
         let client = Client::open(redis_url)?;
         let timeout = Duration::from_millis(timeout_ms);
@@ -189,9 +203,12 @@ impl Fleet {
             claim: Script::new(CLAIM_LUA),
             pending: Script::new(PENDING_LUA),
             release: Script::new(RELEASE_LUA),
+            since: Script::new(SINCE_LUA),
             reserve: Script::new(RESERVE_LUA),
             give_back: Script::new(GIVE_BACK_LUA),
             generation: AtomicU64::new(0),
+            duplicate_window_ms,
+            claims_since_ms: AtomicU64::new(0),
         })
     }
 
@@ -209,6 +226,11 @@ impl Fleet {
     /// journal) unless another node already is. Returns the generation in
     /// use, 0 while none is whole.
     pub async fn keep_built(&self, store: &AnyStore, now_ms: u64) -> Result<u64, FleetError> {
+        if let Err(error) = self.keep_claims_since(store, now_ms).await {
+            // Unknown: no claim vouches, each asks the journal.
+            self.claims_since_ms.store(0, Ordering::Relaxed);
+            tracing::warn!(%error, "fleet claims: since when redis holds them could not be read");
+        }
         let mut connection = self.connection.clone();
         let built: Option<u64> = self
             .within_timeout(
@@ -423,9 +445,11 @@ pub trait FleetStore: Send + Sync + 'static {
     /// What the node does while the store does not answer.
     fn on_redis_down(&self) -> OnRedisDown;
 
-    /// Claims `key` for this node (pending for at most `pending_ms`, the
-    /// key kept `keep_ms`), or says who holds it.
-    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64, keep_ms: u64) -> FleetFuture<'a, Claim>;
+    /// Claims `key` for this node (pending for at most `pending_ms`), or
+    /// says who holds it: [`Claim::Mine`] only when the store can vouch that
+    /// no node answered `key` within the duplicate window, else
+    /// [`Claim::TakenOver`].
+    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim>;
 
     /// Records this node's answer to the request it claimed, for `ttl_ms`.
     fn answer<'a>(&'a self, key: &'a str, answer: &'a str, ttl_ms: u64) -> FleetFuture<'a, ()>;
@@ -462,9 +486,10 @@ pub trait FleetStore: Send + Sync + 'static {
     fn ping(&self) -> FleetFuture<'_, ()>;
 
     /// Checks that the shared velocity is whole, rebuilding it from the
-    /// journal (`store`) when the fleet store lost it; returns the generation
-    /// in use, 0 while none is whole. Called once a second and before the
-    /// node turns ready.
+    /// journal (`store`) when the fleet store lost it, and reads since when
+    /// the store has held the duplicate claims (`since.rs`); returns the
+    /// generation in use, 0 while none is whole. Called once a second and
+    /// before the node turns ready.
     fn keep_built<'a>(&'a self, store: &'a AnyStore, now_ms: u64) -> FleetFuture<'a, u64>;
 }
 
@@ -473,13 +498,14 @@ impl FleetStore for Fleet {
         self.on_redis_down
     }
 
-    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64, keep_ms: u64) -> FleetFuture<'a, Claim> {
+    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim> {
         Box::pin(async move {
             let mut invocation = self.claim.prepare_invoke();
             invocation
                 .key(key)
                 .arg(pending_ms)
-                .arg(keep_ms.max(pending_ms));
+                .arg(self.duplicate_window_ms.max(pending_ms))
+                .arg(self.claims_since_ms.load(Ordering::Relaxed));
             let mut connection = self.connection.clone();
             let held: Option<String> = self
                 .within_timeout(invocation.invoke_async(&mut connection))

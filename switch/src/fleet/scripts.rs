@@ -81,33 +81,53 @@ return 0
 ";
 
 /// Claims a request's acquirer keys for this node, or reads who has them
-/// (see `claims.rs`). KEYS[1]: the request's key; ARGV[1]: how long a claim
+/// (see `claims.rs`). KEYS[1]: the request's key. ARGV[1]: how long a claim
 /// may stay pending (ms); ARGV[2]: how long the key is kept (ms), the
-/// duplicate window. A pending claim is `pending:<deadline>`, by Redis's own
-/// clock, and outlives its deadline, so a claim taken over after it can be
-/// told from a fresh one. Returns nil for a fresh claim, `taken-over` for
-/// one that took over a lapsed claim, `pending` while another node's claim
-/// stands, or that node's answer.
+/// duplicate window; ARGV[3]: since when (ms, Redis's clock) Redis has held
+/// the fleet's claims, as the node last read `d:since` (0: unknown).
+///
+/// A pending claim is `pending:<deadline>`, by Redis's own clock, and
+/// outlives its deadline, so a claim taken over after it can be told from a
+/// fresh one. Returns nil for a fresh claim that vouches no node answered
+/// the keys (absent, and Redis has held the claims for a whole window),
+/// `taken-over` for one that cannot vouch (a lapsed claim, or keys Redis may
+/// have lost), `pending` while another node's claim stands, or that node's
+/// answer.
 pub(super) const CLAIM_LUA: &str = r"
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local held = redis.call('GET', KEYS[1])
-local taken_over = false
+local vouched = false
 if held then
   local deadline = string.match(held, '^pending:(%d+)$')
   if deadline then
     if tonumber(deadline) > now_ms then return 'pending' end
-    taken_over = true
-  elseif held == 'lapsed' then
-    taken_over = true
-  else
+  elseif held ~= 'lapsed' then
     return held
   end
+else
+  local since = tonumber(ARGV[3])
+  vouched = since > 0 and now_ms - since >= tonumber(ARGV[2])
 end
 local deadline = string.format('%d', now_ms + tonumber(ARGV[1]))
 redis.call('SET', KEYS[1], 'pending:' .. deadline, 'PX', ARGV[2])
-if taken_over then return 'taken-over' end
-return false
+if vouched then return false end
+return 'taken-over'
+";
+
+/// Reads since when Redis has held the fleet's claims, setting it when it
+/// is missing (Redis is new, or lost its keys). KEYS[1]: `d:since`; ARGV[1]:
+/// how far before now to set it (ms): the duplicate window when the journal
+/// holds no request a claim could miss, else 0. Returns the value (ms,
+/// Redis's clock).
+pub(super) const SINCE_LUA: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local since = string.format('%d', math.max(now_ms - tonumber(ARGV[1]), 1))
+redis.call('SET', KEYS[1], since)
+return since
 ";
 
 /// Gives up a pending claim without an answer: it becomes `lapsed` for the
