@@ -226,6 +226,10 @@ impl Duplicates {
                 .collect(),
             Err(_) => Vec::new(),
         };
+        // An original in flight here is answered here: its claim in Redis
+        // has nothing more to say (and stays pending if its answer could not
+        // be shared there).
+        let in_flight_here = !waiting.is_empty();
         for mut receiver in waiting {
             // An error: that request ended without an answer (cancelled),
             // so there is nothing more to wait for.
@@ -233,6 +237,7 @@ impl Duplicates {
         }
         if let Some(fleet) = &world.fleet
             && key.transmitted_at.is_some()
+            && !in_flight_here
         {
             wait_while_pending(world, fleet.as_ref(), &key.redis_key()).await;
         }
