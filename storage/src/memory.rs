@@ -376,9 +376,9 @@ impl Tables {
         Ok(outcomes)
     }
 
-    /// `WHERE terminal_id = ? AND stan = ? [AND transmitted_at = ?] AND
-    /// created_at_ms >= ? AND kind IN (...) ORDER BY created_at_ms DESC
-    /// LIMIT 1`. SQL leaves the order of two records made in the same
+    /// `WHERE terminal_id = ? AND stan = ? AND merchant_id = ?
+    /// [AND transmitted_at = ?] AND acquirer IS ? AND created_at_ms >= ? AND
+    /// kind IN (...) ORDER BY created_at_ms DESC LIMIT 1`. SQL leaves the order of two records made in the same
     /// millisecond open; this takes the larger id, as SQLite's index does.
     fn find_original(
         &self,
@@ -391,6 +391,8 @@ impl Tables {
             .filter(|record| {
                 record.terminal_id == keys.terminal_id
                     && record.stan == Some(keys.stan)
+                    && record.merchant_id == keys.merchant_id
+                    && record.acquirer == keys.acquirer
                     && keys
                         .transmitted_at
                         .is_none_or(|at| record.transmitted_at == Some(at))

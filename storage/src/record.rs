@@ -271,13 +271,21 @@ pub struct StoredTransaction {
 }
 
 /// The keys an acquirer identifies a request by (DE41, DE11, DE7): what a
-/// reversal's DE90 or a repeat names its original with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// reversal's DE90 or a repeat names its original with, held to the
+/// original's owner. Terminal ids repeat across acquirers and merchants
+/// (`TERM0001` is everywhere), so the same terminal and STAN under another
+/// merchant or acquirer name another request, never this one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OriginalKeys {
     pub terminal_id: TerminalId,
     pub stan: Stan,
     /// `None` matches any transmission time, most recent first.
     pub transmitted_at: Option<TransmissionTime>,
+    /// The merchant (DE42) the original was for.
+    pub merchant_id: MerchantId,
+    /// The acquirer the original came in under (mutual TLS); `None` matches
+    /// only records without one (plain TCP).
+    pub acquirer: Option<String>,
 }
 
 /// An approved authorization or purchase that is not wholly reversed, for

@@ -29,6 +29,7 @@ pub trait StoreReader: fmt::Debug + Send + Sync + 'static {
     fn transaction(&self, id: TransactionId) -> StoreFuture<'_, Option<StoredTransaction>>;
 
     /// The most recent record of one of `kinds` with these acquirer keys,
+    /// for the same merchant and acquirer (none: records without one),
     /// created at or after `created_since_ms`. For DE90 matching and for
     /// spotting a repeat or a retransmission. The window bounds how far back
     /// a wrapped STAN can match when DE7 is missing.

@@ -146,6 +146,7 @@ conformance!(
     idempotency_entries_commit_with_their_record_and_keys_are_unique,
     the_first_sealed_pan_of_a_token_stays,
     originals_are_found_by_acquirer_keys,
+    originals_are_matched_within_their_merchant_and_acquirer,
     replay_pages_through_approved_unreversed_records_in_the_window,
     replay_keeps_the_part_of_an_original_that_stands,
     vault_rows_move_to_the_active_key,
@@ -406,13 +407,15 @@ async fn originals_are_found_by_acquirer_keys(t: &Backend) {
         terminal_id: older.terminal_id,
         stan: older.stan.unwrap(),
         transmitted_at: older.transmitted_at,
+        merchant_id: older.merchant_id,
+        acquirer: None,
     };
     let found = t.store.find_original(&keys, &auth, 0).await.unwrap();
     assert_eq!(found.map(|r| r.id), Some(older.id));
     // Without DE7: the most recent of the kinds asked for.
     let any_time = OriginalKeys {
         transmitted_at: None,
-        ..keys
+        ..keys.clone()
     };
     let found = t.store.find_original(&any_time, &auth, 0).await.unwrap();
     assert_eq!(found.map(|r| r.id), Some(newer.id));
@@ -435,7 +438,7 @@ async fn originals_are_found_by_acquirer_keys(t: &Backend) {
     assert_eq!(found.map(|r| r.id), Some(newer.id));
     let other_terminal = OriginalKeys {
         terminal_id: protocol::domain::pad("TERM0002").unwrap(),
-        ..keys
+        ..keys.clone()
     };
     assert_eq!(
         t.store
@@ -466,6 +469,59 @@ async fn originals_are_found_by_acquirer_keys(t: &Backend) {
     t.journal.append(unkeyed).await.unwrap();
     let found = t.store.find_original(&any_time, &auth, 0).await.unwrap();
     assert_eq!(found.map(|r| r.id), Some(newer.id));
+}
+
+/// Terminal ids repeat across acquirers and merchants: the same terminal,
+/// STAN and DE7 under another merchant, or another acquirer (or none), are
+/// another request's keys, never a match.
+async fn originals_are_matched_within_their_merchant_and_acquirer(t: &Backend) {
+    let plain = approved(NOW_MS, token(1), "000042");
+    let mut north = approved(NOW_MS + 1, token(2), "000042");
+    north.acquirer = Some("north".to_owned());
+    let mut other_merchant = approved(NOW_MS + 2, token(3), "000042");
+    other_merchant.merchant_id = protocol::domain::pad("M0002").unwrap();
+    for record in [&plain, &north, &other_merchant] {
+        t.journal.append(record.clone()).await.unwrap();
+    }
+    let auth = [RecordKind::Authorization];
+    let keys = |merchant: &str, acquirer: Option<&str>, transmitted_at| OriginalKeys {
+        terminal_id: plain.terminal_id,
+        stan: plain.stan.unwrap(),
+        transmitted_at,
+        merchant_id: protocol::domain::pad(merchant).unwrap(),
+        acquirer: acquirer.map(str::to_owned),
+    };
+    for transmitted_at in [plain.transmitted_at, None] {
+        let found = |keys| async move {
+            t.store
+                .find_original(&keys, &auth, 0)
+                .await
+                .unwrap()
+                .map(|record| record.id)
+        };
+        // A plain-TCP request matches only records without an acquirer.
+        assert_eq!(
+            found(keys("M0001", None, transmitted_at)).await,
+            Some(plain.id)
+        );
+        assert_eq!(
+            found(keys("M0001", Some("north"), transmitted_at)).await,
+            Some(north.id)
+        );
+        assert_eq!(
+            found(keys("M0001", Some("south"), transmitted_at)).await,
+            None
+        );
+        assert_eq!(
+            found(keys("M0002", None, transmitted_at)).await,
+            Some(other_merchant.id)
+        );
+        assert_eq!(
+            found(keys("M0002", Some("north"), transmitted_at)).await,
+            None
+        );
+        assert_eq!(found(keys("M0003", None, transmitted_at)).await, None);
+    }
 }
 
 async fn replay_pages_through_approved_unreversed_records_in_the_window(t: &Backend) {

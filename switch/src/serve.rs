@@ -227,6 +227,7 @@ fn build_engine(
                 config.shards.card_limits,
                 settings.timeout_ms,
                 settings.on_redis_down,
+                config.duplicates.window_ms,
             )
             // The URL may hold a password: the error does not repeat it.
             .context("fleet.redis_url")

@@ -780,6 +780,9 @@ impl FleetStore for AwayFleet {
     fn release<'a>(&'a self, _: &'a str) -> FleetFuture<'a, ()> {
         away()
     }
+    fn pending<'a>(&'a self, _: &'a str) -> FleetFuture<'a, bool> {
+        away()
+    }
     fn reserve(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, Result<(), DeclineReason>> {
         away()
     }
@@ -837,18 +840,53 @@ async fn a_fleet_whose_store_is_away_declines_91_or_decides_locally() {
 /// answers by key; velocity is always granted (the actors decide here).
 #[derive(Default)]
 struct SharedFleet {
-    claims: std::sync::Mutex<HashMap<String, Option<String>>>,
+    claims: std::sync::Mutex<HashMap<String, Held>>,
+    /// While set, an answer cannot be shared (a Redis error).
+    answers_fail: std::sync::atomic::AtomicBool,
+    /// Set by a flush: the store cannot vouch that absent keys were never
+    /// answered (Redis's `d:since` is gone; no time passes here for a
+    /// window to bring it back).
+    lost: std::sync::atomic::AtomicBool,
+}
+
+/// What the store holds for a request's keys.
+#[derive(Debug, Clone, PartialEq)]
+enum Held {
+    Pending,
+    /// A claim that passed its pending time, or was given up, unanswered.
+    Lapsed,
+    Answered(String),
 }
 
 impl SharedFleet {
-    /// What the store holds for each claimed key: `None` while pending.
+    /// Every claim still pending lapses, as in Redis once its pending time
+    /// has passed (its node died, or could not share its answer).
+    fn lapse_pending(&self) {
+        for held in self.claims.lock().unwrap().values_mut() {
+            if *held == Held::Pending {
+                *held = Held::Lapsed;
+            }
+        }
+    }
+
+    /// What the store holds for each key claimed and not given up: `None`
+    /// while pending.
     fn claims(&self) -> Vec<Option<String>> {
-        self.claims.lock().unwrap().values().cloned().collect()
+        let claims = self.claims.lock().unwrap();
+        claims
+            .values()
+            .filter_map(|held| match held {
+                Held::Pending => Some(None),
+                Held::Lapsed => None,
+                Held::Answered(answer) => Some(Some(answer.clone())),
+            })
+            .collect()
     }
 
     /// As after a flush or a failover to an empty replica.
     fn flush(&self) {
         self.claims.lock().unwrap().clear();
+        self.lost.store(true, Ordering::SeqCst);
     }
 }
 
@@ -859,25 +897,38 @@ impl FleetStore for SharedFleet {
     fn claim<'a>(&'a self, key: &'a str, _: u64) -> FleetFuture<'a, Claim> {
         let mut claims = self.claims.lock().unwrap();
         let claim = match claims.get(key) {
-            None => {
-                claims.insert(key.to_owned(), None);
-                Claim::Mine
-            }
-            Some(None) => Claim::Pending,
-            Some(Some(answer)) => Claim::Answered(answer.clone()),
+            None if self.lost.load(Ordering::SeqCst) => Claim::TakenOver,
+            None => Claim::Mine,
+            Some(Held::Lapsed) => Claim::TakenOver,
+            Some(Held::Pending) => Claim::Pending,
+            Some(Held::Answered(answer)) => Claim::Answered(answer.clone()),
         };
+        if matches!(claim, Claim::Mine | Claim::TakenOver) {
+            claims.insert(key.to_owned(), Held::Pending);
+        }
         Box::pin(async move { Ok(claim) })
     }
     fn answer<'a>(&'a self, key: &'a str, answer: &'a str, _: u64) -> FleetFuture<'a, ()> {
+        if self.answers_fail.load(Ordering::SeqCst) {
+            return away();
+        }
         self.claims
             .lock()
             .unwrap()
-            .insert(key.to_owned(), Some(answer.to_owned()));
+            .insert(key.to_owned(), Held::Answered(answer.to_owned()));
         Box::pin(async { Ok(()) })
     }
     fn release<'a>(&'a self, key: &'a str) -> FleetFuture<'a, ()> {
-        self.claims.lock().unwrap().remove(key);
+        if let Some(held) = self.claims.lock().unwrap().get_mut(key)
+            && *held == Held::Pending
+        {
+            *held = Held::Lapsed;
+        }
         Box::pin(async { Ok(()) })
+    }
+    fn pending<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool> {
+        let pending = self.claims.lock().unwrap().get(key) == Some(&Held::Pending);
+        Box::pin(async move { Ok(pending) })
     }
     fn reserve(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, Result<(), DeclineReason>> {
         Box::pin(async { Ok(Ok(())) })
@@ -1091,4 +1142,259 @@ async fn a_decline_retransmitted_after_a_restart_gets_the_same_decline() {
     let mut rig = rig;
     let new = rig.iso(VISA, 100);
     assert_eq!(code(&restarted.authorize(&new).await), "00");
+}
+
+/// Terminal ids repeat across acquirers (`TERM0001` is everywhere): two
+/// acquirers' requests with the same terminal, STAN and DE7 are two
+/// requests, each decided; neither gets the other's answer or auth code,
+/// on one node, from the journal after a restart, or across a fleet.
+#[tokio::test]
+async fn two_acquirers_with_the_same_terminal_and_stan_are_two_requests() {
+    let fleet = Arc::new(SharedFleet::default());
+    let mut rig = Rig::over(MemoryBackend::new(), Some(fleet.clone()));
+    let north = Acquirer::new("north".to_owned(), None, None);
+    let south = Acquirer::new("south".to_owned(), None, None);
+    let request = rig.iso(VISA, 100);
+    let from_north = rig.authorize_as(&request, Some(&north)).await;
+    assert_eq!(code(&from_north), "00");
+    let other_card = Authorization {
+        pan: Pan::parse(MASTERCARD.as_bytes()).unwrap(),
+        ..request.clone()
+    };
+    let from_south = rig.authorize_as(&other_card, Some(&south)).await;
+    assert_eq!(code(&from_south), "00", "not 94: not the same request");
+    // A plain-TCP client with the very same card and keys: a third request.
+    let plain = rig.authorize(&request).await;
+    assert_eq!(code(&plain), "00");
+    assert_ne!(plain.id, from_north.id);
+    assert_ne!(plain.decision, from_north.decision, "its own auth code");
+    assert_eq!(rig.duplicates(), 0);
+
+    // Each one's retransmission still gets its own first answer.
+    let again = rig.authorize_as(&request, Some(&north)).await;
+    assert_eq!(again.id, from_north.id);
+    let again = rig.authorize_as(&other_card, Some(&south)).await;
+    assert_eq!(again.id, from_south.id);
+    let again = rig.authorize(&request).await;
+    assert_eq!(again.id, plain.id);
+
+    // Another node of the fleet, and the journal after a restart, tell them
+    // apart too.
+    let other_node = Rig::over(rig.memory.clone(), Some(fleet.clone()));
+    let again = other_node.authorize_as(&other_card, Some(&south)).await;
+    assert_eq!(again.id, from_south.id);
+    let restarted = Rig::over(rig.memory.clone(), None);
+    let repeat = |authorization: &Authorization| Authorization {
+        keys: authorization.keys.map(|keys| AcquirerKeys {
+            repeat: true,
+            ..keys
+        }),
+        ..authorization.clone()
+    };
+    let again = restarted.authorize(&repeat(&request)).await;
+    assert_eq!(again.id, plain.id);
+    let again = restarted
+        .authorize_as(&repeat(&request), Some(&north))
+        .await;
+    assert_eq!(again.id, from_north.id);
+    // Two merchants at one terminal id are two requests as well.
+    let limited = Authorization {
+        merchant_id: merchant(LIMITED),
+        mcc: Some(Text::parse(b"5411").unwrap()),
+        ..request.clone()
+    };
+    let other_merchant = rig.authorize(&limited).await;
+    assert_eq!(code(&other_merchant), "00");
+    assert_ne!(other_merchant.id, plain.id);
+}
+
+/// A reversal by acquirer keys (DE90) reverses only its own merchant's and
+/// acquirer's original: another merchant's 0400, or another acquirer's,
+/// with the same terminal and STAN finds no original and gives nothing
+/// back.
+#[tokio::test]
+async fn another_merchants_reversal_by_keys_reverses_nothing() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    let first = rig.authorize(&request).await;
+    assert_eq!(code(&first), "00");
+
+    let foreign = Reversal {
+        merchant_id: merchant(LIMITED),
+        ..rig.iso_reversal(&request, 100)
+    };
+    assert_eq!(
+        reversed(rig.engine.reverse(foreign, None).await),
+        (None, true)
+    );
+    let north = Acquirer::new("north".to_owned(), None, None);
+    let other_acquirer = rig.iso_reversal(&request, 100);
+    assert_eq!(
+        reversed(rig.engine.reverse(other_acquirer, Some(&north)).await),
+        (None, true)
+    );
+    assert_eq!(rig.stored(first.id).await.reversed_by, None);
+    // The original still counts: two more fit the card's 3 a minute.
+    for expected in ["00", "00", "65"] {
+        let next = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&next).await), expected);
+    }
+    // Its own merchant's reversal reverses it.
+    let own = rig.iso_reversal(&request, 100);
+    assert_eq!(
+        reversed(rig.engine.reverse(own, None).await),
+        (Some(first.id), true)
+    );
+}
+
+/// A node that approved a request but could not share its answer in the
+/// fleet (a Redis error) leaves its claim pending until the claim's pending
+/// time passes. A retransmission at another node after that is checked in
+/// the journal, where the approval is: the same answer, not a second
+/// approval.
+#[tokio::test]
+async fn a_claim_that_lapsed_without_an_answer_is_checked_in_the_journal() {
+    let fleet = Arc::new(SharedFleet::default());
+    let mut node = Rig::over(MemoryBackend::new(), Some(fleet.clone()));
+    let other = Rig::over(node.memory.clone(), Some(fleet.clone()));
+    let request = node.iso(VISA, 100);
+    fleet.answers_fail.store(true, Ordering::SeqCst);
+    let first = node.authorize(&request).await;
+    assert_eq!(code(&first), "00");
+    fleet.answers_fail.store(false, Ordering::SeqCst);
+
+    fleet.lapse_pending();
+    // A moment later, so a second decision would have an id of its own.
+    other.clock.advance(std::time::Duration::from_millis(1));
+    let again = other.authorize(&request).await;
+    assert_eq!((again.id, again.decision), (first.id, first.decision));
+    assert_eq!(other.duplicates(), 1);
+    let approvals = other
+        .engine
+        .store()
+        .approved_since(0, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(approvals.len(), 1, "approved once");
+}
+
+/// A reversal on node B of an original still in flight on node A (its keys
+/// claimed, pending, in the fleet) waits for A's answer, then finds the
+/// original in the journal and reverses it.
+#[tokio::test]
+async fn a_reversal_on_another_node_waits_for_the_original_in_flight_there() {
+    let fleet = Arc::new(SharedFleet::default());
+    let mut node = Rig::over(MemoryBackend::new(), Some(fleet.clone()));
+    let other = Rig::over(node.memory.clone(), Some(fleet.clone()));
+    let request = node.iso(VISA, 100);
+    let reversal = node.iso_reversal(&request, 100);
+    node.memory.hold_batches();
+    let (first, reversed_there, ()) = tokio::join!(
+        node.authorize(&request),
+        async {
+            // The original is at the stalled disk before the reversal comes.
+            while node.memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            other.engine.reverse(reversal, None).await
+        },
+        async {
+            for _ in 0..200 {
+                tokio::task::yield_now().await;
+            }
+            node.memory.release_batches();
+        },
+    );
+    assert_eq!(code(&first), "00");
+    assert_eq!(reversed(reversed_there), (Some(first.id), true));
+    assert!(node.stored(first.id).await.reversed_by.is_some());
+}
+
+/// A reversal whose commit answer is lost (the batch is on disk, the writer
+/// reports a failure) is read back: it is answered as recorded and, as the
+/// first reversal of its original, gives the velocity back; its repeat is
+/// recorded as a later one.
+#[tokio::test]
+async fn an_ambiguous_reversal_commit_is_read_back_and_answered_as_recorded() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    let first = rig.authorize(&request).await;
+    assert_eq!(code(&first), "00");
+    for _ in 0..2 {
+        let next = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&next).await), "00");
+    }
+    rig.memory.commit_then_fail_next_batches(1);
+    let reversal = rig.iso_reversal(&request, 100);
+    assert_eq!(
+        reversed(rig.engine.reverse(reversal.clone(), None).await),
+        (Some(first.id), true)
+    );
+    // Given back: one more approval fits the card's 3 a minute, then 65.
+    for expected in ["00", "65"] {
+        let next = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&next).await), expected);
+    }
+    assert_eq!(
+        reversed(rig.engine.reverse(reversal, None).await),
+        (Some(first.id), false)
+    );
+}
+
+/// The wait for another node's original is bounded by its claim: once the
+/// claim lapses (its node presumed dead, or stalled past its pending time),
+/// the reversal is matched against the journal as it stands; here the
+/// original is not there yet, so the reversal is acknowledged without one.
+#[tokio::test]
+async fn a_reversal_stops_waiting_when_the_originals_claim_lapses() {
+    let fleet = Arc::new(SharedFleet::default());
+    let mut node = Rig::over(MemoryBackend::new(), Some(fleet.clone()));
+    let other = Rig::over(node.memory.clone(), Some(fleet.clone()));
+    let request = node.iso(VISA, 100);
+    let reversal = node.iso_reversal(&request, 100);
+    node.memory.hold_batches();
+    let (first, reversed_there, ()) = tokio::join!(
+        node.authorize(&request),
+        async {
+            while node.memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            other.engine.reverse(reversal, None).await
+        },
+        async {
+            while node.memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            fleet.lapse_pending();
+            // The reversal reaches the stalled disk too, without waiting
+            // for the original any more.
+            while node.memory.batches_held() < 2 {
+                tokio::task::yield_now().await;
+            }
+            node.memory.release_batches();
+        },
+    );
+    assert_eq!(code(&first), "00");
+    assert_eq!(reversed(reversed_there), (None, true));
+}
+
+/// Redis lost its keys (a flush, a failover to an empty replica): a claim
+/// on keys it no longer holds cannot vouch that no node answered them, so a
+/// plain retransmission at another node is checked in the journal, where
+/// the first approval is, instead of being approved a second time.
+#[tokio::test]
+async fn after_the_fleet_store_lost_its_keys_a_claim_asks_the_journal() {
+    let fleet = Arc::new(SharedFleet::default());
+    let mut node = Rig::over(MemoryBackend::new(), Some(fleet.clone()));
+    let other = Rig::over(node.memory.clone(), Some(fleet.clone()));
+    let request = node.iso(VISA, 100);
+    let first = node.authorize(&request).await;
+    assert_eq!(code(&first), "00");
+
+    fleet.flush();
+    // A moment later, so a second decision would have an id of its own.
+    other.clock.advance(std::time::Duration::from_millis(1));
+    let again = other.authorize(&request).await;
+    assert_eq!((again.id, again.decision), (first.id, first.decision));
+    assert_eq!(other.duplicates(), 1);
 }

@@ -13,10 +13,10 @@ mod common;
 use actors::{CardLimits, WindowLimit};
 use protocol::Amount;
 use protocol::domain::{DeclineReason, Token};
-use storage::AnyStore;
 use storage::memory::MemoryBackend;
+use storage::{AnyStore, Journal, JournalConfig};
 use switch::clock::Stopwatch;
-use switch::fleet::{Fleet, OnRedisDown};
+use switch::fleet::{Claim, Fleet, FleetStore, OnRedisDown};
 
 fn amount(minor: u64) -> Amount {
     Amount::from_minor(minor).unwrap()
@@ -49,7 +49,7 @@ fn unbuilt_fleet(redis: &str) -> Fleet {
         },
         per_day: WindowLimit::default(),
     };
-    Fleet::new(redis, limits, 2_000, OnRedisDown::Decline).unwrap()
+    Fleet::new(redis, limits, 2_000, OnRedisDown::Decline, 60_000).unwrap()
 }
 
 /// A token no other run has used: Redis keeps state across tests.
@@ -264,4 +264,109 @@ async fn a_node_whose_clock_runs_ahead_does_not_prune_what_others_still_count() 
         Err(DeclineReason::CardCountLimit),
         "the buckets counted on time were pruned by the node ahead"
     );
+}
+
+/// The claim of a request's keys, in Redis: a fresh claim, a copy told it
+/// is pending, an answer read back; a claim that passed its pending time,
+/// or was given up, is taken over as such (its winner asks the journal, the
+/// lapsed node may have recorded an answer it could not share), and so is
+/// a claim on absent keys while Redis has not held the fleet's claims for a
+/// whole window (after a flush, with approvals in the journal); a claim's
+/// pending state can be looked at without claiming it.
+#[tokio::test]
+async fn a_claim_that_lapsed_is_taken_over_not_claimed_afresh() {
+    let Some((_, redis)) = common::database_and_redis_urls() else {
+        return;
+    };
+    // A database of this test's own: it flushes `d:since`.
+    let redis = format!("{}/8", redis.trim_end_matches('/'));
+    let fleet = unbuilt_fleet(&redis);
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let flush = async |connection: &mut redis::aio::MultiplexedConnection| {
+        let _: () = redis::cmd("DEL")
+            .arg("d:since")
+            .query_async(connection)
+            .await
+            .unwrap();
+    };
+    let key = |name: &str| format!("d:{{TEST{}}}:{name}", fresh_token(9));
+    let now_ms = 1_795_000_000_000;
+    let memory = MemoryBackend::new();
+    let journal = AnyStore::new(memory.clone());
+
+    // Before the node has read `d:since`, no claim vouches.
+    assert_eq!(
+        fleet.claim(&key("unknown"), 10_000).await.unwrap(),
+        Claim::TakenOver
+    );
+    // An empty journal: nothing a claim could miss, so claims vouch at once.
+    flush(&mut connection).await;
+    fleet.keep_built(&journal, now_ms).await.unwrap();
+
+    let answered = key("answered");
+    assert!(!fleet.pending(&answered).await.unwrap());
+    assert_eq!(fleet.claim(&answered, 10_000).await.unwrap(), Claim::Mine);
+    assert!(fleet.pending(&answered).await.unwrap());
+    assert_eq!(
+        fleet.claim(&answered, 10_000).await.unwrap(),
+        Claim::Pending
+    );
+    fleet
+        .answer(&answered, "tx_1|approved", 60_000)
+        .await
+        .unwrap();
+    assert!(!fleet.pending(&answered).await.unwrap());
+    assert_eq!(
+        fleet.claim(&answered, 10_000).await.unwrap(),
+        Claim::Answered("tx_1|approved".to_owned())
+    );
+    // Releasing an answered key leaves the answer.
+    fleet.release(&answered).await.unwrap();
+    assert_eq!(
+        fleet.claim(&answered, 10_000).await.unwrap(),
+        Claim::Answered("tx_1|approved".to_owned())
+    );
+
+    // A claim pending for 0 ms has passed its deadline at once (by Redis's
+    // clock): the next claim takes it over, and is then pending itself.
+    let lapsed = key("lapsed");
+    assert_eq!(fleet.claim(&lapsed, 0).await.unwrap(), Claim::Mine);
+    assert!(!fleet.pending(&lapsed).await.unwrap());
+    assert_eq!(
+        fleet.claim(&lapsed, 10_000).await.unwrap(),
+        Claim::TakenOver
+    );
+    assert_eq!(fleet.claim(&lapsed, 10_000).await.unwrap(), Claim::Pending);
+
+    // Given up: taken over too, and kept for the window, not for ever.
+    let released = key("released");
+    assert_eq!(fleet.claim(&released, 10_000).await.unwrap(), Claim::Mine);
+    fleet.release(&released).await.unwrap();
+    assert!(!fleet.pending(&released).await.unwrap());
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg(&released)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(ttl_ms > 10_000 && ttl_ms <= 60_000, "{ttl_ms}");
+    assert_eq!(
+        fleet.claim(&released, 10_000).await.unwrap(),
+        Claim::TakenOver
+    );
+
+    // Redis loses its keys while the journal holds an approval of the
+    // window: absent keys are not vouched for until a window has passed.
+    let writer = Journal::start(memory, &JournalConfig::default());
+    writer
+        .append(common::journal::approval_of_another_card(now_ms, 1))
+        .await
+        .unwrap();
+    flush(&mut connection).await;
+    fleet.keep_built(&journal, now_ms).await.unwrap();
+    assert_eq!(
+        fleet.claim(&key("after-flush"), 10_000).await.unwrap(),
+        Claim::TakenOver
+    );
+    writer.close().await;
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::journal::journaled;
+use common::journal::{journaled, journaled_under};
 use common::*;
 use protocol::{Message, Mti, Spec};
 use rcgen::{
@@ -292,15 +292,17 @@ fn acquirers_with_good_certificates_are_answered_over_tls_1_2_and_1_3_and_record
     assert!(switch.stop().success());
 
     for request in &requests {
-        let record = journaled(&data_dir, request);
+        let record = journaled_under(&data_dir, request, Some("north"));
         assert_eq!(record.acquirer.as_deref(), Some("north"));
         assert!(record.response_code.is_approved());
     }
     assert_eq!(
-        journaled(&data_dir, &south_request).acquirer.as_deref(),
+        journaled_under(&data_dir, &south_request, Some("south"))
+            .acquirer
+            .as_deref(),
         Some("south")
     );
-    let declined = journaled(&data_dir, &foreign);
+    let declined = journaled_under(&data_dir, &foreign, Some("north"));
     assert_eq!(declined.acquirer.as_deref(), Some("north"));
     assert_eq!(
         declined.reason,
@@ -309,7 +311,7 @@ fn acquirers_with_good_certificates_are_answered_over_tls_1_2_and_1_3_and_record
     assert_eq!(journaled(&data_dir, &plain).acquirer, None);
 
     // The acquirer shows in the transaction's JSON (it is not card data).
-    let id = journaled(&data_dir, &requests[0]).id;
+    let id = journaled_under(&data_dir, &requests[0], Some("north")).id;
     let restarted = TestSwitch::start_in(dir.path(), &data_dir, &pki.config(false));
     let reply = restarted.http(
         "GET",

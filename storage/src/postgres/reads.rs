@@ -34,8 +34,9 @@ pub(crate) const FIND_ORIGINAL_AT: &str = concat!(
     "SELECT ",
     transaction_columns!(),
     " FROM transactions \
-     WHERE terminal_id = $1 AND stan = $2 AND transmitted_at = $3 AND created_at_ms >= $4 \
-       AND kind = ANY($5::text[]) \
+     WHERE terminal_id = $1 AND stan = $2 AND merchant_id = $3 AND transmitted_at = $4 \
+       AND acquirer IS NOT DISTINCT FROM $5 AND created_at_ms >= $6 \
+       AND kind = ANY($7::text[]) \
      ORDER BY created_at_ms DESC LIMIT 1"
 );
 
@@ -43,8 +44,9 @@ pub(crate) const FIND_ORIGINAL_ANY_TIME: &str = concat!(
     "SELECT ",
     transaction_columns!(),
     " FROM transactions \
-     WHERE terminal_id = $1 AND stan = $2 AND created_at_ms >= $3 \
-       AND kind = ANY($4::text[]) \
+     WHERE terminal_id = $1 AND stan = $2 AND merchant_id = $3 \
+       AND acquirer IS NOT DISTINCT FROM $4 AND created_at_ms >= $5 \
+       AND kind = ANY($6::text[]) \
      ORDER BY created_at_ms DESC LIMIT 1"
 );
 
@@ -103,15 +105,19 @@ impl StoreReader for PostgresStore {
             }
             let kinds: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
             let query = match &keys.transmitted_at {
-                Some(at) => sqlx::query(FIND_ORIGINAL_AT)
-                    .bind(keys.terminal_id.as_str())
-                    .bind(keys.stan.as_str())
-                    .bind(at.as_str()),
-                None => sqlx::query(FIND_ORIGINAL_ANY_TIME)
-                    .bind(keys.terminal_id.as_str())
-                    .bind(keys.stan.as_str()),
-            };
-            let query = query.bind(to_i64(created_since_ms)).bind(kinds);
+                Some(_) => sqlx::query(FIND_ORIGINAL_AT),
+                None => sqlx::query(FIND_ORIGINAL_ANY_TIME),
+            }
+            .bind(keys.terminal_id.as_str())
+            .bind(keys.stan.as_str())
+            .bind(keys.merchant_id.as_str());
+            let query = match &keys.transmitted_at {
+                Some(at) => query.bind(at.as_str()),
+                None => query,
+            }
+            .bind(keys.acquirer.as_deref())
+            .bind(to_i64(created_since_ms))
+            .bind(kinds);
             let row = self
                 .bounded(
                     "find an original by acquirer keys",
@@ -278,8 +284,8 @@ mod tests {
         let kinds = vec!["authorization"];
         for (sql, index) in [
             (SELECT_TRANSACTION, "transactions_pkey"),
-            (FIND_ORIGINAL_AT, "transactions_by_acquirer_keys"),
-            (FIND_ORIGINAL_ANY_TIME, "transactions_by_acquirer_keys"),
+            (FIND_ORIGINAL_AT, "transactions_by_request_keys"),
+            (FIND_ORIGINAL_ANY_TIME, "transactions_by_request_keys"),
             (APPROVED_SINCE, "transactions_approved"),
             (IDEMPOTENT_RESPONSE, "idempotency_pkey"),
             (SEALED_PAN, "vault_pkey"),
@@ -292,12 +298,16 @@ mod tests {
                 FIND_ORIGINAL_AT => query
                     .bind("TERM0001")
                     .bind("000001")
+                    .bind("M0001")
                     .bind("1122183000")
+                    .bind(Some("north"))
                     .bind(0i64)
                     .bind(kinds.clone()),
                 FIND_ORIGINAL_ANY_TIME => query
                     .bind("TERM0001")
                     .bind("000001")
+                    .bind("M0001")
+                    .bind(None::<&str>)
                     .bind(0i64)
                     .bind(kinds.clone()),
                 APPROVED_SINCE => query.bind(0i64).bind(id.as_slice()).bind(100i64),

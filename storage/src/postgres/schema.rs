@@ -125,6 +125,22 @@ ALTER TABLE transactions ADD COLUMN acquirer text
     CHECK (length(acquirer) BETWEEN 1 AND 64);
 "#,
     },
+    Migration {
+        version: 3,
+        name: "originals matched within their merchant and acquirer",
+        sql: r#"
+-- A request's original is found by its acquirer keys within its owner:
+-- the merchant (DE42) is in the index, so two merchants (or acquirers,
+-- checked on the few rows left) sharing a terminal id and STAN read only
+-- their own rows. IF NOT EXISTS: on a large journal an operator may build
+-- it beforehand with CREATE INDEX CONCURRENTLY (this migration runs in a
+-- transaction, where that cannot), and this step then only drops the old.
+CREATE INDEX IF NOT EXISTS transactions_by_request_keys
+    ON transactions (terminal_id, stan, merchant_id, transmitted_at, created_at_ms)
+    WHERE stan IS NOT NULL;
+DROP INDEX IF EXISTS transactions_by_acquirer_keys;
+"#,
+    },
 ];
 
 /// The newest version this build knows.

@@ -35,8 +35,8 @@ pub(crate) const FIND_ORIGINAL_AT: &str = concat!(
     "SELECT ",
     transaction_columns!(),
     " FROM transactions \
-     WHERE terminal_id = ? AND stan = ? AND transmitted_at = ? AND created_at_ms >= ? \
-       AND kind IN (?, ?, ?, ?) \
+     WHERE terminal_id = ? AND stan = ? AND merchant_id = ? AND transmitted_at = ? \
+       AND acquirer IS ? AND created_at_ms >= ? AND kind IN (?, ?, ?, ?) \
      ORDER BY created_at_ms DESC LIMIT 1"
 );
 
@@ -44,8 +44,8 @@ pub(crate) const FIND_ORIGINAL_ANY_TIME: &str = concat!(
     "SELECT ",
     transaction_columns!(),
     " FROM transactions \
-     WHERE terminal_id = ? AND stan = ? AND created_at_ms >= ? \
-       AND kind IN (?, ?, ?, ?) \
+     WHERE terminal_id = ? AND stan = ? AND merchant_id = ? \
+       AND acquirer IS ? AND created_at_ms >= ? AND kind IN (?, ?, ?, ?) \
      ORDER BY created_at_ms DESC LIMIT 1"
 );
 
@@ -103,15 +103,18 @@ impl StoreReader for SqliteStore {
             let Some(first) = kinds.first() else {
                 return Ok(None);
             };
-            let mut query = match &keys.transmitted_at {
-                Some(at) => sqlx::query(FIND_ORIGINAL_AT)
-                    .bind(keys.terminal_id.as_str())
-                    .bind(keys.stan.as_str())
-                    .bind(at.as_str()),
-                None => sqlx::query(FIND_ORIGINAL_ANY_TIME)
-                    .bind(keys.terminal_id.as_str())
-                    .bind(keys.stan.as_str()),
+            let query = match &keys.transmitted_at {
+                Some(_) => sqlx::query(FIND_ORIGINAL_AT),
+                None => sqlx::query(FIND_ORIGINAL_ANY_TIME),
             }
+            .bind(keys.terminal_id.as_str())
+            .bind(keys.stan.as_str())
+            .bind(keys.merchant_id.as_str());
+            let mut query = match &keys.transmitted_at {
+                Some(at) => query.bind(at.as_str()),
+                None => query,
+            }
+            .bind(keys.acquirer.as_deref())
             .bind(to_i64(created_since_ms));
             for index in 0..KINDS_BOUND {
                 query = query.bind(kinds.get(index).unwrap_or(first).as_str());
@@ -227,8 +230,8 @@ mod tests {
             .unwrap();
         for (sql, parameters, index) in [
             (SELECT_TRANSACTION, 1, "PRIMARY KEY"),
-            (FIND_ORIGINAL_AT, 8, "transactions_by_acquirer_keys"),
-            (FIND_ORIGINAL_ANY_TIME, 7, "transactions_by_acquirer_keys"),
+            (FIND_ORIGINAL_AT, 10, "transactions_by_request_keys"),
+            (FIND_ORIGINAL_ANY_TIME, 9, "transactions_by_request_keys"),
             (APPROVED_SINCE, 3, "transactions_approved"),
             (IDEMPOTENT_RESPONSE, 2, "sqlite_autoindex_idempotency_1"),
             (SEALED_PAN, 1, "PRIMARY KEY"),

@@ -119,6 +119,20 @@ ALTER TABLE transactions ADD COLUMN acquirer TEXT
     CHECK (length(acquirer) BETWEEN 1 AND 64);
 "#,
     },
+    Migration {
+        version: 3,
+        name: "originals matched within their merchant and acquirer",
+        sql: r#"
+-- A request's original is found by its acquirer keys within its owner:
+-- the merchant (DE42) is in the index, so two merchants (or acquirers,
+-- checked on the few rows left) sharing a terminal id and STAN read only
+-- their own rows.
+CREATE INDEX transactions_by_request_keys
+    ON transactions (terminal_id, stan, merchant_id, transmitted_at, created_at_ms)
+    WHERE stan IS NOT NULL;
+DROP INDEX transactions_by_acquirer_keys;
+"#,
+    },
 ];
 
 /// The newest version this build knows.

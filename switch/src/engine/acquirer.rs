@@ -2,13 +2,17 @@
 //! and the merchants and terminals it may send for. The engine holds every
 //! request to it before deciding; the TLS listener only tells who it is.
 
+use std::sync::Arc;
+
 use protocol::ids::{MerchantId, TerminalId};
 
 /// An acquirer the switch knows, as its client certificate identifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acquirer {
-    /// `[acquirers.NAME]`: what the journal records with each transaction.
-    pub name: String,
+    /// `[acquirers.NAME]`: what the journal records with each transaction,
+    /// and part of the keys its requests are matched by (shared, as each
+    /// request's duplicate key holds it).
+    pub name: Arc<str>,
     merchants: Option<Vec<MerchantId>>,
     terminals: Option<Vec<TerminalId>>,
 }
@@ -22,7 +26,7 @@ impl Acquirer {
         terminals: Option<Vec<TerminalId>>,
     ) -> Acquirer {
         Acquirer {
-            name,
+            name: name.into(),
             merchants,
             terminals,
         }
@@ -51,7 +55,7 @@ mod tests {
     #[test]
     fn an_acquirer_is_held_to_its_merchants_and_terminals() {
         let acquirer = Acquirer {
-            name: "north".to_owned(),
+            name: "north".into(),
             merchants: Some(vec![pad("ACME0000001").unwrap()]),
             terminals: Some(vec![pad("TERM0001").unwrap()]),
         };

@@ -154,8 +154,9 @@ impl Engine {
     /// ambiguous (the batch committed but its answer was lost: a dropped
     /// connection or a passed deadline after COMMIT was sent), so it is read
     /// back before anything is answered or given back. A full queue or a
-    /// closed journal never wrote anything.
-    async fn committed(
+    /// closed journal never wrote anything. Authorizations and reversals
+    /// (`reverse.rs`) alike.
+    pub(super) async fn committed(
         &self,
         appended: Result<storage::AppendOutcome, JournalError>,
         id: protocol::domain::TransactionId,
@@ -197,7 +198,7 @@ impl Engine {
 }
 
 /// What a read-back found of a record whose append reported a failure.
-enum Committed {
+pub(super) enum Committed {
     Yes,
     No(JournalError),
     /// Neither the commit nor the read-back could tell.

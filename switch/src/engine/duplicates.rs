@@ -2,7 +2,8 @@
 //! answer to the same acquirer keys may be, behind one check.
 //!
 //! ```text
-//! keys (terminal, STAN, DE7) -> in flight here?   wait for its answer
+//! keys (terminal, STAN, DE7; merchant, acquirer)
+//!                            -> in flight here?   wait for its answer
 //!                            -> answered recently here (recent index)?
 //!                            -> in a fleet: claimed or answered by a node (Redis)?
 //!                            -> a repeat, after a restart, or Redis away: the journal
@@ -11,7 +12,10 @@
 //!
 //! A retransmission or repeat of a request already answered gets the same
 //! answer and is counted once; the same keys with another card or amount are
-//! a different request reusing keys: 94. A request without keys (JSON; its
+//! a different request reusing keys: 94. Keys belong to their owner: the
+//! same terminal and STAN under another merchant (DE42) or another acquirer
+//! (a plain-TCP client is "none") are another request, decided on its own,
+//! since terminal ids repeat everywhere (`TERM0001`). A request without keys (JSON; its
 //! `Idempotency-Key` plays that part at the HTTP ingress) is always new.
 //!
 //! The [`Slot`] a new request gets holds its keys from the check to its
@@ -20,33 +24,25 @@
 //! (a cancelled task) frees the keys.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use protocol::Amount;
 use protocol::domain::{Authorization, Decision, DeclineReason, Token, TransactionId};
-use protocol::ids::{Stan, TerminalId, TransmissionTime};
 
 use crate::config::DuplicateSettings;
 use crate::engine::acquirer::Acquirer;
 use storage::{JournalRecord, OriginalKeys, RecordKind, StorageError, StoreReader};
 use tokio::sync::watch;
 
-use crate::engine::fleet_claim::{claim_in_fleet, encode_answer};
+use crate::engine::duplicate_key::DuplicateKey;
+use crate::engine::fleet_claim::{Claimed, claim_in_fleet, encode_answer, wait_while_pending};
 use crate::engine::record::CardOutcome;
 use crate::engine::world::World;
-use crate::fleet::{OnRedisDown, request_key};
+use crate::fleet::OnRedisDown;
 
 /// How far back the journal is asked for a retransmission's original.
 const DUPLICATE_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
-
-/// Keys an acquirer identifies one request by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct DuplicateKey {
-    terminal_id: TerminalId,
-    stan: Stan,
-    transmitted_at: Option<TransmissionTime>,
-}
 
 /// What the duplicate check found.
 #[derive(Debug)]
@@ -115,8 +111,10 @@ impl Duplicates {
             terminal_id: authorization.terminal_id,
             stan: keys.stan,
             transmitted_at: keys.transmitted_at,
+            merchant_id: authorization.merchant_id,
+            acquirer: acquirer.map(|acquirer| Arc::clone(&acquirer.name)),
         };
-        let mut slot = match self.enter(key).await {
+        let mut slot = match self.enter(key.clone()).await {
             Ok(slot) => slot,
             // A copy of a request in flight: its answer, published by the
             // first request's own slot.
@@ -136,17 +134,20 @@ impl Duplicates {
         // first node's answer instead of being decided twice.
         let mut claimed = false;
         if let Some(fleet) = &world.fleet {
-            let redis_key = request_key(
-                key.terminal_id.as_str().trim_end(),
-                key.stan.as_str(),
-                key.transmitted_at.as_ref().map(|at| at.as_str()),
-            );
+            let redis_key = key.redis_key();
             match claim_in_fleet(world, fleet.as_ref(), &redis_key, authorization).await {
-                Ok(None) => {
+                Ok(Claimed::Fresh) => {
                     slot.fleet_key = Some(redis_key);
                     claimed = true;
                 }
-                Ok(Some(first)) => return slot.answered(world, first, token, authorization).await,
+                // The fleet cannot vouch: a claim lapsed unanswered (its
+                // node may have recorded an answer it could not share), or
+                // Redis may have lost the keys. The journal is asked below,
+                // as without a claim.
+                Ok(Claimed::TakenOver) => slot.fleet_key = Some(redis_key),
+                Ok(Claimed::Answered(first)) => {
+                    return slot.answered(world, first, token, authorization).await;
+                }
                 Err(()) if fleet.on_redis_down() == OnRedisDown::Decline => {
                     return slot
                         .refused(world, authorization, token, DeclineReason::Overloaded)
@@ -157,10 +158,11 @@ impl Duplicates {
             }
         }
         // The journal is asked for a repeat, in a fleet whose Redis could
-        // not be asked, and after a restart (see `journal_check_until_ms`).
-        // A fleet node that claimed the keys skips the after-restart check:
-        // Redis keeps every answer of the fleet for the duplicate window, so
-        // a claim won means no node answered these keys in it. (Measured: a
+        // not be asked or whose claim was taken over, and after a restart
+        // (see `journal_check_until_ms`). A fleet node whose claim is fresh
+        // skips the after-restart check: Redis keeps every claim and answer
+        // of the fleet for the duplicate window, so a fresh claim means no
+        // node answered these keys in it. (Measured: a
         // journal read per request for two minutes after a restart halved a
         // fleet node's rate.)
         let after_restart =
@@ -169,11 +171,7 @@ impl Duplicates {
             || (world.fleet.is_some() && !claimed)
             || (world.fleet.is_none() && after_restart);
         if ask_journal {
-            let keys = OriginalKeys {
-                terminal_id: key.terminal_id,
-                stan: key.stan,
-                transmitted_at: key.transmitted_at,
-            };
+            let keys = key.original_keys();
             let kinds = [RecordKind::Authorization, RecordKind::Purchase];
             match world.store.find_original(&keys, &kinds, since_ms).await {
                 Ok(Some(original)) => {
@@ -198,41 +196,50 @@ impl Duplicates {
         Check::New(slot)
     }
 
-    /// Waits until requests with these acquirer keys that are between their
-    /// duplicate check and their answer on this node have been answered
-    /// (committed or not): a reversal of an original still in flight must
-    /// find it in the journal, not miss it and leave it counted.
-    /// `transmitted_at: None` (a reversal without DE90) matches any time.
-    pub(crate) async fn wait_for_in_flight(
-        &self,
-        terminal_id: TerminalId,
-        stan: Stan,
-        transmitted_at: Option<TransmissionTime>,
-    ) {
+    /// Waits until requests with these keys (and owner) that are between
+    /// their duplicate check and their answer have been answered (committed
+    /// or not): a reversal of an original still in flight must find it in
+    /// the journal, not miss it and leave it counted. On this node that is
+    /// its in-flight map; in a fleet, with DE90 (the original's keys whole),
+    /// also a claim another node holds pending in Redis, waited for at most
+    /// the claim's pending time (`wait_while_pending`).
+    /// `transmitted_at: None` (a reversal without DE90) matches any time,
+    /// which a Redis key cannot: such a reversal waits only for this node.
+    pub(crate) async fn wait_for_in_flight(&self, world: &World, keys: &OriginalKeys) {
+        let key = DuplicateKey::of_original(keys);
         let waiting: Vec<watch::Receiver<Option<CardOutcome>>> = match self.in_flight.lock() {
             // With DE90 the original's keys are known whole: one lookup.
-            Ok(in_flight) if transmitted_at.is_some() => in_flight
-                .get(&DuplicateKey {
-                    terminal_id,
-                    stan,
-                    transmitted_at,
-                })
-                .cloned()
-                .into_iter()
-                .collect(),
+            Ok(in_flight) if key.transmitted_at.is_some() => {
+                in_flight.get(&key).cloned().into_iter().collect()
+            }
             // Without it, any transmission time: the in-flight map is bounded
             // by the connections and their requests in flight.
             Ok(in_flight) => in_flight
                 .iter()
-                .filter(|(key, _)| key.terminal_id == terminal_id && key.stan == stan)
+                .filter(|(held, _)| {
+                    held.terminal_id == key.terminal_id
+                        && held.stan == key.stan
+                        && held.merchant_id == key.merchant_id
+                        && held.acquirer == key.acquirer
+                })
                 .map(|(_, receiver)| receiver.clone())
                 .collect(),
-            Err(_) => return,
+            Err(_) => Vec::new(),
         };
+        // An original in flight here is answered here: its claim in Redis
+        // has nothing more to say (and stays pending if its answer could not
+        // be shared there).
+        let in_flight_here = !waiting.is_empty();
         for mut receiver in waiting {
             // An error: that request ended without an answer (cancelled),
             // so there is nothing more to wait for.
             let _ = receiver.wait_for(Option::is_some).await;
+        }
+        if let Some(fleet) = &world.fleet
+            && key.transmitted_at.is_some()
+            && !in_flight_here
+        {
+            wait_while_pending(world, fleet.as_ref(), &key.redis_key()).await;
         }
     }
 
@@ -249,7 +256,7 @@ impl Duplicates {
                     Some(receiver) => receiver.clone(),
                     None => {
                         let (sender, receiver) = watch::channel(None);
-                        in_flight.insert(key, receiver);
+                        in_flight.insert(key.clone(), receiver);
                         return Ok(Slot::holding(self, Some(key), Some(sender)));
                     }
                 }
@@ -329,10 +336,10 @@ impl<'a> Slot<'a> {
     /// on, from the recent index, the fleet, and copies waiting now.
     pub(crate) async fn recorded(self, world: &World, outcome: &CardOutcome) {
         if let (Some(key), Some(token), Ok(mut recent)) =
-            (self.key, outcome.token, self.duplicates.recent.lock())
+            (&self.key, outcome.token, self.duplicates.recent.lock())
         {
             recent.insert(
-                key,
+                key.clone(),
                 Recent {
                     id: outcome.id,
                     decision: outcome.decision,
@@ -407,7 +414,9 @@ impl<'a> Slot<'a> {
         }
     }
 
-    /// Gives up the claim this node holds in the fleet, if any.
+    /// Gives up the claim this node holds in the fleet, if any: it lapses,
+    /// so the next claim of these keys asks the journal (this request may
+    /// be on disk when its commit could not be read back).
     async fn release_in_fleet(&self, world: &World) {
         if let (Some(fleet), Some(redis_key)) = (&world.fleet, &self.fleet_key)
             && let Err(error) = fleet.release(redis_key).await
@@ -428,15 +437,15 @@ impl<'a> Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let (Some(key), Some(sender)) = (self.key, &self.sender) else {
+        let (Some(key), Some(sender)) = (&self.key, &self.sender) else {
             return;
         };
         if let Ok(mut in_flight) = self.duplicates.in_flight.lock()
             && in_flight
-                .get(&key)
+                .get(key)
                 .is_some_and(|receiver| receiver.same_channel(&sender.subscribe()))
         {
-            in_flight.remove(&key);
+            in_flight.remove(key);
         }
     }
 }
@@ -532,16 +541,17 @@ impl RecentRequests {
 
     fn insert(&mut self, key: DuplicateKey, recent: Recent) {
         let oldest_ms = recent.at_ms.saturating_sub(self.window_ms);
-        while let Some(&(at_ms, old)) = self.order.front() {
+        while let Some(&(at_ms, _)) = self.order.front() {
             if at_ms >= oldest_ms && self.order.len() < self.entries_max {
                 break;
             }
-            self.order.pop_front();
-            if self.map.get(&old).is_some_and(|entry| entry.at_ms == at_ms) {
+            if let Some((_, old)) = self.order.pop_front()
+                && self.map.get(&old).is_some_and(|entry| entry.at_ms == at_ms)
+            {
                 self.map.remove(&old);
             }
         }
-        self.order.push_back((recent.at_ms, key));
+        self.order.push_back((recent.at_ms, key.clone()));
         self.map.insert(key, recent);
     }
 }
@@ -556,6 +566,8 @@ mod tests {
             terminal_id: Text::parse(b"TERM0001").unwrap(),
             stan: Text::parse(stan.as_bytes()).unwrap(),
             transmitted_at: None,
+            merchant_id: protocol::domain::pad("ACME0000001").unwrap(),
+            acquirer: None,
         }
     }
 

@@ -22,23 +22,37 @@ const CLAIM_WAIT_MS: u64 = 2_000;
 /// How often a copy asks again while another node decides.
 const CLAIM_POLL: Duration = Duration::from_millis(5);
 
-/// Claims a request's acquirer keys in Redis: `Ok(None)` when this node
-/// decides it, `Ok(Some(first))` when another node answered it, waiting
-/// while that node decides; `Err(())` when Redis cannot tell (down, or a
-/// claim pending past its deadline).
+/// What the fleet said of a request's keys, once this node may go on.
+#[derive(Debug)]
+pub(crate) enum Claimed {
+    /// This node decides the request; the fleet vouches that no node
+    /// answered its keys within the duplicate window.
+    Fresh,
+    /// This node decides the request, but the fleet cannot vouch that no
+    /// node answered it (a claim lapsed unanswered, or Redis may have lost
+    /// its keys): the journal must be asked first.
+    TakenOver,
+    /// Another node answered it: its answer.
+    Answered(CardOutcome),
+}
+
+/// Claims a request's acquirer keys in Redis, waiting while another node
+/// decides it. `Err(())` when Redis cannot tell (down, or a claim pending
+/// past this node's wait).
 pub(crate) async fn claim_in_fleet(
     world: &World,
     fleet: &dyn FleetStore,
     redis_key: &str,
     authorization: &Authorization,
-) -> Result<Option<CardOutcome>, ()> {
+) -> Result<Claimed, ()> {
     let waiting = Stopwatch::start();
     loop {
         match fleet.claim(redis_key, CLAIM_PENDING_MS).await {
-            Ok(Claim::Mine) => return Ok(None),
+            Ok(Claim::Mine) => return Ok(Claimed::Fresh),
+            Ok(Claim::TakenOver) => return Ok(Claimed::TakenOver),
             Ok(Claim::Answered(text)) => {
                 return decode_answer(&text, authorization)
-                    .map(Some)
+                    .map(Claimed::Answered)
                     .ok_or_else(|| {
                         tracing::warn!("redis: an answer in the fleet could not be read");
                     });
@@ -54,6 +68,35 @@ pub(crate) async fn claim_in_fleet(
                 world.count_fleet_error();
                 tracing::warn!(%error, "redis: the request's keys could not be claimed");
                 return Err(());
+            }
+        }
+    }
+}
+
+/// Waits while a node of the fleet holds `redis_key`'s claim pending (it is
+/// deciding that request), for a reversal that must find the request in the
+/// journal. Bounded by the claim's pending time: a claim still pending then
+/// lapses in Redis as well (its node is presumed dead), and the reversal
+/// goes on to the journal as it stands, as it does when Redis cannot be
+/// asked.
+pub(crate) async fn wait_while_pending(world: &World, fleet: &dyn FleetStore, redis_key: &str) {
+    let waiting = Stopwatch::start();
+    loop {
+        match fleet.pending(redis_key).await {
+            Ok(false) => return,
+            Ok(true) if waiting.elapsed() < Duration::from_millis(CLAIM_PENDING_MS) => {
+                tokio::time::sleep(CLAIM_POLL).await;
+            }
+            Ok(true) => {
+                tracing::warn!(
+                    "redis: the original of a reversal stayed pending on another node; matched against the journal as it stands"
+                );
+                return;
+            }
+            Err(error) => {
+                world.count_fleet_error();
+                tracing::warn!(%error, "redis: whether a reversal's original is in flight could not be asked");
+                return;
             }
         }
     }

@@ -35,6 +35,8 @@
 //!
 //! - `parts.rs`: what an engine is built from, and readiness.
 //! - `ids.rs`: transaction ids and auth codes from the random source.
+//! - `duplicate_key.rs`: the keys a request is known by, with its owner
+//!   (merchant, acquirer), as the duplicate check and reversals match them.
 //! - `fleet_claim.rs`: a request's keys claimed in Redis, and the answers
 //!   nodes share there (used by `duplicates.rs`).
 //! - [`acquirer`]: who sent a request over mutual TLS, and what it may send.
@@ -42,6 +44,7 @@
 pub mod acquirer;
 mod authorize;
 mod decide;
+mod duplicate_key;
 mod duplicates;
 mod fleet_claim;
 mod ids;

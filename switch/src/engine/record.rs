@@ -251,7 +251,7 @@ impl Draft<'_> {
             auth_code,
             reason,
             original_id: self.original_id,
-            acquirer: self.acquirer.map(|acquirer| acquirer.name.clone()),
+            acquirer: self.acquirer.map(|acquirer| acquirer.name.to_string()),
             timings: self.timings,
             sealed_pan: self.sealed_pan,
             idempotency: self.idempotency,

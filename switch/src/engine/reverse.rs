@@ -1,9 +1,13 @@
 //! [`Engine::reverse`]: a reversal from either ingress.
 //!
 //! ```text
-//! replayed? (91) -> acquirer permit (58) -> an original with these keys still in flight? wait for its answer
-//!   -> find the original (by acquirer keys or by id; 96 when the lookup fails)
-//!   -> journal the reversal (an unknown original by keys is acknowledged and journaled too)
+//! replayed? (91) -> acquirer permit (58)
+//!   -> by keys: an original with these keys and owner still in flight, here or
+//!      (with DE90) on another node of the fleet? wait for its answer
+//!   -> find the original (by acquirer keys within the reversal's merchant and
+//!      acquirer, or by id; 96 when the lookup fails)
+//!   -> journal the reversal (an unknown original by keys is acknowledged and journaled too);
+//!      a failed commit is read back: committed -> as recorded, else 96
 //!   -> the first reversal of an approved original gives its velocity back, once
 //! ```
 //!
@@ -15,12 +19,13 @@
 
 use std::sync::atomic::Ordering;
 
-use protocol::domain::{OriginalRef, Reversal, ReversalKind, ReversedAmount};
+use protocol::domain::{OriginalRef, Reversal, ReversalKind, ReversedAmount, TransactionId};
 use protocol::ids::TerminalId;
 use protocol::{Amount, Currency};
 use storage::{AppendOutcome, JournalRecord, OriginalKeys, RecordKind, StageTimings, StoreReader};
 
 use crate::engine::acquirer::Acquirer;
+use crate::engine::authorize::Committed;
 use crate::engine::decide::{self, Reservation};
 use crate::engine::parts::Engine;
 use crate::engine::record::{Answer, CardFacts, Draft, ReversalOutcome, ReversalRefusal};
@@ -70,17 +75,26 @@ impl Engine {
             tracing::info!(acquirer = %acquirer.name, "reversal for a merchant or terminal not the acquirer's answered 58");
             return Err(ReversalRefusal::AcquirerNotPermitted);
         }
-        if let OriginalRef::Keys {
-            terminal_id,
-            stan,
-            transmitted_at,
-        } = reversal.original
-        {
-            self.duplicates
-                .wait_for_in_flight(terminal_id, stan, transmitted_at)
-                .await;
-        }
-        let original = find_original(world, reversal).await?;
+        let original = match reversal.original {
+            OriginalRef::Keys {
+                terminal_id,
+                stan,
+                transmitted_at,
+            } => {
+                // The original is the reversal's merchant's and acquirer's:
+                // another's under the same terminal and STAN is not it.
+                let keys = OriginalKeys {
+                    terminal_id,
+                    stan,
+                    transmitted_at,
+                    merchant_id: reversal.merchant_id,
+                    acquirer: acquirer.map(|acquirer| acquirer.name.to_string()),
+                };
+                self.duplicates.wait_for_in_flight(world, &keys).await;
+                find_by_keys(world, &keys).await?
+            }
+            OriginalRef::Id(id) => find_by_id(world, reversal, id).await?,
+        };
         let stated = Stated::of(reversal, original.as_ref())?;
 
         let now_ms = world.clock.now_ms();
@@ -115,14 +129,19 @@ impl Engine {
         let first = match world.append(reversal.channel, record).await {
             Ok(AppendOutcome::Recorded | AppendOutcome::IdempotencyKeyTaken { .. }) => true,
             Ok(AppendOutcome::AlreadyReversed { .. }) => false,
-            Err(error) => {
-                world
-                    .metrics
-                    .journal_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "reversal journal append failed; answering 96");
-                return Err(ReversalRefusal::JournalFailed);
-            }
+            // A failed commit may have committed: read back, as for an
+            // authorization, before anything is answered or given back.
+            Err(error) => match self.committed(Err(error), id).await {
+                Committed::Yes => holds_original(world, original.as_ref(), id).await,
+                Committed::No(error) | Committed::Unknown(error) => {
+                    world
+                        .metrics
+                        .journal_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "reversal journal append failed; answering 96");
+                    return Err(ReversalRefusal::JournalFailed);
+                }
+            },
         };
         if first
             && let Some(original) = original.as_ref().filter(|o| o.response_code.is_approved())
@@ -157,49 +176,67 @@ impl Engine {
     }
 }
 
-/// The original `reversal` names: by acquirer keys, the most recent
-/// authorization or purchase within the window, if any; by id, the
-/// reversal's merchant's transaction, which must exist and be reversible
-/// (another merchant's is "unknown", so ids cannot be probed).
-async fn find_original(
+/// The original a reversal names by acquirer keys (and owner): the most
+/// recent authorization or purchase within the window, if any.
+async fn find_by_keys(
+    world: &World,
+    keys: &OriginalKeys,
+) -> Result<Option<JournalRecord>, ReversalRefusal> {
+    let since_ms = world.clock.now_ms().saturating_sub(REVERSAL_WINDOW_MS);
+    world
+        .store
+        .find_original(keys, &REVERSIBLE, since_ms)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "original lookup failed; answering 96");
+            ReversalRefusal::LookupFailed
+        })
+}
+
+/// The original a reversal names by `id`: the reversal's merchant's
+/// transaction, which must exist and be reversible (another merchant's is
+/// "unknown", so ids cannot be probed).
+async fn find_by_id(
     world: &World,
     reversal: &Reversal,
+    id: TransactionId,
 ) -> Result<Option<JournalRecord>, ReversalRefusal> {
-    match reversal.original {
-        OriginalRef::Keys {
-            terminal_id,
-            stan,
-            transmitted_at,
-        } => {
-            let keys = OriginalKeys {
-                terminal_id,
-                stan,
-                transmitted_at,
-            };
-            let since_ms = world.clock.now_ms().saturating_sub(REVERSAL_WINDOW_MS);
-            world
-                .store
-                .find_original(&keys, &REVERSIBLE, since_ms)
-                .await
-                .map_err(|error| {
-                    tracing::warn!(%error, "original lookup failed; answering 96");
-                    ReversalRefusal::LookupFailed
-                })
+    match world.store.transaction(id).await {
+        Ok(Some(stored)) if stored.record.merchant_id == reversal.merchant_id => {
+            if REVERSIBLE.contains(&stored.record.kind) {
+                Ok(Some(stored.record))
+            } else {
+                Err(ReversalRefusal::NotReversible)
+            }
         }
-        OriginalRef::Id(id) => match world.store.transaction(id).await {
-            Ok(Some(stored)) if stored.record.merchant_id == reversal.merchant_id => {
-                if REVERSIBLE.contains(&stored.record.kind) {
-                    Ok(Some(stored.record))
-                } else {
-                    Err(ReversalRefusal::NotReversible)
-                }
-            }
-            Ok(_) => Err(ReversalRefusal::UnknownOriginal),
-            Err(error) => {
-                tracing::warn!(%error, "transaction lookup failed");
-                Err(ReversalRefusal::LookupFailed)
-            }
-        },
+        Ok(_) => Err(ReversalRefusal::UnknownOriginal),
+        Err(error) => {
+            tracing::warn!(%error, "transaction lookup failed");
+            Err(ReversalRefusal::LookupFailed)
+        }
+    }
+}
+
+/// Whether the reversal `id`, committed although its commit reported a
+/// failure, is the first of its original (the one the `reversals` table
+/// holds), read back. If that cannot be read, it is taken as not the first:
+/// nothing is given back, so the doubt can cost a spare decline until the
+/// approval leaves its windows (or a restart replays it), never an extra
+/// approval.
+async fn holds_original(
+    world: &World,
+    original: Option<&JournalRecord>,
+    id: TransactionId,
+) -> bool {
+    let Some(original) = original else {
+        return true;
+    };
+    match world.store.transaction(original.id).await {
+        Ok(stored) => stored.is_some_and(|stored| stored.reversed_by == Some(id)),
+        Err(error) => {
+            tracing::warn!(%error, "a committed reversal's original could not be read back; nothing given back");
+            false
+        }
     }
 }
 

@@ -34,6 +34,10 @@
 //! node's next check (one second at most) that node still counts in the
 //! lost generation: the window of risk is that second.
 //!
+//! **Duplicate claims.** A request's acquirer keys are claimed here too, so
+//! one node decides it (`claims.rs`: a claim's states and keys; `since.rs`:
+//! when a fresh claim may vouch that no node answered).
+//!
 //! The engine reaches this state through [`FleetStore`], which [`Fleet`]
 //! implements over Redis, so a test or a simulation can give it an
 //! in-memory fleet instead.
@@ -55,9 +59,12 @@ use redis::aio::ConnectionManager;
 use redis::{Client, Script};
 use storage::{AnyStore, ReplayPages, StorageError};
 
-use scripts::{CLAIM_LUA, GIVE_BACK_LUA, RESERVE_LUA};
+pub use claims::{Claim, request_key};
+use scripts::{CLAIM_LUA, GIVE_BACK_LUA, PENDING_LUA, RELEASE_LUA, RESERVE_LUA, SINCE_LUA};
 
+mod claims;
 mod scripts;
+mod since;
 
 /// What the switch does when Redis does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -99,30 +106,13 @@ const REBUILD_PAGE_ROWS: u32 = 2_000;
 /// How long one page's pipeline may take: far more than a request's call.
 const REBUILD_PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What Redis holds for a request's acquirer keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// This node claimed the keys: it decides the request.
-    Mine,
-    /// Another node is deciding it now.
-    Pending,
-    /// Another node answered it: its answer, as [`Fleet::answer`] wrote it.
-    Answered(String),
-}
-
-/// The Redis key of a request's acquirer keys. The terminal is the hash tag,
-/// so one acquirer terminal's keys share a Redis Cluster slot.
-pub fn request_key(terminal_id: &str, stan: &str, transmitted_at: Option<&str>) -> String {
-    format!(
-        "d:{{{terminal_id}}}:{stan}:{}",
-        transmitted_at.unwrap_or("-")
-    )
-}
-
 /// The fleet's shared card velocity.
 pub struct Fleet {
     connection: ConnectionManager,
     claim: Script,
+    pending: Script,
+    release: Script,
+    since: Script,
     limits: CardLimits,
     timeout: Duration,
     timeout_ms: u64,
@@ -131,6 +121,11 @@ pub struct Fleet {
     give_back: Script,
     /// The generation of card hashes in use; 0 while none is whole.
     generation: AtomicU64,
+    /// How long a request's claim or answer is kept: the duplicate window.
+    duplicate_window_ms: u64,
+    /// Since when (ms, Redis's clock) Redis has held the fleet's claims, as
+    /// last read (`since.rs`); 0 while unknown.
+    claims_since_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -182,11 +177,14 @@ fn limit_arg(limit: Option<u64>) -> i64 {
 impl Fleet {
     /// Builds the connection without connecting: a node starts even while
     /// Redis is away, and the connection manager reconnects by itself.
+    /// `duplicate_window_ms`: how long Redis keeps a request's claim or
+    /// answer (`duplicates.window_ms`).
     pub fn new(
         redis_url: &str,
         limits: CardLimits,
         timeout_ms: u64,
         on_redis_down: OnRedisDown,
+        duplicate_window_ms: u64,
     ) -> Result<Fleet, FleetError> {
         let client = Client::open(redis_url)?;
         let timeout = Duration::from_millis(timeout_ms);
@@ -203,9 +201,14 @@ impl Fleet {
             timeout_ms,
             on_redis_down,
             claim: Script::new(CLAIM_LUA),
+            pending: Script::new(PENDING_LUA),
+            release: Script::new(RELEASE_LUA),
+            since: Script::new(SINCE_LUA),
             reserve: Script::new(RESERVE_LUA),
             give_back: Script::new(GIVE_BACK_LUA),
             generation: AtomicU64::new(0),
+            duplicate_window_ms,
+            claims_since_ms: AtomicU64::new(0),
         })
     }
 
@@ -223,6 +226,11 @@ impl Fleet {
     /// journal) unless another node already is. Returns the generation in
     /// use, 0 while none is whole.
     pub async fn keep_built(&self, store: &AnyStore, now_ms: u64) -> Result<u64, FleetError> {
+        if let Err(error) = self.keep_claims_since(store, now_ms).await {
+            // Unknown: no claim vouches, each asks the journal.
+            self.claims_since_ms.store(0, Ordering::Relaxed);
+            tracing::warn!(%error, "fleet claims: since when redis holds them could not be read");
+        }
         let mut connection = self.connection.clone();
         let built: Option<u64> = self
             .within_timeout(
@@ -417,48 +425,6 @@ impl Fleet {
         Ok(())
     }
 
-    /// Claims `key` for this node (pending for at most `pending_ms`), or says
-    /// who holds it.
-    pub async fn claim(&self, key: &str, pending_ms: u64) -> Result<Claim, FleetError> {
-        let mut invocation = self.claim.prepare_invoke();
-        invocation.key(key).arg(pending_ms);
-        let mut connection = self.connection.clone();
-        let held: Option<String> = self
-            .within_timeout(invocation.invoke_async(&mut connection))
-            .await?;
-        Ok(match held {
-            None => Claim::Mine,
-            Some(value) if value == "pending" => Claim::Pending,
-            Some(answer) => Claim::Answered(answer),
-        })
-    }
-
-    /// Records this node's answer to the request it claimed, for `ttl_ms`.
-    pub async fn answer(&self, key: &str, answer: &str, ttl_ms: u64) -> Result<(), FleetError> {
-        let mut connection = self.connection.clone();
-        self.within_timeout(
-            redis::cmd("SET")
-                .arg(key)
-                .arg(answer)
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async::<()>(&mut connection),
-        )
-        .await
-    }
-
-    /// Gives up a claim without an answer (the request could not be
-    /// recorded), so a retransmission is decided afresh.
-    pub async fn release(&self, key: &str) -> Result<(), FleetError> {
-        let mut connection = self.connection.clone();
-        self.within_timeout(
-            redis::cmd("DEL")
-                .arg(key)
-                .query_async::<()>(&mut connection),
-        )
-        .await
-    }
-
     /// PING, for `/health/ready`.
     pub async fn ping(&self) -> Result<(), FleetError> {
         let mut connection = self.connection.clone();
@@ -480,15 +446,22 @@ pub trait FleetStore: Send + Sync + 'static {
     fn on_redis_down(&self) -> OnRedisDown;
 
     /// Claims `key` for this node (pending for at most `pending_ms`), or
-    /// says who holds it.
+    /// says who holds it: [`Claim::Mine`] only when the store can vouch that
+    /// no node answered `key` within the duplicate window, else
+    /// [`Claim::TakenOver`].
     fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim>;
 
     /// Records this node's answer to the request it claimed, for `ttl_ms`.
     fn answer<'a>(&'a self, key: &'a str, answer: &'a str, ttl_ms: u64) -> FleetFuture<'a, ()>;
 
-    /// Gives up a claim without an answer, so a retransmission is decided
-    /// afresh.
+    /// Gives up a claim without an answer: the next claim of `key` is
+    /// [`Claim::TakenOver`], so it is checked in the journal before it is
+    /// decided.
     fn release<'a>(&'a self, key: &'a str) -> FleetFuture<'a, ()>;
+
+    /// Whether a node holds `key`'s claim pending now (it is deciding that
+    /// request), without claiming it.
+    fn pending<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool>;
 
     /// Checks one approval against the card's global limits and counts it
     /// if it fits: `Ok(Err(reason))` is a decline, nothing counted.
@@ -513,9 +486,10 @@ pub trait FleetStore: Send + Sync + 'static {
     fn ping(&self) -> FleetFuture<'_, ()>;
 
     /// Checks that the shared velocity is whole, rebuilding it from the
-    /// journal (`store`) when the fleet store lost it; returns the generation
-    /// in use, 0 while none is whole. Called once a second and before the
-    /// node turns ready.
+    /// journal (`store`) when the fleet store lost it, and reads since when
+    /// the store has held the duplicate claims (`since.rs`); returns the
+    /// generation in use, 0 while none is whole. Called once a second and
+    /// before the node turns ready.
     fn keep_built<'a>(&'a self, store: &'a AnyStore, now_ms: u64) -> FleetFuture<'a, u64>;
 }
 
@@ -525,15 +499,51 @@ impl FleetStore for Fleet {
     }
 
     fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim> {
-        Box::pin(Fleet::claim(self, key, pending_ms))
+        Box::pin(async move {
+            let mut invocation = self.claim.prepare_invoke();
+            invocation
+                .key(key)
+                .arg(pending_ms)
+                .arg(self.duplicate_window_ms.max(pending_ms))
+                .arg(self.claims_since_ms.load(Ordering::Relaxed));
+            let mut connection = self.connection.clone();
+            let held: Option<String> = self
+                .within_timeout(invocation.invoke_async(&mut connection))
+                .await?;
+            Ok(Claim::read(held))
+        })
     }
 
     fn answer<'a>(&'a self, key: &'a str, answer: &'a str, ttl_ms: u64) -> FleetFuture<'a, ()> {
-        Box::pin(Fleet::answer(self, key, answer, ttl_ms))
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(answer).arg("PX").arg(ttl_ms);
+            self.within_timeout(set.query_async::<()>(&mut connection))
+                .await
+        })
     }
 
     fn release<'a>(&'a self, key: &'a str) -> FleetFuture<'a, ()> {
-        Box::pin(Fleet::release(self, key))
+        Box::pin(async move {
+            let mut invocation = self.release.prepare_invoke();
+            invocation.key(key);
+            let mut connection = self.connection.clone();
+            self.within_timeout(invocation.invoke_async::<()>(&mut connection))
+                .await
+        })
+    }
+
+    fn pending<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool> {
+        Box::pin(async move {
+            let mut invocation = self.pending.prepare_invoke();
+            invocation.key(key);
+            let mut connection = self.connection.clone();
+            let pending: i64 = self
+                .within_timeout(invocation.invoke_async(&mut connection))
+                .await?;
+            Ok(pending == 1)
+        })
     }
 
     fn reserve(
@@ -567,18 +577,6 @@ impl FleetStore for Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_keys_share_the_terminal_hash_tag() {
-        assert_eq!(
-            request_key("TERM0001", "000042", Some("1122183000")),
-            "d:{TERM0001}:000042:1122183000"
-        );
-        assert_eq!(
-            request_key("TERM0001", "000042", None),
-            "d:{TERM0001}:000042:-"
-        );
-    }
 
     #[test]
     fn a_card_is_one_hash_with_a_field_pair_per_bucket() {

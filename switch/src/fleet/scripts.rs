@@ -1,5 +1,6 @@
 //! The Lua scripts the fleet runs in Redis, each atomic there: a card's
-//! check-and-count, its give-back, and the claim of a request's keys.
+//! check-and-count, its give-back, and the claim of a request's keys
+//! (taken, given up, or looked at).
 
 /// Checks and counts one approval in every window, or declines without
 /// counting anything. KEYS[1]: the card's hash. ARGV[1]: amount; ARGV[2]:
@@ -79,13 +80,76 @@ end
 return 0
 ";
 
-/// Claims a request's acquirer keys for this node, or reads who has them.
-/// KEYS[1]: the request's key; ARGV[1]: how long a claim may stay pending
-/// (ms). Returns nil when this node now holds the claim, else the value
-/// there: `pending` while another node decides, or that node's answer.
+/// Claims a request's acquirer keys for this node, or reads who has them
+/// (see `claims.rs`). KEYS[1]: the request's key. ARGV[1]: how long a claim
+/// may stay pending (ms); ARGV[2]: how long the key is kept (ms), the
+/// duplicate window; ARGV[3]: since when (ms, Redis's clock) Redis has held
+/// the fleet's claims, as the node last read `d:since` (0: unknown).
+///
+/// A pending claim is `pending:<deadline>`, by Redis's own clock, and
+/// outlives its deadline, so a claim taken over after it can be told from a
+/// fresh one. Returns nil for a fresh claim that vouches no node answered
+/// the keys (absent, and Redis has held the claims for a whole window),
+/// `taken-over` for one that cannot vouch (a lapsed claim, or keys Redis may
+/// have lost), `pending` while another node's claim stands, or that node's
+/// answer.
 pub(super) const CLAIM_LUA: &str = r"
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local held = redis.call('GET', KEYS[1])
+local vouched = false
+if held then
+  local deadline = string.match(held, '^pending:(%d+)$')
+  if deadline then
+    if tonumber(deadline) > now_ms then return 'pending' end
+  elseif held ~= 'lapsed' then
+    return held
+  end
+else
+  local since = tonumber(ARGV[3])
+  vouched = since > 0 and now_ms - since >= tonumber(ARGV[2])
+end
+local deadline = string.format('%d', now_ms + tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], 'pending:' .. deadline, 'PX', ARGV[2])
+if vouched then return false end
+return 'taken-over'
+";
+
+/// Reads since when Redis has held the fleet's claims, setting it when it
+/// is missing (Redis is new, or lost its keys). KEYS[1]: `d:since`; ARGV[1]:
+/// how far before now to set it (ms): the duplicate window when the journal
+/// holds no request a claim could miss, else 0. Returns the value (ms,
+/// Redis's clock).
+pub(super) const SINCE_LUA: &str = r"
 local held = redis.call('GET', KEYS[1])
 if held then return held end
-redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1])
-return false
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local since = string.format('%d', math.max(now_ms - tonumber(ARGV[1]), 1))
+redis.call('SET', KEYS[1], since)
+return since
+";
+
+/// Gives up a pending claim without an answer: it becomes `lapsed` for the
+/// rest of the key's life. KEYS[1]: the request's key. An answer already
+/// there (another node's, after this claim's deadline) stays.
+pub(super) const RELEASE_LUA: &str = r"
+local held = redis.call('GET', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if held and ttl > 0 and string.match(held, '^pending:') then
+  redis.call('SET', KEYS[1], 'lapsed', 'PX', ttl)
+end
+return 0
+";
+
+/// Whether a node holds a request's keys pending now: 1 or 0. KEYS[1]: the
+/// request's key. Claims nothing.
+pub(super) const PENDING_LUA: &str = r"
+local held = redis.call('GET', KEYS[1])
+local deadline = held and string.match(held, '^pending:(%d+)$')
+if not deadline then return 0 end
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if tonumber(deadline) > now_ms then return 1 end
+return 0
 ";

@@ -475,11 +475,11 @@ mod tests {
             config("south", "south.acquirers.example"),
         ]);
         let north = acquirers.identify(&leaf("ACQ-NORTH", &[])).unwrap();
-        assert_eq!(north.name, "north");
+        assert_eq!(&*north.name, "north");
         let south = acquirers
             .identify(&leaf("someone", &["south.acquirers.example"]))
             .unwrap();
-        assert_eq!(south.name, "south");
+        assert_eq!(&*south.name, "south");
         assert!(acquirers.identify(&leaf("acq-west", &[])).is_none());
         // Two acquirers in one certificate: neither.
         assert!(

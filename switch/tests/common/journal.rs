@@ -57,13 +57,26 @@ pub fn append(data_dir: &Path, records: Vec<JournalRecord>) {
     });
 }
 
-/// The record of `request`, an authorization or a purchase, found by its
-/// acquirer keys (DE41, DE11) as a retransmission is.
+/// The record of `request`, an authorization or a purchase from a plain
+/// connection, found by its acquirer keys (DE41, DE11) and merchant (DE42)
+/// as a retransmission is.
 pub fn journaled(data_dir: &Path, request: &Message) -> JournalRecord {
+    journaled_under(data_dir, request, None)
+}
+
+/// The record of `request` as [`journaled`] finds it, sent by the acquirer
+/// named `acquirer` (mutual TLS; `None`: a plain connection).
+pub fn journaled_under(
+    data_dir: &Path,
+    request: &Message,
+    acquirer: Option<&str>,
+) -> JournalRecord {
     let keys = OriginalKeys {
         terminal_id: Text::parse(request.get(41).unwrap()).unwrap(),
         stan: Text::parse(request.get(11).unwrap()).unwrap(),
         transmitted_at: None,
+        merchant_id: Text::parse(request.get(42).unwrap()).unwrap(),
+        acquirer: acquirer.map(str::to_owned),
     };
     read_journal(data_dir, async |store| {
         store
