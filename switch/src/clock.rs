@@ -43,3 +43,26 @@ pub fn monotonic_us() -> u64 {
     static ORIGIN: OnceLock<Stopwatch> = OnceLock::new();
     ORIGIN.get_or_init(Stopwatch::start).elapsed_us()
 }
+
+/// A point a wait gives up at, on tokio's timer clock: the clock the waits
+/// themselves sleep on, so a test or the simulation that pauses tokio's
+/// time moves both together, and a wait bounded in seconds takes no real
+/// time there.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: tokio::time::Instant,
+}
+
+impl Deadline {
+    /// `after` from now.
+    pub fn after(after: Duration) -> Deadline {
+        Deadline {
+            at: tokio::time::Instant::now() + after,
+        }
+    }
+
+    /// Whether it has come.
+    pub fn has_passed(&self) -> bool {
+        tokio::time::Instant::now() >= self.at
+    }
+}

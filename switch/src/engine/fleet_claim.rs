@@ -9,7 +9,7 @@ use protocol::Amount;
 use protocol::domain::{Authorization, Decision, DeclineReason, Token, TransactionId};
 use protocol::ids::AuthCode;
 
-use crate::clock::Stopwatch;
+use crate::clock::Deadline;
 use crate::engine::record::CardOutcome;
 use crate::engine::world::World;
 use crate::fleet::{Claim, FleetStore};
@@ -45,7 +45,7 @@ pub(crate) async fn claim_in_fleet(
     redis_key: &str,
     authorization: &Authorization,
 ) -> Result<Claimed, ()> {
-    let waiting = Stopwatch::start();
+    let giving_up = Deadline::after(Duration::from_millis(CLAIM_WAIT_MS));
     loop {
         match fleet.claim(redis_key, CLAIM_PENDING_MS).await {
             Ok(Claim::Mine) => return Ok(Claimed::Fresh),
@@ -57,7 +57,7 @@ pub(crate) async fn claim_in_fleet(
                         tracing::warn!("redis: an answer in the fleet could not be read");
                     });
             }
-            Ok(Claim::Pending) if waiting.elapsed() < Duration::from_millis(CLAIM_WAIT_MS) => {
+            Ok(Claim::Pending) if !giving_up.has_passed() => {
                 tokio::time::sleep(CLAIM_POLL).await;
             }
             Ok(Claim::Pending) => {
@@ -80,11 +80,11 @@ pub(crate) async fn claim_in_fleet(
 /// goes on to the journal as it stands, as it does when Redis cannot be
 /// asked.
 pub(crate) async fn wait_while_pending(world: &World, fleet: &dyn FleetStore, redis_key: &str) {
-    let waiting = Stopwatch::start();
+    let giving_up = Deadline::after(Duration::from_millis(CLAIM_PENDING_MS));
     loop {
         match fleet.pending(redis_key).await {
             Ok(false) => return,
-            Ok(true) if waiting.elapsed() < Duration::from_millis(CLAIM_PENDING_MS) => {
+            Ok(true) if !giving_up.has_passed() => {
                 tokio::time::sleep(CLAIM_POLL).await;
             }
             Ok(true) => {

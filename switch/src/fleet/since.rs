@@ -4,7 +4,7 @@
 //! whole duplicate window ago (`claims.rs`); when Redis lost its keys (a
 //! flush, a failover to an empty replica) `d:since` is gone with them, and
 //! the first node to notice sets it afresh, so for the next window every
-//! claim asks the journal. Unless the journal holds no approval of the
+//! claim asks the journal. Unless the journal holds no request of the
 //! window before now: then there is nothing a claim could miss (a new
 //! fleet, a test or a benchmark on an empty journal), and it is set a window
 //! back. As for velocity, a node still vouches for at most the second
@@ -38,13 +38,10 @@ impl Fleet {
         let since = match held {
             Some(since) => since,
             None => {
-                // Approvals are what a retransmission must not count twice,
-                // as after a single node's restart.
+                // Any request of the window, as after a single node's
+                // restart: a decline retransmitted gets that decline too.
                 let window_start = now_ms.saturating_sub(self.duplicate_window_ms);
-                let quiet = store
-                    .approved_since(window_start, None, 1)
-                    .await?
-                    .is_empty();
+                let quiet = !store.recorded_since(window_start).await?;
                 let back_ms = if quiet { self.duplicate_window_ms } else { 0 };
                 let mut invocation = self.since.prepare_invoke();
                 invocation.key(SINCE_KEY).arg(back_ms);
