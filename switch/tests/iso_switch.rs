@@ -157,12 +157,6 @@ fn velocity_is_exhausted_and_given_back_once_by_a_reversal() {
     );
 }
 
-/// DE95 for an original that keeps `remaining` of its amount: actual
-/// transaction n12, settlement n12, then the two fees, sign and n8.
-fn replacement_amounts(remaining: u64) -> String {
-    format!("{remaining:012}{remaining:012}C00000000C00000000")
-}
-
 #[test]
 fn a_reversal_with_de95_gives_back_only_what_it_takes_off() {
     let switch = TestSwitch::start();
