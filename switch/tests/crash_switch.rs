@@ -448,12 +448,8 @@ impl IsoKey {
 enum IsoWhat {
     /// A 0100 or 0200 for `amount`.
     Card { amount: u64 },
-    /// A 0400 of `original`, which was acknowledged approved before it was
-    /// sent when `original_acknowledged`.
-    Reversal {
-        original: IsoKey,
-        original_acknowledged: bool,
-    },
+    /// A 0400 of `original`, always sent after it on the same connection.
+    Reversal { original: IsoKey },
 }
 
 /// DE39 and DE38 of one answer.
@@ -474,8 +470,8 @@ struct IsoEntry {
     request: Message,
     what: IsoWhat,
     answers: Vec<IsoAnswer>,
-    /// Given up on without a final answer, and reversed instead (as an
-    /// acquirer does on a timeout).
+    /// Reversed before a final answer came (as an acquirer does on a
+    /// timeout, or a POS cancelling at once), so never sent again.
     abandoned: bool,
     /// Times it went unanswered: the connection cut by a kill.
     cut: u32,
@@ -552,7 +548,7 @@ impl Acquirer<'_> {
 
     /// A reversal of `original`: all of it, a DE4 below it, or DE95 saying
     /// what stands.
-    fn reversal(&mut self, original: &IsoKey, acknowledged: bool, whole: bool) -> Message {
+    fn reversal(&mut self, original: &IsoKey, whole: bool) -> Message {
         let entry = &self.log[original];
         let IsoWhat::Card { amount, .. } = entry.what else {
             unreachable!("only card requests are reversed")
@@ -573,7 +569,6 @@ impl Acquirer<'_> {
                 request: reversal.clone(),
                 what: IsoWhat::Reversal {
                     original: original.clone(),
-                    original_acknowledged: acknowledged,
                 },
                 answers: Vec::new(),
                 abandoned: false,
@@ -614,7 +609,7 @@ impl Acquirer<'_> {
                     // A timeout reversal: the acquirer gives up on it.
                     self.pending.swap_remove(at);
                     self.log.get_mut(&key).unwrap().abandoned = true;
-                    let reversal = self.reversal(&key, false, true);
+                    let reversal = self.reversal(&key, true);
                     self.pending.push(IsoKey::of(&reversal));
                     reversal
                 } else {
@@ -635,18 +630,19 @@ impl Acquirer<'_> {
                 let key = self
                     .reversible
                     .swap_remove(self.dice.index(self.reversible.len()));
-                let reversal = self.reversal(&key, true, false);
+                let reversal = self.reversal(&key, false);
                 self.pending.push(IsoKey::of(&reversal));
                 reversal
             } else {
-                // An original and its reversal pipelined together: the
-                // reversal may reach the engine while the original is in
-                // flight.
+                // An original and its reversal pipelined together (a POS
+                // cancelling at once): the reversal may reach the engine
+                // while the original is in flight. The original is never
+                // sent again once its reversal is out.
                 let original = self.card_request(false);
                 let key = IsoKey::of(&original);
-                self.pending.push(key.clone());
+                self.log.get_mut(&key).unwrap().abandoned = true;
                 batch.push(original);
-                let reversal = self.reversal(&key, false, false);
+                let reversal = self.reversal(&key, false);
                 self.pending.push(IsoKey::of(&reversal));
                 reversal
             };
@@ -979,10 +975,7 @@ fn check_against_journal(
                     assert_eq!(row.response_code, answer.code, "{key:?}");
                 }
             }
-            IsoWhat::Reversal {
-                original,
-                original_acknowledged,
-            } => {
+            IsoWhat::Reversal { original } => {
                 assert_eq!(answer.code, "00", "{key:?}: a reversal refused");
                 reversals += 1;
                 let rows = rows_of(key, false);
@@ -990,29 +983,28 @@ fn check_against_journal(
                     !rows.is_empty(),
                     "{key:?}: acknowledged reversal not in the journal"
                 );
-                let originals = rows_of(original, true);
-                if *original_acknowledged {
-                    let reversed = originals[0];
+                // Every original was sent before its reversal, on the same
+                // connection: acknowledged, cut by a kill, or pipelined
+                // just ahead of it. Journaled, it is what the reversal
+                // reversed; approved, it gave its velocity back.
+                if let Some(reversed) = rows_of(original, true).first() {
                     for row in &rows {
                         assert_eq!(
                             row.original_id.as_ref(),
                             Some(&reversed.id),
-                            "{key:?} reversed its acknowledged original {original:?}"
+                            "{key:?} reversed its original {original:?}"
                         );
                     }
+                    if reversed.response_code == "00" {
+                        assert!(
+                            journal.reversed.contains_key(&reversed.id),
+                            "{original:?} reversed by {key:?}"
+                        );
+                    }
+                } else {
                     assert!(
-                        journal.reversed.contains_key(&reversed.id),
-                        "{original:?} reversed"
-                    );
-                }
-                // An original given up on and reversed whole: if it was
-                // approved after all, the reversal found it.
-                if iso[original].abandoned
-                    && let Some(row) = originals.first().filter(|r| r.response_code == "00")
-                {
-                    assert!(
-                        journal.reversed.contains_key(&row.id),
-                        "{original:?}, approved unacknowledged, then reversed by {key:?}"
+                        iso[original].finals().all(|a| a.code != "00"),
+                        "{original:?} acknowledged approved, not journaled"
                     );
                 }
             }
@@ -1087,8 +1079,8 @@ fn check_against_journal(
         .count();
     let _ = writeln!(
         std::io::stderr(),
-        "{} ISO requests, {iso_cut} of them cut by a kill and {abandoned} given up and \
-         reversed; {} idempotency keys, {http_cut} cut by a kill and {retried} answered more \
+        "{} ISO requests, {iso_cut} of them cut by a kill and {abandoned} reversed before \
+         a final answer; {} idempotency keys, {http_cut} cut by a kill and {retried} answered more \
          than once; {approvals} approvals and {reversals} reversals acknowledged; {} journal rows",
         iso.len(),
         http.len(),
