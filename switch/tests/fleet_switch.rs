@@ -311,3 +311,108 @@ fn limits_hold_when_redis_loses_its_keys() {
         "5 a minute in all, 3 of them before the loss: {codes:?}"
     );
 }
+
+/// Redis loses every key while requests for a card are in flight on both
+/// nodes: the card's limit should still hold across the loss, counting what
+/// was approved before it, during it, and after.
+///
+/// It does not yet. Between the flush and a node's next check of `v:built`
+/// (up to a second, the window fleet/mod.rs names) each node reserves in
+/// the lost generation, which is empty, so the card's whole limit is handed
+/// out again: 10 approvals where 5 a minute are allowed, on the first run.
+/// Closing it needs the reserve script itself to refuse when `v:built` is
+/// not its generation (switch/src/fleet/scripts.rs), which is not this
+/// test's to change. Run it with `--run-ignored only`.
+#[test]
+#[ignore = "known: a node reserves in the lost generation until its next v:built check"]
+fn limits_hold_when_redis_loses_its_keys_under_load() {
+    let Some((_database, redis)) = database_and_redis_urls() else {
+        return;
+    };
+    // A Redis database of its own: the flush must not touch the other tests'.
+    let redis = format!("{}/8", redis.trim_end_matches('/'));
+    let config = fleet_config("decline");
+    let nodes = [node(&config, &redis), node(&config, &redis)];
+    let (pan, terminal) = unique_card_and_terminal(8);
+    let mut clients = [nodes[0].iso(), nodes[1].iso()];
+    for n in 0..3 {
+        assert_eq!(
+            code(&clients[n % 2].exchange(&authorization_at(&pan, &terminal))),
+            "00",
+            "approval {n} before the loss"
+        );
+    }
+    let generation =
+        |node: &TestSwitch| metric(&node.metrics(), "switch_fleet_velocity_generation ");
+    let before = generation(&nodes[0]);
+    assert!(before > 0, "a generation is in use from the start");
+
+    // Two acquirers per node keep asking for the card through the loss.
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let loading = std::sync::atomic::AtomicBool::new(true);
+    let during: Vec<String> = std::thread::scope(|scope| {
+        let load: Vec<_> = (0..4)
+            .map(|n| {
+                let address = nodes[n % 2].iso;
+                let (pan, terminal, answered, loading) = (&pan, &terminal, &answered, &loading);
+                scope.spawn(move || {
+                    let mut client = IsoClient::connect(address);
+                    let mut codes = Vec::new();
+                    while loading.load(std::sync::atomic::Ordering::SeqCst) {
+                        let reply = client.exchange(&authorization_at(pan, terminal));
+                        codes.push(code(&reply).to_owned());
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // Paced: enough to keep requests in flight without
+                        // filling the journal with declines.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    codes
+                })
+            })
+            .collect();
+        let answers_at_least = |n: usize| {
+            let waited = Stopwatch::start();
+            while answered.load(std::sync::atomic::Ordering::SeqCst) < n {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(20),
+                    "the load stalled"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        answers_at_least(20);
+        let client = redis::Client::open(redis.as_str()).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        redis::cmd("FLUSHDB").exec(&mut connection).unwrap();
+        // Both nodes move to the generation rebuilt from the journal (each
+        // notices the loss within a second) and are ready again.
+        let waited = Stopwatch::start();
+        for node in &nodes {
+            while generation(node) <= before
+                || node.http("GET", "/health/ready", None, &[], "").status != 200
+            {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(20),
+                    "a node never used a rebuilt generation after the loss"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        answers_at_least(answered.load(std::sync::atomic::Ordering::SeqCst) + 40);
+        loading.store(false, std::sync::atomic::Ordering::SeqCst);
+        load.into_iter()
+            .flat_map(|thread| thread.join().unwrap())
+            .collect()
+    });
+    let after: Vec<String> = (0..6)
+        .map(|n| code(&clients[n % 2].exchange(&authorization_at(&pan, &terminal))).to_owned())
+        .collect();
+    let approved_during = during.iter().filter(|c| *c == "00").count();
+    let approved_after = after.iter().filter(|c| *c == "00").count();
+    assert_eq!(
+        3 + approved_during + approved_after,
+        5,
+        "5 a minute in all, 3 of them before the loss: {during:?} then {after:?}"
+    );
+    assert_eq!(after.last().map(String::as_str), Some("65"), "{after:?}");
+}

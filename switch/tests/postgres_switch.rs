@@ -12,29 +12,6 @@ use std::io::Write;
 use common::*;
 use switch::clock::Stopwatch;
 
-fn database_url() -> Option<String> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        return Some(url);
-    }
-    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
-    if set("CI") || set("SWITCH_REQUIRE_DATABASES") {
-        panic!("DATABASE_URL is not set: run under scripts/test-env");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: DATABASE_URL not set (run under scripts/test-env)"
-    );
-    None
-}
-
-fn postgres_config() -> String {
-    // The URL comes from DATABASE_URL, which the switch reads like --database-url.
-    CONFIG.replace(
-        "[iso]",
-        "[storage]\nbackend = \"postgres\"\nwriter_connections = 2\n\n[iso]",
-    )
-}
-
 #[test]
 fn authorizations_are_journaled_in_postgres_and_survive_a_restart() {
     let Some(_url) = database_url() else { return };

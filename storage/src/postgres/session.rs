@@ -122,3 +122,28 @@ pub(super) fn timed_out(what: &str, after: Duration) -> sqlx::Error {
         ),
     ))
 }
+
+/// The test server's URL from `scripts/test-env`, for the unit tests that
+/// need one; without it they are skipped, unless CI or
+/// SWITCH_REQUIRE_DATABASES requires them (the rules of
+/// storage/tests/common/postgres.rs).
+#[cfg(test)]
+pub(super) fn test_database_url() -> Option<String> {
+    if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        return Some(url);
+    }
+    let required = ["CI", "SWITCH_REQUIRE_DATABASES"]
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"));
+    assert!(
+        !required,
+        "DATABASE_URL is not set, and CI or SWITCH_REQUIRE_DATABASES requires the \
+         PostgreSQL tests: run them under scripts/test-env"
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: DATABASE_URL not set (run under scripts/test-env)"
+    );
+    None
+}

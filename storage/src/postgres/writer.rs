@@ -386,3 +386,71 @@ fn id_column(
         .map(TransactionId::from_bytes)
         .map_err(|_| StorageError::Corrupt { table, column })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sqlx::{Connection, Executor};
+
+    use super::*;
+    use crate::postgres::session::test_database_url;
+
+    async fn synchronous_commit(conn: &mut PgConnection) -> String {
+        sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    /// An append is acknowledged once its COMMIT returns; with
+    /// `synchronous_commit` off, COMMIT returns before the WAL is flushed,
+    /// and a server crash then loses acknowledged records. A role (or
+    /// database, or server) whose default is off must not reach the
+    /// writer's sessions, on its first connection or on a reconnect.
+    ///
+    /// Needs a server: runs under scripts/test-env.
+    #[tokio::test]
+    async fn writer_sessions_commit_synchronously_whatever_the_role_default() {
+        let Some(admin_url) = test_database_url() else {
+            return;
+        };
+        // A role of its own, so no other test's sessions start with it off.
+        let role = format!("switch_test_async_{}", std::process::id());
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+        for statement in [
+            format!("DROP ROLE IF EXISTS {role}"),
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("ALTER ROLE {role} SET synchronous_commit = off"),
+        ] {
+            admin.execute(sqlx::raw_sql(&statement)).await.unwrap();
+        }
+        let options = std::str::FromStr::from_str(&admin_url)
+            .map(|o: PgConnectOptions| o.username(&role))
+            .unwrap();
+
+        // The role's default reaches a plain session...
+        let mut plain = PgConnection::connect_with(&options).await.unwrap();
+        assert_eq!(
+            synchronous_commit(&mut plain).await,
+            "off",
+            "the role default"
+        );
+        plain.close().await.unwrap();
+        // ...and not the writer's, nor the one it opens after a failure.
+        let mut writer = PostgresWriter::connect(&options, &PostgresConfig::default())
+            .await
+            .unwrap();
+        let conn = writer.conn.as_mut().expect("connected");
+        assert_eq!(synchronous_commit(conn).await, "on");
+        let mut reconnected = writer.reconnect().await.unwrap();
+        assert_eq!(synchronous_commit(&mut reconnected).await, "on");
+        reconnected.close().await.unwrap();
+        writer.close().await;
+
+        admin
+            .execute(sqlx::raw_sql(&format!("DROP ROLE {role}")))
+            .await
+            .unwrap();
+    }
+}

@@ -254,21 +254,30 @@ pub struct IsoClient {
 
 impl IsoClient {
     pub fn connect(address: SocketAddr) -> IsoClient {
-        let stream = TcpStream::connect(address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        IsoClient {
+        IsoClient::try_connect(address).unwrap()
+    }
+
+    /// A connection, or the error: for a client that expects the switch to
+    /// be gone at times (killed, restarting).
+    pub fn try_connect(address: SocketAddr) -> std::io::Result<IsoClient> {
+        let stream = TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_nodelay(true)?;
+        Ok(IsoClient {
             stream,
             spec: Spec::iso87().unwrap(),
-        }
+        })
     }
 
     pub fn send(&mut self, message: &Message) {
+        self.try_send(message).unwrap();
+    }
+
+    /// Sends `message`, or says why it could not (the switch is gone).
+    pub fn try_send(&mut self, message: &Message) -> std::io::Result<()> {
         let mut frame = Vec::new();
         message.encode_frame(&self.spec, &mut frame).unwrap();
-        self.stream.write_all(&frame).unwrap();
+        self.stream.write_all(&frame)
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -401,6 +410,12 @@ pub fn reversal_of(original: &Message, mti: Mti) -> Message {
     message
 }
 
+/// DE95 for an original that keeps `remaining` of its amount: actual
+/// transaction n12, settlement n12, then the two fees, sign and n8.
+pub fn replacement_amounts(remaining: u64) -> String {
+    format!("{remaining:012}{remaining:012}C00000000C00000000")
+}
+
 pub fn code(message: &Message) -> &str {
     message.get_str(39).unwrap()
 }
@@ -452,10 +467,52 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> HttpReply {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    exchange_http(address, method, path, key, headers, body)
+        .unwrap()
+        .0
+}
+
+/// [`http_request`], or the error when no whole reply came back: the
+/// connection refused or cut (the switch killed), or a reply shorter than
+/// its Content-Length.
+pub fn try_http_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<HttpReply> {
+    let (reply, read) = exchange_http(address, method, path, key, headers, body)?;
+    let whole = reply.status != 0
+        && reply
+            .header("content-length")
+            .and_then(|length| length.parse::<usize>().ok())
+            .is_none_or(|length| length == reply.body.len());
+    match read {
+        // A reset after the whole reply arrived (the switch closing
+        // first) still leaves a reply; one cut short is none.
+        _ if whole => Ok(reply),
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("a partial reply: {} {:?}", reply.status, reply.body),
+        )),
+        Err(error) => Err(error),
+    }
+}
+
+/// One exchange: the reply as far as it came, and how reading it ended.
+/// Errs only when the request could not be sent.
+fn exchange_http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(HttpReply, std::io::Result<usize>)> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: switch\r\nConnection: close\r\n");
     if let Some(key) = key {
         request.push_str(&format!("Authorization: Bearer {key}\r\n"));
@@ -471,9 +528,9 @@ pub fn http_request(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
+    let read = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
@@ -494,11 +551,14 @@ pub fn http_request(
     } else {
         body.to_owned()
     };
-    HttpReply {
-        status,
-        headers,
-        body,
-    }
+    Ok((
+        HttpReply {
+            status,
+            headers,
+            body,
+        },
+        read,
+    ))
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -514,6 +574,33 @@ fn dechunk(mut body: &str) -> String {
         body = rest.get(size + 2..).unwrap_or("");
     }
     out
+}
+
+/// PostgreSQL's URL from `scripts/test-env`. Without it a test that needs
+/// it fails under CI or SWITCH_REQUIRE_DATABASES, and otherwise prints one
+/// line and is skipped.
+pub fn database_url() -> Option<String> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return Some(url);
+    }
+    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    if set("CI") || set("SWITCH_REQUIRE_DATABASES") {
+        panic!("DATABASE_URL is not set: run under scripts/test-env");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: DATABASE_URL not set (run under scripts/test-env)"
+    );
+    None
+}
+
+/// The test CONFIG with the journal and vault in PostgreSQL.
+pub fn postgres_config() -> String {
+    // The URL comes from DATABASE_URL, which the switch reads like --database-url.
+    CONFIG.replace(
+        "[iso]",
+        "[storage]\nbackend = \"postgres\"\nwriter_connections = 2\n\n[iso]",
+    )
 }
 
 /// PostgreSQL's and Redis's URLs from `scripts/test-env`. Without them a

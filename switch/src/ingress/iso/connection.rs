@@ -30,6 +30,7 @@ use crate::config::IsoConfig;
 use crate::engine::Engine;
 use crate::engine::acquirer::Acquirer;
 use crate::ingress::iso::mapping;
+use crate::ingress::iso::order::{Arrivals, Ticket};
 use crate::ops::metrics::{Closed, Listener, Stage};
 
 /// Reads frames off one connection and answers them, whatever the stream:
@@ -52,6 +53,7 @@ where
     let framing = spec.framing();
     let (responses, mut outbox) = mpsc::channel::<Vec<u8>>(config.in_flight_max);
     let in_flight = Arc::new(Semaphore::new(config.in_flight_max));
+    let arrivals = Arc::new(Arrivals::default());
 
     // The writer coalesces whatever responses are ready into one write. A
     // write that does not finish within the write timeout means the peer
@@ -112,15 +114,26 @@ where
                 let Ok(permit) = permit else {
                     break Ok(());
                 };
+                // Taken here, in frame order, not in the task.
+                let ticket = arrivals.arrive();
                 let engine = Arc::clone(engine);
                 let spec = Arc::clone(spec);
                 let responses = responses.clone();
                 let acquirer = acquirer.clone();
                 tracker.spawn(async move {
                     let payload = frame.slice(bounds.header..);
-                    if let Some(reply) =
-                        answer_frame(&engine, &spec, &payload, received, acquirer.as_deref()).await
-                    {
+                    let reply = answer_frame(
+                        &engine,
+                        &spec,
+                        &payload,
+                        received,
+                        acquirer.as_deref(),
+                        &ticket,
+                    )
+                    .await;
+                    // Answered: a reversal behind it may go on.
+                    drop(ticket);
+                    if let Some(reply) = reply {
                         let _ = responses.send(reply).await;
                     }
                     drop(permit);
@@ -179,6 +192,7 @@ async fn answer_frame(
     payload: &[u8],
     received: Stopwatch,
     acquirer: Option<&Acquirer>,
+    ticket: &Ticket,
 ) -> Option<Vec<u8>> {
     // The decode stage is the decode alone; time spent waiting for an
     // in-flight permit or a worker thread shows in the total, which counts
@@ -191,7 +205,7 @@ async fn answer_frame(
         .metrics()
         .record(Channel::Iso, Stage::Decode, decode_us);
     let response = match decoded {
-        Ok(()) => mapping::answer(engine, &message, acquirer, decode_us).await,
+        Ok(()) => mapping::answer(engine, &message, acquirer, decode_us, ticket).await,
         Err(error) => {
             engine
                 .metrics()

@@ -7,10 +7,13 @@
 //!                decode each in its own task, write answers as they complete
 //! mapping.rs     Message -> Authorization / Reversal -> engine -> response;
 //!                network management answered without the engine
+//! order.rs       the order requests arrived in on a connection: a reversal
+//!                waits for those before it
 //! ```
 
 mod accept;
 mod connection;
 mod mapping;
+mod order;
 
 pub use accept::{IsoIngress, serve};
