@@ -313,18 +313,14 @@ fn limits_hold_when_redis_loses_its_keys() {
 }
 
 /// Redis loses every key while requests for a card are in flight on both
-/// nodes: the card's limit should still hold across the loss, counting what
-/// was approved before it, during it, and after.
+/// nodes: the card's limit still holds across the loss, counting what was
+/// approved before it, during it, and after.
 ///
-/// It does not yet. Between the flush and a node's next check of `v:built`
-/// (up to a second, the window fleet/mod.rs names) each node reserves in
-/// the lost generation, which is empty, so the card's whole limit is handed
-/// out again: 10 approvals where 5 a minute are allowed, on the first run.
-/// Closing it needs the reserve script itself to refuse when `v:built` is
-/// not its generation (switch/src/fleet/scripts.rs), which is not this
-/// test's to change. Run it with `--run-ignored only`.
+/// Before the reserve script checked `v:built` itself, each node went on
+/// reserving in the lost (empty) generation until its next check of it (up
+/// to a second), handing the card's whole limit out again: 10 approvals
+/// where 5 a minute are allowed.
 #[test]
-#[ignore = "known: a node reserves in the lost generation until its next v:built check"]
 fn limits_hold_when_redis_loses_its_keys_under_load() {
     let Some((_database, redis)) = database_and_redis_urls() else {
         return;

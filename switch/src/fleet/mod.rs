@@ -30,9 +30,12 @@
 //! node, holding `v:rebuilding`, counts every approval of the last day from
 //! the shared journal into a fresh generation, then sets `v:built`. A
 //! rebuild that dies half way leaves a generation nobody reads, which
-//! expires by itself; the next one starts afresh. Between the loss and a
-//! node's next check (one second at most) that node still counts in the
-//! lost generation: the window of risk is that second.
+//! expires by itself; the next one starts afresh. The reserve script also
+//! reads `v:built` itself and refuses a generation it no longer names, so a
+//! node that has not yet looked since a loss does not count in the lost
+//! generation either. (`v:built` is a second key of that script: on Redis
+//! Cluster it would have to share the cards' slot; this deployment runs one
+//! Redis with replicas.)
 //!
 //! **Duplicate claims.** A request's acquirer keys are claimed here too, so
 //! one node decides it (`claims.rs`: a claim's states and keys; `since.rs`:
@@ -372,6 +375,7 @@ impl Fleet {
         let mut invocation = self.reserve.prepare_invoke();
         invocation
             .key(card_key(token, generation))
+            .key(BUILT_KEY)
             .arg(amount.minor())
             .arg(card_ttl_ms());
         for window in Window::ALL {
@@ -387,6 +391,7 @@ impl Fleet {
                 .arg(limit_arg(limit.amount_max.map(|amount| amount.minor())))
                 .arg(window.bucket_s());
         }
+        invocation.arg(generation);
         let mut connection = self.connection.clone();
         let reply: i64 = self
             .within_timeout(invocation.invoke_async(&mut connection))
@@ -395,6 +400,12 @@ impl Fleet {
             0 => Ok(Ok(())),
             65 => Ok(Err(DeclineReason::CardCountLimit)),
             61 => Ok(Err(DeclineReason::CardAmountLimit)),
+            // Lost since this node last looked: nothing is counted until a
+            // generation is whole again, as while it is being rebuilt.
+            -1 => {
+                self.generation.store(0, Ordering::Relaxed);
+                Err(FleetError::NotBuilt)
+            }
             other => Err(FleetError::UnexpectedReply(other)),
         }
     }

@@ -6,8 +6,11 @@
 /// counting anything. KEYS[1]: the card's hash. ARGV[1]: amount; ARGV[2]:
 /// how long the hash lives (ms); then per window (minute, hour, day): its
 /// tag, current bucket, bucket count, count_max (-1: none), amount_max (-1:
-/// none), bucket length (s). Returns 0 (counted), 65 (count limit) or 61
-/// (amount limit).
+/// none), bucket length (s); ARGV[21]: the generation KEYS[1] belongs to.
+/// KEYS[2]: `v:built`. Returns 0 (counted), 65 (count limit), 61 (amount
+/// limit), or -1 when `v:built` no longer names that generation: Redis lost
+/// its keys since the node last looked, and counting in the lost (empty)
+/// generation would hand the card's whole limit out again.
 ///
 /// A node counts in the buckets of its own clock (the instant its record is
 /// journaled with, so a give-back finds them), but stale fields are pruned
@@ -15,6 +18,7 @@
 /// delete buckets the other nodes still count. A field is pruned only when
 /// it has left the window by both clocks.
 pub(super) const RESERVE_LUA: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[21] then return -1 end
 local amount = tonumber(ARGV[1])
 local fields = redis.call('HGETALL', KEYS[1])
 local held = {}
