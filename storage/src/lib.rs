@@ -73,8 +73,9 @@ pub use error::{JournalError, StorageError};
 pub use journal::{Journal, JournalBackend, JournalConfig, JournalStats};
 pub use postgres::{PostgresConfig, PostgresStore, PostgresWriter};
 pub use record::{
-    AppendOutcome, IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor,
-    ReplayRow, SealedPan, StageTimings, StoredTransaction, bin_and_last4,
+    AppendOutcome, ClaimOutcome, IdempotencyClaim, IdempotencyEntry, JournalRecord, KeyClaim,
+    OriginalKeys, RecordKind, ReplayCursor, ReplayRow, SealedPan, StageTimings, StoredTransaction,
+    bin_and_last4,
 };
 pub use rewrap::{
     REWRAP_BATCH_ROWS_MAX, RewrapBatch, Rewrapped, VaultMaintenance, VerifyReport, rewrap_batch,

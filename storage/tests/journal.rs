@@ -429,7 +429,7 @@ async fn migrations_run_once_and_reopening_is_fine() {
         .await
         .unwrap();
     let versions: Vec<i64> = rows.iter().map(|row| row.get::<i64, _>(0)).collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&mut conn)
         .await
@@ -446,7 +446,7 @@ async fn migrations_run_once_and_reopening_is_fine() {
     match SqliteStore::open(&path, config()).await {
         Err(StorageError::SchemaTooNew {
             found: 99,
-            known: 2,
+            known: 3,
         }) => {}
         other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
     }

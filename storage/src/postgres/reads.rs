@@ -11,6 +11,7 @@ use sqlx::Executor;
 
 use protocol::domain::{Token, TransactionId};
 
+use super::claims::IDEMPOTENT_RESPONSE;
 use super::store::PostgresStore;
 use crate::columns::{
     Columns, idempotency_entry_from, record_from, replay_row_from, sealed_pan_from,
@@ -67,10 +68,6 @@ pub(crate) const APPROVED_SINCE: &str = "\
       AND (t.created_at_ms, t.id) > ($1, $2) \
       AND t.amount_minor > COALESCE(g.amount_minor, 0) \
     ORDER BY t.created_at_ms, t.id LIMIT $3";
-
-pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
-    SELECT merchant_id, idempotency_key, request_hash, response_json, status \
-    FROM idempotency WHERE merchant_id = $1 AND idempotency_key = $2";
 
 pub(crate) const SEALED_PAN: &str =
     "SELECT token, key_id, nonce, ciphertext FROM vault WHERE token = $1";
