@@ -73,7 +73,9 @@ impl KeysInFlight {
             .lock()
             .map(|mut keys| keys.insert(key.clone()))
             .unwrap_or(false);
-        entered.then_some(InFlight { keys: self, key })
+        // `then`, not `then_some`: a guard built for a refused request would
+        // free the key of the request that holds it when dropped.
+        entered.then(|| InFlight { keys: self, key })
     }
 }
 
@@ -175,5 +177,37 @@ fn stored(entry: &IdempotencyEntry, request_hash: [u8; 32]) -> Idempotent {
         }
     } else {
         Idempotent::KeyReused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(key: &str) -> IdempotencyRequest {
+        IdempotencyRequest {
+            merchant_id: "ACME0000001".to_owned(),
+            key: key.to_owned(),
+            request_hash: [1; 32],
+            render: |_| (201, String::new()),
+        }
+    }
+
+    /// A key stays in flight until its holder is done, however many other
+    /// requests with it are refused meanwhile.
+    #[test]
+    fn a_refused_request_never_frees_the_holders_key() {
+        let keys = KeysInFlight::default();
+        let held = keys.enter(&request("a"));
+        assert!(held.is_some());
+        for _ in 0..3 {
+            assert!(keys.enter(&request("a")).is_none());
+        }
+        assert!(keys.enter(&request("b")).is_some(), "another key is free");
+        drop(held);
+        assert!(
+            keys.enter(&request("a")).is_some(),
+            "free once its holder is done"
+        );
     }
 }
