@@ -15,7 +15,9 @@
 //! - [`journal`]: group commit. [`Journal::append`] queues a record in a
 //!   bounded queue; one writer task per backend connection writes every
 //!   waiting record in one transaction through a [`JournalBackend`], commits,
-//!   and only then answers each caller.
+//!   and only then answers each caller. [`Journal::claim`] claims an HTTP
+//!   request's idempotency key through the same writers before the request
+//!   is decided; a record whose key another request holds is never written.
 //! - The backends, each a [`JournalBackend`] for the writer and a
 //!   [`StoreReader`] and [`VaultMaintenance`] for the rest, written once:
 //!   - [`sqlite`]: the embedded default, SQLite in WAL mode: the writer

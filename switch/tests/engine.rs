@@ -1313,3 +1313,33 @@ async fn a_stale_claim_is_taken_over_and_the_late_request_writes_nothing() {
     assert_eq!(approvals_left(&mut north, VISA).await, 3);
     assert_eq!(approvals_left(&mut south, VISA).await, 2);
 }
+
+/// A keyed request whose commit is ambiguous (it committed, the answer was
+/// lost) is read back and answered as committed; the commit completed its
+/// claim, so the retry gets the stored reply, not 409 and not a second
+/// decision.
+#[tokio::test]
+async fn an_ambiguous_commit_leaves_its_claim_completed() {
+    let mut rig = Rig::new();
+    let request = rig.json(VISA, 100);
+    rig.memory.commit_then_fail_next_batches(1);
+    let first = rig
+        .engine
+        .authorize_idempotent(request.clone(), Received::default(), keyed("order-3", 1))
+        .await;
+    let Idempotent::Decided(decided) = first else {
+        panic!("decided: {first:?}");
+    };
+    assert_eq!(code(&decided), "00", "read back: on disk");
+    match rig
+        .engine
+        .authorize_idempotent(request, Received::default(), keyed("order-3", 1))
+        .await
+    {
+        Idempotent::Replayed { body, .. } => {
+            assert_eq!(body, format!(r#"{{"id":"{}","code":"00"}}"#, decided.id));
+        }
+        other => panic!("expected the stored reply, got {other:?}"),
+    }
+    assert_eq!(approvals_left(&mut rig, VISA).await, 2, "counted once");
+}
