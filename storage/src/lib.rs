@@ -57,6 +57,7 @@ mod columns;
 mod any_store;
 #[cfg(feature = "baseline")]
 pub mod baseline;
+mod claim_plan;
 mod clock;
 mod convert;
 pub mod error;

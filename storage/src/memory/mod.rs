@@ -289,10 +289,7 @@ impl State {
             self.fail_next -= 1;
             return Err(failure(operation, "a failure the test asked for"));
         }
-        Ok(claims
-            .iter()
-            .map(|claim| self.tables.claim(claim))
-            .collect())
+        Ok(self.tables.claim_turn(claims))
     }
 }
 

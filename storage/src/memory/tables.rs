@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use protocol::Amount;
 use protocol::domain::{Token, TransactionId};
 
+use crate::claim_plan::{ClaimRow, ClaimWrite, KeyHeld, plan_claims};
 use crate::convert::count_u64;
 use crate::error::StorageError;
 use crate::record::{
-    AppendOutcome, ClaimOutcome, ClaimStep, IdempotencyEntry, JournalRecord, KeyClaim,
-    OriginalKeys, RecordKind, ReplayCursor, ReplayRow, SealedPan, key_taken_by, records_kept,
-    with_refused,
+    AppendOutcome, ClaimOutcome, IdempotencyEntry, JournalRecord, KeyClaim, OriginalKeys,
+    RecordKind, ReplayCursor, ReplayRow, SealedPan, key_taken_by, records_kept, with_refused,
 };
 
 /// The four tables of the schema, keyed as their primary keys are.
@@ -25,33 +25,40 @@ pub(super) struct Tables {
     pub(super) vault: BTreeMap<Token, SealedPan>,
     /// (merchant, key) -> the entry and the record that holds it.
     pub(super) idempotency: HashMap<(String, String), (IdempotencyEntry, TransactionId)>,
-    /// (merchant, key) -> the pending claim's holder and when it was made.
-    pub(super) claims: HashMap<(String, String), (TransactionId, u64)>,
+    /// (merchant, key) -> the pending claim: request digest, holder, when.
+    pub(super) claims: HashMap<(String, String), ClaimRow>,
 }
 
 impl Tables {
-    /// One claim, as the SQLite writer makes it.
-    pub(super) fn claim(&mut self, claim: &KeyClaim) -> ClaimOutcome {
-        let (merchant_id, key) = claim.key();
-        let at = (merchant_id.to_owned(), key.to_owned());
-        let claim = match claim {
-            KeyClaim::Claim(claim) => claim,
-            KeyClaim::Release { claimed_by, .. } => {
-                if self.claims.get(&at).is_some_and(|(by, _)| by == claimed_by) {
-                    self.claims.remove(&at);
+    /// One turn of claims, planned as every backend plans it
+    /// ([`plan_claims`]) and applied.
+    pub(super) fn claim_turn(&mut self, claims: &[KeyClaim]) -> Vec<ClaimOutcome> {
+        let held = claims
+            .iter()
+            .map(|claim| {
+                let (merchant_id, key) = claim.key();
+                let at = (merchant_id.to_owned(), key.to_owned());
+                KeyHeld {
+                    answer: self.idempotency.get(&at).map(|(entry, _)| entry.clone()),
+                    claim: self.claims.get(&at).copied(),
                 }
-                return ClaimOutcome::Released;
+            })
+            .collect();
+        let plan = plan_claims(claims, held);
+        for write in plan.writes {
+            match write {
+                ClaimWrite::Insert(merchant_id, key, row)
+                | ClaimWrite::Replace(merchant_id, key, row, _) => {
+                    self.claims
+                        .insert((merchant_id.to_owned(), key.to_owned()), row);
+                }
+                ClaimWrite::Delete(merchant_id, key, _) => {
+                    self.claims
+                        .remove(&(merchant_id.to_owned(), key.to_owned()));
+                }
             }
-        };
-        if let Some((entry, _)) = self.idempotency.get(&at) {
-            return ClaimOutcome::Answered(entry.clone());
         }
-        let step = claim.against(self.claims.get(&at).copied());
-        if matches!(step, ClaimStep::Insert | ClaimStep::TakeOver(_)) {
-            self.claims
-                .insert(at, (claim.claimed_by, claim.claimed_at_ms));
-        }
-        step.outcome()
+        plan.outcomes
     }
 
     /// For each record of `batch`, who keeps it from being written, as the
@@ -68,7 +75,7 @@ impl Tables {
                 }
                 let taken = key_taken_by(
                     record.id,
-                    self.claims.get(&key).map(|(by, _)| *by),
+                    self.claims.get(&key).map(|(_, by, _)| *by),
                     self.idempotency.get(&key).map(|(_, by)| *by),
                 );
                 if taken.is_none() {
@@ -152,7 +159,7 @@ impl Tables {
                 if self
                     .claims
                     .get(&key)
-                    .is_some_and(|(by, _)| *by == record.id)
+                    .is_some_and(|(_, by, _)| *by == record.id)
                 {
                     self.claims.remove(&key);
                 }

@@ -3,9 +3,12 @@
 //! its records are written ([`claimed_by_others`]), and completed by it
 //! ([`complete_claims`]).
 //!
-//! Writers of several nodes run at once, so a claim locks the key's claim
-//! row (`FOR UPDATE`) before it decides, and a first claim is an insert that
-//! gives way to one made at the same moment. Whatever a race leaves, a
+//! A turn of claims is planned as on every backend
+//! ([`plan_claims`](crate::claim_plan::plan_claims)), each step one
+//! statement for the whole turn. Writers of several nodes run at once, so
+//! a turn locks its keys' claim rows (`FOR UPDATE`) before it plans, and a
+//! first claim is an insert that gives way to one made at the same moment
+//! by another writer (that claim is then in flight). Whatever a race leaves, a
 //! record whose key's answer is already stored is refused by the batch
 //! (`idempotency`'s primary key decides): at most one record per key is
 //! written.
@@ -16,22 +19,42 @@ use sqlx::{Connection, PgConnection, Row};
 
 use protocol::domain::TransactionId;
 
+use crate::claim_plan::{ClaimRow, ClaimWrite, KeyHeld, plan_claims};
 use crate::columns::{Columns, idempotency_entry_from};
 use crate::convert::to_i64;
 use crate::error::StorageError;
-use crate::record::{ClaimOutcome, ClaimStep, IdempotencyClaim, JournalRecord, KeyClaim};
+use crate::record::{ClaimOutcome, JournalRecord, KeyClaim};
 
 /// The stored answer under a key; the read pool's lookup too.
 pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
     SELECT merchant_id, idempotency_key, request_hash, response_json, status \
     FROM idempotency WHERE merchant_id = $1 AND idempotency_key = $2";
 
-const CLAIM_HELD: &str = "SELECT claimed_by, claimed_at_ms FROM idempotency_claims \
-     WHERE merchant_id = $1 AND idempotency_key = $2 FOR UPDATE";
+/// The stored answers under a turn's keys.
+const ANSWERS_OF: &str = "\
+    SELECT i.merchant_id, i.idempotency_key, i.request_hash, i.response_json, i.status \
+    FROM idempotency AS i \
+    JOIN UNNEST($1::text[], $2::text[]) AS k (merchant_id, idempotency_key) \
+      ON i.merchant_id = k.merchant_id AND i.idempotency_key = k.idempotency_key";
 
-const CLAIM_INSERT: &str = "INSERT INTO idempotency_claims \
-     (merchant_id, idempotency_key, request_hash, claimed_by, claimed_at_ms) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id, idempotency_key) DO NOTHING";
+/// The claims on a turn's keys, locked until the turn commits, in key order
+/// so two writers lock them in the same order.
+const CLAIMS_OF_LOCKED: &str = "\
+    SELECT c.merchant_id, c.idempotency_key, c.request_hash, c.claimed_by, c.claimed_at_ms \
+    FROM idempotency_claims AS c \
+    JOIN UNNEST($1::text[], $2::text[]) AS k (merchant_id, idempotency_key) \
+      ON c.merchant_id = k.merchant_id AND c.idempotency_key = k.idempotency_key \
+    ORDER BY c.merchant_id, c.idempotency_key \
+    FOR UPDATE OF c";
+
+/// New claims; a key claimed meanwhile by another writer is left to it,
+/// and missing from what this returns.
+const CLAIMS_INSERT: &str = "\
+    INSERT INTO idempotency_claims \
+        (merchant_id, idempotency_key, request_hash, claimed_by, claimed_at_ms) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::int8[]) \
+    ON CONFLICT (merchant_id, idempotency_key) DO NOTHING \
+    RETURNING merchant_id, idempotency_key";
 
 const CLAIM_TAKE_OVER: &str = "UPDATE idempotency_claims \
      SET request_hash = $3, claimed_by = $4, claimed_at_ms = $5 \
@@ -57,7 +80,10 @@ const CLAIMS_COMPLETE: &str = "\
 /// Records refused for their key after they were inserted.
 const DELETE_REFUSED: &str = "DELETE FROM transactions WHERE id = ANY($1::bytea[])";
 
-/// Makes or gives up `claims`, in order, in one transaction.
+/// Makes or gives up `claims`, in order, in one transaction: the keys'
+/// answers and claims are read by one statement each (the claims locked),
+/// the turn is planned ([`plan_claims`]), and new claims are written by one
+/// statement.
 pub(super) async fn write_claims(
     conn: &mut PgConnection,
     claims: &[KeyClaim],
@@ -75,92 +101,129 @@ pub(super) async fn write_claims(
         .execute(&mut *tx)
         .await
         .map_err(StorageError::database("commit idempotency claims unsynced"))?;
-    // In key order, as batches send their rows: two writers claiming the
-    // same keys then lock them in the same order and wait for each other
-    // instead of deadlocking. Stable, so one key's claims keep their order.
-    let mut in_key_order: Vec<(usize, &KeyClaim)> = claims.iter().enumerate().collect();
-    in_key_order.sort_by_key(|(_, claim)| claim.key());
-    let mut outcomes = vec![None; claims.len()];
-    for (at, claim) in in_key_order {
-        let outcome = match claim {
-            KeyClaim::Claim(claim) => make_claim(&mut tx, claim).await?,
-            KeyClaim::Release {
-                merchant_id,
-                key,
-                claimed_by,
-            } => {
+    let (merchants, keys): (Vec<&str>, Vec<&str>) = claims.iter().map(KeyClaim::key).unzip();
+    let mut answers = HashMap::new();
+    for row in sqlx::query(ANSWERS_OF)
+        .bind(&merchants)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::database("read idempotency entries"))?
+    {
+        let entry = idempotency_entry_from(&row)?;
+        answers.insert((entry.merchant_id.clone(), entry.key.clone()), entry);
+    }
+    let mut held_claims = HashMap::new();
+    for row in sqlx::query(CLAIMS_OF_LOCKED)
+        .bind(&merchants)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::database("read idempotency claims"))?
+    {
+        let columns = Columns::new(&row, "idempotency_claims");
+        let key: (String, String) = (columns.get("merchant_id")?, columns.get("idempotency_key")?);
+        let claim: ClaimRow = (
+            columns.bytes("request_hash")?,
+            columns.id("claimed_by")?,
+            columns.number("claimed_at_ms")?,
+        );
+        held_claims.insert(key, claim);
+    }
+    let held = claims
+        .iter()
+        .map(|claim| {
+            let (merchant_id, key) = claim.key();
+            let at = (merchant_id.to_owned(), key.to_owned());
+            KeyHeld {
+                answer: answers.get(&at).cloned(),
+                claim: held_claims.get(&at).copied(),
+            }
+        })
+        .collect();
+    let mut plan = plan_claims(claims, held);
+
+    let mut inserts: Vec<(&str, &str, ClaimRow)> = Vec::new();
+    // Claims that turn out to be another writer's after all: in flight.
+    let mut lost: Vec<TransactionId> = Vec::new();
+    for write in &plan.writes {
+        match *write {
+            ClaimWrite::Insert(merchant_id, key, row) => inserts.push((merchant_id, key, row)),
+            ClaimWrite::Replace(merchant_id, key, (hash, by, at), was) => {
+                let replaced = sqlx::query(CLAIM_TAKE_OVER)
+                    .bind(merchant_id)
+                    .bind(key)
+                    .bind(hash.as_slice())
+                    .bind(by.as_bytes().as_slice())
+                    .bind(to_i64(at))
+                    .bind(was.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StorageError::database("take over an idempotency claim"))?
+                    .rows_affected();
+                if replaced == 0 {
+                    lost.push(by);
+                }
+            }
+            ClaimWrite::Delete(merchant_id, key, was) => {
                 sqlx::query(CLAIM_RELEASE)
-                    .bind(merchant_id.as_str())
-                    .bind(key.as_str())
-                    .bind(claimed_by.as_bytes().as_slice())
+                    .bind(merchant_id)
+                    .bind(key)
+                    .bind(was.as_bytes().as_slice())
                     .execute(&mut *tx)
                     .await
                     .map_err(StorageError::database("release an idempotency claim"))?;
-                ClaimOutcome::Released
             }
-        };
-        if let Some(slot) = outcomes.get_mut(at) {
-            *slot = Some(outcome);
+        }
+    }
+    if !inserts.is_empty() {
+        // In key order, as everywhere: no two writers deadlock.
+        inserts.sort_by_key(|(merchant_id, key, _)| (*merchant_id, *key));
+        let inserted = sqlx::query(CLAIMS_INSERT)
+            .bind(inserts.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(inserts.iter().map(|r| r.1).collect::<Vec<_>>())
+            .bind(inserts.iter().map(|r| r.2.0.as_slice()).collect::<Vec<_>>())
+            .bind(
+                inserts
+                    .iter()
+                    .map(|r| r.2.1.as_bytes().as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(inserts.iter().map(|r| to_i64(r.2.2)).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StorageError::database("write idempotency claims"))?;
+        if inserted.len() != inserts.len() {
+            let mut written = std::collections::HashSet::new();
+            for row in &inserted {
+                let columns = Columns::new(row, "idempotency_claims");
+                written.insert((
+                    columns.get::<String>("merchant_id")?,
+                    columns.get::<String>("idempotency_key")?,
+                ));
+            }
+            lost.extend(
+                inserts
+                    .iter()
+                    .filter(|(m, k, _)| !written.contains(&((*m).to_owned(), (*k).to_owned())))
+                    .map(|(_, _, (_, by, _))| *by),
+            );
         }
     }
     tx.commit()
         .await
         .map_err(StorageError::database("commit idempotency claims"))?;
-    // Every slot is filled; a missing one would show as a short answer,
-    // which the journal refuses.
-    Ok(outcomes.into_iter().flatten().collect())
-}
-
-async fn make_claim(
-    conn: &mut PgConnection,
-    claim: &IdempotencyClaim,
-) -> Result<ClaimOutcome, StorageError> {
-    let answered = sqlx::query(IDEMPOTENT_RESPONSE)
-        .bind(claim.merchant_id.as_str())
-        .bind(claim.key.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(StorageError::database("read an idempotency entry"))?;
-    if let Some(row) = &answered {
-        return Ok(ClaimOutcome::Answered(idempotency_entry_from(row)?));
+    if !lost.is_empty() {
+        for (claim, outcome) in claims.iter().zip(plan.outcomes.iter_mut()) {
+            if let KeyClaim::Claim(claim) = claim
+                && lost.contains(&claim.claimed_by)
+                && matches!(outcome, ClaimOutcome::Claimed { .. })
+            {
+                *outcome = ClaimOutcome::InFlight;
+            }
+        }
     }
-    let held = sqlx::query(CLAIM_HELD)
-        .bind(claim.merchant_id.as_str())
-        .bind(claim.key.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(StorageError::database("read an idempotency claim"))?
-        .map(|row| {
-            let columns = Columns::new(&row, "idempotency_claims");
-            Ok::<_, StorageError>((columns.id("claimed_by")?, columns.number("claimed_at_ms")?))
-        })
-        .transpose()?;
-    let step = claim.against(held);
-    let (sql, old) = match step {
-        ClaimStep::Insert => (CLAIM_INSERT, None),
-        ClaimStep::TakeOver(old) => (CLAIM_TAKE_OVER, Some(old)),
-        ClaimStep::Keep | ClaimStep::InFlight => return Ok(step.outcome()),
-    };
-    let mut query = sqlx::query(sql)
-        .bind(claim.merchant_id.as_str())
-        .bind(claim.key.as_str())
-        .bind(claim.request_hash.as_slice())
-        .bind(claim.claimed_by.as_bytes().as_slice())
-        .bind(to_i64(claim.claimed_at_ms));
-    if let Some(old) = &old {
-        query = query.bind(old.as_bytes().as_slice());
-    }
-    let written = query
-        .execute(&mut *conn)
-        .await
-        .map_err(StorageError::database("write an idempotency claim"))?
-        .rows_affected();
-    // No row: another writer's claim, made at the same moment, came first.
-    Ok(if written == 1 {
-        step.outcome()
-    } else {
-        ClaimOutcome::InFlight
-    })
+    Ok(plan.outcomes)
 }
 
 /// For each record of `batch`, the other request whose claim is on its

@@ -4,8 +4,11 @@
 //! ([`complete_claims`]). SQLite has one writer, so each check is exact:
 //! nothing can change between it and the commit.
 //!
-//! Every key of a turn is looked up by one statement, and new claims and
-//! completions are written by one statement each, whatever their number:
+//! What a turn of claims answers and writes is decided by
+//! [`plan_claims`](crate::claim_plan::plan_claims), the same for every
+//! backend. Every key of a turn is looked up by one statement, and new
+//! claims and completions are written by one statement each, whatever their
+//! number:
 //! the keys go in as one JSON array that `json_each` walks, each probing the
 //! primary key. One statement per key would cost a hop to sqlx's worker
 //! thread per key and make the writer the bottleneck (measured: a closed
@@ -13,19 +16,17 @@
 //! key).
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 
 use sqlx::{Connection, SqliteConnection};
 
 use protocol::domain::TransactionId;
 use protocol::encoding::to_hex;
 
+use crate::claim_plan::{ClaimRow, ClaimWrite, KeyHeld, plan_claims};
 use crate::columns::Columns;
 use crate::convert::to_i64;
 use crate::error::StorageError;
-use crate::record::{
-    ClaimOutcome, ClaimStep, IdempotencyEntry, JournalRecord, KeyClaim, key_taken_by,
-};
+use crate::record::{ClaimOutcome, IdempotencyEntry, JournalRecord, KeyClaim, key_taken_by};
 
 /// The stored answer under a key; the read pool's lookup too.
 pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
@@ -62,10 +63,6 @@ const CLAIMS_COMPLETE: &str = "\
     DELETE FROM idempotency_claims \
     WHERE (merchant_id, idempotency_key, claimed_by) IN \
         (SELECT value ->> 0, value ->> 1, unhex(value ->> 2) FROM json_each(?1))";
-
-/// A claim as a row holds it: the claiming request's digest, its holder and
-/// when it was made.
-type ClaimRow = ([u8; 32], TransactionId, u64);
 
 /// What one key holds.
 #[derive(Debug, Clone, Default)]
@@ -142,9 +139,9 @@ pub(super) async fn write_claims_unsynced(
     written
 }
 
-/// Makes or gives up `claims`, in order, in one transaction: each key is
-/// read once, the claims are applied to what it holds in order, and only
-/// the final state of each key is written.
+/// Makes or gives up `claims`, in order, in one transaction: every key is
+/// read by one statement, the turn is planned ([`plan_claims`]), and new
+/// claims are written by one statement.
 async fn write_claims(
     conn: &mut SqliteConnection,
     claims: &[KeyClaim],
@@ -154,70 +151,40 @@ async fn write_claims(
         .await
         .map_err(StorageError::database("begin idempotency claims"))?;
     let keys: Vec<(&str, &str)> = claims.iter().map(KeyClaim::key).collect();
-    let found = keys_held(&mut tx, &keys).await?;
-    // Each key: the claim it held at first, and the one it holds now.
-    let mut keys_now: HashMap<(&str, &str), (Option<ClaimRow>, Held)> = HashMap::new();
-    for (key, held) in keys.iter().zip(found) {
-        if let Entry::Vacant(first) = keys_now.entry(*key) {
-            first.insert((held.claim, held));
-        }
-    }
-    let mut outcomes = Vec::with_capacity(claims.len());
-    for claim in claims {
-        let Some((_, now)) = keys_now.get_mut(&claim.key()) else {
-            return Err(StorageError::Corrupt {
-                table: "idempotency_claims",
-                column: "idempotency_key",
-            });
-        };
-        outcomes.push(match claim {
-            KeyClaim::Claim(claim) => match &now.answer {
-                Some((entry, _)) => ClaimOutcome::Answered(entry.clone()),
-                None => {
-                    let step = claim.against(now.claim.map(|(_, by, at)| (by, at)));
-                    if matches!(step, ClaimStep::Insert | ClaimStep::TakeOver(_)) {
-                        now.claim =
-                            Some((claim.request_hash, claim.claimed_by, claim.claimed_at_ms));
-                    }
-                    step.outcome()
-                }
-            },
-            KeyClaim::Release { claimed_by, .. } => {
-                if now.claim.is_some_and(|(_, by, _)| by == *claimed_by) {
-                    now.claim = None;
-                }
-                ClaimOutcome::Released
-            }
-        });
-    }
-
+    let held = keys_held(&mut tx, &keys)
+        .await?
+        .into_iter()
+        .map(|held| KeyHeld {
+            answer: held.answer.map(|(entry, _)| entry),
+            claim: held.claim,
+        })
+        .collect();
+    let plan = plan_claims(claims, held);
     let mut inserts = Vec::new();
-    for ((merchant_id, key), (first, now)) in &keys_now {
-        match (first, now.claim) {
-            (None, Some((hash, by, at))) => {
-                inserts.push((*merchant_id, *key, to_hex(&hash), to_hex(by.as_bytes()), at))
+    for write in &plan.writes {
+        match *write {
+            ClaimWrite::Insert(merchant_id, key, (hash, by, at)) => {
+                inserts.push((merchant_id, key, to_hex(&hash), to_hex(by.as_bytes()), at))
             }
-            (Some(first), Some(now)) if *first != now => {
-                let (hash, by, at) = now;
+            ClaimWrite::Replace(merchant_id, key, (hash, by, at), _) => {
                 sqlx::query(CLAIM_REPLACE)
                     .bind(hash.as_slice())
                     .bind(by.as_bytes().as_slice())
                     .bind(to_i64(at))
-                    .bind(*merchant_id)
-                    .bind(*key)
+                    .bind(merchant_id)
+                    .bind(key)
                     .execute(&mut *tx)
                     .await
                     .map_err(StorageError::database("take over an idempotency claim"))?;
             }
-            (Some(_), None) => {
+            ClaimWrite::Delete(merchant_id, key, _) => {
                 sqlx::query(CLAIM_DELETE)
-                    .bind(*merchant_id)
-                    .bind(*key)
+                    .bind(merchant_id)
+                    .bind(key)
                     .execute(&mut *tx)
                     .await
                     .map_err(StorageError::database("release an idempotency claim"))?;
             }
-            _ => {}
         }
     }
     if !inserts.is_empty() {
@@ -230,7 +197,7 @@ async fn write_claims(
     tx.commit()
         .await
         .map_err(StorageError::database("commit idempotency claims"))?;
-    Ok(outcomes)
+    Ok(plan.outcomes)
 }
 
 /// For each record of `batch`, who keeps it from being written
