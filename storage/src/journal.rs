@@ -236,26 +236,33 @@ impl Journal {
     pub async fn append(&self, record: JournalRecord) -> Result<AppendOutcome, JournalError> {
         record.validate()?;
         let (reply, outcome) = oneshot::channel();
-        match self.queue.try_send(Command::Append { record, reply }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
-                return Err(JournalError::QueueFull);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(JournalError::Closed),
-        }
+        self.enqueue(Command::Append { record, reply })?;
         // A writer that died without answering (it would have to panic) has
         // not committed this record.
         outcome.await.unwrap_or(Err(JournalError::Unavailable))
     }
 
-    /// Claims an idempotency key before its request is decided, durably, in
-    /// the store the record will go to. The claim rides the group commit:
-    /// the writer makes every claim waiting in the queue in one transaction
-    /// (one fsync for all of them) before it writes the records gathered
-    /// with them, rather than each claim paying a commit of its own on a
-    /// second connection that would fight the writer for SQLite's write
-    /// lock.
+    /// Queues `command` without waiting for room: a full queue is refused
+    /// at once, and counted.
+    fn enqueue(&self, command: Command) -> Result<(), JournalError> {
+        match self.queue.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
+                Err(JournalError::QueueFull)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(JournalError::Closed),
+        }
+    }
+
+    /// Claims an idempotency key before its request is decided, in the
+    /// store the record will go to. The claim rides the group commit: the
+    /// writer makes every claim waiting in the queue in one transaction
+    /// before it writes the records gathered with them, rather than each
+    /// claim paying a commit of its own on a second connection that would
+    /// fight the writer for SQLite's write lock. That transaction does not
+    /// wait for the disk; the next record commit makes it durable (see the
+    /// backends' `claims` modules for why that is safe).
     ///
     /// Errors as [`Journal::append`]: a full queue at once, a failed commit
     /// as [`JournalError::Unavailable`] (nothing claimed).
@@ -283,14 +290,7 @@ impl Journal {
     async fn send_claim(&self, claim: KeyClaim) -> Result<ClaimOutcome, JournalError> {
         claim.validate()?;
         let (reply, outcome) = oneshot::channel();
-        match self.queue.try_send(Command::Claim { claim, reply }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
-                return Err(JournalError::QueueFull);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(JournalError::Closed),
-        }
+        self.enqueue(Command::Claim { claim, reply })?;
         outcome.await.unwrap_or(Err(JournalError::Unavailable))
     }
 
