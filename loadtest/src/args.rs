@@ -122,6 +122,10 @@ pub struct HttpArgs {
         default_value = "dev-merchant-key-acme"
     )]
     pub api_key: String,
+    /// Send every request with an `Idempotency-Key` of its own, so each is
+    /// claimed and its reply stored (what an idempotent request costs).
+    #[arg(long)]
+    pub idempotency_keys: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }

@@ -95,6 +95,7 @@ fn execute(command: Command) -> Result<ExitCode, Error> {
             let target = Target::Http {
                 url,
                 api_key: args.api_key.clone(),
+                idempotency_keys: args.idempotency_keys,
             };
             load(target, Mix::default(), &args.load)
         }

@@ -210,6 +210,9 @@ pub struct HttpDialogue {
     read: u64,
     body: String,
     ack_log: bool,
+    /// With `--idempotency-keys`: this connection's prefix of the keys, and
+    /// how many it has sent (never reset, so no key is sent twice).
+    idempotency: Option<(String, u64)>,
 }
 
 impl HttpDialogue {
@@ -221,6 +224,7 @@ impl HttpDialogue {
         tag: u64,
         connection: u64,
         ack_log: bool,
+        idempotency_keys: bool,
     ) -> HttpDialogue {
         let terminal = String::from_utf8_lossy(&crate::iso::terminal_id(tag, connection)).into();
         HttpDialogue {
@@ -232,6 +236,7 @@ impl HttpDialogue {
             read: 0,
             body: String::with_capacity(256),
             ack_log,
+            idempotency: idempotency_keys.then(|| (format!("lt-{tag:x}-{connection}-"), 0)),
         }
     }
 }
@@ -265,10 +270,16 @@ impl Dialogue for HttpDialogue {
         );
         let _ = write!(
             out,
-            "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-            self.url.path,
-            self.url.authority,
-            self.api_key,
+            "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n",
+            self.url.path, self.url.authority, self.api_key,
+        );
+        if let Some((prefix, keyed)) = &mut self.idempotency {
+            let _ = write!(out, "Idempotency-Key: {prefix}{keyed}\r\n");
+            *keyed += 1;
+        }
+        let _ = write!(
+            out,
+            "Content-Length: {}\r\n\r\n{}",
             self.body.len(),
             self.body
         );

@@ -33,8 +33,13 @@ use crate::workload::Workload;
 pub enum Target {
     /// ISO 8583 over TCP at `address` (`host:port`).
     Iso { address: String, spec: Arc<Spec> },
-    /// The JSON API at `url`.
-    Http { url: HttpUrl, api_key: String },
+    /// The JSON API at `url`; with `idempotency_keys`, every request
+    /// carries an `Idempotency-Key` of its own.
+    Http {
+        url: HttpUrl,
+        api_key: String,
+        idempotency_keys: bool,
+    },
 }
 
 impl Target {
@@ -226,13 +231,18 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
                 id,
                 ack
             )),
-            Target::Http { url, api_key } => spawn_with!(HttpDialogue::new(
+            Target::Http {
+                url,
+                api_key,
+                idempotency_keys,
+            } => spawn_with!(HttpDialogue::new(
                 Arc::new(url.clone()),
                 api_key.clone(),
                 Arc::clone(&workload),
                 tag,
                 id,
-                ack
+                ack,
+                *idempotency_keys
             )),
         };
     }

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::convert::count_u64;
 use crate::error::{JournalError, StorageError};
-use crate::record::{AppendOutcome, JournalRecord};
+use crate::record::{AppendOutcome, ClaimOutcome, IdempotencyClaim, JournalRecord, KeyClaim};
 
 /// Bounds of the queue and of one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,15 @@ pub trait JournalBackend: Send + 'static {
         &mut self,
         batch: &[JournalRecord],
     ) -> impl Future<Output = Result<Vec<AppendOutcome>, StorageError>> + Send;
+
+    /// Makes or gives up idempotency claims, in order, in one transaction
+    /// of their own, committed before any record of the same turn is
+    /// written (see [`Journal::claim`]). Returns one outcome per claim; on
+    /// `Err` none of them may be on disk.
+    fn write_claims(
+        &mut self,
+        claims: &[KeyClaim],
+    ) -> impl Future<Output = Result<Vec<ClaimOutcome>, StorageError>> + Send;
 
     /// Closes the connection cleanly once the writer has written its last
     /// batch.
@@ -143,6 +152,11 @@ enum Command {
     Append {
         record: JournalRecord,
         reply: oneshot::Sender<Result<AppendOutcome, JournalError>>,
+    },
+    /// An idempotency claim, made or given up.
+    Claim {
+        claim: KeyClaim,
+        reply: oneshot::Sender<Result<ClaimOutcome, JournalError>>,
     },
     /// Write everything queued before this, stop taking records, answer.
     Close { done: oneshot::Sender<()> },
@@ -222,16 +236,61 @@ impl Journal {
     pub async fn append(&self, record: JournalRecord) -> Result<AppendOutcome, JournalError> {
         record.validate()?;
         let (reply, outcome) = oneshot::channel();
-        match self.queue.try_send(Command::Append { record, reply }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
-                return Err(JournalError::QueueFull);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(JournalError::Closed),
-        }
+        self.enqueue(Command::Append { record, reply })?;
         // A writer that died without answering (it would have to panic) has
         // not committed this record.
+        outcome.await.unwrap_or(Err(JournalError::Unavailable))
+    }
+
+    /// Queues `command` without waiting for room: a full queue is refused
+    /// at once, and counted.
+    fn enqueue(&self, command: Command) -> Result<(), JournalError> {
+        match self.queue.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
+                Err(JournalError::QueueFull)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(JournalError::Closed),
+        }
+    }
+
+    /// Claims an idempotency key before its request is decided, in the
+    /// store the record will go to. The claim rides the group commit: the
+    /// writer makes every claim waiting in the queue in one transaction
+    /// before it writes the records gathered with them, rather than each
+    /// claim paying a commit of its own on a second connection that would
+    /// fight the writer for SQLite's write lock. That transaction does not
+    /// wait for the disk; the next record commit makes it durable (see the
+    /// backends' `claims` modules for why that is safe).
+    ///
+    /// Errors as [`Journal::append`]: a full queue at once, a failed commit
+    /// as [`JournalError::Unavailable`] (nothing claimed).
+    pub async fn claim(&self, claim: IdempotencyClaim) -> Result<ClaimOutcome, JournalError> {
+        self.send_claim(KeyClaim::Claim(claim)).await
+    }
+
+    /// Gives up the claim `claimed_by` holds on a merchant's key, so a retry
+    /// is decided afresh; nothing happens if another request holds it now.
+    pub async fn release(
+        &self,
+        merchant_id: String,
+        key: String,
+        claimed_by: protocol::domain::TransactionId,
+    ) -> Result<(), JournalError> {
+        self.send_claim(KeyClaim::Release {
+            merchant_id,
+            key,
+            claimed_by,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn send_claim(&self, claim: KeyClaim) -> Result<ClaimOutcome, JournalError> {
+        claim.validate()?;
+        let (reply, outcome) = oneshot::channel();
+        self.enqueue(Command::Claim { claim, reply })?;
         outcome.await.unwrap_or(Err(JournalError::Unavailable))
     }
 
@@ -294,6 +353,8 @@ async fn run_writer<B: JournalBackend>(
     let mut received = Vec::with_capacity(batch_rows_max);
     let mut batch = Vec::with_capacity(batch_rows_max);
     let mut replies = Vec::with_capacity(batch_rows_max);
+    let mut claims = Vec::new();
+    let mut claim_replies = Vec::new();
     loop {
         {
             let mut commands = shared.commands.lock().await;
@@ -309,6 +370,10 @@ async fn run_writer<B: JournalBackend>(
                         batch.push(record);
                         replies.push(reply);
                     }
+                    Command::Claim { claim, reply } => {
+                        claims.push(claim);
+                        claim_replies.push(reply);
+                    }
                     Command::Close { done } => {
                         // Later senders get `Closed`; what is queued still
                         // drains, through every writer.
@@ -322,6 +387,10 @@ async fn run_writer<B: JournalBackend>(
             }
             // The queue is let go here, so another writer gathers the next
             // batch while this one commits.
+        }
+        if !claims.is_empty() {
+            flush_claims(&mut backend, &claims, &mut claim_replies).await;
+            claims.clear();
         }
         if !batch.is_empty() {
             flush_batch(&mut backend, &batch, &mut replies, &counters).await;
@@ -361,6 +430,32 @@ async fn flush_batch<B: JournalBackend>(
         Err(error) => {
             tracing::warn!(records = batch.len(), %error, "journal batch failed to commit");
             flush_batch_on_error(batch.len(), replies, counters);
+        }
+    }
+}
+
+async fn flush_claims<B: JournalBackend>(
+    backend: &mut B,
+    claims: &[KeyClaim],
+    replies: &mut Vec<oneshot::Sender<Result<ClaimOutcome, JournalError>>>,
+) {
+    match backend.write_claims(claims).await {
+        Ok(outcomes) if outcomes.len() == claims.len() => {
+            for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        written => {
+            // Unavailable: the caller decides nothing, and a claim that did
+            // commit all the same goes stale and is taken over.
+            if let Err(error) = written {
+                tracing::warn!(claims = claims.len(), %error, "idempotency claims failed to commit");
+            } else {
+                tracing::error!("journal backend returned the wrong number of claim outcomes");
+            }
+            for reply in replies.drain(..) {
+                let _ = reply.send(Err(JournalError::Unavailable));
+            }
         }
     }
 }
@@ -427,6 +522,13 @@ mod tests {
                 .unwrap()
                 .push((self.writer, batch.len()));
             Ok(vec![AppendOutcome::Recorded; batch.len()])
+        }
+
+        async fn write_claims(
+            &mut self,
+            claims: &[KeyClaim],
+        ) -> Result<Vec<ClaimOutcome>, StorageError> {
+            Ok(vec![ClaimOutcome::Released; claims.len()])
         }
 
         async fn close(self) {

@@ -15,7 +15,9 @@
 //! - [`journal`]: group commit. [`Journal::append`] queues a record in a
 //!   bounded queue; one writer task per backend connection writes every
 //!   waiting record in one transaction through a [`JournalBackend`], commits,
-//!   and only then answers each caller.
+//!   and only then answers each caller. [`Journal::claim`] claims an HTTP
+//!   request's idempotency key through the same writers before the request
+//!   is decided; a record whose key another request holds is never written.
 //! - The backends, each a [`JournalBackend`] for the writer and a
 //!   [`StoreReader`] and [`VaultMaintenance`] for the rest, written once:
 //!   - [`sqlite`]: the embedded default, SQLite in WAL mode: the writer
@@ -55,6 +57,7 @@ mod columns;
 mod any_store;
 #[cfg(feature = "baseline")]
 pub mod baseline;
+mod claim_plan;
 mod clock;
 mod convert;
 pub mod error;
@@ -73,8 +76,9 @@ pub use error::{JournalError, StorageError};
 pub use journal::{Journal, JournalBackend, JournalConfig, JournalStats};
 pub use postgres::{PostgresConfig, PostgresStore, PostgresWriter};
 pub use record::{
-    AppendOutcome, IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor,
-    ReplayRow, SealedPan, StageTimings, StoredTransaction, bin_and_last4,
+    AppendOutcome, ClaimOutcome, IdempotencyClaim, IdempotencyEntry, JournalRecord, KeyClaim,
+    OriginalKeys, RecordKind, ReplayCursor, ReplayRow, SealedPan, StageTimings, StoredTransaction,
+    bin_and_last4,
 };
 pub use rewrap::{
     REWRAP_BATCH_ROWS_MAX, RewrapBatch, Rewrapped, VaultMaintenance, VerifyReport, rewrap_batch,

@@ -115,6 +115,172 @@ pub struct IdempotencyEntry {
     pub status: u16,
 }
 
+/// A request's claim on its idempotency key, written to the journal's store
+/// before the request is decided, so that two nodes given one key at once
+/// decide it once: the second finds the first's claim (or its stored
+/// answer) and decides nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// As in [`IdempotencyEntry`].
+    pub merchant_id: String,
+    /// The key's digest, as in [`IdempotencyEntry`].
+    pub key: String,
+    /// The digest of the claiming request.
+    pub request_hash: [u8; 32],
+    /// The transaction that will carry the answer: only its record
+    /// completes the claim.
+    pub claimed_by: TransactionId,
+    pub claimed_at_ms: u64,
+    /// A claim still pending that was made before this is stale (its node
+    /// died, or its request outlived any client): this claim takes it over,
+    /// and the old request's late record is then refused.
+    pub stale_before_ms: u64,
+}
+
+impl IdempotencyClaim {
+    /// What every backend does with this claim, given the claim its table
+    /// holds for the key now (holder, claimed at), once it has found no
+    /// stored answer.
+    pub(crate) fn against(&self, held: Option<(TransactionId, u64)>) -> ClaimStep {
+        match held {
+            None => ClaimStep::Insert,
+            // The same claim again (a writer's retry): still this request's.
+            Some((by, _)) if by == self.claimed_by => ClaimStep::Keep,
+            Some((_, at_ms)) if at_ms >= self.stale_before_ms => ClaimStep::InFlight,
+            Some((by, _)) => ClaimStep::TakeOver(by),
+        }
+    }
+}
+
+/// What a backend does with a claim: see [`IdempotencyClaim::against`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimStep {
+    Insert,
+    Keep,
+    InFlight,
+    /// Replace the stale claim of this request.
+    TakeOver(TransactionId),
+}
+
+impl ClaimStep {
+    /// The outcome a caller gets once the step is applied.
+    pub(crate) fn outcome(self) -> ClaimOutcome {
+        match self {
+            ClaimStep::Insert | ClaimStep::Keep => ClaimOutcome::Claimed { took_over: None },
+            ClaimStep::InFlight => ClaimOutcome::InFlight,
+            ClaimStep::TakeOver(by) => ClaimOutcome::Claimed {
+                took_over: Some(by),
+            },
+        }
+    }
+}
+
+/// Who keeps `record` (carrying an idempotency key) from being written, if
+/// anyone: the request whose claim is on the key now, or else the record
+/// whose answer is stored under it. A key with neither is free (a record
+/// written without a claim, as before claims existed). The one rule every
+/// backend's commit applies.
+pub(crate) fn key_taken_by(
+    record: TransactionId,
+    claimed_by: Option<TransactionId>,
+    answered_by: Option<TransactionId>,
+) -> Option<TransactionId> {
+    match claimed_by {
+        Some(by) if by != record => Some(by),
+        _ => answered_by.filter(|by| *by != record),
+    }
+}
+
+/// The records of a batch that are written, when `taken` (per record,
+/// who holds its key: [`key_taken_by`]) refuses some; `None` when it
+/// refuses none, the usual case, so nothing is copied.
+pub(crate) fn records_kept(
+    batch: &[JournalRecord],
+    taken: &[Option<TransactionId>],
+) -> Option<Vec<JournalRecord>> {
+    taken.iter().any(Option::is_some).then(|| {
+        batch
+            .iter()
+            .zip(taken)
+            .filter(|(_, taken)| taken.is_none())
+            .map(|(record, _)| record.clone())
+            .collect()
+    })
+}
+
+/// Every record's outcome, in batch order: the refused ones' (from `taken`)
+/// between those of the records written.
+pub(crate) fn with_refused(
+    taken: Vec<Option<TransactionId>>,
+    written: Vec<AppendOutcome>,
+) -> Vec<AppendOutcome> {
+    if taken.is_empty() {
+        return written;
+    }
+    let mut written = written.into_iter();
+    taken
+        .into_iter()
+        .map(|taken| match taken {
+            Some(by) => AppendOutcome::IdempotencyKeyTaken { by },
+            None => written.next().unwrap_or(AppendOutcome::Recorded),
+        })
+        .collect()
+}
+
+/// A claim as the journal's writer is handed it: to make, or to give up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// Claim the key, unless it is answered or claimed by a live request.
+    Claim(IdempotencyClaim),
+    /// Give up the claim that `claimed_by` holds on the merchant's key (its
+    /// answer asked for a retry, or its record was never written). Nothing
+    /// happens if another request holds it now.
+    Release {
+        merchant_id: String,
+        key: String,
+        claimed_by: TransactionId,
+    },
+}
+
+impl KeyClaim {
+    /// The merchant and key digest it is about.
+    pub fn key(&self) -> (&str, &str) {
+        match self {
+            KeyClaim::Claim(claim) => (&claim.merchant_id, &claim.key),
+            KeyClaim::Release {
+                merchant_id, key, ..
+            } => (merchant_id, key),
+        }
+    }
+
+    /// Refuses a key the idempotency table could not hold.
+    pub fn validate(&self) -> Result<(), JournalError> {
+        let (merchant_id, key) = self.key();
+        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LENGTH_MAX {
+            return refuse("idempotency.key", "must be 1 to 255 bytes");
+        }
+        if merchant_id.is_empty() || merchant_id.len() > IDEMPOTENCY_MERCHANT_LENGTH_MAX {
+            return refuse("idempotency.merchant_id", "must be 1 to 64 bytes");
+        }
+        Ok(())
+    }
+}
+
+/// What the store did with a [`KeyClaim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The key is this request's to decide. `took_over` names the request
+    /// whose stale claim it replaced.
+    Claimed { took_over: Option<TransactionId> },
+    /// Another request claimed the key and is still within its time.
+    InFlight,
+    /// The key was answered: the stored answer (its request digest tells a
+    /// replay from another request under the same key).
+    Answered(IdempotencyEntry),
+    /// A release: the claim is gone, or was not this request's.
+    Released,
+}
+
 /// Everything one transaction leaves in the journal.
 ///
 /// `sealed_pan` and `idempotency` are riders: written in the same database
@@ -257,9 +423,11 @@ pub enum AppendOutcome {
     /// or earlier in the same batch): the switch gives nothing back and
     /// answers as it answered `by`.
     AlreadyReversed { by: TransactionId },
-    /// Written, but another record, `by`, holds the idempotency key, so this
-    /// record's entry was not stored. The switch's in-flight guard makes this
-    /// unreachable on one node; between nodes the first commit wins.
+    /// NOT written, nor anything riding on it: another request, `by`,
+    /// holds the record's idempotency key (its claim was taken over by
+    /// `by`, or `by`'s answer is stored). No approval of this record stands;
+    /// the switch gives its velocity back. At most one record per key is
+    /// ever written.
     IdempotencyKeyTaken { by: TransactionId },
 }
 

@@ -18,12 +18,13 @@ use common::leak::test_pans;
 use common::postgres::{TestDatabase, config};
 use common::{NOW_MS, approved, declined, id_at, keys, reversal_of, token};
 use protocol::Amount;
-use protocol::domain::{DeclineReason, Token};
+use protocol::domain::{DeclineReason, Token, TransactionId};
 use protocol::ids::Text;
 use storage::{
-    AnyStore, AppendOutcome, IdempotencyEntry, Journal, JournalConfig, JournalError, JournalRecord,
-    OriginalKeys, PostgresStore, RecordKind, ReplayCursor, Rewrapped, SealedPan, SqliteStore,
-    StoreReader, Vault, VaultMaintenance, rewrap_batch, verify_all,
+    AnyStore, AppendOutcome, ClaimOutcome, IdempotencyClaim, IdempotencyEntry, Journal,
+    JournalConfig, JournalError, JournalRecord, OriginalKeys, PostgresStore, RecordKind,
+    ReplayCursor, Rewrapped, SealedPan, SqliteStore, StoreReader, Vault, VaultMaintenance,
+    rewrap_batch, verify_all,
 };
 use tempfile::TempDir;
 
@@ -144,6 +145,9 @@ conformance!(
     a_taken_id_fails_its_whole_batch,
     the_first_reversal_of_an_original_wins,
     idempotency_entries_commit_with_their_record_and_keys_are_unique,
+    a_key_is_claimed_once_and_answered_after,
+    a_stale_claim_is_taken_over_and_its_late_record_writes_nothing,
+    a_released_claim_frees_the_key_only_for_its_holder,
     the_first_sealed_pan_of_a_token_stays,
     originals_are_found_by_acquirer_keys,
     originals_are_matched_within_their_merchant_and_acquirer,
@@ -322,7 +326,7 @@ async fn idempotency_entries_commit_with_their_record_and_keys_are_unique(t: &Ba
         t.store.idempotent_response("M0002", "key-7").await.unwrap(),
         None
     );
-    // The same key again: the record is written, the first entry stays.
+    // The same key again: the record is not written, the first entry stays.
     let mut second = approved(NOW_MS, token(1), "000002");
     second.idempotency = Some(IdempotencyEntry {
         response_json: "{}".to_owned(),
@@ -332,7 +336,7 @@ async fn idempotency_entries_commit_with_their_record_and_keys_are_unique(t: &Ba
         t.journal.append(second.clone()).await,
         Ok(AppendOutcome::IdempotencyKeyTaken { by: first.id })
     );
-    assert!(t.store.transaction(second.id).await.unwrap().is_some());
+    assert!(t.store.transaction(second.id).await.unwrap().is_none());
     assert_eq!(
         t.store.idempotent_response("M0001", "key-7").await.unwrap(),
         Some(keyed(7))
@@ -347,16 +351,168 @@ async fn idempotency_entries_commit_with_their_record_and_keys_are_unique(t: &Ba
         ..keyed(8)
     });
     assert_eq!(
-        append_together(&t.journal, a.clone(), b).await,
+        append_together(&t.journal, a.clone(), b.clone()).await,
         [
             Ok(AppendOutcome::Recorded),
             Ok(AppendOutcome::IdempotencyKeyTaken { by: a.id })
         ]
     );
     assert_eq!(t.journal.stats().batch_rows_last, 2);
+    assert!(t.store.transaction(b.id).await.unwrap().is_none());
+    assert!(t.store.transaction(a.id).await.unwrap().is_some());
     assert_eq!(
         t.store.idempotent_response("M0001", "key-8").await.unwrap(),
         Some(keyed(8))
+    );
+}
+
+/// A claim on `keyed(n)`'s key by `claimed_by`, made at `at_ms`, taking
+/// over claims made before `stale_before_ms`.
+fn claim(n: u8, claimed_by: TransactionId, at_ms: u64, stale_before_ms: u64) -> IdempotencyClaim {
+    IdempotencyClaim {
+        merchant_id: "M0001".to_owned(),
+        key: format!("key-{n}"),
+        request_hash: [n; 32],
+        claimed_by,
+        claimed_at_ms: at_ms,
+        stale_before_ms,
+    }
+}
+
+/// `record` carrying the answer to `keyed(n)`.
+fn answering(mut record: JournalRecord, n: u8) -> JournalRecord {
+    record.idempotency = Some(keyed(n));
+    record
+}
+
+async fn a_key_is_claimed_once_and_answered_after(t: &Backend) {
+    let first = answering(approved(NOW_MS, token(1), "000001"), 7);
+    assert_eq!(
+        t.journal.claim(claim(7, first.id, NOW_MS, 0)).await,
+        Ok(ClaimOutcome::Claimed { took_over: None })
+    );
+    // The same claim again (a writer's retry) is still its own.
+    assert_eq!(
+        t.journal.claim(claim(7, first.id, NOW_MS, 0)).await,
+        Ok(ClaimOutcome::Claimed { took_over: None })
+    );
+    // Another request, on any node, while the first is within its time.
+    let second = id_at(NOW_MS + 1);
+    assert_eq!(
+        t.journal.claim(claim(7, second, NOW_MS + 1, NOW_MS)).await,
+        Ok(ClaimOutcome::InFlight)
+    );
+    // Another merchant's key of the same name is its own.
+    let other = IdempotencyClaim {
+        merchant_id: "M0002".to_owned(),
+        ..claim(7, second, NOW_MS + 1, NOW_MS)
+    };
+    assert_eq!(
+        t.journal.claim(other).await,
+        Ok(ClaimOutcome::Claimed { took_over: None })
+    );
+    // The holder's record completes the claim: the answer is stored.
+    assert_eq!(
+        t.journal.append(first.clone()).await,
+        Ok(AppendOutcome::Recorded)
+    );
+    assert_eq!(
+        t.journal
+            .claim(claim(7, second, NOW_MS + 2, NOW_MS + 1))
+            .await,
+        Ok(ClaimOutcome::Answered(keyed(7)))
+    );
+    // A record of the request refused its claim is not written.
+    let late = answering(approved(NOW_MS + 2, token(1), "000002"), 7);
+    assert_eq!(
+        t.journal.append(late.clone()).await,
+        Ok(AppendOutcome::IdempotencyKeyTaken { by: first.id })
+    );
+    assert!(t.store.transaction(late.id).await.unwrap().is_none());
+    assert!(t.store.transaction(first.id).await.unwrap().is_some());
+}
+
+async fn a_stale_claim_is_taken_over_and_its_late_record_writes_nothing(t: &Backend) {
+    let stale = answering(approved(NOW_MS, token(1), "000001"), 9);
+    assert_eq!(
+        t.journal.claim(claim(9, stale.id, NOW_MS, 0)).await,
+        Ok(ClaimOutcome::Claimed { took_over: None })
+    );
+    // A retry once the claim is older than the bound takes it over.
+    let retry = answering(approved(NOW_MS + 60_001, token(1), "000002"), 9);
+    assert_eq!(
+        t.journal
+            .claim(claim(9, retry.id, NOW_MS + 60_001, NOW_MS + 1))
+            .await,
+        Ok(ClaimOutcome::Claimed {
+            took_over: Some(stale.id)
+        })
+    );
+    // The old request's late record: nothing of it is written, not even
+    // its answer.
+    assert_eq!(
+        t.journal.append(stale.clone()).await,
+        Ok(AppendOutcome::IdempotencyKeyTaken { by: retry.id })
+    );
+    assert!(t.store.transaction(stale.id).await.unwrap().is_none());
+    assert_eq!(
+        t.store.idempotent_response("M0001", "key-9").await.unwrap(),
+        None
+    );
+    let page = t.store.approved_since(0, None, 10).await.unwrap();
+    assert!(page.is_empty(), "no approval of the stale request stands");
+    // The one that took it over commits and answers.
+    assert_eq!(
+        t.journal.append(retry.clone()).await,
+        Ok(AppendOutcome::Recorded)
+    );
+    assert_eq!(
+        t.store.idempotent_response("M0001", "key-9").await.unwrap(),
+        Some(keyed(9))
+    );
+    // Both in one batch, the late one first: the holder's is written.
+    let stale = answering(approved(NOW_MS, token(2), "000003"), 10);
+    let retry = answering(approved(NOW_MS + 60_001, token(2), "000004"), 10);
+    t.journal
+        .claim(claim(10, stale.id, NOW_MS, 0))
+        .await
+        .unwrap();
+    t.journal
+        .claim(claim(10, retry.id, NOW_MS + 60_001, NOW_MS + 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        append_together(&t.journal, stale.clone(), retry.clone()).await,
+        [
+            Ok(AppendOutcome::IdempotencyKeyTaken { by: retry.id }),
+            Ok(AppendOutcome::Recorded)
+        ]
+    );
+    assert!(t.store.transaction(stale.id).await.unwrap().is_none());
+    assert!(t.store.transaction(retry.id).await.unwrap().is_some());
+}
+
+async fn a_released_claim_frees_the_key_only_for_its_holder(t: &Backend) {
+    let holder = id_at(NOW_MS);
+    t.journal.claim(claim(11, holder, NOW_MS, 0)).await.unwrap();
+    // Released by another request: nothing happens.
+    t.journal
+        .release("M0001".to_owned(), "key-11".to_owned(), id_at(NOW_MS))
+        .await
+        .unwrap();
+    let retry = id_at(NOW_MS + 1);
+    assert_eq!(
+        t.journal.claim(claim(11, retry, NOW_MS + 1, 0)).await,
+        Ok(ClaimOutcome::InFlight)
+    );
+    // Released by its holder: the retry is decided afresh.
+    t.journal
+        .release("M0001".to_owned(), "key-11".to_owned(), holder)
+        .await
+        .unwrap();
+    assert_eq!(
+        t.journal.claim(claim(11, retry, NOW_MS + 1, 0)).await,
+        Ok(ClaimOutcome::Claimed { took_over: None })
     );
 }
 

@@ -429,7 +429,7 @@ async fn migrations_run_once_and_reopening_is_fine() {
         .await
         .unwrap();
     let versions: Vec<i64> = rows.iter().map(|row| row.get::<i64, _>(0)).collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&mut conn)
         .await
@@ -446,7 +446,7 @@ async fn migrations_run_once_and_reopening_is_fine() {
     match SqliteStore::open(&path, config()).await {
         Err(StorageError::SchemaTooNew {
             found: 99,
-            known: 3,
+            known: 4,
         }) => {}
         other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
     }
@@ -583,4 +583,66 @@ async fn burst_of_appends_from_many_tasks() {
         alone * 1000.0 / ALONE as f64,
     );
     assert_eq!(t.journal.stats().batch_rows_last, 1);
+}
+
+/// A journal written before idempotency claims (schema version 2), with a
+/// stored answer in it, is brought to version 3 on open: its rows read as
+/// before, and a claim on the answered key gets that answer.
+#[tokio::test]
+async fn a_journal_from_before_claims_is_migrated_and_keeps_its_answers() {
+    let t = TestStore::open(config()).await;
+    let entry = IdempotencyEntry {
+        merchant_id: "M0001".to_owned(),
+        key: "order-1".to_owned(),
+        request_hash: [5; 32],
+        response_json: r#"{"status":"approved"}"#.to_owned(),
+        status: 201,
+    };
+    let record = JournalRecord {
+        idempotency: Some(entry.clone()),
+        ..approved(NOW_MS, token(1), "000001")
+    };
+    assert_eq!(
+        t.journal.append(record.clone()).await,
+        Ok(AppendOutcome::Recorded)
+    );
+    let dir = t.close().await;
+    let path = db_path(dir.path());
+    // Back to version 3, as the file of an older switch.
+    let mut conn = raw_connection(&path).await;
+    sqlx::raw_sql("DROP TABLE idempotency_claims; DELETE FROM schema_migrations WHERE version = 4")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let (journal, store) = SqliteStore::open(&path, config()).await.unwrap();
+    assert!(store.transaction(record.id).await.unwrap().is_some());
+    assert_eq!(
+        store.idempotent_response("M0001", "order-1").await.unwrap(),
+        Some(entry.clone())
+    );
+    let claim = storage::IdempotencyClaim {
+        merchant_id: "M0001".to_owned(),
+        key: "order-1".to_owned(),
+        request_hash: [5; 32],
+        claimed_by: id_at(NOW_MS + 1),
+        claimed_at_ms: NOW_MS + 1,
+        stale_before_ms: 0,
+    };
+    assert_eq!(
+        journal.claim(claim).await,
+        Ok(storage::ClaimOutcome::Answered(entry))
+    );
+    journal.close().await;
+    store.close().await;
+    let mut conn = raw_connection(&path).await;
+    let versions: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
 }

@@ -445,14 +445,16 @@ async fn a_batch_written_twice_is_stored_once() {
     // answers are the first write's, and nothing is there twice.
     assert_eq!(writer.write_batch(&batch).await.unwrap(), expected);
     let mut other = t.db.connect().await;
+    // Four: the record refused for its key is not written, either time.
     for (table, rows) in [
-        ("transactions", 5),
+        ("transactions", 4),
         ("reversals", 1),
         ("vault", 1),
         ("idempotency", 1),
     ] {
         assert_eq!(count_rows(&mut other, table).await, rows, "{table}");
     }
+    assert!(t.store.transaction(same_key.id).await.unwrap().is_none());
     let stored = t.store.transaction(original.id).await.unwrap();
     assert!(stored.is_none(), "the original was never journaled here");
     assert_eq!(
@@ -713,7 +715,7 @@ async fn migrations_run_once_also_when_nodes_start_together() {
         .await
         .unwrap();
     let versions: Vec<i64> = rows.iter().map(|row| row.get::<i64, _>(0)).collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 
     // A database migrated by a newer build is refused rather than written.
     conn.execute(sqlx::raw_sql(
@@ -725,7 +727,7 @@ async fn migrations_run_once_also_when_nodes_start_together() {
     match PostgresStore::open(&db.url, config(1)).await {
         Err(StorageError::SchemaTooNew {
             found: 99,
-            known: 3,
+            known: 4,
         }) => {}
         other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
     }
@@ -1169,5 +1171,77 @@ async fn baselines_measure_on_a_scratch_table_and_leave_the_journal_alone() {
             .await
             .unwrap();
     assert_eq!(scratch, None);
+    t.finish().await;
+}
+
+/// Two nodes (two stores, each with its writers, on one database) claim
+/// one idempotency key at the same moment: exactly one gets it, the other
+/// is told it is in flight, however their writers' transactions interleave.
+/// Then the holder's record completes the claim and a record of the other
+/// request under the key is not written.
+#[tokio::test]
+async fn two_nodes_claiming_one_key_at_once_get_one_claim() {
+    let Some(t) = Pg::open(config(2)).await else {
+        return;
+    };
+    let (south, south_store) = PostgresStore::open(&t.db.url, config(2)).await.unwrap();
+    let claim = |key: &str, claimed_by| storage::IdempotencyClaim {
+        merchant_id: "M0001".to_owned(),
+        key: key.to_owned(),
+        request_hash: [1; 32],
+        claimed_by,
+        claimed_at_ms: NOW_MS,
+        stale_before_ms: 0,
+    };
+    for n in 0..20 {
+        let key = format!("race-{n}");
+        let (north_id, south_id) = (id_at(NOW_MS), id_at(NOW_MS));
+        let (at_north, at_south) = tokio::join!(
+            t.journal.claim(claim(&key, north_id)),
+            south.claim(claim(&key, south_id))
+        );
+        let claimed = |outcome: &storage::ClaimOutcome| {
+            matches!(outcome, storage::ClaimOutcome::Claimed { took_over: None })
+        };
+        let (at_north, at_south) = (at_north.unwrap(), at_south.unwrap());
+        let (holder, other) = match (claimed(&at_north), claimed(&at_south)) {
+            (true, false) => (north_id, south_id),
+            (false, true) => (south_id, north_id),
+            answers => {
+                panic!("{key}: expected one claim, got {answers:?} ({at_north:?}, {at_south:?})")
+            }
+        };
+        assert_eq!(
+            [&at_north, &at_south]
+                .into_iter()
+                .filter(|o| **o == storage::ClaimOutcome::InFlight)
+                .count(),
+            1
+        );
+        let entry = IdempotencyEntry {
+            merchant_id: "M0001".to_owned(),
+            key: key.clone(),
+            request_hash: [1; 32],
+            response_json: "{}".to_owned(),
+            status: 201,
+        };
+        let record = |id| JournalRecord {
+            id,
+            idempotency: Some(entry.clone()),
+            ..approved(NOW_MS, token(1), "000001")
+        };
+        let (by_holder, by_other) = tokio::join!(
+            t.journal.append(record(holder)),
+            south.append(record(other))
+        );
+        assert_eq!(by_holder, Ok(AppendOutcome::Recorded));
+        assert_eq!(
+            by_other,
+            Ok(AppendOutcome::IdempotencyKeyTaken { by: holder })
+        );
+        assert!(south_store.transaction(other).await.unwrap().is_none());
+    }
+    south.close().await;
+    south_store.close().await;
     t.finish().await;
 }

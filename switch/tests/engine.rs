@@ -26,8 +26,8 @@ use switch::admission::AdmissionRates;
 use switch::config::DuplicateSettings;
 use switch::engine::acquirer::Acquirer;
 use switch::engine::{
-    CardOutcome, Engine, EngineParts, IdempotencyRequest, Received, ReversalOutcome,
-    ReversalRefusal, SeededRandom,
+    CLAIM_STALE_AFTER_MS, CardOutcome, Engine, EngineParts, IdempotencyRequest, Idempotent,
+    Received, ReversalOutcome, ReversalRefusal, SeededRandom,
 };
 use switch::fleet::{Claim, FleetError, FleetFuture, FleetStore, OnRedisDown};
 use switch::ops::metrics::Metrics;
@@ -78,6 +78,23 @@ impl Rig {
     /// An engine over `memory` as a restarted switch builds it: velocity
     /// not yet replayed.
     fn starting(memory: MemoryBackend, fleet: Option<Arc<dyn FleetStore>>) -> Rig {
+        Rig::starting_seeded(memory, fleet, 42)
+    }
+
+    /// Another node over the same journal (as two switches on one
+    /// PostgreSQL): its own actors, clock and indexes, and its own random
+    /// seed, so the two never make the same transaction id.
+    fn node(memory: MemoryBackend, fleet: Option<Arc<dyn FleetStore>>, seed: u64) -> Rig {
+        let rig = Rig::starting_seeded(memory, fleet, seed);
+        rig.engine.set_ready();
+        rig
+    }
+
+    fn starting_seeded(
+        memory: MemoryBackend,
+        fleet: Option<Arc<dyn FleetStore>>,
+        seed: u64,
+    ) -> Rig {
         let clock = Arc::new(ManualClock::new(NOW_MS));
         let wall: Arc<dyn Clock> = clock.clone();
         let metrics = Arc::new(Metrics::default());
@@ -121,7 +138,7 @@ impl Rig {
         let engine = Engine::new(EngineParts {
             metrics: Arc::clone(&metrics),
             clock: wall,
-            random: Arc::new(SeededRandom::new(42)),
+            random: Arc::new(SeededRandom::new(seed)),
             rules: RuleConfig {
                 amount_max: amount(1_000_000),
                 blocked_bins: vec![BinRange::new("400000", "400099").unwrap()],
@@ -189,7 +206,6 @@ impl Rig {
         let received = Received {
             acquirer,
             processing_code: Some(Text::parse(b"000000").unwrap()),
-            idempotency: None,
             decode_us: 17,
         };
         self.engine.authorize(authorization.clone(), received).await
@@ -999,17 +1015,11 @@ async fn an_answer_asking_for_a_retry_is_not_stored_under_the_idempotency_key() 
         Some(Arc::new(AwayFleet(OnRedisDown::Decline))),
     );
     let request = rig.json(VISA, 100);
-    let received = Received {
-        idempotency: Some(IdempotencyRequest {
-            merchant_id: ACME.to_owned(),
-            key: "retry-me".to_owned(),
-            request_hash: [3; 32],
-            render: |_| (201, "{\"status\":\"declined\"}".to_owned()),
-        }),
-        ..Received::default()
-    };
-    let outcome = rig.engine.authorize(request, received).await;
-    assert_eq!(code(&outcome), "91");
+    let outcome = rig
+        .engine
+        .authorize_idempotent(request.clone(), Received::default(), keyed("retry-me", 3))
+        .await;
+    assert_eq!(decided_code(&outcome), "91");
     assert_eq!(
         rig.engine
             .store()
@@ -1018,6 +1028,12 @@ async fn an_answer_asking_for_a_retry_is_not_stored_under_the_idempotency_key() 
             .unwrap(),
         None
     );
+    // Its claim was given back: the retry is decided afresh, not 409.
+    let retry = rig
+        .engine
+        .authorize_idempotent(request, Received::default(), keyed("retry-me", 3))
+        .await;
+    assert_eq!(decided_code(&retry), "91");
 }
 
 /// An acquirer held to other merchants cannot read the answer (and auth
@@ -1397,4 +1413,274 @@ async fn after_the_fleet_store_lost_its_keys_a_claim_asks_the_journal() {
     let again = other.authorize(&request).await;
     assert_eq!((again.id, again.decision), (first.id, first.decision));
     assert_eq!(other.duplicates(), 1);
+}
+
+/// An HTTP request's idempotency key `key` (as its digest would be kept),
+/// for a request whose digest is `[request; 32]`.
+fn keyed(key: &str, request: u8) -> IdempotencyRequest {
+    IdempotencyRequest {
+        merchant_id: ACME.to_owned(),
+        key: key.to_owned(),
+        request_hash: [request; 32],
+        render: |outcome| {
+            (
+                201,
+                format!(
+                    r#"{{"id":"{}","code":"{}"}}"#,
+                    outcome.id,
+                    outcome.response_code().as_str()
+                ),
+            )
+        },
+    }
+}
+
+/// The code of a request decided now; a panic for any other answer.
+fn decided_code(answer: &Idempotent) -> String {
+    match answer {
+        Idempotent::Decided(outcome) => code(outcome),
+        other => panic!("not decided now: {other:?}"),
+    }
+}
+
+/// Approves `pan` on `rig` until the card's 3 a minute decline it; returns
+/// how many were approved, so a test can tell what velocity counted.
+async fn approvals_left(rig: &mut Rig, pan: &str) -> usize {
+    let mut approved = 0;
+    loop {
+        let next = rig.json(pan, 100);
+        match code(&rig.authorize(&next).await).as_str() {
+            "00" => approved += 1,
+            "65" => return approved,
+            other => panic!("unexpected {other}"),
+        }
+    }
+}
+
+/// Two nodes over one journal given the same key at the same instant: both
+/// claims are at the (stalled) disk before either is decided. Exactly one
+/// is decided and approved, the other is answered 409 without deciding, and
+/// its retry gets the stored reply: one approval in the journal, counted in
+/// velocity once.
+#[tokio::test]
+async fn two_nodes_given_one_key_at_once_approve_it_once() {
+    let memory = MemoryBackend::new();
+    let mut north = Rig::node(memory.clone(), None, 1);
+    let mut south = Rig::node(memory.clone(), None, 2);
+    let request = north.json(VISA, 100);
+    memory.hold_batches();
+    let (at_north, at_south) = tokio::join!(
+        north.engine.authorize_idempotent(
+            request.clone(),
+            Received::default(),
+            keyed("order-1", 1)
+        ),
+        async {
+            // The north's claim is at the disk; the south's joins it.
+            while memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            let south_answer = south.engine.authorize_idempotent(
+                request.clone(),
+                Received::default(),
+                keyed("order-1", 1),
+            );
+            let release = async {
+                while memory.batches_held() < 2 {
+                    tokio::task::yield_now().await;
+                }
+                memory.release_batches();
+            };
+            tokio::join!(south_answer, release).0
+        }
+    );
+    let (decided, winner_is_north) = match (&at_north, &at_south) {
+        (Idempotent::Decided(outcome), Idempotent::InProgress) => (outcome.clone(), true),
+        (Idempotent::InProgress, Idempotent::Decided(outcome)) => (outcome.clone(), false),
+        other => panic!("expected one decision and one 409, got {other:?}"),
+    };
+    assert_eq!(code(&decided), "00");
+
+    // The retry, on either node, gets the stored reply byte for byte.
+    for rig in [&north, &south] {
+        match rig
+            .engine
+            .authorize_idempotent(request.clone(), Received::default(), keyed("order-1", 1))
+            .await
+        {
+            Idempotent::Replayed { status, body } => {
+                assert_eq!(status, 201);
+                assert_eq!(body, format!(r#"{{"id":"{}","code":"00"}}"#, decided.id));
+            }
+            other => panic!("expected the stored reply, got {other:?}"),
+        }
+    }
+    // Another request under the key: 422.
+    assert!(matches!(
+        south
+            .engine
+            .authorize_idempotent(request.clone(), Received::default(), keyed("order-1", 2))
+            .await,
+        Idempotent::KeyReused
+    ));
+
+    let approved = south
+        .engine
+        .store()
+        .approved_since(0, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(approved.len(), 1, "one approval in the journal");
+    assert_eq!(approved[0].id, decided.id);
+    // Velocity: the node that decided counted it once (2 of the card's 3 a
+    // minute are left), the other never decided (3 are left).
+    let (winner, other) = if winner_is_north {
+        (&mut north, &mut south)
+    } else {
+        (&mut south, &mut north)
+    };
+    assert_eq!(approvals_left(winner, VISA).await, 2);
+    assert_eq!(approvals_left(other, VISA).await, 3);
+}
+
+/// A fleet store that holds the first velocity confirmation until the test
+/// lets it go: a request stuck between its claim and its record, as on a
+/// node that stopped answering. Later ones are confirmed at once.
+#[derive(Default)]
+struct StuckFleet {
+    entered: std::sync::atomic::AtomicBool,
+    open: tokio::sync::Notify,
+}
+
+impl FleetStore for StuckFleet {
+    fn on_redis_down(&self) -> OnRedisDown {
+        OnRedisDown::Decline
+    }
+    fn claim<'a>(&'a self, _: &'a str, _: u64) -> FleetFuture<'a, Claim> {
+        away()
+    }
+    fn answer<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> FleetFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn release<'a>(&'a self, _: &'a str) -> FleetFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn pending<'a>(&'a self, _: &'a str) -> FleetFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
+    }
+    fn reserve(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, Result<(), DeclineReason>> {
+        Box::pin(async {
+            // Only the first request is stuck.
+            if !self.entered.swap(true, Ordering::SeqCst) {
+                self.open.notified().await;
+            }
+            Ok(Ok(()))
+        })
+    }
+    fn give_back(&self, _: Token, _: Amount, _: bool, _: u64) -> FleetFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn ping(&self) -> FleetFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn keep_built<'a>(&'a self, _: &'a AnyStore, _: u64) -> FleetFuture<'a, u64> {
+        Box::pin(async { Ok(1) })
+    }
+}
+
+/// A claim whose request never answers does not lock its key for ever:
+/// within the bound a retry gets 409; after it, the retry takes the claim
+/// over and is decided afresh. The stuck request's late record then fails
+/// its claim check: nothing of it is written, its velocity is given back,
+/// and it gets the reply of the request that took its key over.
+#[tokio::test]
+async fn a_stale_claim_is_taken_over_and_the_late_request_writes_nothing() {
+    let memory = MemoryBackend::new();
+    let stuck = Arc::new(StuckFleet::default());
+    let fleet: Arc<dyn FleetStore> = stuck.clone();
+    let mut north = Rig::node(memory.clone(), Some(fleet), 1);
+    let mut south = Rig::node(memory.clone(), None, 2);
+    let request = north.json(VISA, 100);
+    let (late, taken_over) = tokio::join!(
+        north.engine.authorize_idempotent(
+            request.clone(),
+            Received::default(),
+            keyed("order-2", 1)
+        ),
+        async {
+            // The north claimed the key and is stuck deciding.
+            while !stuck.entered.load(Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+            let within = south
+                .engine
+                .authorize_idempotent(request.clone(), Received::default(), keyed("order-2", 1))
+                .await;
+            assert!(matches!(within, Idempotent::InProgress), "{within:?}");
+            south.clock.set(NOW_MS + CLAIM_STALE_AFTER_MS + 1);
+            let taken_over = south
+                .engine
+                .authorize_idempotent(request.clone(), Received::default(), keyed("order-2", 1))
+                .await;
+            stuck.open.notify_one();
+            taken_over
+        }
+    );
+    let Idempotent::Decided(decided) = taken_over else {
+        panic!("the retry after the bound is decided afresh: {taken_over:?}");
+    };
+    assert_eq!(code(&decided), "00");
+    match late {
+        Idempotent::Replayed { status, body } => {
+            assert_eq!(status, 201);
+            assert_eq!(body, format!(r#"{{"id":"{}","code":"00"}}"#, decided.id));
+        }
+        other => panic!("the late request gets the reply that stands: {other:?}"),
+    }
+    let approved = south
+        .engine
+        .store()
+        .approved_since(0, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        approved.len(),
+        1,
+        "only the request that took over is written"
+    );
+    assert_eq!(approved[0].id, decided.id);
+    // The late request's velocity was given back on its node: all 3 of the
+    // card's minute are left there; the south counted its own approval.
+    assert_eq!(approvals_left(&mut north, VISA).await, 3);
+    assert_eq!(approvals_left(&mut south, VISA).await, 2);
+}
+
+/// A keyed request whose commit is ambiguous (it committed, the answer was
+/// lost) is read back and answered as committed; the commit completed its
+/// claim, so the retry gets the stored reply, not 409 and not a second
+/// decision.
+#[tokio::test]
+async fn an_ambiguous_commit_leaves_its_claim_completed() {
+    let mut rig = Rig::new();
+    let request = rig.json(VISA, 100);
+    rig.memory.commit_then_fail_next_batches(1);
+    let first = rig
+        .engine
+        .authorize_idempotent(request.clone(), Received::default(), keyed("order-3", 1))
+        .await;
+    let Idempotent::Decided(decided) = first else {
+        panic!("decided: {first:?}");
+    };
+    assert_eq!(code(&decided), "00", "read back: on disk");
+    match rig
+        .engine
+        .authorize_idempotent(request, Received::default(), keyed("order-3", 1))
+        .await
+    {
+        Idempotent::Replayed { body, .. } => {
+            assert_eq!(body, format!(r#"{{"id":"{}","code":"00"}}"#, decided.id));
+        }
+        other => panic!("expected the stored reply, got {other:?}"),
+    }
+    assert_eq!(approvals_left(&mut rig, VISA).await, 2, "counted once");
 }

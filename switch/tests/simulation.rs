@@ -830,7 +830,6 @@ impl Sim {
             let received = Received {
                 acquirer: acquirer.as_deref(),
                 processing_code: None,
-                idempotency: None,
                 decode_us: 0,
             };
             let outcome = engine.authorize(request.clone(), received).await;

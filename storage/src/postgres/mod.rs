@@ -18,6 +18,8 @@
 //!   record's outcome.
 //! - `batch`: that one statement (a multi-row insert per table from
 //!   `UNNEST` arrays) and the batch laid out as its arrays.
+//! - `claims`: idempotency keys claimed before their request is decided,
+//!   on a writer connection, and the checks a batch makes of them.
 //! - `schema`: the versioned migrations.
 //! - `store`: [`PostgresStore::open`], which starts both sides, and the
 //!   time bound on every read.
@@ -30,6 +32,7 @@
 //! and a deadline on the client for a server that no longer answers at all.
 
 mod batch;
+mod claims;
 mod reads;
 mod rewrap;
 pub(crate) mod schema;

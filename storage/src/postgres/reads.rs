@@ -11,6 +11,7 @@ use sqlx::Executor;
 
 use protocol::domain::{Token, TransactionId};
 
+use super::claims::IDEMPOTENT_RESPONSE;
 use super::store::PostgresStore;
 use crate::columns::{
     Columns, idempotency_entry_from, record_from, replay_row_from, sealed_pan_from,
@@ -69,10 +70,6 @@ pub(crate) const APPROVED_SINCE: &str = "\
       AND (t.created_at_ms, t.id) > ($1, $2) \
       AND t.amount_minor > COALESCE(g.amount_minor, 0) \
     ORDER BY t.created_at_ms, t.id LIMIT $3";
-
-pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
-    SELECT merchant_id, idempotency_key, request_hash, response_json, status \
-    FROM idempotency WHERE merchant_id = $1 AND idempotency_key = $2";
 
 /// Ids begin with their creation time in milliseconds, so every id at or
 /// after the smallest id of `since_ms` was created since: a range scan of

@@ -141,6 +141,28 @@ CREATE INDEX IF NOT EXISTS transactions_by_request_keys
 DROP INDEX IF EXISTS transactions_by_acquirer_keys;
 "#,
     },
+    Migration {
+        version: 4,
+        name: "idempotency keys claimed before their request is decided",
+        sql: r#"
+-- A request's claim on its Idempotency-Key, written before it is decided:
+-- a second request with the key, on any node, finds it and answers 409
+-- instead of deciding. The claiming record's commit completes the claim
+-- (its row goes, the answer goes to idempotency) only if claimed_by is
+-- still its id. A claim older than the switch's bound may be taken over by
+-- a retry (claimed_by changes); the old request's record is then refused.
+-- No foreign key on claimed_by: the claim comes before its record. Older
+-- rows of idempotency are untouched and read as before.
+CREATE TABLE idempotency_claims (
+    merchant_id     text    NOT NULL,
+    idempotency_key text    NOT NULL,
+    request_hash    bytea   NOT NULL CHECK (octet_length(request_hash) = 32),
+    claimed_by      bytea   NOT NULL CHECK (octet_length(claimed_by) = 16),
+    claimed_at_ms   bigint  NOT NULL,
+    PRIMARY KEY (merchant_id, idempotency_key)
+);
+"#,
+    },
 ];
 
 /// The newest version this build knows.

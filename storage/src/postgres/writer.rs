@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use protocol::domain::TransactionId;
 
 use super::batch::{BatchRows, INSERT_BATCH, reversed_original};
+use super::claims;
 use super::session::{
     PostgresConfig, WRITER_APPLICATION_NAME, connect, session_settings, timed_out,
 };
@@ -33,7 +34,9 @@ use crate::columns::{Columns, record_from};
 use crate::convert::count_u64;
 use crate::error::StorageError;
 use crate::journal::JournalBackend;
-use crate::record::{AppendOutcome, JournalRecord};
+use crate::record::{
+    AppendOutcome, ClaimOutcome, JournalRecord, KeyClaim, records_kept, with_refused,
+};
 
 /// Rows already in `transactions` with a batch's ids, to tell a retried
 /// batch (the same records) from a clash (another record under an id).
@@ -153,6 +156,38 @@ impl JournalBackend for PostgresWriter {
         }
     }
 
+    /// Claims are not written again after a lost connection: the caller is
+    /// answered 503 and retries, and a claim that did commit is then found
+    /// as its own ([`IdempotencyClaim::against`](crate::IdempotencyClaim)).
+    async fn write_claims(
+        &mut self,
+        claims: &[KeyClaim],
+    ) -> Result<Vec<ClaimOutcome>, StorageError> {
+        let bound = self.connect_timeout + self.statement_timeout;
+        let attempt = async {
+            let conn = match &mut self.conn {
+                Some(conn) => conn,
+                None => {
+                    let conn = self.reconnect().await?;
+                    self.conn.insert(conn)
+                }
+            };
+            claims::write_claims(conn, claims).await
+        };
+        let written = tokio::time::timeout(bound, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StorageError::Database {
+                    operation: "write idempotency claims",
+                    source: timed_out("idempotency claims", bound),
+                })
+            });
+        if written.is_err() {
+            self.conn = None;
+        }
+        written
+    }
+
     async fn close(mut self) {
         let Some(conn) = self.conn.take() else {
             return;
@@ -192,11 +227,20 @@ async fn write_batch_in_transaction(
     conn: &mut PgConnection,
     batch: &[JournalRecord],
 ) -> Result<Vec<AppendOutcome>, StorageError> {
-    let rows = BatchRows::new(batch);
     let mut tx = conn
         .begin()
         .await
         .map_err(StorageError::database("begin a journal batch"))?;
+    // A record whose key another request's claim holds is not written at
+    // all; one that loses its key to a stored answer is removed below.
+    let taken = if batch.iter().any(|r| r.idempotency.is_some()) {
+        claims::claimed_by_others(&mut tx, batch).await?
+    } else {
+        Vec::new()
+    };
+    let kept = records_kept(batch, &taken);
+    let batch = kept.as_deref().unwrap_or(batch);
+    let rows = BatchRows::new(batch);
     let counts = rows
         .bind(sqlx::query(INSERT_BATCH))
         .fetch_one(&mut *tx)
@@ -265,12 +309,30 @@ async fn write_batch_in_transaction(
                 *outcome = AppendOutcome::IdempotencyKeyTaken { by };
             }
         }
+        let refused: Vec<TransactionId> = batch
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, AppendOutcome::IdempotencyKeyTaken { .. }))
+            .map(|(record, _)| record.id)
+            .collect();
+        if !refused.is_empty() {
+            claims::delete_refused(&mut tx, &refused).await?;
+        }
+        let written: Vec<&JournalRecord> = batch
+            .iter()
+            .zip(&outcomes)
+            .filter(|(record, outcome)| {
+                record.idempotency.is_some() && **outcome == AppendOutcome::Recorded
+            })
+            .map(|(record, _)| record)
+            .collect();
+        claims::complete_claims(&mut tx, &written).await?;
     }
 
     tx.commit()
         .await
         .map_err(StorageError::database("commit a journal batch"))?;
-    Ok(outcomes)
+    Ok(with_refused(taken, outcomes))
 }
 
 /// Checks that every record of `batch` is in `transactions` exactly as

@@ -11,12 +11,15 @@
 //!
 //! - `writer`: the journal's writer connection, one transaction per batch
 //!   of multi-row `INSERT`s.
+//! - `claims`: idempotency keys claimed before their request is decided,
+//!   on the writer's connection, and the checks a batch makes of them.
 //! - `schema`: the versioned migrations.
 //! - `store`: [`SqliteStore::open`], which starts both sides.
 //! - `reads`: [`SqliteStore`] answering [`StoreReader`](crate::StoreReader).
 //! - `rewrap`: [`SqliteStore`] answering
 //!   [`VaultMaintenance`](crate::VaultMaintenance).
 
+mod claims;
 mod reads;
 mod rewrap;
 pub(crate) mod schema;

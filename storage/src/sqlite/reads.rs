@@ -8,6 +8,7 @@ use std::pin::Pin;
 
 use protocol::domain::{Token, TransactionId};
 
+use super::claims::IDEMPOTENT_RESPONSE;
 use super::store::SqliteStore;
 use crate::columns::{
     Columns, idempotency_entry_from, record_from, replay_row_from, sealed_pan_from,
@@ -68,10 +69,6 @@ pub(crate) const APPROVED_SINCE: &str = "\
       AND (t.created_at_ms, t.id) > (?, ?) \
       AND t.amount_minor > COALESCE(g.amount_minor, 0) \
     ORDER BY t.created_at_ms, t.id LIMIT ?";
-
-pub(crate) const IDEMPOTENT_RESPONSE: &str = "\
-    SELECT merchant_id, idempotency_key, request_hash, response_json, status \
-    FROM idempotency WHERE merchant_id = ? AND idempotency_key = ?";
 
 /// Ids begin with their creation time in milliseconds, so every id at or
 /// after the smallest id of `since_ms` was created since: a range scan of

@@ -12,10 +12,13 @@ use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 
 use protocol::domain::TransactionId;
 
+use super::claims;
 use crate::convert::{count_u64, to_i64};
 use crate::error::StorageError;
 use crate::journal::JournalBackend;
-use crate::record::{AppendOutcome, IdempotencyEntry, JournalRecord};
+use crate::record::{
+    AppendOutcome, ClaimOutcome, JournalRecord, KeyClaim, records_kept, with_refused,
+};
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
@@ -135,24 +138,45 @@ impl SqliteJournalWriter {
     }
 }
 
+/// The writer's connection, opened afresh after a failure dropped it.
+async fn connection<'c>(
+    conn: &'c mut Option<SqliteConnection>,
+    options: &SqliteConnectOptions,
+) -> Result<&'c mut SqliteConnection, StorageError> {
+    let open = match conn.take() {
+        Some(open) => open,
+        None => SqliteConnection::connect_with(options)
+            .await
+            .map_err(StorageError::database("reconnect the journal writer"))?,
+    };
+    Ok(conn.insert(open))
+}
+
 impl JournalBackend for SqliteJournalWriter {
     async fn write_batch(
         &mut self,
         batch: &[JournalRecord],
     ) -> Result<Vec<AppendOutcome>, StorageError> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => self.conn.insert(
-                SqliteConnection::connect_with(&self.options)
-                    .await
-                    .map_err(StorageError::database("reconnect the journal writer"))?,
-            ),
-        };
+        let conn = connection(&mut self.conn, &self.options).await?;
         let written = write_batch_in_transaction(conn, &self.statements, batch).await;
         if written.is_err()
             && let Some(conn) = self.conn.take()
         {
             // Closing rolls back whatever the failed batch left open.
+            let _ = conn.close().await;
+        }
+        written
+    }
+
+    async fn write_claims(
+        &mut self,
+        claims: &[KeyClaim],
+    ) -> Result<Vec<ClaimOutcome>, StorageError> {
+        let conn = connection(&mut self.conn, &self.options).await?;
+        let written = claims::write_claims_unsynced(conn, claims).await;
+        if written.is_err()
+            && let Some(conn) = self.conn.take()
+        {
             let _ = conn.close().await;
         }
         written
@@ -188,6 +212,16 @@ async fn write_batch_in_transaction(
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(StorageError::database("begin a journal batch"))?;
+    // A record whose idempotency key another request holds (its claim, or
+    // its stored answer) is not written at all, nor anything riding on it:
+    // at most one record per key stands.
+    let taken = if batch.iter().any(|r| r.idempotency.is_some()) {
+        claims::keys_taken(&mut tx, batch).await?
+    } else {
+        Vec::new()
+    };
+    let kept = records_kept(batch, &taken);
+    let batch = kept.as_deref().unwrap_or(batch);
     let written = statements
         .transactions
         .insert(&mut tx, batch, bind_transaction, "insert transactions")
@@ -242,22 +276,22 @@ async fn write_batch_in_transaction(
             "insert idempotency entries",
         )
         .await?;
+    // Every key was checked free above, and this is the only writer.
     if inserted != count_u64(keyed.len()) {
-        for (record, outcome) in batch.iter().zip(outcomes.iter_mut()) {
-            let Some(entry) = &record.idempotency else {
-                continue;
-            };
-            let by = idempotency_holder(&mut tx, entry).await?;
-            if by != record.id {
-                *outcome = AppendOutcome::IdempotencyKeyTaken { by };
-            }
-        }
+        return Err(StorageError::RowCount {
+            table: "idempotency",
+            expected: keyed.len(),
+            written: inserted,
+        });
+    }
+    if !keyed.is_empty() {
+        claims::complete_claims(&mut tx, batch).await?;
     }
 
     tx.commit()
         .await
         .map_err(StorageError::database("commit a journal batch"))?;
-    Ok(outcomes)
+    Ok(with_refused(taken, outcomes))
 }
 
 /// The reversal that holds `original`, inside the batch's transaction.
@@ -271,24 +305,6 @@ async fn reversal_holder(
         .await
         .map_err(StorageError::database("look up who reversed an original"))?;
     holder_id(&row, "reversals", "reversal_id")
-}
-
-/// The record that holds an idempotency key, inside the batch's transaction.
-async fn idempotency_holder(
-    conn: &mut SqliteConnection,
-    entry: &IdempotencyEntry,
-) -> Result<TransactionId, StorageError> {
-    let row = sqlx::query(
-        "SELECT transaction_id FROM idempotency WHERE merchant_id = ? AND idempotency_key = ?",
-    )
-    .bind(entry.merchant_id.as_str())
-    .bind(entry.key.as_str())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(StorageError::database(
-        "look up who holds an idempotency key",
-    ))?;
-    holder_id(&row, "idempotency", "transaction_id")
 }
 
 fn holder_id(
@@ -365,6 +381,38 @@ fn bind_idempotency<'q>(query: SqliteQuery<'q>, r: &'q &'q JournalRecord) -> Sql
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Claims commit without an fsync of their own; the records after them
+    /// must not: the connection is back at `synchronous = FULL` (2).
+    #[tokio::test]
+    async fn records_after_claims_are_fsynced_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, store) = crate::SqliteStore::open(
+            &dir.path().join("journal.sqlite"),
+            crate::JournalConfig::default(),
+        )
+        .await
+        .unwrap();
+        journal.close().await;
+        drop(store);
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("journal.sqlite"))
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
+        let conn = SqliteConnection::connect_with(&options).await.unwrap();
+        let mut writer = SqliteJournalWriter::new(conn, options);
+        let claim = KeyClaim::Release {
+            merchant_id: "M0001".to_owned(),
+            key: "key-1".to_owned(),
+            claimed_by: TransactionId::new(1, [0; 10]),
+        };
+        writer.write_claims(&[claim]).await.unwrap();
+        let conn = writer.conn.as_mut().unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+    }
 
     #[test]
     fn batches_split_into_prepared_sizes() {

@@ -3,14 +3,15 @@
 
 use std::sync::atomic::Ordering;
 
-use protocol::domain::{Authorization, Decision, DeclineReason, TransactionKind};
+use protocol::domain::{Authorization, Decision, DeclineReason, TransactionId, TransactionKind};
 use protocol::ids::Text;
-use storage::{JournalError, RecordKind, StageTimings, StoreReader};
+use storage::{AppendOutcome, JournalError, RecordKind, StageTimings, StoreReader};
 
 use crate::clock::Stopwatch;
 use crate::engine::acquirer::Acquirer;
 use crate::engine::decide;
 use crate::engine::duplicates::Check;
+use crate::engine::idempotency::{self, Idempotent};
 use crate::engine::parts::Engine;
 use crate::engine::record::{Answer, CardFacts, CardOutcome, Draft, IdempotencyRequest};
 
@@ -24,8 +25,6 @@ pub struct Received<'a> {
     pub acquirer: Option<&'a Acquirer>,
     /// DE3, for the journal; JSON requests carry none.
     pub processing_code: Option<Text<6>>,
-    /// An HTTP request's `Idempotency-Key`.
-    pub idempotency: Option<IdempotencyRequest>,
     /// Time the ingress spent decoding the request, recorded with it.
     pub decode_us: u64,
 }
@@ -42,6 +41,61 @@ impl Engine {
         authorization: Authorization,
         received: Received<'_>,
     ) -> CardOutcome {
+        // Without a key nothing can take it over: the outcome is the answer.
+        match self.authorize_keyed(authorization, received, None).await {
+            Ok(outcome) | Err(KeyTaken { outcome, .. }) => outcome,
+        }
+    }
+
+    /// [`Engine::authorize`] for a request with an idempotency key (see
+    /// `idempotency.rs`): the key is claimed durably before anything is
+    /// decided, so one key is decided once across nodes and retries; a key
+    /// answered gets its stored reply, and one in flight 409.
+    pub async fn authorize_idempotent(
+        &self,
+        authorization: Authorization,
+        received: Received<'_>,
+        request: IdempotencyRequest,
+    ) -> Idempotent {
+        if !self.replayed() {
+            // 91 before anything is claimed.
+            return Idempotent::Decided(self.authorize(authorization, received).await);
+        }
+        let Some(_in_flight) = self.keys_in_flight.enter(&request) else {
+            return Idempotent::InProgress;
+        };
+        let now_ms = self.world.clock.now_ms();
+        let id = self.world.transaction_id(now_ms);
+        if let Err(answer) = idempotency::claim(&self.world, &request, id, now_ms).await {
+            return answer;
+        }
+        let (merchant_id, key, request_hash) = (
+            request.merchant_id.clone(),
+            request.key.clone(),
+            request.request_hash,
+        );
+        let claimed = Some(KeyClaimed { id, request });
+        match self.authorize_keyed(authorization, received, claimed).await {
+            Ok(outcome) => {
+                idempotency::release_if_retry(&self.world, &outcome, merchant_id, key, id).await;
+                Idempotent::Decided(outcome)
+            }
+            Err(KeyTaken { by, .. }) => {
+                tracing::warn!(%by, "an idempotency key was taken over before this request's commit; nothing of it was written");
+                idempotency::after_key_taken(&self.world, &merchant_id, &key, request_hash).await
+            }
+        }
+    }
+
+    /// Decides and records a card request; with `claimed`, as the request
+    /// holding that idempotency key, whose record is refused (`Err`, its
+    /// velocity given back) if the key was taken over meanwhile.
+    async fn authorize_keyed(
+        &self,
+        authorization: Authorization,
+        received: Received<'_>,
+        claimed: Option<KeyClaimed>,
+    ) -> Result<CardOutcome, KeyTaken> {
         let world = &self.world;
         // The PAN is hashed once: the duplicate check, the actors and the
         // vault all take this token.
@@ -49,7 +103,7 @@ impl Engine {
         let token = world.vault.tokenize(&authorization.pan);
         let tokenize_us = tokenizing.elapsed_us();
         if let Some(refused) = self.refuse_before_replay(&authorization, token) {
-            return refused;
+            return Ok(refused);
         }
 
         let slot = match self
@@ -58,8 +112,8 @@ impl Engine {
             .await
         {
             Check::New(slot) => slot,
-            Check::Answered(first) => return first,
-            Check::Refused(refusal) => return refusal,
+            Check::Answered(first) => return Ok(first),
+            Check::Refused(refusal) => return Ok(refusal),
         };
 
         let decided =
@@ -72,13 +126,11 @@ impl Engine {
         let vault_us = tokenize_us.saturating_add(sealing.elapsed_us());
         // Marked as stored only once the commit holds it.
         let sealed_now = sealed_pan.is_some();
-        let outcome = CardOutcome::of(
-            &authorization,
-            token,
-            world.transaction_id(decided.at_ms),
-            decided.at_ms,
-            decided.decision,
-        );
+        let id = match &claimed {
+            Some(claimed) => claimed.id,
+            None => world.transaction_id(decided.at_ms),
+        };
+        let outcome = CardOutcome::of(&authorization, token, id, decided.at_ms, decided.decision);
         let record = Draft {
             id: outcome.id,
             at_ms: decided.at_ms,
@@ -103,14 +155,27 @@ impl Engine {
                 vault_us: saturating_u32(vault_us),
             },
             sealed_pan,
-            idempotency: received
-                .idempotency
-                .and_then(|request| request.entry(&outcome)),
+            idempotency: claimed.and_then(|claimed| claimed.request.entry(&outcome)),
         }
         .record();
 
         let appended = world.append(authorization.channel, record).await;
-        match self.committed(appended, outcome.id).await {
+        if let Ok(AppendOutcome::IdempotencyKeyTaken { by }) = appended {
+            // Not written: another request holds the key now. Nothing of
+            // this decision stands, so its velocity is given back.
+            let outcome = CardOutcome {
+                decision: Decision::Declined {
+                    reason: DeclineReason::JournalUnavailable,
+                },
+                ..outcome
+            };
+            if let Some(reservation) = decided.reservation {
+                decide::give_back(world, reservation, true).await;
+            }
+            slot.not_recorded(world, &outcome).await;
+            return Err(KeyTaken { by, outcome });
+        }
+        Ok(match self.committed(appended, outcome.id).await {
             Committed::Yes => {
                 if sealed_now {
                     world.vault.remember_sealed(&token);
@@ -147,7 +212,7 @@ impl Engine {
                 slot.not_recorded(world, &outcome).await;
                 outcome
             }
-        }
+        })
     }
 
     /// Whether the record `id` was committed. A failed commit can be
@@ -159,7 +224,7 @@ impl Engine {
     pub(super) async fn committed(
         &self,
         appended: Result<storage::AppendOutcome, JournalError>,
-        id: protocol::domain::TransactionId,
+        id: TransactionId,
     ) -> Committed {
         let error = match appended {
             Ok(_) => return Committed::Yes,
@@ -195,6 +260,20 @@ impl Engine {
         tracing::warn!(%error, code = %reason.response_code(), "journal append failed");
         reason
     }
+}
+
+/// An idempotency key claimed for transaction `id`, whose record carries
+/// the request's reply.
+struct KeyClaimed {
+    id: TransactionId,
+    request: IdempotencyRequest,
+}
+
+/// A record refused because another request, `by`, holds its key: nothing
+/// of it was written, and `outcome` (declined, never sent) was given back.
+struct KeyTaken {
+    by: TransactionId,
+    outcome: CardOutcome,
 }
 
 /// What a read-back found of a record whose append reported a failure.

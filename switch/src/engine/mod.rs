@@ -18,7 +18,16 @@
 //!   journal append (group commit)
 //!     committed: slot.recorded  -> retransmissions get this answer
 //!     failed:    give the Reservation back, slot.not_recorded (96, 91)
+//!     refused (a keyed record whose claim was taken over): nothing
+//!                written, the Reservation given back
 //!   -> CardOutcome, only after the commit
+//!
+//! Engine::authorize_idempotent(.., IdempotencyRequest)   authorize.rs
+//!   in flight here? 409; claim the key in the journal's store  idempotency.rs
+//!     answered -> stored reply | 422; claimed, not stale -> 409
+//!   authorize as above, the record completing the claim
+//!   an answer asking for a retry releases the claim
+//!   -> Idempotent
 //!
 //! Engine::reverse(Reversal, acquirer)                     reverse.rs
 //!   acquirer permit -> original by keys or id -> Draft -> journal
@@ -47,6 +56,7 @@ mod decide;
 mod duplicate_key;
 mod duplicates;
 mod fleet_claim;
+mod idempotency;
 mod ids;
 mod parts;
 mod record;
@@ -55,6 +65,7 @@ mod reverse;
 mod world;
 
 pub use authorize::Received;
+pub use idempotency::{CLAIM_STALE_AFTER_MS, Idempotent};
 pub use ids::{OsRandom, Random, SeededRandom};
 pub use parts::{Engine, EngineParts};
 pub use record::{CardOutcome, IdempotencyRequest, ReversalOutcome, ReversalRefusal};

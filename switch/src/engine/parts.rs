@@ -10,6 +10,7 @@ use storage::{AnyStore, Journal, StoreReader, Vault};
 use crate::admission::AdmissionRates;
 use crate::config::DuplicateSettings;
 use crate::engine::duplicates::Duplicates;
+use crate::engine::idempotency::KeysInFlight;
 use crate::engine::ids::Random;
 use crate::engine::world::World;
 use crate::fleet::{FleetStore, OnRedisDown};
@@ -48,6 +49,8 @@ pub struct Engine {
     pub(crate) world: World,
     pub(crate) rules: RuleConfig,
     pub(crate) duplicates: Duplicates,
+    /// Idempotency keys being decided on this node.
+    pub(crate) keys_in_flight: KeysInFlight,
     admission_rates: Arc<AdmissionRates>,
     /// Set once velocity is replayed; nothing is decided before.
     ready: AtomicBool,
@@ -89,6 +92,7 @@ impl Engine {
             },
             rules,
             duplicates: Duplicates::new(duplicates),
+            keys_in_flight: KeysInFlight::default(),
             admission_rates,
             ready: AtomicBool::new(false),
             database_answers: AtomicBool::new(true),

@@ -127,8 +127,15 @@ impl Engine {
         .record();
 
         let first = match world.append(reversal.channel, record).await {
-            Ok(AppendOutcome::Recorded | AppendOutcome::IdempotencyKeyTaken { .. }) => true,
+            Ok(AppendOutcome::Recorded) => true,
             Ok(AppendOutcome::AlreadyReversed { .. }) => false,
+            // A reversal carries no idempotency key, so no backend refuses
+            // one for a key; one refused would not be written: nothing is
+            // acknowledged or given back for it.
+            Ok(AppendOutcome::IdempotencyKeyTaken { by }) => {
+                tracing::error!(%by, "a reversal was refused for an idempotency key it cannot carry");
+                return Err(ReversalRefusal::JournalFailed);
+            }
             // A failed commit may have committed: read back, as for an
             // authorization, before anything is answered or given back.
             Err(error) => match self.committed(Err(error), id).await {

@@ -15,12 +15,13 @@ use protocol::domain::{
     ReversedAmount, TransactionId, TransactionKind, pad,
 };
 use protocol::encoding::to_hex;
-use protocol::ids::MerchantId;
 use protocol::json::{self, FieldError};
 use storage::{DigestPurpose, StoreReader};
 
 use crate::clock::Stopwatch;
-use crate::engine::{CardOutcome, IdempotencyRequest, Received, ReversalOutcome, ReversalRefusal};
+use crate::engine::{
+    CardOutcome, IdempotencyRequest, Idempotent, Received, ReversalOutcome, ReversalRefusal,
+};
 use crate::ingress::http::principal::Principal;
 use crate::ingress::http::problem::{
     field_problem, json_response, parse_body, problem, unavailable,
@@ -132,9 +133,10 @@ async fn authorize_request(
         None => None,
     };
 
-    // Idempotency: the same key and request get the stored answer; another
-    // request, 422; while the first is still being decided, 409. Both are
-    // kept and matched only as keyed digests (`Vault::digest`): a client may
+    // Idempotency (the engine's step: `engine/idempotency.rs`): the same
+    // key and request get the stored answer; another request, 422; while
+    // the first is still being decided, on any node, 409. Both are kept and
+    // matched only as keyed digests (`Vault::digest`): a client may
     // type a card number into the key, and the request holds the PAN, expiry
     // and CVV, which an unkeyed hash would give up to anyone trying every
     // card number against it. The request is digested in its canonical form,
@@ -156,59 +158,6 @@ async fn authorize_request(
             );
         }
     };
-    let mut in_flight_guard = None;
-    if let Some((key, request_hash)) = &idempotency {
-        let entry = (merchant_id, key.clone());
-        let inserted = state
-            .idempotency_in_flight
-            .lock()
-            .map(|mut set| set.insert(entry.clone()))
-            .unwrap_or(false);
-        if !inserted {
-            return problem(
-                StatusCode::CONFLICT,
-                "idempotency-in-progress",
-                "A request with this Idempotency-Key is in progress",
-                "retry after it completes",
-                Some("Idempotency-Key"),
-            );
-        }
-        in_flight_guard = Some(InFlightGuard {
-            state: Arc::clone(&state),
-            entry,
-        });
-        match engine
-            .store()
-            .idempotent_response(merchant_id.as_str().trim_end(), key)
-            .await
-        {
-            Ok(Some(stored)) if stored.request_hash == *request_hash => {
-                let mut response = json_response(
-                    StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
-                    stored.response_json,
-                );
-                response
-                    .headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                return response;
-            }
-            Ok(Some(_)) => {
-                return problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency-key-reused",
-                    "This Idempotency-Key was used with another request body",
-                    "use a new Idempotency-Key for a new request",
-                    Some("Idempotency-Key"),
-                );
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(%error, "idempotency lookup failed");
-                return unavailable("the journal cannot be read");
-            }
-        }
-    }
-
     let authorization = Authorization {
         channel: Channel::Http,
         kind: TransactionKind::Authorization,
@@ -225,19 +174,58 @@ async fn authorize_request(
     engine
         .metrics()
         .record(Channel::Http, Stage::Decode, decode_us);
-    let idempotency = idempotency.map(|(key, request_hash)| IdempotencyRequest {
-        merchant_id: merchant_id.as_str().trim_end().to_owned(),
-        key,
-        request_hash,
-        render: render_authorization,
-    });
     let received = Received {
-        idempotency,
         decode_us,
         ..Received::default()
     };
-    let outcome = engine.authorize(authorization, received).await;
-    drop(in_flight_guard);
+    let outcome = match idempotency {
+        None => engine.authorize(authorization, received).await,
+        Some((key, request_hash)) => {
+            let request = IdempotencyRequest {
+                merchant_id: merchant_id.as_str().trim_end().to_owned(),
+                key,
+                request_hash,
+                render: render_authorization,
+            };
+            match engine
+                .authorize_idempotent(authorization, received, request)
+                .await
+            {
+                Idempotent::Decided(outcome) => outcome,
+                Idempotent::Replayed { status, body } => {
+                    let mut response =
+                        json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body);
+                    response
+                        .headers_mut()
+                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                    return response;
+                }
+                Idempotent::InProgress => {
+                    return problem(
+                        StatusCode::CONFLICT,
+                        "idempotency-in-progress",
+                        "A request with this Idempotency-Key is in progress",
+                        "retry after it completes",
+                        Some("Idempotency-Key"),
+                    );
+                }
+                Idempotent::KeyReused => {
+                    return problem(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency-key-reused",
+                        "This Idempotency-Key was used with another request body",
+                        "use a new Idempotency-Key for a new request",
+                        Some("Idempotency-Key"),
+                    );
+                }
+                Idempotent::Unavailable => {
+                    return unavailable(
+                        "the idempotency key could not be claimed; nothing was decided",
+                    );
+                }
+            }
+        }
+    };
     engine
         .metrics()
         .count_response(Channel::Http, outcome.response_code());
@@ -258,21 +246,6 @@ async fn authorize_request(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
                 body,
             )
-        }
-    }
-}
-
-/// Releases an idempotency key (its digest) from the in-flight set, also on
-/// early return; owned, so the task deciding the request can hold it.
-struct InFlightGuard {
-    state: Arc<HttpState>,
-    entry: (MerchantId, String),
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.state.idempotency_in_flight.lock() {
-            set.remove(&self.entry);
         }
     }
 }

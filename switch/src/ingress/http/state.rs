@@ -1,13 +1,12 @@
 //! What the HTTP handlers and the door in front of them share: the engine,
-//! the configured keys, the lockout, the audit log, the idempotency keys in
-//! flight and the vault's control. Built once by `serve`.
+//! the configured keys, the lockout, the audit log and the vault's control.
+//! Built once by `serve`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use actors::Clock;
-use protocol::ids::MerchantId;
 
 use crate::admission::Lockout;
 use crate::config::Config;
@@ -20,9 +19,6 @@ use crate::ops::vault::VaultControl;
 pub struct HttpState {
     pub(super) engine: Arc<Engine>,
     pub(super) keys: ApiKeys,
-    /// Idempotency keys (their digests) whose first request is still being
-    /// decided.
-    pub(super) idempotency_in_flight: Mutex<HashSet<(MerchantId, String)>>,
     pub(super) audit: Audit,
     pub(super) lockout: Lockout,
     pub(super) clock: Arc<dyn Clock>,
@@ -53,7 +49,6 @@ impl HttpState {
         HttpState {
             engine,
             keys: ApiKeys::from_config(config),
-            idempotency_in_flight: Mutex::new(HashSet::new()),
             audit,
             lockout: Lockout::new(config.security, Arc::clone(&clock)),
             clock,

@@ -54,7 +54,6 @@ pub(super) async fn answer(
             let received = Received {
                 acquirer,
                 processing_code: Some(request.processing_code),
-                idempotency: None,
                 decode_us,
             };
             let outcome = engine.authorize(authorization(&request), received).await;

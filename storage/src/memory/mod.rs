@@ -1,14 +1,18 @@
 //! An in-memory backend for deterministic tests, behind the `memory`
 //! feature.
 //!
-//! [`MemoryBackend`] keeps the four tables (`transactions`, `reversals`,
-//! `vault`, `idempotency`) in memory and answers exactly as the SQLite
-//! backend does: a taken transaction id fails the whole batch, the first
-//! reversal of an original and the first record with an idempotency key
-//! win (later ones get [`AppendOutcome::AlreadyReversed`] and
-//! [`AppendOutcome::IdempotencyKeyTaken`], inside one batch as across
-//! batches), the first sealed PAN of a token stays, and every read filters
-//! and orders as its SQL does. The conformance tests
+//! [`MemoryBackend`] keeps the five tables (`transactions`, `reversals`,
+//! `vault`, `idempotency`, `idempotency_claims`) in memory and answers
+//! exactly as the SQLite backend does: a taken transaction id fails the
+//! whole batch, the first reversal of an original wins (later ones get
+//! [`AppendOutcome::AlreadyReversed`]), a record whose idempotency key
+//! another request holds (its claim, its stored answer, or an earlier
+//! record of the batch) is not written
+//! ([`AppendOutcome::IdempotencyKeyTaken`]), claims are made, taken over
+//! and released by the same rule, the first sealed PAN of a token stays,
+//! and every read filters and orders as its SQL does. Claims pass the
+//! gate, and fail with [`MemoryBackend::fail_next_batches`], as a batch
+//! does; a commit-then-fail applies to record batches only. The conformance tests
 //! (`storage/tests/conformance.rs`) run the same cases against this, SQLite
 //! and PostgreSQL, so they cannot drift apart.
 //!
@@ -48,25 +52,26 @@
 //! # });
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use protocol::Amount;
 use protocol::domain::{Token, TransactionId};
 use tokio::sync::watch;
 
-use crate::convert::count_u64;
 use crate::error::StorageError;
 use crate::journal::JournalBackend;
 use crate::record::{
-    AppendOutcome, IdempotencyEntry, JournalRecord, OriginalKeys, RecordKind, ReplayCursor,
-    ReplayRow, SealedPan, StoredTransaction,
+    AppendOutcome, ClaimOutcome, IdempotencyEntry, JournalRecord, KeyClaim, OriginalKeys,
+    RecordKind, ReplayCursor, ReplayRow, SealedPan, StoredTransaction,
 };
 use crate::rewrap::{Rewrapped, VaultMaintenance};
 use crate::store::{StoreFuture, StoreReader};
+use tables::Tables;
+
+mod tables;
 
 /// The in-memory backend: writer, reader and test controls in one cloneable
 /// handle. Every clone works on the same tables.
@@ -102,34 +107,6 @@ struct State {
     commit_then_fail_next: u32,
     /// Set by [`MemoryBackend::crash`]: nothing more is applied or read.
     crashed: bool,
-}
-
-impl Tables {
-    fn committed(&self) -> Vec<StoredTransaction> {
-        let mut committed: Vec<StoredTransaction> = self
-            .transactions
-            .values()
-            .map(|record| StoredTransaction {
-                record: record.clone(),
-                reversed_by: self.reversals.get(&record.id).copied(),
-            })
-            .collect();
-        committed.sort_by_key(|stored| stored.record.id);
-        committed
-    }
-}
-
-/// The four tables of the schema, keyed as their primary keys are.
-#[derive(Debug, Clone, Default)]
-struct Tables {
-    /// Records without their riders, as the SQL backends read them back.
-    transactions: HashMap<TransactionId, JournalRecord>,
-    /// Reversed original -> the reversal that holds it.
-    reversals: HashMap<TransactionId, TransactionId>,
-    /// In token order, the order of the vault's primary key.
-    vault: BTreeMap<Token, SealedPan>,
-    /// (merchant, key) -> the entry and the record that holds it.
-    idempotency: HashMap<(String, String), (IdempotencyEntry, TransactionId)>,
 }
 
 impl Default for MemoryBackend {
@@ -308,165 +285,20 @@ impl State {
     }
 }
 
-impl Tables {
-    /// Writes a batch as the SQLite writer does: every record, then the
-    /// reversals, the vault entries and the idempotency entries, each
-    /// "insert unless the key is there", in batch order.
-    fn apply(&mut self, batch: &[JournalRecord]) -> Result<Vec<AppendOutcome>, StorageError> {
-        // A taken id fails the whole batch, as the primary key does, before
-        // anything is written.
-        let mut ids = HashSet::with_capacity(batch.len());
-        let fresh = batch
-            .iter()
-            .filter(|record| !self.transactions.contains_key(&record.id) && ids.insert(record.id))
-            .count();
-        if fresh != batch.len() {
-            return Err(StorageError::RowCount {
-                table: "transactions",
-                expected: batch.len(),
-                written: count_u64(fresh),
-            });
+impl State {
+    /// Makes or gives up claims, under the lock, as one transaction: a
+    /// crashed backend or a failure the test asked for fails them all.
+    fn write_claims(&mut self, claims: &[KeyClaim]) -> Result<Vec<ClaimOutcome>, StorageError> {
+        let operation = "commit idempotency claims";
+        if self.crashed {
+            return Err(failure(operation, "the backend has crashed"));
         }
-        for record in batch {
-            self.transactions.insert(
-                record.id,
-                JournalRecord {
-                    sealed_pan: None,
-                    idempotency: None,
-                    ..record.clone()
-                },
-            );
+        if self.fail_next > 0 {
+            self.fail_next -= 1;
+            return Err(failure(operation, "a failure the test asked for"));
         }
-
-        let mut outcomes = vec![AppendOutcome::Recorded; batch.len()];
-        for record in batch {
-            if let Some(original) = reversed_original(record) {
-                self.reversals.entry(original).or_insert(record.id);
-            }
-        }
-        for (record, outcome) in batch.iter().zip(outcomes.iter_mut()) {
-            if let Some(by) = reversed_original(record).and_then(|o| self.reversals.get(&o))
-                && *by != record.id
-            {
-                *outcome = AppendOutcome::AlreadyReversed { by: *by };
-            }
-        }
-
-        for sealed in batch.iter().filter_map(|record| record.sealed_pan.as_ref()) {
-            self.vault
-                .entry(sealed.token)
-                .or_insert_with(|| sealed.clone());
-        }
-
-        for record in batch {
-            if let Some(entry) = &record.idempotency {
-                self.idempotency
-                    .entry(idempotency_key(entry))
-                    .or_insert_with(|| (entry.clone(), record.id));
-            }
-        }
-        for (record, outcome) in batch.iter().zip(outcomes.iter_mut()) {
-            if let Some(entry) = &record.idempotency
-                && let Some((_, by)) = self.idempotency.get(&idempotency_key(entry))
-                && *by != record.id
-            {
-                *outcome = AppendOutcome::IdempotencyKeyTaken { by: *by };
-            }
-        }
-        Ok(outcomes)
+        Ok(self.tables.claim_turn(claims))
     }
-
-    /// `WHERE terminal_id = ? AND stan = ? AND merchant_id = ?
-    /// [AND transmitted_at = ?] AND acquirer IS ? AND created_at_ms >= ? AND
-    /// kind IN (...) ORDER BY created_at_ms DESC LIMIT 1`. SQL leaves the order of two records made in the same
-    /// millisecond open; this takes the larger id, as SQLite's index does.
-    fn find_original(
-        &self,
-        keys: &OriginalKeys,
-        kinds: &[RecordKind],
-        created_since_ms: u64,
-    ) -> Option<JournalRecord> {
-        self.transactions
-            .values()
-            .filter(|record| {
-                record.terminal_id == keys.terminal_id
-                    && record.stan == Some(keys.stan)
-                    && record.merchant_id == keys.merchant_id
-                    && record.acquirer == keys.acquirer
-                    && keys
-                        .transmitted_at
-                        .is_none_or(|at| record.transmitted_at == Some(at))
-                    && record.created_at_ms >= created_since_ms
-                    && kinds.contains(&record.kind)
-            })
-            .max_by_key(|record| (record.created_at_ms, record.id))
-            .cloned()
-    }
-
-    /// What stands of an approval: its amount less what its first reversal
-    /// gave back (at most all of it); `None` when nothing stands. The SQL
-    /// backends' replay query computes the same.
-    fn standing(&self, original: &JournalRecord) -> Option<Amount> {
-        let given_back = self
-            .reversals
-            .get(&original.id)
-            .and_then(|reversal| self.transactions.get(reversal))
-            .map_or(0, |reversal| reversal.amount.minor());
-        original
-            .amount
-            .minor()
-            .checked_sub(given_back)
-            .filter(|&minor| minor > 0)
-            .and_then(Amount::from_minor)
-    }
-
-    /// The replay query: approved authorizations and purchases with a token
-    /// and what stands of each (one wholly reversed is left out), after the
-    /// cursor in `(created_at_ms, id)` order.
-    fn approved_since(
-        &self,
-        since_ms: u64,
-        after: Option<ReplayCursor>,
-        rows_max: u32,
-    ) -> Vec<ReplayRow> {
-        // A cursor before the window starts the window afresh, as the SQL
-        // backends do.
-        let after = after.filter(|cursor| cursor.at_ms >= since_ms);
-        let mut rows: Vec<ReplayRow> = self
-            .transactions
-            .values()
-            .filter(|record| {
-                record.response_code.is_approved()
-                    && matches!(
-                        record.kind,
-                        RecordKind::Authorization | RecordKind::Purchase
-                    )
-                    && record.created_at_ms >= since_ms
-            })
-            .filter_map(|record| {
-                Some(ReplayRow {
-                    id: record.id,
-                    token: record.token?,
-                    merchant_id: record.merchant_id,
-                    amount: self.standing(record)?,
-                    currency: record.currency,
-                    at_ms: record.created_at_ms,
-                })
-            })
-            .filter(|row| after.is_none_or(|cursor| row.cursor() > cursor))
-            .collect();
-        rows.sort_unstable_by_key(ReplayRow::cursor);
-        rows.truncate(usize::try_from(rows_max).unwrap_or(usize::MAX));
-        rows
-    }
-}
-
-fn reversed_original(record: &JournalRecord) -> Option<TransactionId> {
-    record.original_id.filter(|_| record.kind.is_reversal())
-}
-
-fn idempotency_key(entry: &IdempotencyEntry) -> (String, String) {
-    (entry.merchant_id.clone(), entry.key.clone())
 }
 
 impl JournalBackend for MemoryBackend {
@@ -476,6 +308,14 @@ impl JournalBackend for MemoryBackend {
     ) -> Result<Vec<AppendOutcome>, StorageError> {
         self.pass_gate().await;
         self.state().write_batch(batch)
+    }
+
+    async fn write_claims(
+        &mut self,
+        claims: &[KeyClaim],
+    ) -> Result<Vec<ClaimOutcome>, StorageError> {
+        self.pass_gate().await;
+        self.state().write_claims(claims)
     }
 }
 
