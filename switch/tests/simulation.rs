@@ -66,7 +66,8 @@ use switch::admission::AdmissionRates;
 use switch::config::DuplicateSettings;
 use switch::engine::acquirer::Acquirer;
 use switch::engine::{
-    CardOutcome, Engine, EngineParts, Random, Received, ReversalOutcome, SeededRandom,
+    CardOutcome, Engine, EngineParts, IdempotencyRequest, Idempotent, Random, Received,
+    ReversalOutcome, SeededRandom,
 };
 use switch::fleet::{Claim, FleetError, FleetFuture, FleetStore, OnRedisDown};
 use switch::ops::metrics::Metrics;
@@ -337,6 +338,12 @@ enum Answered {
         reversal: Reversal,
         outcome: ReversalOutcome,
     },
+    /// A JSON authorization with an `Idempotency-Key`.
+    Keyed {
+        key: String,
+        request: Authorization,
+        answer: Idempotent,
+    },
 }
 
 /// A request on its way, from a task of its own.
@@ -394,6 +401,10 @@ struct Sim {
     sent_first: HashMap<TransactionId, u64>,
     /// Wall time each request (by `seq`) was sent at.
     sent_at: HashMap<u64, u64>,
+    /// Idempotency keys used, with the request first sent under each.
+    keyed: Vec<(String, Authorization)>,
+    /// Every transaction decided under each key, answered or not.
+    keyed_ids: HashMap<String, std::collections::HashSet<TransactionId>>,
     in_flight: Vec<Task>,
     tokens: BTreeMap<Token, &'static str>,
     /// `SIM_TRACE` set: every step's fault and answers are printed.
@@ -434,6 +445,8 @@ impl Sim {
             seq: 0,
             sent_first: HashMap::new(),
             sent_at: HashMap::new(),
+            keyed: Vec::new(),
+            keyed_ids: HashMap::new(),
             in_flight: Vec::new(),
             tokens,
             trace: std::env::var_os("SIM_TRACE").is_some(),
@@ -557,7 +570,9 @@ impl Sim {
         let choice = self.below(100);
         let task = match choice {
             0..30 => self.new_iso(),
-            30..40 => self.new_json(),
+            30..34 => self.new_json(),
+            34..37 => self.new_keyed(),
+            37..40 => self.retry_keyed(),
             40..52 => self.retransmit(false),
             52..57 => self.retransmit(true),
             57..60 => self.reuse_keys(),
@@ -634,6 +649,24 @@ impl Sim {
     fn new_json(&mut self) -> Option<Task> {
         let request = self.new_request(PLAIN, Channel::Http);
         Some(self.send_card(PLAIN, request))
+    }
+
+    /// A JSON authorization under an `Idempotency-Key` of its own.
+    fn new_keyed(&mut self) -> Option<Task> {
+        let request = self.new_request(PLAIN, Channel::Http);
+        let key = format!("key-{}", self.keyed.len());
+        self.keyed.push((key.clone(), request.clone()));
+        Some(self.spawn_keyed(key, request))
+    }
+
+    /// A web client's retry under a key it used: the same request, or now
+    /// and then another request under the same key (422).
+    fn retry_keyed(&mut self) -> Option<Task> {
+        let (key, mut request) = self.pick(&self.keyed)?.clone();
+        if self.chance(15) {
+            request.amount = amount(request.amount.minor() + 1 + self.below(50));
+        }
+        Some(self.spawn_keyed(key, request))
     }
 
     fn unknown_merchant(&mut self) -> Option<Task> {
@@ -845,6 +878,32 @@ impl Sim {
         })
     }
 
+    fn spawn_keyed(&mut self, key: String, request: Authorization) -> Task {
+        let engine = self.any_node();
+        let delivered = self.chance(92);
+        let seq = self.next_seq();
+        let idempotency = IdempotencyRequest {
+            merchant_id: request.merchant_id.as_str().trim_end().to_owned(),
+            key: key.clone(),
+            request_hash: request_digest(&engine, &request),
+            render,
+        };
+        tokio::spawn(async move {
+            let answer = engine
+                .authorize_idempotent(request.clone(), Received::default(), idempotency)
+                .await;
+            Finished {
+                seq,
+                delivered,
+                answered: Answered::Keyed {
+                    key,
+                    request,
+                    answer,
+                },
+            }
+        })
+    }
+
     fn spawn_reversal(&mut self, sender: usize, reversal: Reversal) -> Task {
         let engine = self.any_node();
         let acquirer = self.senders.get(sender).cloned().flatten();
@@ -872,6 +931,29 @@ impl Sim {
             if let Answered::Card { outcome, .. } = &finished.answered {
                 let first = self.sent_first.entry(outcome.id).or_insert(finished.seq);
                 *first = (*first).min(finished.seq);
+            }
+            if let Answered::Keyed {
+                key,
+                request,
+                answer: Idempotent::Decided(outcome),
+            } = &finished.answered
+            {
+                self.keyed_ids
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(outcome.id);
+                // A decision like any other card request's, for the checks
+                // of approvals, ownership and velocity.
+                if finished.delivered {
+                    self.answers.push((
+                        finished.seq,
+                        Answered::Card {
+                            sender: PLAIN,
+                            request: request.clone(),
+                            outcome: outcome.clone(),
+                        },
+                    ));
+                }
             }
             if self.trace {
                 eprintln!(
@@ -945,6 +1027,7 @@ impl Sim {
         self.check_approvals(&journal);
         self.check_answers_agree();
         self.check_reversals(&journal);
+        self.check_keyed(&journal);
         self.check_ownership(&journal);
         self.check_velocity().await;
     }
@@ -1046,6 +1129,76 @@ impl Sim {
                 "{}: one request's keys {keys:?} answered twice differently: {first_outcome:?} then {outcome:?}",
                 self.at()
             );
+        }
+    }
+
+    /// An idempotency key gets one decision: at most one transaction
+    /// decided under it stands in the journal as an answer, every final reply under it is
+    /// the same bytes (a retry-asking 503, a 409 in progress and a
+    /// 503 unavailable are no reply), and 422 only for another request.
+    fn check_keyed(&self, journal: &HashMap<TransactionId, StoredTransaction>) {
+        for (key, ids) in &self.keyed_ids {
+            // A decline asking for a retry (91, 96) is journaled too, but
+            // answers nothing: the retry is decided afresh.
+            let recorded: Vec<&TransactionId> = ids
+                .iter()
+                .filter(|id| {
+                    journal.get(id).is_some_and(|stored| {
+                        !stored
+                            .record
+                            .reason
+                            .is_some_and(DeclineReason::asks_for_retry)
+                    })
+                })
+                .collect();
+            assert!(
+                recorded.len() <= 1,
+                "{}: key {key} has {} transactions in the journal: {recorded:?}",
+                self.at(),
+                recorded.len()
+            );
+        }
+        let mut replies: HashMap<&str, ((u16, String), &Authorization)> = HashMap::new();
+        for (_, answered) in &self.answers {
+            let Answered::Keyed {
+                key,
+                request,
+                answer,
+            } = answered
+            else {
+                continue;
+            };
+            let reply = match answer {
+                Idempotent::Decided(outcome) if !asks_for_retry(outcome) => render(outcome),
+                Idempotent::Replayed { status, body } => (*status, body.clone()),
+                _ => continue,
+            };
+            match replies.get(key.as_str()) {
+                None => {
+                    replies.insert(key, (reply, request));
+                }
+                Some((first, _)) => assert_eq!(
+                    first,
+                    &reply,
+                    "{}: key {key} replied twice differently",
+                    self.at()
+                ),
+            }
+        }
+        for (_, answered) in &self.answers {
+            if let Answered::Keyed {
+                key,
+                request,
+                answer: Idempotent::KeyReused,
+            } = answered
+                && let Some((_, first)) = replies.get(key.as_str())
+            {
+                assert!(
+                    first.amount != request.amount || first.pan != request.pan,
+                    "{}: key {key} refused 422 for the request whose reply it holds",
+                    self.at()
+                );
+            }
         }
     }
 
@@ -1156,7 +1309,7 @@ impl Sim {
                     *original,
                     matches!(reversal.original, OriginalRef::Keys { .. }),
                 ),
-                Answered::Reversal { .. } => continue,
+                Answered::Reversal { .. } | Answered::Keyed { .. } => continue,
             };
             let Some(record) = named.and_then(|id| journal.get(&id)).map(|s| &s.record) else {
                 continue;
@@ -1280,9 +1433,44 @@ impl Sim {
     }
 }
 
+/// The reply a web client gets for a decision, as the JSON API renders it:
+/// what an idempotent replay must return byte for byte.
+fn render(outcome: &CardOutcome) -> (u16, String) {
+    (
+        201,
+        format!(
+            r#"{{"id":"{}","code":"{}","auth_code":"{}"}}"#,
+            outcome.id,
+            outcome.response_code().as_str(),
+            outcome
+                .decision
+                .auth_code()
+                .map_or("", |code| code.as_str())
+        ),
+    )
+}
+
+/// A request's digest, as the JSON API keys it: here its card's token and
+/// its amount.
+fn request_digest(engine: &Engine, request: &Authorization) -> [u8; 32] {
+    let mut digest = [0; 32];
+    digest[..16].copy_from_slice(engine.vault().tokenize(&request.pan).as_bytes());
+    digest[16..24].copy_from_slice(&request.amount.minor().to_le_bytes());
+    digest
+}
+
 /// One line for a trace.
 fn describe(answered: &Answered) -> String {
     match answered {
+        Answered::Keyed {
+            key,
+            request,
+            answer,
+        } => format!(
+            "keyed {key} {} {:?} -> {answer:?}",
+            request.amount.minor(),
+            request.merchant_id
+        ),
         Answered::Card {
             sender,
             request,
