@@ -1110,7 +1110,7 @@ impl Sim {
                 continue;
             };
             let sent_ms = self.sent_at.get(seq).copied().unwrap_or_default();
-            let Some(&(first_sent_ms, first_request, first_outcome)) = first.get(&keys) else {
+            let Some(&(_, first_request, first_outcome)) = first.get(&keys) else {
                 first.insert(keys, (sent_ms, request, outcome));
                 continue;
             };
@@ -1118,7 +1118,7 @@ impl Sim {
                 first_request.pan == request.pan && first_request.amount == request.amount;
             // Another request with these keys after the duplicate window is
             // a new one: the window is how long keys are remembered.
-            if !same_request && sent_ms >= first_sent_ms + DUPLICATE_WINDOW_MS {
+            if !same_request && sent_ms >= first_outcome.created_at_ms + DUPLICATE_WINDOW_MS {
                 first.insert(keys, (sent_ms, request, outcome));
                 continue;
             }
@@ -1279,6 +1279,15 @@ impl Sim {
                     .sent_first
                     .get(&record.id)
                     .is_some_and(|first| *first < seq)
+                // The request reversals name: not another request that
+                // reused its keys (a misbehaving acquirer's), which a
+                // reversal of the first is not about.
+                && self.sent.iter().any(|sent| {
+                    sent.request.keys.map(|keys| keys.stan) == Some(stan)
+                        && sent.request.merchant_id == record.merchant_id
+                        && sent.request.amount == record.amount
+                        && record.token == Some(self.nodes[0].engine.vault().tokenize(&sent.request.pan))
+                })
         });
         assert!(
             missed.is_none(),
