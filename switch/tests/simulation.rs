@@ -39,7 +39,7 @@
 //! seeds:
 //!
 //! ```text
-//! SIM_SOAK_SECONDS=600 cargo nextest run -p switch --release --test simulation --no-capture
+//! SIM_SOAK_SECONDS=600 cargo nextest run --profile soak -p switch --release --test simulation --no-capture
 //! ```
 
 // A panic in a test is a failed assertion, also in its helpers.
