@@ -1054,6 +1054,33 @@ async fn a_restricted_acquirer_never_gets_another_merchants_earlier_answer() {
     assert_eq!(rig.duplicates(), 0);
 }
 
+/// Runs `first` until its record waits at a stalled disk, then `then`
+/// beside it (a request arriving while the first waits for the journal),
+/// and lets the disk go a while later.
+async fn behind_a_stalled_disk<A, B>(
+    memory: &MemoryBackend,
+    first: impl std::future::Future<Output = A>,
+    then: impl std::future::Future<Output = B>,
+) -> (A, B) {
+    memory.hold_batches();
+    let (first, then, ()) = tokio::join!(
+        first,
+        async {
+            while memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            then.await
+        },
+        async {
+            for _ in 0..200 {
+                tokio::task::yield_now().await;
+            }
+            memory.release_batches();
+        },
+    );
+    (first, then)
+}
+
 /// A reversal of an original still waiting for the journal waits for it,
 /// then reverses it: it is neither lost (acknowledged with no original)
 /// nor leaves the original's velocity counted.
@@ -1062,23 +1089,12 @@ async fn a_reversal_of_an_original_still_in_flight_waits_and_reverses_it() {
     let mut rig = Rig::new();
     let request = rig.iso(VISA, 100);
     let reversal = rig.iso_reversal(&request, 100);
-    rig.memory.hold_batches();
-    let (first, reversed, ()) = tokio::join!(
+    let (first, reversed) = behind_a_stalled_disk(
+        &rig.memory,
         rig.authorize(&request),
-        async {
-            // The original is at the stalled disk before the reversal comes.
-            while rig.memory.batches_held() == 0 {
-                tokio::task::yield_now().await;
-            }
-            rig.engine.reverse(reversal, None).await
-        },
-        async {
-            for _ in 0..200 {
-                tokio::task::yield_now().await;
-            }
-            rig.memory.release_batches();
-        },
-    );
+        rig.engine.reverse(reversal, None),
+    )
+    .await;
     assert_eq!(code(&first), "00");
     assert_eq!(
         reversed,
@@ -1304,23 +1320,12 @@ async fn a_reversal_on_another_node_waits_for_the_original_in_flight_there() {
     let other = Rig::over(node.memory.clone(), Some(fleet.clone()));
     let request = node.iso(VISA, 100);
     let reversal = node.iso_reversal(&request, 100);
-    node.memory.hold_batches();
-    let (first, reversed_there, ()) = tokio::join!(
+    let (first, reversed_there) = behind_a_stalled_disk(
+        &node.memory,
         node.authorize(&request),
-        async {
-            // The original is at the stalled disk before the reversal comes.
-            while node.memory.batches_held() == 0 {
-                tokio::task::yield_now().await;
-            }
-            other.engine.reverse(reversal, None).await
-        },
-        async {
-            for _ in 0..200 {
-                tokio::task::yield_now().await;
-            }
-            node.memory.release_batches();
-        },
-    );
+        other.engine.reverse(reversal, None),
+    )
+    .await;
     assert_eq!(code(&first), "00");
     assert_eq!(reversed(reversed_there), (Some(first.id), true));
     assert!(node.stored(first.id).await.reversed_by.is_some());
