@@ -580,18 +580,7 @@ fn dechunk(mut body: &str) -> String {
 /// it fails under CI or SWITCH_REQUIRE_DATABASES, and otherwise prints one
 /// line and is skipped.
 pub fn database_url() -> Option<String> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        return Some(url);
-    }
-    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
-    if set("CI") || set("SWITCH_REQUIRE_DATABASES") {
-        panic!("DATABASE_URL is not set: run under scripts/test-env");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: DATABASE_URL not set (run under scripts/test-env)"
-    );
-    None
+    required_urls(&["DATABASE_URL"])?.pop()
 }
 
 /// The test CONFIG with the journal and vault in PostgreSQL.
@@ -607,16 +596,27 @@ pub fn postgres_config() -> String {
 /// test that needs both fails under CI or SWITCH_REQUIRE_DATABASES, and
 /// otherwise prints one line and is skipped.
 pub fn database_and_redis_urls() -> Option<(String, String)> {
-    if let (Ok(database), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL")) {
-        return Some((database, redis));
+    let mut urls = required_urls(&["DATABASE_URL", "REDIS_URL"])?;
+    let redis = urls.pop()?;
+    Some((urls.pop()?, redis))
+}
+
+/// The values of the environment variables `names`, all set; else a panic
+/// under CI or SWITCH_REQUIRE_DATABASES, or one line saying the test is
+/// skipped.
+fn required_urls(names: &[&str]) -> Option<Vec<String>> {
+    let urls: Option<Vec<String>> = names.iter().map(|name| std::env::var(name).ok()).collect();
+    if urls.is_some() {
+        return urls;
     }
     let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    let names = names.join(" or ");
     if set("CI") || set("SWITCH_REQUIRE_DATABASES") {
-        panic!("DATABASE_URL or REDIS_URL is not set: run under scripts/test-env");
+        panic!("{names} is not set: run under scripts/test-env");
     }
     let _ = writeln!(
         std::io::stderr(),
-        "skipped: DATABASE_URL or REDIS_URL not set (run under scripts/test-env)"
+        "skipped: {names} not set (run under scripts/test-env)"
     );
     None
 }
