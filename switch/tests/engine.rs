@@ -1689,3 +1689,35 @@ async fn an_ambiguous_commit_leaves_its_claim_completed() {
     }
     assert_eq!(approvals_left(&mut rig, VISA).await, 2, "counted once");
 }
+
+/// A copy of a request waiting on another node's claim gets what a copy
+/// waiting on the same node gets when that request's commit fails: its 96,
+/// nothing decided. Deciding it instead, once the claim lapsed, let a
+/// reversal arriving in between be acknowledged with no original while the
+/// copy was then approved and stood (found by the fleet simulation's soak,
+/// seed 656074370073533711). A later retransmission is decided afresh.
+#[tokio::test]
+async fn a_copy_waiting_on_another_nodes_failed_request_gets_its_96() {
+    let fleet = Arc::new(SharedFleet::default());
+    let mut node = Rig::over(MemoryBackend::new(), Some(fleet.clone()));
+    let other = Rig::over(node.memory.clone(), Some(fleet.clone()));
+    let request = node.iso(VISA, 100);
+    node.memory.fail_next_batches(1);
+    let (first, copy) = behind_a_stalled_disk(
+        &node.memory,
+        node.authorize(&request),
+        other.authorize(&request),
+    )
+    .await;
+    assert_eq!(code(&first), "96");
+    assert_eq!(code(&copy), "96", "the copy was decided: {copy:?}");
+    let approved = node
+        .engine
+        .store()
+        .approved_since(0, None, 10)
+        .await
+        .unwrap();
+    assert!(approved.is_empty(), "nothing approved: {approved:?}");
+    let again = other.authorize(&request).await;
+    assert_eq!(code(&again), "00");
+}

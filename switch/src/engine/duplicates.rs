@@ -145,6 +145,18 @@ impl Duplicates {
                 // Redis may have lost the keys. The journal is asked below,
                 // as without a claim.
                 Ok(Claimed::TakenOver) => slot.fleet_key = Some(redis_key),
+                // Given up again at once, so the next copy is decided.
+                Ok(Claimed::LapsedWhileWaiting) => {
+                    slot.fleet_key = Some(redis_key);
+                    return slot
+                        .refused(
+                            world,
+                            authorization,
+                            token,
+                            DeclineReason::JournalUnavailable,
+                        )
+                        .await;
+                }
                 Ok(Claimed::Answered(first)) => {
                     return slot.answered(world, first, token, authorization).await;
                 }

@@ -34,6 +34,14 @@ pub(crate) enum Claimed {
     TakenOver,
     /// Another node answered it: its answer.
     Answered(CardOutcome),
+    /// This node claimed the keys after waiting on another node's claim,
+    /// which lapsed unanswered: that request ended without a record (or
+    /// its node died). A copy waiting on it gets what a copy waiting on the
+    /// same node gets, 96, and is not decided; the next retransmission is.
+    /// Deciding it at once would approve a request its acquirer may be
+    /// reversing right then, after the first one's failure, with the
+    /// reversal finding no original.
+    LapsedWhileWaiting,
 }
 
 /// Claims a request's acquirer keys in Redis, waiting while another node
@@ -46,9 +54,11 @@ pub(crate) async fn claim_in_fleet(
     authorization: &Authorization,
 ) -> Result<Claimed, ()> {
     let giving_up = Deadline::after(Duration::from_millis(CLAIM_WAIT_MS));
+    let mut waited = false;
     loop {
         match fleet.claim(redis_key, CLAIM_PENDING_MS).await {
             Ok(Claim::Mine) => return Ok(Claimed::Fresh),
+            Ok(Claim::TakenOver) if waited => return Ok(Claimed::LapsedWhileWaiting),
             Ok(Claim::TakenOver) => return Ok(Claimed::TakenOver),
             Ok(Claim::Answered(text)) => {
                 return decode_answer(&text, authorization)
@@ -58,6 +68,7 @@ pub(crate) async fn claim_in_fleet(
                     });
             }
             Ok(Claim::Pending) if !giving_up.has_passed() => {
+                waited = true;
                 tokio::time::sleep(CLAIM_POLL).await;
             }
             Ok(Claim::Pending) => {
