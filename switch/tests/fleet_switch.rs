@@ -258,19 +258,16 @@ fn redis_unreachable_declines_promptly_and_never_approves() {
     }
 }
 
-/// Redis loses every key (a flush, a failover to an empty replica): the
-/// fleet's card velocity is rebuilt from the shared journal before any node
-/// uses Redis again, so a card's limits still hold across the loss.
-#[test]
-fn limits_hold_when_redis_loses_its_keys() {
-    let Some((_database, redis)) = database_and_redis_urls() else {
-        return;
-    };
-    // A Redis database of its own: the flush must not touch the other tests'.
-    let redis = format!("{}/7", redis.trim_end_matches('/'));
+/// Two nodes on a Redis database of their own (`redis_db`: a flush there
+/// touches no other test's keys), a card and terminal of `test`'s own, and
+/// a client per node, after three approvals of the card (of its five a
+/// minute) alternating between the nodes. `None` without the databases.
+fn two_nodes_three_approvals_in(redis_db: u32, test: u64) -> Option<Fleet> {
+    let (_database, redis) = database_and_redis_urls()?;
+    let redis = format!("{}/{redis_db}", redis.trim_end_matches('/'));
     let config = fleet_config("decline");
     let nodes = [node(&config, &redis), node(&config, &redis)];
-    let (pan, terminal) = unique_card_and_terminal(6);
+    let (pan, terminal) = unique_card_and_terminal(test);
     let mut clients = [nodes[0].iso(), nodes[1].iso()];
     for n in 0..3 {
         assert_eq!(
@@ -279,6 +276,39 @@ fn limits_hold_when_redis_loses_its_keys() {
             "approval {n} before the loss"
         );
     }
+    Some(Fleet {
+        redis,
+        nodes,
+        pan,
+        terminal,
+        clients,
+    })
+}
+
+/// What [`two_nodes_three_approvals_in`] sets up.
+struct Fleet {
+    redis: String,
+    nodes: [TestSwitch; 2],
+    pan: String,
+    terminal: String,
+    clients: [IsoClient; 2],
+}
+
+/// Redis loses every key (a flush, a failover to an empty replica): the
+/// fleet's card velocity is rebuilt from the shared journal before any node
+/// uses Redis again, so a card's limits still hold across the loss.
+#[test]
+fn limits_hold_when_redis_loses_its_keys() {
+    let Some(Fleet {
+        redis,
+        nodes,
+        pan,
+        terminal,
+        mut clients,
+    }) = two_nodes_three_approvals_in(7, 6)
+    else {
+        return;
+    };
 
     let client = redis::Client::open(redis.as_str()).unwrap();
     let mut connection = client.get_connection().unwrap();
@@ -322,22 +352,16 @@ fn limits_hold_when_redis_loses_its_keys() {
 /// where 5 a minute are allowed.
 #[test]
 fn limits_hold_when_redis_loses_its_keys_under_load() {
-    let Some((_database, redis)) = database_and_redis_urls() else {
+    let Some(Fleet {
+        redis,
+        nodes,
+        pan,
+        terminal,
+        mut clients,
+    }) = two_nodes_three_approvals_in(8, 8)
+    else {
         return;
     };
-    // A Redis database of its own: the flush must not touch the other tests'.
-    let redis = format!("{}/8", redis.trim_end_matches('/'));
-    let config = fleet_config("decline");
-    let nodes = [node(&config, &redis), node(&config, &redis)];
-    let (pan, terminal) = unique_card_and_terminal(8);
-    let mut clients = [nodes[0].iso(), nodes[1].iso()];
-    for n in 0..3 {
-        assert_eq!(
-            code(&clients[n % 2].exchange(&authorization_at(&pan, &terminal))),
-            "00",
-            "approval {n} before the loss"
-        );
-    }
     let generation =
         |node: &TestSwitch| metric(&node.metrics(), "switch_fleet_velocity_generation ");
     let before = generation(&nodes[0]);
