@@ -65,4 +65,9 @@ impl Deadline {
     pub fn has_passed(&self) -> bool {
         tokio::time::Instant::now() >= self.at
     }
+
+    /// A sleep that ends when it comes.
+    pub fn sleep(self) -> tokio::time::Sleep {
+        tokio::time::sleep_until(self.at)
+    }
 }

@@ -85,7 +85,6 @@ pub async fn serve(
         let spec = Arc::clone(&spec);
         let config = config.clone();
         let shutdown = shutdown.clone();
-        let connection_tracker = tracker.clone();
         let tls = tls.clone();
         let audit = audit.clone();
         tracker.spawn(async move {
@@ -94,28 +93,10 @@ pub async fn serve(
                 .connections_open
                 .fetch_add(1, Ordering::Relaxed);
             let outcome = match tls {
-                None => {
-                    accept_iso_connection(
-                        stream,
-                        &engine,
-                        &spec,
-                        &config,
-                        &shutdown,
-                        &connection_tracker,
-                    )
-                    .await
-                }
+                None => accept_iso_connection(stream, &engine, &spec, &config, &shutdown).await,
                 Some(tls) => {
                     accept_iso_tls_connection(
-                        stream,
-                        peer,
-                        &tls,
-                        &audit,
-                        &engine,
-                        &spec,
-                        &config,
-                        &shutdown,
-                        &connection_tracker,
+                        stream, peer, &tls, &audit, &engine, &spec, &config, &shutdown,
                     )
                     .await
                 }
@@ -138,16 +119,12 @@ async fn accept_iso_connection(
     spec: &Arc<Spec>,
     config: &IsoConfig,
     shutdown: &CancellationToken,
-    tracker: &TaskTracker,
 ) -> Result<(), String> {
     stream
         .set_nodelay(true)
         .map_err(|error| error.to_string())?;
     let (reader, writer) = stream.into_split();
-    serve_iso_stream(
-        reader, writer, None, engine, spec, config, shutdown, tracker,
-    )
-    .await
+    serve_iso_stream(reader, writer, None, engine, spec, config, shutdown).await
 }
 
 /// A connection to the mutual-TLS listener: the handshake, within its
@@ -162,7 +139,6 @@ async fn accept_iso_tls_connection(
     spec: &Arc<Spec>,
     config: &IsoConfig,
     shutdown: &CancellationToken,
-    tracker: &TaskTracker,
 ) -> Result<(), String> {
     stream
         .set_nodelay(true)
@@ -227,7 +203,6 @@ async fn accept_iso_tls_connection(
         spec,
         config,
         shutdown,
-        tracker,
     )
     .await
 }

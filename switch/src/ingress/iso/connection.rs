@@ -1,16 +1,35 @@
-//! One ISO 8583 connection: one reader and one writer task. The reader cuts
-//! frames off the stream and starts one task per request, so several
-//! requests are in flight per connection and each response is written as
-//! soon as it is ready; the acquirer matches responses by DE11 and DE41, so
-//! order may differ. A per-connection semaphore bounds the requests in
-//! flight: when it is used up, the reader stops reading and TCP pushes back
-//! on the acquirer. A peer that does not read its answers is closed when a
-//! write has waited `iso.write_timeout_ms`.
+//! One ISO 8583 connection, served by one task.
+//!
+//! The task reads whatever bytes the socket has, cuts every whole frame off
+//! them, decodes each and starts its answer; the answers of the connection
+//! are futures polled by this same task, so several requests are in flight
+//! per connection and each is answered as soon as its decision is durable.
+//! Whenever it wakes, the task collects every answer that is ready and
+//! writes them together, in one `write` where the socket takes them: a
+//! group commit that answers forty requests of one connection costs that
+//! connection one wake-up and one write, not forty tasks, forty channel
+//! sends and forty writes. The acquirer matches answers by DE11 and DE41,
+//! so their order may differ from the requests'.
+//!
+//! `iso.in_flight_max` bounds the requests a connection has open: at the
+//! bound the task stops reading, and TCP pushes back on the acquirer. A peer
+//! that takes none of its answers for `iso.write_timeout_ms` is closed, and
+//! one that sends nothing for `iso.idle_timeout_ms` too.
+//!
+//! A reversal waits for every request that arrived before it on its
+//! connection to be answered before it starts, so one pipelined right
+//! behind its original reverses it rather than finding nothing: the
+//! acquirer's order is the switch's. The connection's own task knows what
+//! it has open, so that order needs no lock
+//! ([`Arrivals`](super::order::Arrivals)).
 //!
 //! A frame that cannot be framed (header not digits, over the maximum) closes
 //! that connection only; a frame that frames but has a bad field is answered
-//! DE39 30 on the same connection. The reader and writer are generic over
-//! the stream's halves: plain TCP keeps its lock-free `into_split`, TLS uses
+//! DE39 30 on the same connection. Whatever ends a connection, the requests
+//! it has open are still decided, journaled and answered (or, after a write
+//! timeout, their answers dropped): a request is never abandoned half-way
+//! through the engine. The reader and writer are generic over the stream's
+//! halves: plain TCP keeps its lock-free `into_split`, TLS uses
 //! `tokio::io::split`.
 
 use std::sync::Arc;
@@ -18,24 +37,63 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use protocol::domain::Channel;
 use protocol::{Message, ResponseCode, Spec, iso};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::clock::Stopwatch;
+use crate::clock::{Deadline, Stopwatch};
 use crate::config::IsoConfig;
 use crate::engine::Engine;
 use crate::engine::acquirer::Acquirer;
 use crate::ingress::iso::mapping;
-use crate::ingress::iso::order::{Arrivals, Ticket};
+use crate::ingress::iso::order::Arrivals;
 use crate::ops::metrics::{Closed, Listener, Stage};
+
+/// Bytes of answers gathered before the task stops collecting and writes.
+const OUT_HIGH_WATER: usize = 64 * 1024;
+
+/// A frame cut off the stream and decoded, waiting to be answered.
+#[derive(Debug)]
+struct Decoded {
+    number: u64,
+    message: Message,
+    decoded: Result<(), protocol::DecodeError>,
+    decode_us: u64,
+    /// From the moment the frame was cut off the stream.
+    received: Stopwatch,
+}
+
+impl Decoded {
+    /// A reversal waits for the requests that arrived before it.
+    fn is_reversal(&self) -> bool {
+        self.decoded.is_ok() && self.message.mti().class() == 4
+    }
+}
+
+/// What ends the connection's loop, and how.
+#[derive(Debug, Default)]
+struct Ending {
+    /// Reading has stopped: the open requests are finished, then the task
+    /// ends.
+    stop_reading: bool,
+    /// The peer takes no more answers: later ones are dropped.
+    write_failed: bool,
+    /// Why the connection closed, if not cleanly.
+    error: Option<String>,
+}
+
+impl Ending {
+    fn stop(&mut self, error: String) {
+        self.stop_reading = true;
+        self.error.get_or_insert(error);
+    }
+}
 
 /// Reads frames off one connection and answers them, whatever the stream:
 /// `acquirer` is `Some` on a mutual-TLS connection.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve_iso_stream<R, W>(
     mut reader: R,
     mut writer: W,
@@ -44,159 +102,175 @@ pub(super) async fn serve_iso_stream<R, W>(
     spec: &Arc<Spec>,
     config: &IsoConfig,
     shutdown: &CancellationToken,
-    tracker: &TaskTracker,
 ) -> Result<(), String>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
 {
+    let engine: &Engine = engine;
+    let spec: &Spec = spec;
+    let acquirer = acquirer.as_deref();
     let framing = spec.framing();
-    let (responses, mut outbox) = mpsc::channel::<Vec<u8>>(config.in_flight_max);
-    let in_flight = Arc::new(Semaphore::new(config.in_flight_max));
-    let arrivals = Arc::new(Arrivals::default());
-
-    // The writer coalesces whatever responses are ready into one write. A
-    // write that does not finish within the write timeout means the peer
-    // is not reading its answers: the connection is closed rather than
-    // holding its slot, its tasks and their answers for as long as the peer
-    // likes. `closing` tells the reader to stop.
-    let closing = shutdown.child_token();
-    let write_timeout = Duration::from_millis(config.write_timeout_ms);
-    let acquirer_named = acquirer.is_some();
-    let writer_task = {
-        let closing = closing.clone();
-        let engine = Arc::clone(engine);
-        tokio::spawn(async move {
-            let mut out = Vec::with_capacity(4096);
-            while let Some(frame) = outbox.recv().await {
-                out.clear();
-                out.extend_from_slice(&frame);
-                while let Ok(more) = outbox.try_recv() {
-                    out.extend_from_slice(&more);
-                }
-                match tokio::time::timeout(write_timeout, writer.write_all(&out)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break,
-                    Err(_) => {
-                        // Only a mutual-TLS connection names an acquirer.
-                        let listener = if acquirer_named {
-                            Listener::IsoTls
-                        } else {
-                            Listener::Iso
-                        };
-                        engine
-                            .metrics()
-                            .count_closed(listener, Closed::WriteTimeout);
-                        closing.cancel();
-                        // No shutdown: a close_notify or FIN would wait
-                        // behind the answers the peer is not reading.
-                        return true;
-                    }
-                }
-            }
-            let _ = tokio::time::timeout(write_timeout, writer.shutdown()).await;
-            false
-        })
-    };
-
     let idle = Duration::from_millis(config.idle_timeout_ms);
+    let write_timeout = Duration::from_millis(config.write_timeout_ms);
+
     let mut buffer = BytesMut::with_capacity(8 * 1024);
-    let outcome = loop {
-        // Cut every whole frame already buffered before reading more.
-        match framing.check(&buffer) {
-            Ok(Some(bounds)) => {
-                let received = Stopwatch::start();
-                let frame = buffer.split_to(bounds.total()).freeze();
-                let permit = tokio::select! {
-                    () = closing.cancelled() => break Ok(()),
-                    permit = Arc::clone(&in_flight).acquire_owned() => permit,
-                };
-                let Ok(permit) = permit else {
-                    break Ok(());
-                };
-                // Taken here, in frame order, not in the task.
-                let ticket = arrivals.arrive();
-                let engine = Arc::clone(engine);
-                let spec = Arc::clone(spec);
-                let responses = responses.clone();
-                let acquirer = acquirer.clone();
-                tracker.spawn(async move {
-                    let payload = frame.slice(bounds.header..);
-                    let reply = answer_frame(
-                        &engine,
-                        &spec,
-                        &payload,
+    let mut arrivals = Arrivals::default();
+    let mut answering = FuturesUnordered::new();
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    // A TLS writer may keep part of a write in its buffer: flushed once
+    // everything gathered is written.
+    let mut unflushed = false;
+    let mut ending = Ending::default();
+    let idle_sleep = Deadline::after(idle).sleep();
+    let write_sleep = Deadline::after(write_timeout).sleep();
+    tokio::pin!(idle_sleep, write_sleep);
+
+    loop {
+        // Cut, decode and start every whole frame buffered, as far as the
+        // in-flight bound allows.
+        while !ending.stop_reading && arrivals.open() < config.in_flight_max {
+            match framing.check(&buffer) {
+                Ok(Some(bounds)) => {
+                    let received = Stopwatch::start();
+                    let frame = buffer.split_to(bounds.total());
+                    let request = decode(
+                        engine,
+                        spec,
+                        &frame[bounds.header..],
+                        arrivals.arrive(),
                         received,
-                        acquirer.as_deref(),
-                        &ticket,
-                    )
-                    .await;
-                    // Answered: a reversal behind it may go on.
-                    drop(ticket);
-                    if let Some(reply) = reply {
-                        let _ = responses.send(reply).await;
+                    );
+                    let start = if request.is_reversal() {
+                        arrivals.start_in_order(request.number, request)
+                    } else {
+                        Some(request)
+                    };
+                    if let Some(request) = start {
+                        answering.push(answer(engine, acquirer, request));
                     }
-                    drop(permit);
-                });
-                continue;
-            }
-            Ok(None) => {}
-            Err(error) => {
-                engine
-                    .metrics()
-                    .frames_unframeable
-                    .fetch_add(1, Ordering::Relaxed);
-                break Err(format!("unframeable stream: {error}"));
-            }
-        }
-        let read = tokio::select! {
-            () = closing.cancelled() => break Ok(()),
-            read = tokio::time::timeout(idle, reader.read_buf(&mut buffer)) => read,
-        };
-        match read {
-            Err(_) => break Err(format!("idle for {} ms", config.idle_timeout_ms)),
-            Ok(Err(error)) => break Err(error.to_string()),
-            Ok(Ok(0)) => {
-                if buffer.has_remaining() {
-                    break Err(format!(
-                        "closed by the peer with {} bytes of an unfinished frame",
-                        buffer.len()
-                    ));
                 }
-                break Ok(());
+                Ok(None) => break,
+                Err(error) => {
+                    engine
+                        .metrics()
+                        .frames_unframeable
+                        .fetch_add(1, Ordering::Relaxed);
+                    ending.stop(format!("unframeable stream: {error}"));
+                }
             }
-            Ok(Ok(_)) => {}
         }
-    };
-    // Let the requests in flight finish (in the engine, and recorded) and
-    // their answers leave before closing; after a write timeout their
-    // answers are dropped, as the peer would not read them.
-    drop(responses);
-    let _ = in_flight
-        .acquire_many(u32::try_from(config.in_flight_max).unwrap_or(u32::MAX))
-        .await;
-    if writer_task.await.unwrap_or(false) {
-        return Err(format!(
-            "answers not written within {} ms: the peer is not reading",
-            config.write_timeout_ms
-        ));
+        let writing = !out.is_empty() && !ending.write_failed;
+        if ending.stop_reading && answering.is_empty() && !writing {
+            break;
+        }
+        let reading = !ending.stop_reading && arrivals.open() < config.in_flight_max;
+        let flushing = unflushed && out.is_empty() && !ending.write_failed;
+        tokio::select! {
+            biased;
+            Some(answered) = answering.next() => {
+                let mut ready = Some(answered);
+                // Every answer ready now joins this write.
+                while let Some((number, response, received)) = ready.take() {
+                    if let Some(response) = response {
+                        count_response(engine, &response);
+                        if !ending.write_failed {
+                            if out.is_empty() {
+                                write_sleep.as_mut().set(Deadline::after(write_timeout).sleep());
+                            }
+                            frame_into(engine, spec, &response, received, &mut out);
+                        }
+                    }
+                    if let Some(request) = arrivals.answered(number) {
+                        answering.push(answer(engine, acquirer, request));
+                    }
+                    if out.len() < OUT_HIGH_WATER {
+                        ready = answering.next().now_or_never().flatten();
+                    }
+                }
+            }
+            pushed = push_out(&mut writer, &out), if writing || flushing => match pushed {
+                Ok(Pushed::Wrote(n)) if n > 0 => {
+                    out.drain(..n);
+                    unflushed = true;
+                    write_sleep.as_mut().set(Deadline::after(write_timeout).sleep());
+                }
+                Ok(Pushed::Flushed) => unflushed = false,
+                Ok(Pushed::Wrote(_)) | Err(_) => {
+                    // The peer is gone: its answers have nowhere to go.
+                    ending.write_failed = true;
+                    ending.stop_reading = true;
+                    out.clear();
+                }
+            },
+            () = &mut write_sleep, if writing => {
+                // Nothing taken for the whole write timeout: the peer is not
+                // reading its answers. Closed rather than holding its slot
+                // and its answers for as long as the peer likes; its open
+                // requests are still finished, their answers dropped.
+                let listener = if acquirer.is_some() { Listener::IsoTls } else { Listener::Iso };
+                engine.metrics().count_closed(listener, Closed::WriteTimeout);
+                ending.write_failed = true;
+                out.clear();
+                ending.stop(format!(
+                    "answers not written within {} ms: the peer is not reading",
+                    config.write_timeout_ms
+                ));
+            }
+            () = shutdown.cancelled(), if !ending.stop_reading => ending.stop_reading = true,
+            read = reader.read_buf(&mut buffer), if reading => match read {
+                Err(error) => ending.stop(error.to_string()),
+                Ok(0) => {
+                    ending.stop_reading = true;
+                    if buffer.has_remaining() {
+                        ending.stop(format!(
+                            "closed by the peer with {} bytes of an unfinished frame",
+                            buffer.len()
+                        ));
+                    }
+                }
+                Ok(_) => idle_sleep.as_mut().set(Deadline::after(idle).sleep()),
+            },
+            () = &mut idle_sleep, if reading => {
+                ending.stop(format!("idle for {} ms", config.idle_timeout_ms));
+            }
+        }
     }
-    outcome
+    if !ending.write_failed {
+        // No shutdown after a write timeout: a close_notify or FIN would
+        // wait behind the answers the peer is not reading.
+        let _ = tokio::time::timeout(write_timeout, writer.shutdown()).await;
+    }
+    ending.error.map_or(Ok(()), Err)
 }
 
-/// Decodes one frame's payload and returns the framed reply, if the message
-/// deserves one.
-async fn answer_frame(
+/// What one turn of the writer did.
+#[derive(Debug)]
+enum Pushed {
+    Wrote(usize),
+    Flushed,
+}
+
+/// Writes what it can of `out`, or, with nothing left to write, flushes
+/// what the writer kept (a TLS writer may keep part of a write). Each way
+/// is one cancel-safe call, so losing the `select!` loses no bytes.
+async fn push_out<W: AsyncWrite + Unpin>(writer: &mut W, out: &[u8]) -> std::io::Result<Pushed> {
+    if out.is_empty() {
+        writer.flush().await.map(|()| Pushed::Flushed)
+    } else {
+        writer.write(out).await.map(Pushed::Wrote)
+    }
+}
+
+/// Decodes one frame's payload. The decode stage is the decode alone; the
+/// total counts from `received`, when the frame was cut off the stream.
+fn decode(
     engine: &Engine,
     spec: &Spec,
     payload: &[u8],
+    number: u64,
     received: Stopwatch,
-    acquirer: Option<&Acquirer>,
-    ticket: &Ticket,
-) -> Option<Vec<u8>> {
-    // The decode stage is the decode alone; time spent waiting for an
-    // in-flight permit or a worker thread shows in the total, which counts
-    // from the moment the frame was cut off the stream.
+) -> Decoded {
     let decoding = Stopwatch::start();
     let mut message = Message::with_capacity(payload.len() * 2);
     let decoded = message.decode_into(spec, payload);
@@ -204,40 +278,71 @@ async fn answer_frame(
     engine
         .metrics()
         .record(Channel::Iso, Stage::Decode, decode_us);
+    Decoded {
+        number,
+        message,
+        decoded,
+        decode_us,
+        received,
+    }
+}
+
+/// One request's answer: its arrival number, the response if the message
+/// deserves one, and the time since its frame was cut off the stream.
+type Answered = (u64, Option<Message>, Stopwatch);
+
+/// Answers one decoded request.
+async fn answer(engine: &Engine, acquirer: Option<&Acquirer>, request: Decoded) -> Answered {
+    let Decoded {
+        number,
+        message,
+        decoded,
+        decode_us,
+        received,
+    } = request;
     let response = match decoded {
-        Ok(()) => mapping::answer(engine, &message, acquirer, decode_us, ticket).await,
+        Ok(()) => mapping::answer(engine, &message, acquirer, decode_us).await,
         Err(error) => {
             engine
                 .metrics()
                 .messages_malformed
                 .fetch_add(1, Ordering::Relaxed);
-            if !error.mti_was_read() {
+            if error.mti_was_read() {
+                tracing::info!(mti = %message.mti(), %error, "malformed message answered 30");
+                iso::response(&message, ResponseCode::FormatError, None)
+            } else {
                 // Without an MTI there is no response type to answer with.
                 tracing::info!(%error, "malformed message without an MTI dropped");
-                return None;
+                None
             }
-            tracing::info!(mti = %message.mti(), %error, "malformed message answered 30");
-            iso::response(&message, ResponseCode::FormatError, None)
         }
-    }?;
+    };
+    (number, response, received)
+}
+
+/// Counts a response by its code, whether or not it can still be written.
+fn count_response(engine: &Engine, response: &Message) {
     let code = response
         .get(39)
         .and_then(ResponseCode::parse)
         .unwrap_or(ResponseCode::SystemMalfunction);
     engine.metrics().count_response(Channel::Iso, code);
-    let mut out = Vec::with_capacity(payload.len() + 16);
-    match response.encode_frame(spec, &mut out) {
-        Ok(()) => {
-            engine
-                .metrics()
-                .record(Channel::Iso, Stage::Total, received.elapsed_us());
-            Some(out)
-        }
-        Err(error) => {
-            // The response echoes request fields the dialect accepted, so this
-            // is a bug; say so rather than leave the acquirer waiting silently.
-            tracing::error!(%error, "response could not be encoded");
-            None
-        }
+}
+
+/// Appends a response to `out` as a frame.
+fn frame_into(
+    engine: &Engine,
+    spec: &Spec,
+    response: &Message,
+    received: Stopwatch,
+    out: &mut Vec<u8>,
+) {
+    match response.encode_frame(spec, out) {
+        Ok(()) => engine
+            .metrics()
+            .record(Channel::Iso, Stage::Total, received.elapsed_us()),
+        // The response echoes request fields the dialect accepted, so this
+        // is a bug; say so rather than leave the acquirer waiting silently.
+        Err(error) => tracing::error!(%error, "response could not be encoded"),
     }
 }

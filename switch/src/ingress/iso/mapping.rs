@@ -14,20 +14,18 @@ use protocol::{Message, ResponseCode};
 
 use crate::engine::acquirer::Acquirer;
 use crate::engine::{Engine, Received};
-use crate::ingress::iso::order::Ticket;
 
 /// Answers one decoded ISO 8583 request; `None` if it deserves no answer
 /// (it is itself a response). `acquirer`: the acquirer a mutual-TLS
 /// connection's client certificate named; `None` on plain TCP. `decode_us`:
-/// the time decoding took, recorded with a card request. `ticket`: the
-/// request's place on its connection; a reversal waits for the requests
-/// before it, so it finds an original pipelined just ahead of it.
+/// the time decoding took, recorded with a card request. A reversal
+/// reaches here only once the requests before it on its connection are
+/// answered (`order`), so it finds an original pipelined just ahead of it.
 pub(super) async fn answer(
     engine: &Engine,
     message: &Message,
     acquirer: Option<&Acquirer>,
     decode_us: u64,
-    ticket: &Ticket,
 ) -> Option<Message> {
     match Request::parse(message) {
         Ok(Request::Network(request)) => {
@@ -64,7 +62,6 @@ pub(super) async fn answer(
             )
         }
         Ok(Request::Reversal(request)) => {
-            ticket.after_earlier_requests().await;
             let outcome = engine.reverse(reversal(&request), acquirer).await;
             iso::response(message, outcome.response_code(), None)
         }

@@ -3,12 +3,12 @@
 //! ```text
 //! accept.rs      accept within the shared connection limit; on TLS, the
 //!                handshake names the acquirer first
-//! connection.rs  one reader and one writer per connection: cut frames,
-//!                decode each in its own task, write answers as they complete
+//! connection.rs  one task per connection: cut and decode frames, answer
+//!                them concurrently, write every ready answer in one go
 //! mapping.rs     Message -> Authorization / Reversal -> engine -> response;
 //!                network management answered without the engine
 //! order.rs       the order requests arrived in on a connection: a reversal
-//!                waits for those before it
+//!                is held until those before it are answered
 //! ```
 
 mod accept;

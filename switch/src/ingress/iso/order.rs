@@ -1,90 +1,79 @@
 //! The order requests arrived in on one connection, kept for reversals.
 //!
-//! Each frame is answered in a task of its own, so two requests pipelined
-//! on one connection can reach the engine in either order. For most that
-//! is fine (the acquirer matches answers by DE11 and DE41), but a reversal
-//! sent right behind its original (a POS cancelling at once) could run
-//! first, find no original, be acknowledged, and leave the original
+//! A connection answers its requests concurrently, so two requests
+//! pipelined on one connection can reach the engine in either order. For
+//! most that is fine (the acquirer matches answers by DE11 and DE41), but a
+//! reversal sent right behind its original (a POS cancelling at once) could
+//! run first, find no original, be acknowledged, and leave the original
 //! approved and counted. The engine waits for an original it sees in
 //! flight; one that has not reached the engine yet it cannot see. So a
-//! reversal first waits until every request that arrived before it on its
+//! reversal is held until every request that arrived before it on its
 //! connection has been answered: the acquirer's order is the switch's.
+//!
+//! The connection's one task owns its `Arrivals`, so none of this takes a
+//! lock or a wake-up of its own.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, VecDeque};
 
-use tokio::sync::Notify;
-
-/// The requests of one connection not answered yet, by arrival number.
-#[derive(Debug, Default)]
-pub(super) struct Arrivals {
-    open: Mutex<Open>,
-    answered: Notify,
-}
-
-#[derive(Debug, Default)]
-struct Open {
-    next: u64,
-    numbers: BTreeSet<u64>,
-}
-
-impl Arrivals {
-    /// A ticket for the next frame, taken by the reader in frame order and
-    /// held by the frame's task until it is answered.
-    pub(super) fn arrive(self: &Arc<Self>) -> Ticket {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let number = open.next;
-        open.next += 1;
-        open.numbers.insert(number);
-        Ticket {
-            arrivals: Arc::clone(self),
-            number,
-        }
-    }
-
-    fn earliest_open(&self) -> Option<u64> {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.numbers.first().copied()
-    }
-}
-
-/// One request's place in its connection's order; dropping it marks the
-/// request answered.
+/// The requests of one connection not answered yet, by arrival number, and
+/// the reversals held back behind them.
 #[derive(Debug)]
-pub(crate) struct Ticket {
-    arrivals: Arc<Arrivals>,
-    number: u64,
+pub(super) struct Arrivals<T> {
+    next: u64,
+    /// Every request arrived and not answered, held ones included.
+    open: BTreeSet<u64>,
+    /// Held requests in arrival order, each waiting for every open request
+    /// before it.
+    held: VecDeque<(u64, T)>,
 }
 
-impl Ticket {
-    /// Returns once every request that arrived before this one on the
-    /// connection has been answered. Requests after it are not waited for,
-    /// so two waiting requests never wait for each other.
-    pub(crate) async fn after_earlier_requests(&self) {
-        loop {
-            // Registered before the check, so an answer between the check
-            // and the wait still wakes it.
-            let answered = self.arrivals.answered.notified();
-            tokio::pin!(answered);
-            answered.as_mut().enable();
-            if self
-                .arrivals
-                .earliest_open()
-                .is_none_or(|earliest| earliest >= self.number)
-            {
-                return;
-            }
-            answered.await;
+impl<T> Default for Arrivals<T> {
+    fn default() -> Self {
+        Arrivals {
+            next: 0,
+            open: BTreeSet::new(),
+            held: VecDeque::new(),
         }
     }
 }
 
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let mut open = self.arrivals.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.numbers.remove(&self.number);
-        drop(open);
-        self.arrivals.answered.notify_waiters();
+impl<T> Arrivals<T> {
+    /// The number of the next frame, taken in frame order; it stays open
+    /// until [`Arrivals::answered`].
+    pub(super) fn arrive(&mut self) -> u64 {
+        let number = self.next;
+        self.next += 1;
+        self.open.insert(number);
+        number
+    }
+
+    /// Requests arrived and not answered, held ones included.
+    pub(super) fn open(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Starts `request` (arrival `number`) now, or holds it until every
+    /// request before it is answered; returns it if it may start.
+    pub(super) fn start_in_order(&mut self, number: u64, request: T) -> Option<T> {
+        if self.open.first().is_some_and(|&first| first < number) {
+            self.held.push_back((number, request));
+            None
+        } else {
+            Some(request)
+        }
+    }
+
+    /// Marks `number` answered; returns the held request that may start
+    /// now, if any. At most one can: once it starts it is open, and every
+    /// later held request waits for it.
+    pub(super) fn answered(&mut self, number: u64) -> Option<T> {
+        self.open.remove(&number);
+        let (first_held, _) = self.held.front()?;
+        if self.open.first() == Some(first_held) {
+            self.held.pop_front().map(|(_, request)| request)
+        } else {
+            None
+        }
     }
 }
 
@@ -92,26 +81,40 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_request_waits_for_those_before_it_and_not_for_those_after() {
-        let arrivals = Arc::new(Arrivals::default());
+    #[test]
+    fn a_held_request_waits_for_those_before_it_and_not_for_those_after() {
+        let mut arrivals = Arrivals::default();
         let first = arrivals.arrive();
         let second = arrivals.arrive();
-        let third = arrivals.arrive();
-        // The first has nothing before it.
-        first.after_earlier_requests().await;
-        let waiting = tokio::spawn(async move {
-            third.after_earlier_requests().await;
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "the first two are still open");
-        drop(first);
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "the second is still open");
-        drop(second);
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
-            .await
-            .expect("released once both earlier requests are answered")
-            .unwrap_or_else(|error| panic!("{error}"));
+        let reversal = arrivals.arrive();
+        let after = arrivals.arrive();
+        assert_eq!(arrivals.start_in_order(first, "first"), Some("first"));
+        assert_eq!(arrivals.start_in_order(reversal, "reversal"), None);
+        // One after it starts at once, and its answer releases nothing.
+        assert_eq!(arrivals.answered(after), None);
+        assert_eq!(arrivals.answered(first), None, "the second is still open");
+        assert_eq!(arrivals.answered(second), Some("reversal"));
+        assert_eq!(arrivals.open(), 1, "the reversal itself, now started");
+    }
+
+    #[test]
+    fn held_requests_start_one_after_another_in_arrival_order() {
+        let mut arrivals = Arrivals::default();
+        let original = arrivals.arrive();
+        let one = arrivals.arrive();
+        let two = arrivals.arrive();
+        assert_eq!(arrivals.start_in_order(one, 1), None);
+        assert_eq!(arrivals.start_in_order(two, 2), None);
+        assert_eq!(arrivals.answered(original), Some(1));
+        assert_eq!(arrivals.answered(one), Some(2));
+        assert_eq!(arrivals.answered(two), None);
+        assert_eq!(arrivals.open(), 0);
+    }
+
+    #[test]
+    fn the_first_request_of_a_connection_starts_at_once() {
+        let mut arrivals = Arrivals::default();
+        let number = arrivals.arrive();
+        assert_eq!(arrivals.start_in_order(number, ()), Some(()));
     }
 }
