@@ -182,25 +182,10 @@ impl Journal {
     /// order between writers; each append still returns only after its own
     /// commit. With no backend at all the journal is closed from the start.
     pub fn start_many<B: JournalBackend>(backends: Vec<B>, config: &JournalConfig) -> Journal {
-        // Zero would make every append QueueFull, or a batch that never ends.
-        let queue_capacity = config.queue_capacity.max(1);
-        let batch_rows_max = config.batch_rows_max.max(1);
-        let (queue, commands) = mpsc::channel(queue_capacity);
-        let counters = Arc::new(Counters::default());
-        let shared = Arc::new(SharedQueue {
-            commands: tokio::sync::Mutex::new(commands),
-            closing: std::sync::Mutex::new(Vec::new()),
-        });
+        let (journal, shared) = Journal::queue(config);
         let writers: Vec<_> = backends
             .into_iter()
-            .map(|backend| {
-                tokio::spawn(run_writer(
-                    backend,
-                    Arc::clone(&shared),
-                    Arc::clone(&counters),
-                    batch_rows_max,
-                ))
-            })
+            .map(|backend| tokio::spawn(journal.writer(backend, &shared, config)))
             .collect();
         // `close` is answered once every writer has written its last batch
         // and closed its connection, not when the first one stops.
@@ -208,19 +193,66 @@ impl Journal {
             for writer in writers {
                 let _ = writer.await;
             }
-            let closing = match shared.closing.lock() {
-                Ok(mut closing) => std::mem::take(&mut *closing),
-                Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-            };
-            for done in closing {
-                let _ = done.send(());
-            }
+            shared.answer_closing();
         });
-        Journal {
+        journal
+    }
+
+    /// Starts the writer on a thread of its own, under a one-thread runtime,
+    /// for a backend whose writes block the thread they run on (a file's
+    /// `write` and `fdatasync`): the runtime that serves requests never
+    /// waits on the disk, and a batch costs this thread one wake-up, not a
+    /// hop to a worker thread per write.
+    pub fn start_on_thread<B: JournalBackend>(
+        backend: B,
+        config: &JournalConfig,
+    ) -> std::io::Result<Journal> {
+        let (journal, shared) = Journal::queue(config);
+        let writer = journal.writer(backend, &shared, config);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        std::thread::Builder::new()
+            .name("journal-writer".to_owned())
+            .spawn(move || {
+                runtime.block_on(writer);
+                shared.answer_closing();
+            })?;
+        Ok(journal)
+    }
+
+    /// The handle and the queue's receiving end, no writer yet.
+    fn queue(config: &JournalConfig) -> (Journal, Arc<SharedQueue>) {
+        // Zero would make every append QueueFull.
+        let queue_capacity = config.queue_capacity.max(1);
+        let (queue, commands) = mpsc::channel(queue_capacity);
+        let shared = Arc::new(SharedQueue {
+            commands: tokio::sync::Mutex::new(commands),
+            closing: std::sync::Mutex::new(Vec::new()),
+        });
+        let journal = Journal {
             queue,
-            counters,
+            counters: Arc::new(Counters::default()),
             queue_capacity,
-        }
+        };
+        (journal, shared)
+    }
+
+    /// One writer's loop over `backend`, taking from the shared queue.
+    fn writer<B: JournalBackend>(
+        &self,
+        backend: B,
+        shared: &Arc<SharedQueue>,
+        config: &JournalConfig,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        // Zero would make a batch that never ends.
+        let batch_rows_max = config.batch_rows_max.max(1);
+        run_writer(
+            backend,
+            Arc::clone(shared),
+            Arc::clone(&self.counters),
+            batch_rows_max,
+        )
     }
 
     /// Appends `record` and resolves once it is committed.
@@ -342,6 +374,19 @@ struct SharedQueue {
     commands: tokio::sync::Mutex<mpsc::Receiver<Command>>,
     /// `close` callers, answered after the last writer stops.
     closing: std::sync::Mutex<Vec<oneshot::Sender<()>>>,
+}
+
+impl SharedQueue {
+    /// Tells every `close` caller the writers have stopped.
+    fn answer_closing(&self) {
+        let closing = match self.closing.lock() {
+            Ok(mut closing) => std::mem::take(&mut *closing),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for done in closing {
+            let _ = done.send(());
+        }
+    }
 }
 
 async fn run_writer<B: JournalBackend>(
@@ -602,6 +647,66 @@ mod tests {
         assert_eq!(closed.load(Ordering::SeqCst), 3);
         assert!(!journal.is_running());
         assert_eq!(journal.append(record(1)).await, Err(JournalError::Closed));
+    }
+
+    /// A backend whose write blocks its thread until the test lets it go.
+    struct BlockingBackend {
+        started: Arc<std::sync::atomic::AtomicBool>,
+        release: std::sync::mpsc::Receiver<()>,
+        released: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl JournalBackend for BlockingBackend {
+        async fn write_batch(
+            &mut self,
+            batch: &[JournalRecord],
+        ) -> Result<Vec<AppendOutcome>, StorageError> {
+            self.started.store(true, Ordering::SeqCst);
+            // Blocks the thread, as a file's fdatasync does. On the test's
+            // own one-thread runtime this would wait out its five seconds,
+            // since the test could not run to let it go.
+            if self.release.recv_timeout(Duration::from_secs(5)).is_ok() {
+                self.released.store(true, Ordering::SeqCst);
+            }
+            Ok(vec![AppendOutcome::Recorded; batch.len()])
+        }
+
+        async fn write_claims(
+            &mut self,
+            claims: &[KeyClaim],
+        ) -> Result<Vec<ClaimOutcome>, StorageError> {
+            Ok(vec![ClaimOutcome::Released; claims.len()])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_on_its_own_thread_blocks_only_that_thread() {
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (release, on_release) = std::sync::mpsc::channel();
+        let backend = BlockingBackend {
+            started: Arc::clone(&started),
+            release: on_release,
+            released: Arc::clone(&released),
+        };
+        let journal = Journal::start_on_thread(backend, &JournalConfig::default()).unwrap();
+        let appending = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.append(record(1)).await }
+        });
+        // This runtime has one thread: it runs while the write blocks only
+        // because the write is on a thread of its own.
+        while !started.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        release.send(()).unwrap();
+        assert_eq!(appending.await.unwrap(), Ok(AppendOutcome::Recorded));
+        assert!(
+            released.load(Ordering::SeqCst),
+            "let go by the test, not timed out"
+        );
+        journal.close().await;
+        assert!(!journal.is_running());
     }
 
     #[tokio::test]
