@@ -20,6 +20,9 @@ pub enum StorageError {
         #[source]
         source: sqlx::Error,
     },
+    /// The journal's writer thread could not be started.
+    #[error("starting the journal's writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
     /// A schema migration failed; the database is left at the version before it.
     #[error("schema migration {version} ({name}): {source}")]
     Migration {
