@@ -440,7 +440,7 @@ fn read_responses<D: Dialogue>(
                                 .tally
                                 .record_response(p.kind, outcome, duration_ns(latency));
                         }
-                        Some(_) => {}
+                        Some(_) => shard.tally.warmup_received += 1,
                         None => shard.tally.unmatched += 1,
                     },
                     Reply::Stranger => shard.tally.unmatched += 1,
