@@ -390,8 +390,12 @@ fn measure_all(
         eprintln!("{name}: {} ...", describe(&c));
         let server_cpu = CpuReading::start(Some(*pid));
         let own_cpu = CpuReading::start(None);
+        // Read before the run's runtime is dropped: its threads' time
+        // leaves the per-thread counters with them.
+        let runtime = run::runtime(&c)?;
         let result = runtime.block_on(run::run(&c))?;
         let cpu_ns = (server_cpu.used_ns(), own_cpu.used_ns());
+        drop(runtime);
         let m = Measurement::new(&name, which, &c, &result, cpu_ns);
         eprintln!(
             "{name}: {:.1} req/s, p50 {}, p99 {}",

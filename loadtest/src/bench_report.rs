@@ -86,6 +86,16 @@ pub struct GoalCheck {
 }
 
 impl GoalCheck {
+    /// `value` and `limit` as text: ratios to three decimals, latencies
+    /// (µs) whole.
+    fn figures(&self) -> (String, String) {
+        if self.measure.contains("µs") {
+            (format!("{:.0}", self.value), format!("{:.0}", self.limit))
+        } else {
+            (format!("{:.3}", self.value), format!("{:.3}", self.limit))
+        }
+    }
+
     fn new(measure: String, value: f64, limit: f64, at_least: bool, goal: &'static str) -> Self {
         let met = if at_least {
             value >= limit
@@ -273,11 +283,12 @@ impl BenchReport {
         out.push_str(&self.baseline_lines());
         out.push_str("\nissue 12: the switch against the durable echo D\n");
         for g in &self.goals {
+            let (value, limit) = g.figures();
             out.push_str(&format!(
-                "  {:<32} {:>10.3}  limit {:>10.3}  goal {:<22} {}\n",
+                "  {:<30} {:>8}  limit {:>8}  goal {:<22} {}\n",
                 g.measure,
-                g.value,
-                g.limit,
+                value,
+                limit,
                 g.goal,
                 if g.met { "met" } else { "missed" }
             ));
@@ -379,11 +390,10 @@ impl BenchReport {
         out.push_str("The goals of issue 12, the switch (S) against the durable echo (D):\n\n");
         out.push_str("| measure | value | limit | goal | |\n|---|---:|---:|---|---|\n");
         for g in &self.goals {
+            let (value, limit) = g.figures();
             out.push_str(&format!(
-                "| {} | {:.3} | {:.3} | {} | {} |\n",
+                "| {} | {value} | {limit} | {} | {} |\n",
                 g.measure,
-                g.value,
-                g.limit,
                 g.goal,
                 if g.met { "met" } else { "missed" }
             ));

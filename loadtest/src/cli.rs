@@ -373,7 +373,7 @@ fn load(target: Target, mix: Mix, args: &LoadArgs) -> Result<ExitCode, Error> {
         .as_deref()
         .map(|url| HttpUrl::parse(url).map_err(|reason| Error::flag("admin", reason)))
         .transpose()?;
-    let runtime = runtime()?;
+    let runtime = run::runtime(&config)?;
     let result = runtime.block_on(run::run(&config))?;
     let stages = admin.map(|url| http::fetch_admin_latency(&url, &args.admin_key));
     let labels = WorkloadLabels {
