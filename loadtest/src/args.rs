@@ -32,8 +32,9 @@ pub enum Command {
     Echo(EchoArgs),
     /// An issuer host answering 0100/0200/0400 with 0110/0210/0410.
     Issuer(IssuerArgs),
-    /// Echo baseline against the switch, same frames, one command: E_rr,
-    /// E_pipe, the switch's peaks, open-loop latency at 50% and 80%.
+    /// Echo and durable echo baselines against the switch, same frames, one
+    /// command: E_rr, E_pipe, D_rr, D_pipe, the switch's peaks, open-loop
+    /// latency and CPU per request of all three at one rate and at 50%.
     Bench(BenchArgs),
 }
 
@@ -71,6 +72,10 @@ pub struct BenchArgs {
     /// Requests outstanding per connection for the pipelined figures.
     #[arg(long, default_value_t = 16)]
     pub in_flight: usize,
+    /// The open-loop rate the echo, the durable echo and the switch are
+    /// all measured at (requests/s), beside 50% of the switch's S_pipe.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub open_rate: f64,
     /// Distinct cards.
     #[arg(long, default_value_t = 100_000)]
     pub cards: u64,
@@ -281,6 +286,11 @@ pub struct EchoArgs {
     /// Ask for a client certificate signed by these CAs (mutual TLS).
     #[arg(long, value_name = "FILE.pem", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// The durable echo: answer each request only after a record of it is
+    /// appended to FILE (created if absent) and synced (`fdatasync`), in
+    /// group commits whose size follows the load.
+    #[arg(long, value_name = "FILE")]
+    pub durable: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

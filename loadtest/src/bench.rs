@@ -8,14 +8,23 @@
 //!   per connection (closed loop);
 //! - `S_rr`, `S_pipe`: the switch's peak the same two ways, every answer
 //!   durable;
-//! - open-loop latency at 50% and 80% of `S_pipe`;
+//! - `D_rr`, `D_pipe`: the durable echo's peaks (`loadtest echo
+//!   --durable`, each answer only after its record is synced to a file in
+//!   the bench's temporary directory), the limit for a switch that answers
+//!   once its record is durable;
+//! - open-loop latency of E, D and the switch at one rate (`--open-rate`,
+//!   10 000/s by default) and at 50% of `S_pipe`, and of the switch at 80%;
+//!   with each server's CPU per request (and the load tester's own) from
+//!   `/proc`;
+//! - `K_append`: a request's journal record appended in batches with one
+//!   `fdatasync` each, the disk's own limit for the durable echo;
 //! - the journal database's own limits, `K_copy`, `K_1` and `L_1`
 //!   (`storage::baseline`), measured against the same database while the
 //!   switch is idle: a fresh SQLite file with the journal's schema and
 //!   pragmas, or a scratch table in the switch's PostgreSQL database with
 //!   `--backend postgres`.
 //!
-//! and prints the ratios. This file runs the servers and the measurements;
+//! and prints the ratios, the goals of issue 12 among them. This file runs the servers and the measurements;
 //! [`crate::bench_report`] holds the figures and writes them as a table,
 //! JSON and Markdown.
 
@@ -27,7 +36,8 @@ use std::time::Duration;
 
 use protocol::Spec;
 
-use crate::bench_report::{BenchReport, Measurement};
+use crate::bench_report::{BenchReport, Measurement, goals, ratio};
+use crate::cpu::CpuReading;
 use crate::error::Error;
 use crate::run::{self, ProgressMode, RunConfig, Target};
 use crate::units::{format_ns, to_u64_saturating};
@@ -47,6 +57,8 @@ pub struct BenchConfig {
     pub workload: Workload,
     pub progress: ProgressMode,
     pub backend: Backend,
+    /// The open-loop rate E, D and the switch are compared at, requests/s.
+    pub open_rate: f64,
 }
 
 /// The switch's journal for the bench.
@@ -98,6 +110,12 @@ fn journal_figures(http: &str) -> Option<(u64, u64)> {
 struct ChildServer {
     child: Child,
     name: String,
+}
+
+impl ChildServer {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ChildServer {
@@ -217,6 +235,23 @@ pub fn bench(config: &BenchConfig) -> Result<BenchReport, Error> {
         std::process::id(),
         crate::iso::run_tag() % 1_000_000
     ));
+    // The durable echo's journal and K_append's file, on the disk the
+    // switch's data directory is on.
+    let durable_dir = data_dir.with_extension("durable");
+    std::fs::create_dir_all(&durable_dir).map_err(|e| Error::file(&durable_dir, e))?;
+    let mut durable = Command::new(&exe);
+    durable
+        .args(["echo", "--listen", "127.0.0.1:0", "--durable"])
+        .arg(durable_dir.join("durable.journal"));
+    let durable_server = start_child(durable, "loadtest echo --durable", false, echo_address);
+    let (durable_server, durable_addresses) = match durable_server {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&durable_dir);
+            return Err(e);
+        }
+    };
+
     let mut switch = Command::new(&config.switch);
     switch
         .args(["serve", "--config"])
@@ -239,20 +274,47 @@ pub fn bench(config: &BenchConfig) -> Result<BenchReport, Error> {
     let switch_name = config.switch.display().to_string();
     let started = start_child(switch, &switch_name, true, switch_addresses);
     let result = started.and_then(|(switch_server, switch_addresses)| {
-        let report = measure_all(config, &echo_addresses, &switch_addresses, &data_dir);
+        let servers = Servers {
+            echo: (&echo_addresses, echo_server.pid()),
+            durable: (&durable_addresses, durable_server.pid()),
+            switch: (&switch_addresses, switch_server.pid()),
+        };
+        let report = measure_all(config, &servers, &data_dir, &durable_dir);
         drop(switch_server);
         report
     });
     drop(echo_server);
+    drop(durable_server);
     let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&durable_dir);
     result
+}
+
+/// The three servers measured: their addresses (ISO 8583 first) and
+/// process ids.
+struct Servers<'a> {
+    echo: (&'a [String], u32),
+    durable: (&'a [String], u32),
+    switch: (&'a [String], u32),
+}
+
+/// One request frame of the bench's workload, as `loadtest iso` sends it:
+/// the record `K_append` appends is made of it, as the durable echo's are.
+fn sample_frame(spec: &Arc<Spec>, workload: &Workload) -> Vec<u8> {
+    use crate::connection::Dialogue as _;
+    let workload = Arc::new(workload.clone());
+    let mut dialogue =
+        crate::iso::IsoDialogue::new(Arc::clone(spec), Arc::clone(&workload), 0, 0, false);
+    let mut frame = Vec::new();
+    let _ = dialogue.write_request(0, &workload.plan(0), &mut frame);
+    frame
 }
 
 fn measure_all(
     config: &BenchConfig,
-    echo: &[String],
-    switch: &[String],
+    servers: &Servers<'_>,
     data_dir: &Path,
+    durable_dir: &Path,
 ) -> Result<BenchReport, Error> {
     let spec = Arc::new(Spec::iso87()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -280,6 +342,19 @@ fn measure_all(
         baselines.l_1_us_p50,
         baselines.l_1_us_p99
     );
+    let mut record = Vec::new();
+    crate::durable::append_record(&sample_frame(&spec, &config.workload), &mut record);
+    let each = (config.duration / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));
+    eprintln!("K_append, {} bytes a record ...", record.len());
+    let k_append =
+        crate::durable::k_append(durable_dir, &record, &crate::durable::APPEND_BATCHES, each)
+            .map_err(|e| Error::file(durable_dir, e))?;
+    for rate in &k_append {
+        eprintln!(
+            "K_append {} a sync: {:.0} records/s",
+            rate.batch, rate.records_per_s
+        );
+    }
     let target = |address: &str| Target::Iso {
         address: address.to_owned(),
         spec: Arc::clone(&spec),
@@ -298,13 +373,30 @@ fn measure_all(
         hlog: None,
         tls: None,
     };
-    let echo_address = echo.first().map(String::as_str).unwrap_or_default();
-    let switch_address = switch.first().map(String::as_str).unwrap_or_default();
+    let first = |addresses: &[String]| addresses.first().cloned().unwrap_or_default();
+    // Each measured server: the name's letter, the target's name, where.
+    let echo = ("E", "echo", first(servers.echo.0), servers.echo.1);
+    let durable = ("D", "durable", first(servers.durable.0), servers.durable.1);
+    let switch = ("S", "switch", first(servers.switch.0), servers.switch.1);
     let mut measurements = Vec::new();
-    let mut measure = |name: &str, which: &'static str, c: RunConfig| -> Result<f64, Error> {
+    let mut measure = |server: &(&str, &'static str, String, u32),
+                       suffix: &str,
+                       rate: Option<f64>,
+                       in_flight: usize|
+     -> Result<f64, Error> {
+        let (letter, which, address, pid) = server;
+        let name = format!("{letter}_{suffix}");
+        let c = run_config(address, rate, in_flight);
         eprintln!("{name}: {} ...", describe(&c));
+        let server_cpu = CpuReading::start(Some(*pid));
+        let own_cpu = CpuReading::start(None);
+        // Read before the run's runtime is dropped: its threads' time
+        // leaves the per-thread counters with them.
+        let runtime = run::runtime(&c)?;
         let result = runtime.block_on(run::run(&c))?;
-        let m = Measurement::new(name, which, &c, &result);
+        let cpu_ns = (server_cpu.used_ns(), own_cpu.used_ns());
+        drop(runtime);
+        let m = Measurement::new(&name, which, &c, &result, cpu_ns);
         eprintln!(
             "{name}: {:.1} req/s, p50 {}, p99 {}",
             m.rate_achieved,
@@ -315,45 +407,39 @@ fn measure_all(
         measurements.push(m);
         Ok(rate)
     };
-    let e_rr = measure("E_rr", "echo", run_config(echo_address, None, 1))?;
-    let e_pipe = measure(
-        "E_pipe",
-        "echo",
-        run_config(echo_address, None, config.in_flight),
-    )?;
-    let s_rr = measure("S_rr", "switch", run_config(switch_address, None, 1))?;
-    let s_pipe = measure(
-        "S_pipe",
-        "switch",
-        run_config(switch_address, None, config.in_flight),
-    )?;
-    for share in [0.5, 0.8] {
-        let rate = (s_pipe * share).max(1.0).round();
-        measure(
-            &format!("S_open_{:.0}", share * 100.0),
-            "switch",
-            run_config(switch_address, Some(rate), config.in_flight),
-        )?;
+    let e_rr = measure(&echo, "rr", None, 1)?;
+    let e_pipe = measure(&echo, "pipe", None, config.in_flight)?;
+    measure(&durable, "rr", None, 1)?;
+    measure(&durable, "pipe", None, config.in_flight)?;
+    let s_rr = measure(&switch, "rr", None, 1)?;
+    let s_pipe = measure(&switch, "pipe", None, config.in_flight)?;
+    // E, D and the switch at the same rates, interleaved.
+    let half = (s_pipe * 0.5).max(1.0).round();
+    for (suffix, rate) in [("open", config.open_rate), ("open_50", half)] {
+        for server in [&echo, &durable, &switch] {
+            measure(server, suffix, Some(rate), config.in_flight)?;
+        }
     }
-    let journal = journal_figures(switch.get(1).map(String::as_str).unwrap_or_default());
+    let eighty = (s_pipe * 0.8).max(1.0).round();
+    measure(&switch, "open_80", Some(eighty), config.in_flight)?;
+    let journal = journal_figures(
+        servers
+            .switch
+            .0
+            .get(1)
+            .map(String::as_str)
+            .unwrap_or_default(),
+    );
     let p99_80 = measurements
         .iter()
         .find(|m| m.name == "S_open_80")
         .map_or(0.0, |m| m.latency_us.p99);
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            (a / b * 1000.0).round() / 1000.0
-        } else {
-            0.0
-        }
-    };
     Ok(BenchReport {
         backend: config.backend.name(),
         machine: machine(),
         version: env!("CARGO_PKG_VERSION"),
         connections: config.connections,
         duration_s: config.duration.as_secs_f64(),
-        measurements,
         ratio_rr: ratio(s_rr, e_rr),
         ratio_pipe: ratio(s_pipe, e_pipe),
         ratio_pipe_k_copy: ratio(s_pipe, baselines.k_copy_rows_per_s),
@@ -362,6 +448,10 @@ fn measure_all(
         journal_batches: journal.map(|(batches, _)| batches),
         journal_records: journal.map(|(_, records)| records),
         baselines,
+        goals: goals(&measurements),
+        k_append,
+        k_append_record_bytes: record.len(),
+        measurements,
     })
 }
 

@@ -121,10 +121,17 @@ fn execute(command: Command) -> Result<ExitCode, Error> {
                 )?),
                 _ => None,
             };
+            let journal = match &args.durable {
+                Some(path) => Some(crate::durable::Journal::open(path).map_err(|e| {
+                    Error::flag("durable", format!("{}: cannot open: {e}", path.display()))
+                })?),
+                None => None,
+            };
             let config = EchoConfig {
                 framing: spec.framing(),
                 stall,
                 tls,
+                journal,
             };
             serve(&args.listen, |listener| echo::serve(listener, config))
         }
@@ -199,6 +206,12 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
     if !(1..=4096).contains(&args.in_flight) {
         return Err(Error::flag("in-flight", "must be from 1 to 4096"));
     }
+    if args.duration.is_zero() {
+        return Err(Error::flag("duration", "must be more than 0"));
+    }
+    if !(args.open_rate.is_finite() && args.open_rate >= 1.0) {
+        return Err(Error::flag("open-rate", "must be at least 1 request/s"));
+    }
     let workload = Workload::new(
         args.seed,
         args.cards,
@@ -223,6 +236,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
         workload,
         progress: ProgressMode::choose(args.progress, false),
         backend,
+        open_rate: args.open_rate,
     };
     let report = crate::bench::bench(&config)?;
     print!("{}", report.table());
@@ -359,7 +373,7 @@ fn load(target: Target, mix: Mix, args: &LoadArgs) -> Result<ExitCode, Error> {
         .as_deref()
         .map(|url| HttpUrl::parse(url).map_err(|reason| Error::flag("admin", reason)))
         .transpose()?;
-    let runtime = runtime()?;
+    let runtime = run::runtime(&config)?;
     let result = runtime.block_on(run::run(&config))?;
     let stages = admin.map(|url| http::fetch_admin_latency(&url, &args.admin_key));
     let labels = WorkloadLabels {

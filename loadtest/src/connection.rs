@@ -194,6 +194,12 @@ pub async fn drive<D: Dialogue>(connection: Connection<D>) {
     let mut acks = String::new();
     let mut next_sweep = Instant::now() + sweep_every;
     let mut reconnect_at = Instant::now();
+    // One timer for the connection's life, moved only when its deadline
+    // does (every sweep): a fresh `sleep_until` per pass of the loop put
+    // an entry in tokio's timer wheel and took it out again for every
+    // request.
+    let timer = tokio::time::sleep_until(next_sweep.into());
+    tokio::pin!(timer);
 
     loop {
         let now = Instant::now();
@@ -337,6 +343,10 @@ pub async fn drive<D: Dialogue>(connection: Connection<D>) {
             } else {
                 next_sweep
             };
+            let deadline = tokio::time::Instant::from(deadline);
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             match &mut stream {
                 Some(s) => {
                     let wants_write = written < out.len() || s.wants_flush();
@@ -355,7 +365,7 @@ pub async fn drive<D: Dialogue>(connection: Connection<D>) {
                                 false
                             }
                             () = waker.notified(), if wants_wake => false,
-                            () = tokio::time::sleep_until(deadline.into()) => false,
+                            () = &mut timer => false,
                         }
                     };
                     if readable {
@@ -369,7 +379,7 @@ pub async fn drive<D: Dialogue>(connection: Connection<D>) {
                         );
                     }
                 }
-                None => tokio::time::sleep_until(deadline.into()).await,
+                None => timer.as_mut().await,
             }
         }
 
@@ -440,7 +450,7 @@ fn read_responses<D: Dialogue>(
                                 .tally
                                 .record_response(p.kind, outcome, duration_ns(latency));
                         }
-                        Some(_) => {}
+                        Some(_) => shard.tally.warmup_received += 1,
                         None => shard.tally.unmatched += 1,
                     },
                     Reply::Stranger => shard.tally.unmatched += 1,

@@ -3,6 +3,10 @@
 //! limit (E_rr strict request/response, E_pipe pipelined), the baseline
 //! every switch figure is divided by.
 //!
+//! With `--durable FILE` it is the durable echo (`D`, see
+//! [`crate::durable`]): the same answers, each released only after a
+//! record of its request is appended to FILE and synced.
+//!
 //! It can also stall on purpose (`--stall-every`, `--stall-for`): a server
 //! that pauses like a garbage collector or a slow disk, to show that a run's
 //! percentiles see the pause.
@@ -16,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::clock::Instant;
+use crate::durable::{Journal, append_record};
 
 /// A pause of the whole server: for `length` at the start of every `every`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +52,8 @@ pub struct EchoConfig {
     pub stall: Option<Stall>,
     /// Serve TLS (`--tls-cert`), with or without client certificates.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Answer only after each request's record is durable (`--durable`).
+    pub journal: Option<Journal>,
 }
 
 /// Serves echo connections on `listener` until the process ends.
@@ -64,9 +71,10 @@ pub async fn serve(listener: TcpListener, config: EchoConfig) -> io::Result<()> 
         let _ = stream.set_nodelay(true);
         let framing = config.framing;
         let stall = config.stall;
+        let journal = config.journal.clone();
         match &config.tls {
             None => {
-                tokio::spawn(echo_connection(stream, framing, stall, started));
+                tokio::spawn(echo_connection(stream, framing, stall, journal, started));
             }
             Some(tls) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
@@ -76,7 +84,7 @@ pub async fn serve(listener: TcpListener, config: EchoConfig) -> io::Result<()> 
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await
                     {
-                        echo_connection(stream, framing, stall, started).await;
+                        echo_connection(stream, framing, stall, journal, started).await;
                     }
                 });
             }
@@ -85,13 +93,16 @@ pub async fn serve(listener: TcpListener, config: EchoConfig) -> io::Result<()> 
 }
 
 /// Echoes whole frames back in the batches they arrived in, one write per
-/// read, as a server that answers everything it has read would.
+/// read, as a server that answers everything it has read would; with a
+/// journal, once their records are durable.
 async fn echo_connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     framing: Framing,
     stall: Option<Stall>,
+    journal: Option<Journal>,
     started: Instant,
 ) {
+    let mut records = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut filled = 0usize;
     loop {
@@ -107,7 +118,13 @@ async fn echo_connection<S: AsyncRead + AsyncWrite + Unpin>(
         let mut whole = 0usize;
         loop {
             match framing.check(&buf[whole..filled]) {
-                Ok(Some(bounds)) => whole += bounds.total(),
+                Ok(Some(bounds)) => {
+                    let frame = whole..whole + bounds.total();
+                    if journal.is_some() {
+                        append_record(buf.get(frame.clone()).unwrap_or_default(), &mut records);
+                    }
+                    whole = frame.end;
+                }
                 Ok(None) => break,
                 // A header that can never be a frame: hang up, as a switch
                 // does.
@@ -122,6 +139,12 @@ async fn echo_connection<S: AsyncRead + AsyncWrite + Unpin>(
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
+        }
+        if let Some(journal) = &journal
+            && journal.commit(std::mem::take(&mut records)).await.is_err()
+        {
+            // Never answered, never acknowledged: hang up.
+            return;
         }
         if stream.write_all(&buf[..whole]).await.is_err() {
             return;

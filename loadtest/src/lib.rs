@@ -33,10 +33,14 @@
 //! - [`report`]: the end-of-run table and the `--report` JSON;
 //!   [`plot`]: the `--plot` SVG.
 //! - [`echo`] and [`issuer`]: `loadtest echo` (the same frames echoed, the
-//!   machine's own limit) and `loadtest issuer` (an issuer host simulator).
+//!   machine's own limit; with `--durable`, only once each request's record
+//!   is synced to a file, the durable limit) and `loadtest issuer` (an issuer host simulator).
 //! - [`bench`](mod@bench): `loadtest bench`, the echo baselines and the switch measured
 //!   in one run, as ratios; [`bench_report`]: its figures as a table, JSON
 //!   and a Markdown section.
+//! - [`durable`]: the durable echo's journal thread and `K_append`, the
+//!   disk's own limit for those records; [`cpu`]: CPU time of a process
+//!   from `/proc`, for CPU per request.
 //! - [`units`]: numbers between types (counts as `f64`, floats back to
 //!   counts, nanoseconds) and into text (`1.20ms`, ASCII digits).
 //! - [`error`]: [`Error`], one line naming the flag, target or file.
@@ -47,6 +51,8 @@ pub mod bench_report;
 pub mod cli;
 pub mod clock;
 pub mod connection;
+pub mod cpu;
+pub mod durable;
 pub mod echo;
 pub mod error;
 pub mod http;

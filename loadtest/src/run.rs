@@ -124,6 +124,30 @@ pub struct RunResult {
     pub acks_written: u64,
 }
 
+/// Open-loop rates up to this many requests a second run every connection
+/// on one thread.
+pub const ONE_THREAD_RATE_MAX: f64 = 25_000.0;
+
+/// The runtime to run `config` on. Closed loop, and open loop above
+/// [`ONE_THREAD_RATE_MAX`], use a worker thread per core: a peak must not
+/// be the load tester's. Open loop below it uses one: the pacer wakes a
+/// connection for nearly every request, and with two workers each wake-up
+/// also woke the idle sibling to look for work (`perf trace`: two `futex`
+/// calls and two context switches more per request at 10 000/s, on the
+/// cores the server is measured on), while one thread carries such a rate
+/// with most of a core to spare. Its send lag is in every report.
+pub fn runtime(config: &RunConfig) -> Result<tokio::runtime::Runtime, Error> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.rate.is_some_and(|rate| rate <= ONE_THREAD_RATE_MAX) {
+        builder.worker_threads(1);
+    }
+    builder
+        .enable_all()
+        .thread_name("loadtest")
+        .build()
+        .map_err(Error::Start)
+}
+
 /// Connections share this many recorders at most; more would only cost
 /// memory (each holds histograms), fewer would make them contend.
 const SHARDS_MAX: usize = 16;

@@ -135,6 +135,9 @@ pub struct Tally {
     pub unmatched: u64,
     /// Frames that did not decode (or HTTP bodies that did not parse).
     pub bad_responses: u64,
+    /// Responses to warmup requests: in no other count, but work the
+    /// server and the load tester did (CPU per request over a whole run).
+    pub warmup_received: u64,
 }
 
 impl Default for Tally {
@@ -147,6 +150,7 @@ impl Default for Tally {
             errors: BTreeMap::new(),
             unmatched: 0,
             bad_responses: 0,
+            warmup_received: 0,
         }
     }
 }
@@ -202,6 +206,7 @@ impl Tally {
         }
         self.unmatched += other.unmatched;
         self.bad_responses += other.bad_responses;
+        self.warmup_received += other.warmup_received;
     }
 
     /// Empties `self`, keeping the histograms' memory.
@@ -215,6 +220,7 @@ impl Tally {
         self.errors.clear();
         self.unmatched = 0;
         self.bad_responses = 0;
+        self.warmup_received = 0;
     }
 
     /// All kinds' latencies in one histogram.

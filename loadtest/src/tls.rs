@@ -248,7 +248,28 @@ impl Transport {
     /// when nothing is.
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Transport::Plain(stream) => stream.try_read(buf),
+            Transport::Plain(stream) => {
+                // A read that leaves room in `buf` emptied the socket: say
+                // so to tokio (a `WouldBlock` from inside `try_io` clears
+                // the readiness it saw, unless a newer event came), so the
+                // next wait parks instead of paying a read that finds
+                // nothing, one system call per wake-up.
+                let mut read = None;
+                let outcome = stream.try_io(tokio::io::Interest::READABLE, || {
+                    let n = stream.try_read(buf)?;
+                    read = Some(n);
+                    if n > 0 && n < buf.len() {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    } else {
+                        Ok(())
+                    }
+                });
+                match (read, outcome) {
+                    (Some(n), _) => Ok(n),
+                    (None, Err(e)) => Err(e),
+                    (None, Ok(())) => Ok(0),
+                }
+            }
             Transport::Tls {
                 stream,
                 session,

@@ -1,7 +1,8 @@
 //! `loadtest bench`, the one command behind every end-to-end claim, run
 //! end to end with short measurements: it starts its echo server and the
 //! real switch (the `switch` binary the workspace builds beside this one),
-//! measures all six figures and the database's own baselines, and writes
+//! measures every figure (the echo's, the durable echo's, the switch's) and
+//! the database's and the disk's own baselines, and writes
 //! its section into a Markdown document in place.
 //!
 //! The switch binary exists when the workspace's tests are built together
@@ -83,7 +84,21 @@ fn bench_measures_everything_in_one_run_and_writes_its_section_in_place() {
         .collect();
     assert_eq!(
         names,
-        ["E_rr", "E_pipe", "S_rr", "S_pipe", "S_open_50", "S_open_80"]
+        [
+            "E_rr",
+            "E_pipe",
+            "D_rr",
+            "D_pipe",
+            "S_rr",
+            "S_pipe",
+            "E_open",
+            "D_open",
+            "S_open",
+            "E_open_50",
+            "D_open_50",
+            "S_open_50",
+            "S_open_80"
+        ]
     );
     for m in report["measurements"].as_array().unwrap() {
         assert!(m["rate_achieved"].as_f64().unwrap() > 0.0, "{m}");
@@ -95,6 +110,41 @@ fn bench_measures_everything_in_one_run_and_writes_its_section_in_place() {
             assert!(m["approved"].as_u64().unwrap() > 0, "{m}");
         }
     }
+    // CPU per request, the servers' and the load tester's own, from /proc.
+    for m in report["measurements"].as_array().unwrap() {
+        for cpu in ["server_cpu_us", "loadtest_cpu_us"] {
+            assert!(m[cpu].as_f64().unwrap() > 0.0, "{cpu}: {m}");
+        }
+    }
+    // The goals of issue 12, the switch against the durable echo, each
+    // with its limit; and K_append at every batch size.
+    let goals: Vec<&str> = report["goals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["measure"].as_str().unwrap())
+        .collect();
+    assert!(goals.contains(&"S_rr / D_rr"), "{goals:?}");
+    assert!(goals.contains(&"S_pipe / D_pipe"), "{goals:?}");
+    assert!(
+        goals.iter().any(|g| g.starts_with("CPU/request S ÷ D at ")),
+        "{goals:?}"
+    );
+    assert!(
+        goals.iter().any(|g| g.starts_with("p99 µs at ")),
+        "{goals:?}"
+    );
+    let batches: Vec<u64> = report["k_append"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["records_per_s"].as_f64().unwrap() > 0.0, "{r}");
+            r["batch"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(batches, [1, 16, 64, 256]);
+    assert!(report["k_append_record_bytes"].as_u64().unwrap() > 20);
     for ratio in ["ratio_rr", "ratio_pipe"] {
         let value = report[ratio].as_f64().unwrap();
         assert!(value > 0.0 && value < 1.0, "{ratio} = {value}");
@@ -128,4 +178,7 @@ fn bench_measures_everything_in_one_run_and_writes_its_section_in_place() {
     assert!(text.contains("| S_pipe | switch |"), "{text}");
     assert!(text.contains("K_copy"), "{text}");
     assert!(text.contains("a commit on average"), "{text}");
+    assert!(text.contains("| D_pipe | durable |"), "{text}");
+    assert!(text.contains("| S_rr / D_rr |"), "{text}");
+    assert!(text.contains("K_append"), "{text}");
 }

@@ -7,6 +7,8 @@ mod common;
 
 use common::loadtest;
 
+const BENCH_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/bench.toml");
+
 /// Runs `loadtest args`, expects `code`, and returns its one stderr line.
 fn one_line_error(args: &[&str], code: i32) -> String {
     let output = loadtest(args);
@@ -97,6 +99,30 @@ fn bad_values_are_one_line_and_exit_1() {
                 "2s",
             ],
             "--stall-for",
+        ),
+        (
+            vec![
+                "bench",
+                "--switch",
+                "/bin/true",
+                "--config",
+                BENCH_CONFIG,
+                "--open-rate",
+                "0",
+            ],
+            "--open-rate",
+        ),
+        (
+            vec![
+                "bench",
+                "--switch",
+                "/bin/true",
+                "--config",
+                BENCH_CONFIG,
+                "--duration",
+                "0s",
+            ],
+            "--duration",
         ),
     ] {
         let line = one_line_error(&args, 1);
