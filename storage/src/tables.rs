@@ -266,7 +266,6 @@ impl Tables {
 
     /// Every committed transaction, with the reversal that holds it, in id
     /// order.
-    #[cfg(feature = "memory")]
     pub(crate) fn committed(&self) -> Vec<StoredTransaction> {
         let mut committed: Vec<StoredTransaction> = self
             .transactions

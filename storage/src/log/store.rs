@@ -120,6 +120,12 @@ impl LogStore {
         &self.shared.recovery
     }
 
+    /// Every committed transaction, with the reversal that holds it, in id
+    /// order: for tests that check what is on disk after a crash.
+    pub fn committed(&self) -> Vec<StoredTransaction> {
+        self.shared.read().committed()
+    }
+
     /// Records held.
     pub fn records(&self) -> usize {
         self.shared.read().records()
