@@ -235,14 +235,7 @@ impl Tables {
             });
         }
         self.latest_ms = self.latest_ms.max(Some(record.created_at_ms));
-        self.transactions.insert(
-            record.id,
-            JournalRecord {
-                sealed_pan: None,
-                idempotency: None,
-                ..record.clone()
-            },
-        );
+        self.transactions.insert(record.id, without_riders(record));
     }
 
     fn original_hash(
@@ -436,6 +429,37 @@ impl Tables {
             }
         }
         moved
+    }
+}
+
+/// A record as reads give it back: without its sealed PAN and idempotency
+/// entry, which are stored apart (and not copied only to be dropped).
+fn without_riders(record: &JournalRecord) -> JournalRecord {
+    JournalRecord {
+        id: record.id,
+        created_at_ms: record.created_at_ms,
+        channel: record.channel,
+        kind: record.kind,
+        mti: record.mti,
+        processing_code: record.processing_code,
+        amount: record.amount,
+        currency: record.currency,
+        merchant_id: record.merchant_id,
+        terminal_id: record.terminal_id,
+        stan: record.stan,
+        rrn: record.rrn,
+        transmitted_at: record.transmitted_at,
+        token: record.token,
+        bin: record.bin.clone(),
+        last4: record.last4.clone(),
+        response_code: record.response_code,
+        auth_code: record.auth_code,
+        reason: record.reason,
+        original_id: record.original_id,
+        acquirer: record.acquirer.clone(),
+        timings: record.timings,
+        sealed_pan: None,
+        idempotency: None,
     }
 }
 
