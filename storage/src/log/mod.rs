@@ -15,12 +15,13 @@
 //!   start, naming the file and offset.
 //! - `codec`: the frames' payloads, a compact binary form of a batch with
 //!   its riders, a turn of idempotency claims, or rewrapped vault rows.
-//! - `store`: [`LogStore::open`], the writer ([`JournalBackend`]
-//!   (crate::JournalBackend)) and the reads ([`StoreReader`]
-//!   (crate::StoreReader), [`VaultMaintenance`](crate::VaultMaintenance)).
+//! - `store`: [`LogStore::open`], the writer (a
+//!   [`JournalBackend`](crate::JournalBackend)) and the reads
+//!   ([`StoreReader`](crate::StoreReader),
+//!   [`VaultMaintenance`](crate::VaultMaintenance)).
 //!
 //! What it does not do yet: the tables hold every record since the first
-//! segment in memory (about 600 bytes a card record; see
+//! segment in memory (about 1 KB a record with a new card's vault row; see
 //! docs/ARCHITECTURE.md), and no segment is ever compacted or removed.
 
 mod codec;
