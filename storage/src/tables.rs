@@ -37,7 +37,10 @@ type KeyOf = (String, String);
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Tables {
     /// Records without their riders, as the SQL backends read them back.
-    transactions: HashMap<TransactionId, JournalRecord>,
+    /// Boxed: the map's slots (and its spare capacity) are then 24 bytes,
+    /// not 424, and growing it moves that much, not every record, while
+    /// the writer holds the tables.
+    transactions: HashMap<TransactionId, Box<JournalRecord>>,
     /// Reversed original -> the reversal that holds it.
     reversals: HashMap<TransactionId, TransactionId>,
     /// In token order, the order of the vault's primary key.
@@ -48,11 +51,11 @@ pub(crate) struct Tables {
     idempotency: HashMap<KeyOf, (IdempotencyEntry, TransactionId)>,
     /// (merchant, key) -> the pending claim: request digest, holder, when.
     claims: HashMap<KeyOf, ClaimRow>,
-    /// The acquirer-key index: a hash of (terminal, STAN, merchant,
-    /// acquirer) -> the records with a STAN under it. A hash rather than
-    /// the keys themselves keeps the index at one word per record; a
+    /// The acquirer-key index: (a hash of (terminal, STAN, merchant,
+    /// acquirer), id) for every record with a STAN. A hash rather than
+    /// the keys themselves keeps the index at 24 bytes per record; a
     /// collision only adds a record that the lookup's filter drops.
-    originals: HashMap<u64, Vec<TransactionId>>,
+    originals: BTreeSet<(u64, TransactionId)>,
     hasher: RandomState,
     /// The replay index: approved authorizations and purchases with a
     /// token, in the replay's `(created_at_ms, id)` order.
@@ -220,7 +223,7 @@ impl Tables {
                 &record.merchant_id,
                 record.acquirer.as_deref(),
             );
-            self.originals.entry(hash).or_default().push(record.id);
+            self.originals.insert((hash, record.id));
         }
         if record.token.is_some()
             && record.response_code.is_approved()
@@ -235,7 +238,8 @@ impl Tables {
             });
         }
         self.latest_ms = self.latest_ms.max(Some(record.created_at_ms));
-        self.transactions.insert(record.id, without_riders(record));
+        self.transactions
+            .insert(record.id, Box::new(without_riders(record)));
     }
 
     fn original_hash(
@@ -252,7 +256,7 @@ impl Tables {
     /// The record with this id and the reversal that holds it.
     pub(crate) fn transaction(&self, id: TransactionId) -> Option<StoredTransaction> {
         self.transactions.get(&id).map(|record| StoredTransaction {
-            record: record.clone(),
+            record: JournalRecord::clone(record),
             reversed_by: self.reversals.get(&id).copied(),
         })
     }
@@ -291,10 +295,11 @@ impl Tables {
             &keys.merchant_id,
             keys.acquirer.as_deref(),
         );
+        let ids = (hash, TransactionId::from_bytes([0; 16]))
+            ..=(hash, TransactionId::from_bytes([0xFF; 16]));
         self.originals
-            .get(&hash)?
-            .iter()
-            .filter_map(|id| self.transactions.get(id))
+            .range(ids)
+            .filter_map(|(_, id)| self.transactions.get(id).map(Box::as_ref))
             .filter(|record| {
                 record.terminal_id == keys.terminal_id
                     && record.stan == Some(keys.stan)

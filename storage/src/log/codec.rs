@@ -3,7 +3,8 @@
 //! idempotency claims, or a batch of vault rows sealed again). Fixed-width
 //! fields as their bytes, numbers little-endian, strings and byte strings
 //! with a 16-bit length (the longest, a stored response, is 16 KiB), an
-//! optional field behind one byte. About 200 bytes for a card record.
+//! optional field behind one byte. About 230 bytes for a card record with
+//! a new card's sealed PAN.
 //!
 //! Decoding is total: bytes this build cannot read (a frame whose checksum
 //! holds, so not torn, but whose content is not what this build wrote) are

@@ -21,7 +21,7 @@
 //!   [`VaultMaintenance`](crate::VaultMaintenance)).
 //!
 //! What it does not do yet: the tables hold every record since the first
-//! segment in memory (about 1 KB a record with a new card's vault row; see
+//! segment in memory (about 800 bytes a record with a new card's vault row; see
 //! docs/ARCHITECTURE.md), and no segment is ever compacted or removed.
 
 mod codec;
