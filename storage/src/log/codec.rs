@@ -371,3 +371,138 @@ impl<'a> Input<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use protocol::domain::pad;
+
+    use super::*;
+
+    fn full_record() -> JournalRecord {
+        let token = Token::from_bytes([3; 16]);
+        JournalRecord {
+            id: TransactionId::new(1_790_000_000_000, [1; 10]),
+            created_at_ms: 1_790_000_000_000,
+            channel: Channel::Http,
+            kind: RecordKind::ReversalAdvice,
+            mti: Mti::parse(b"0420").unwrap(),
+            processing_code: Text::parse(b"000000"),
+            amount: Amount::from_minor(123_456).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            merchant_id: pad("M0001").unwrap(),
+            terminal_id: pad("TERM0001").unwrap(),
+            stan: Text::parse(b"000042"),
+            rrn: Text::parse(b"000000000042"),
+            transmitted_at: Text::parse(b"1122183000"),
+            token: Some(token),
+            bin: Some("41111111".to_owned()),
+            last4: Some("1111".to_owned()),
+            response_code: ResponseCode::parse(b"51").unwrap(),
+            auth_code: Text::parse(b"A1B2C3"),
+            reason: Some(DeclineReason::CardCountLimit),
+            original_id: Some(TransactionId::new(1_789_999_999_000, [2; 10])),
+            acquirer: Some("acq-north".to_owned()),
+            timings: StageTimings {
+                decode_us: 1,
+                decide_us: 2,
+                vault_us: 3,
+            },
+            sealed_pan: Some(SealedPan {
+                token,
+                key_id: 7,
+                nonce: [4; 12],
+                ciphertext: vec![5; 32],
+            }),
+            idempotency: Some(IdempotencyEntry {
+                merchant_id: "M0001".to_owned(),
+                key: "k".to_owned(),
+                request_hash: [6; 32],
+                response_json: "{}".to_owned(),
+                status: 201,
+            }),
+        }
+    }
+
+    fn bare_record() -> JournalRecord {
+        JournalRecord {
+            processing_code: None,
+            stan: None,
+            rrn: None,
+            transmitted_at: None,
+            token: None,
+            bin: None,
+            last4: None,
+            auth_code: None,
+            reason: None,
+            original_id: None,
+            acquirer: None,
+            sealed_pan: None,
+            idempotency: None,
+            ..full_record()
+        }
+    }
+
+    #[test]
+    fn every_entry_reads_back_as_written() {
+        let batch = vec![full_record(), bare_record()];
+        let mut payload = Vec::new();
+        encode_batch(&mut payload, &batch);
+        assert!(matches!(decode(&payload), Ok(Entry::Batch(read)) if read == batch));
+
+        let claims = vec![
+            KeyClaim::Claim(IdempotencyClaim {
+                merchant_id: "M0001".to_owned(),
+                key: "k".to_owned(),
+                request_hash: [8; 32],
+                claimed_by: TransactionId::new(5, [5; 10]),
+                claimed_at_ms: 5,
+                stale_before_ms: 1,
+            }),
+            KeyClaim::Release {
+                merchant_id: "M0001".to_owned(),
+                key: "k".to_owned(),
+                claimed_by: TransactionId::new(5, [5; 10]),
+            },
+        ];
+        payload.clear();
+        encode_claims(&mut payload, &claims);
+        assert!(matches!(decode(&payload), Ok(Entry::Claims(read)) if read == claims));
+
+        let rows = vec![Rewrapped {
+            old_key_id: 1,
+            old_nonce: [9; 12],
+            sealed: full_record().sealed_pan.unwrap(),
+        }];
+        payload.clear();
+        encode_rewrap(&mut payload, &rows);
+        match decode(&payload) {
+            Ok(Entry::Rewrap(read)) => {
+                assert_eq!(read.len(), 1);
+                assert_eq!(read[0].old_key_id, 1);
+                assert_eq!(read[0].old_nonce, [9; 12]);
+                assert_eq!(read[0].sealed, rows[0].sealed);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A frame whose checksum holds but whose bytes are not what this
+    /// build wrote is an error, never a panic, whatever is cut or changed.
+    #[test]
+    fn damaged_payloads_are_errors_not_panics() {
+        let mut payload = Vec::new();
+        encode_batch(&mut payload, &[full_record(), bare_record()]);
+        for cut in 0..payload.len() {
+            assert!(decode(&payload[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in 0..payload.len() {
+            let mut damaged = payload.clone();
+            damaged[at] ^= 0xFF;
+            let _ = decode(&damaged);
+        }
+        payload.push(0);
+        assert_eq!(decode(&payload).err(), Some("bytes after the entry"));
+    }
+}
