@@ -135,6 +135,23 @@ impl Segments {
         Ok(())
     }
 
+    /// Whether a failed `fdatasync` (or a failed cut after a failed
+    /// write) has stopped the log taking writes.
+    pub(super) fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Makes the log fail as after a failed `fdatasync`, for tests.
+    #[cfg(test)]
+    pub(super) fn fail(&mut self) {
+        self.failed = true;
+    }
+
+    /// The file being written now.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// `fdatasync`s the frames written since the last one.
     pub(super) fn sync(&mut self) -> Result<(), StorageError> {
         if !self.unsynced {

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use protocol::domain::{Token, TransactionId};
@@ -57,6 +58,11 @@ struct Shared {
     /// so frames apply in the order they are on disk, as recovery applies
     /// them.
     segments: Arc<tokio::sync::Mutex<Segments>>,
+    /// Set once the log takes no more writes (a failed `fdatasync`), so
+    /// `/health/ready` says so without waiting for the writer's lock.
+    failed: AtomicBool,
+    /// The segment being written when it failed, for the error.
+    failed_at: std::sync::Mutex<Option<PathBuf>>,
     recovery: Recovery,
 }
 
@@ -103,6 +109,8 @@ impl LogStore {
             dir: dir.to_path_buf(),
             tables: RwLock::new(tables),
             segments: Arc::new(tokio::sync::Mutex::new(segments)),
+            failed: AtomicBool::new(false),
+            failed_at: std::sync::Mutex::new(None),
             recovery,
         });
         let journal = Journal::start(
@@ -196,6 +204,16 @@ impl Shared {
         })
         .await
         .map_err(lost(&self.dir, "append to the journal"))?;
+        if segments.has_failed() && !self.failed.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                segment = %segments.path().display(),
+                "journal: the log failed to sync and takes no more writes until restarted"
+            );
+            *self
+                .failed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(segments.path().to_path_buf());
+        }
         written?;
         let applied = apply(&mut self.write());
         drop(segments);
@@ -302,9 +320,22 @@ impl StoreReader for LogStore {
         Box::pin(async move { Ok(self.shared.read().sealed_pan(token)) })
     }
 
-    /// The files are open for as long as the process runs.
+    /// The files are open for as long as the process runs; the log is
+    /// unready once it takes no more writes.
     fn check(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            if !self.shared.failed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let path = self
+                .shared
+                .failed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_else(|| self.shared.dir.clone());
+            Err(StorageError::LogFailed { path })
+        })
     }
 
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -341,5 +372,71 @@ impl VaultMaintenance for LogStore {
                 )
                 .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use protocol::domain::{Channel, pad};
+    use protocol::{Amount, Currency, Mti, ResponseCode};
+
+    use super::*;
+    use crate::error::JournalError;
+    use crate::record::StageTimings;
+
+    fn record(n: u64) -> JournalRecord {
+        JournalRecord {
+            id: TransactionId::new(n, [0; 10]),
+            created_at_ms: n,
+            channel: Channel::Iso,
+            kind: RecordKind::Authorization,
+            mti: Mti::AUTHORIZATION_REQUEST,
+            processing_code: None,
+            amount: Amount::from_minor(100).unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            merchant_id: pad("M0001").unwrap(),
+            terminal_id: pad("TERM0001").unwrap(),
+            stan: None,
+            rrn: None,
+            transmitted_at: None,
+            token: None,
+            bin: None,
+            last4: None,
+            response_code: ResponseCode::Approved,
+            auth_code: None,
+            reason: None,
+            original_id: None,
+            acquirer: None,
+            timings: StageTimings::default(),
+            sealed_pan: None,
+            idempotency: None,
+        }
+    }
+
+    /// After a failed fdatasync nothing more is written or acknowledged,
+    /// and the store answers its readiness check with the failure.
+    #[tokio::test]
+    async fn a_log_that_failed_to_sync_takes_no_writes_and_is_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, store) = LogStore::open(dir.path(), LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(journal.append(record(1)).await, Ok(AppendOutcome::Recorded));
+        assert!(store.check().await.is_ok());
+
+        store.shared.segments.lock().await.fail();
+        assert_eq!(
+            journal.append(record(2)).await,
+            Err(JournalError::Unavailable)
+        );
+        assert!(matches!(
+            store.check().await,
+            Err(StorageError::LogFailed { .. })
+        ));
+        assert!(store.transaction(record(2).id).await.unwrap().is_none());
+        assert!(store.transaction(record(1).id).await.unwrap().is_some());
+        journal.close().await;
     }
 }
