@@ -2,7 +2,8 @@
 //! feature.
 //!
 //! [`MemoryBackend`] keeps the five tables (`transactions`, `reversals`,
-//! `vault`, `idempotency`, `idempotency_claims`) in memory and answers
+//! `vault`, `idempotency`, `idempotency_claims`) in memory, in the same
+//! indexed tables the segment log reads from (`crate::tables`), and answers
 //! exactly as the SQLite backend does: a taken transaction id fails the
 //! whole batch, the first reversal of an original wins (later ones get
 //! [`AppendOutcome::AlreadyReversed`]), a record whose idempotency key
