@@ -55,6 +55,29 @@ pub enum StorageError {
         table: &'static str,
         column: &'static str,
     },
+    /// The segment log's file system call failed.
+    #[error("{operation} ({path}): {source}")]
+    Log {
+        operation: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A segment of the log is damaged somewhere a crash cannot have torn
+    /// it (not the tail of the last segment): the switch does not start on
+    /// it, since going on would lose what follows.
+    #[error(
+        "the journal segment {path} is corrupt at byte {offset}: {why}; refusing to start (only a torn tail of the last segment is cut off by itself)"
+    )]
+    LogCorrupt {
+        path: PathBuf,
+        offset: u64,
+        why: &'static str,
+    },
+    /// An `fdatasync` of the log failed earlier: what reached the disk is
+    /// unknown, so the log takes no more writes until a restart reads it.
+    #[error("the journal {path} failed to sync earlier and takes no more writes until restarted")]
+    LogFailed { path: PathBuf },
     /// A record that must not be written (see `JournalRecord::validate`).
     #[error("record refused: {field}: {reason}")]
     InvalidRecord {

@@ -26,8 +26,15 @@
 //!   - [`postgres`]: the server backend shared by a fleet, PostgreSQL 15 or
 //!     Aurora: several writer connections, one statement per batch, and
 //!     [`PostgresStore`];
+//!   - [`log`]: the embedded segment log, an append-only file of
+//!     checksummed frames, one `write` and one `fdatasync` per batch, its
+//!     reads answered from tables in memory rebuilt at start, and
+//!     [`LogStore`];
 //!   - `memory` (feature `memory`, for tests): the same tables in memory,
 //!     with controls to fail, hold or lose a batch and to crash.
+//!
+//!   The log and the memory backend keep their state in one set of tables
+//!   with indexes (`tables`), which follows the SQL backends' rules.
 //!
 //!   Both SQL backends decode rows with one set of decoders (`columns`) and
 //!   read the wall clock in one place (`clock`).
@@ -62,6 +69,7 @@ mod clock;
 mod convert;
 pub mod error;
 pub mod journal;
+pub mod log;
 #[cfg(feature = "memory")]
 pub mod memory;
 pub mod postgres;
@@ -69,11 +77,13 @@ pub mod record;
 pub mod rewrap;
 pub mod sqlite;
 pub mod store;
+mod tables;
 pub mod vault;
 
 pub use any_store::AnyStore;
 pub use error::{JournalError, StorageError};
 pub use journal::{Journal, JournalBackend, JournalConfig, JournalStats};
+pub use log::{LogConfig, LogStore};
 pub use postgres::{PostgresConfig, PostgresStore, PostgresWriter};
 pub use record::{
     AppendOutcome, ClaimOutcome, IdempotencyClaim, IdempotencyEntry, JournalRecord, KeyClaim,

@@ -1,6 +1,6 @@
 //! The same cases against every backend, so they cannot drift apart: the
-//! embedded SQLite backend, the in-memory test backend (with the `memory`
-//! feature), and PostgreSQL when `DATABASE_URL` is set (under
+//! embedded SQLite backend, the embedded segment log, the in-memory test
+//! backend (with the `memory` feature), and PostgreSQL when `DATABASE_URL` is set (under
 //! `scripts/test-env`; see `common::postgres` for when it is required).
 //!
 //! Each case gets a fresh journal and store and goes through [`Journal`] and
@@ -8,7 +8,7 @@
 //! must answer: which record holds a reversal or an idempotency key, which
 //! sealed PAN stays, what a lookup and the replay return, and that a batch
 //! with a taken id stores nothing. A case runs once per backend, as
-//! `sqlite::<case>`, `memory::<case>` and `postgres::<case>`.
+//! `sqlite::<case>`, `log::<case>`, `memory::<case>` and `postgres::<case>`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,9 +22,9 @@ use protocol::domain::{DeclineReason, Token, TransactionId};
 use protocol::ids::Text;
 use storage::{
     AnyStore, AppendOutcome, ClaimOutcome, IdempotencyClaim, IdempotencyEntry, Journal,
-    JournalConfig, JournalError, JournalRecord, OriginalKeys, PostgresStore, RecordKind,
-    ReplayCursor, Rewrapped, SealedPan, SqliteStore, StoreReader, Vault, VaultMaintenance,
-    rewrap_batch, verify_all,
+    JournalConfig, JournalError, JournalRecord, LogConfig, LogStore, OriginalKeys, PostgresStore,
+    RecordKind, ReplayCursor, Rewrapped, SealedPan, SqliteStore, StoreReader, Vault,
+    VaultMaintenance, rewrap_batch, verify_all,
 };
 use tempfile::TempDir;
 
@@ -49,6 +49,20 @@ impl Backend {
         let (journal, store) = SqliteStore::open(&common::db_path(dir.path()), journal_config())
             .await
             .unwrap();
+        Some(Backend {
+            journal,
+            store: AnyStore::new(store),
+            place: Place::Directory(dir),
+        })
+    }
+
+    async fn log() -> Option<Backend> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            journal: journal_config(),
+            ..LogConfig::default()
+        };
+        let (journal, store) = LogStore::open(dir.path(), config).await.unwrap();
         Some(Backend {
             journal,
             store: AnyStore::new(store),
@@ -115,6 +129,15 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $case() {
                     super::run(super::Backend::sqlite, super::$case).await;
+                }
+            )*
+        }
+
+        mod log {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::run(super::Backend::log, super::$case).await;
                 }
             )*
         }

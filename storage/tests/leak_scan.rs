@@ -1,6 +1,7 @@
 //! Writes records, sealed PANs and idempotency entries for several cards,
 //! then reads the raw bytes of the database and its WAL and shared-memory
-//! files, open and after close, and looks for the card numbers.
+//! files (or the segment log's segments), open and after close, and looks
+//! for the card numbers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +12,10 @@ use std::path::Path;
 use common::leak::{Needle, contains, needles, test_pans};
 use common::{NOW_MS, TestStore, approved, keys, reversal_of};
 use protocol::Pan;
-use storage::{IdempotencyEntry, JournalConfig, JournalRecord, Vault, bin_and_last4};
+use storage::{
+    IdempotencyEntry, Journal, JournalConfig, JournalRecord, LogConfig, LogStore, StoreReader,
+    Vault, bin_and_last4,
+};
 
 fn scan(dir: &Path, needles: &[Needle], forbidden_keys: &[[u8; 32]]) -> usize {
     let mut scanned = 0;
@@ -38,9 +42,10 @@ fn scan(dir: &Path, needles: &[Needle], forbidden_keys: &[[u8; 32]]) -> usize {
     scanned
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_pan_reaches_the_database_files() {
-    let t = TestStore::open(JournalConfig::default()).await;
+/// Every test card's record (with its sealed PAN and an idempotency entry),
+/// a second sighting and a reversal of each; checks each card opens from
+/// the vault. Returns the needles to look for and the key material.
+async fn write_cards(journal: &Journal, store: &impl StoreReader) -> (Vec<Needle>, Vec<[u8; 32]>) {
     let vault = Vault::new(keys(1), 1024).unwrap();
     let pans: Vec<Pan> = test_pans();
     for pan in &pans {
@@ -65,7 +70,7 @@ async fn no_pan_reaches_the_database_files() {
             }),
             ..approved(NOW_MS + u64::try_from(n).unwrap(), token, "000001")
         };
-        t.journal.append(record.clone()).await.unwrap();
+        journal.append(record.clone()).await.unwrap();
         vault.remember_sealed(&token);
         written.push(record);
     }
@@ -76,8 +81,8 @@ async fn no_pan_reaches_the_database_files() {
             sealed_pan: None,
             ..approved(NOW_MS + 100, record.token.unwrap(), "000002")
         };
-        t.journal.append(again).await.unwrap();
-        t.journal
+        journal.append(again).await.unwrap();
+        journal
             .append(reversal_of(record, NOW_MS + 200))
             .await
             .unwrap();
@@ -85,7 +90,7 @@ async fn no_pan_reaches_the_database_files() {
     // Every card is in the vault and opens to its PAN.
     for pan in &pans {
         let revealed = vault
-            .reveal(&t.store, vault.tokenize(pan))
+            .reveal(store, vault.tokenize(pan))
             .await
             .unwrap()
             .unwrap();
@@ -96,6 +101,13 @@ async fn no_pan_reaches_the_database_files() {
     let key_material = keys(1);
     let mut forbidden = vec![key_material.tokenization_key];
     forbidden.extend(key_material.encryption_keys.iter().map(|(_, key)| *key));
+    (needles, forbidden)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pan_reaches_the_database_files() {
+    let t = TestStore::open(JournalConfig::default()).await;
+    let (needles, forbidden) = write_cards(&t.journal, &t.store).await;
 
     // While open: the WAL holds the recent commits.
     let dir = t.dir.path().to_path_buf();
@@ -109,4 +121,19 @@ async fn no_pan_reaches_the_database_files() {
     // The scan is looking at real data: the allowed parts are there.
     assert!(main.windows(8).any(|w| w == b"45320151"));
     assert!(main.windows(4).any(|w| w == b"0005"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pan_reaches_the_segment_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, store) = LogStore::open(dir.path(), LogConfig::default())
+        .await
+        .unwrap();
+    let (needles, forbidden) = write_cards(&journal, &store).await;
+    journal.close().await;
+    assert_eq!(scan(dir.path(), &needles, &forbidden), 1);
+    let segment = std::fs::read(dir.path().join("journal-00000001.seg")).unwrap();
+    // The scan is looking at real data: the allowed parts are there.
+    assert!(segment.windows(8).any(|w| w == b"45320151"));
+    assert!(segment.windows(4).any(|w| w == b"0005"));
 }

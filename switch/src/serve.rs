@@ -26,7 +26,7 @@ use actors::{Clock, Shards, SystemClock};
 use anyhow::Context;
 use clap::Args;
 use protocol::Spec;
-use storage::{AnyStore, Journal, PostgresStore, SqliteStore, StoreReader, Vault};
+use storage::{AnyStore, Journal, LogStore, PostgresStore, SqliteStore, StoreReader, Vault};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Semaphore;
@@ -183,6 +183,20 @@ async fn open_journal(config: &Config) -> anyhow::Result<(Journal, AnyStore)> {
             let (journal, store) = SqliteStore::open(&journal_path, *journal)
                 .await
                 .with_context(|| format!("journal {} cannot be opened", journal_path.display()))?;
+            Ok((journal, AnyStore::new(store)))
+        }
+        StorageSettings::Log { log } => {
+            // Recovery reads every segment and refuses to start on damage
+            // a crash cannot have made, naming the file and offset.
+            let (journal, store) =
+                LogStore::open(&config.data_dir, *log)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "the journal log in {} cannot be opened",
+                            config.data_dir.display()
+                        )
+                    })?;
             Ok((journal, AnyStore::new(store)))
         }
         StorageSettings::Postgres {

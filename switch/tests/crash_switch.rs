@@ -855,12 +855,17 @@ struct Journaled {
 #[derive(Clone)]
 enum JournalAt {
     Sqlite(std::path::PathBuf),
+    /// The segment log's directory.
+    Log(std::path::PathBuf),
     Postgres(String),
 }
 
 impl JournalAt {
     fn read(&self) -> Journaled {
         use sqlx::Connection;
+        if let JournalAt::Log(dir) = self {
+            return read_log(dir);
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -879,6 +884,7 @@ impl JournalAt {
                         .unwrap();
                     (rows, reversed)
                 }
+                JournalAt::Log(_) => unreachable!("read above"),
                 JournalAt::Postgres(url) => {
                     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
                     let rows = sqlx::query_as(ROWS).fetch_all(&mut conn).await.unwrap();
@@ -908,6 +914,45 @@ impl JournalAt {
             reversed: reversed.into_iter().collect(),
         }
     }
+}
+
+/// The segment log as the switch finds it at start: every segment read
+/// back (a torn tail cut off), every committed record.
+fn read_log(dir: &std::path::Path) -> Journaled {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let committed = runtime.block_on(async {
+        let (journal, store) = storage::LogStore::open(dir, storage::LogConfig::default())
+            .await
+            .unwrap();
+        journal.close().await;
+        store.committed()
+    });
+    let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+    let mut reversed = HashMap::new();
+    let rows = committed
+        .into_iter()
+        .map(|stored| {
+            let r = stored.record;
+            if let Some(by) = stored.reversed_by {
+                reversed.insert(r.id.as_bytes().to_vec(), by.as_bytes().to_vec());
+            }
+            Row {
+                id: r.id.as_bytes().to_vec(),
+                kind: r.kind.as_str().to_owned(),
+                terminal_id: text(r.terminal_id.as_bytes()),
+                stan: r.stan.map(|stan| text(stan.as_bytes())),
+                token: r.token.map(|token| token.as_bytes().to_vec()),
+                amount: r.amount.minor(),
+                response_code: r.response_code.as_str().to_owned(),
+                auth_code: r.auth_code.map(|code| text(code.as_bytes())),
+                original_id: r.original_id.map(|id| id.as_bytes().to_vec()),
+            }
+        })
+        .collect();
+    Journaled { rows, reversed }
 }
 
 fn is_card_request(row: &Row) -> bool {
@@ -1142,8 +1187,9 @@ fn probe_velocity(switch: &TestSwitch, run: &Run, velocity: &[(u64, u64)]) {
     }
 }
 
-/// The whole run with `config`: on the embedded journal, or on PostgreSQL
-/// at `database_url`.
+/// The whole run with `config`: on the embedded journal (SQLite, or the
+/// segment log when `config` chooses it), or on PostgreSQL at
+/// `database_url`.
 fn killed_under_mixed_load(config: &str, database_url: Option<&str>) {
     let seed = crash_seed();
     let dice = Dice::new(seed);
@@ -1152,6 +1198,7 @@ fn killed_under_mixed_load(config: &str, database_url: Option<&str>) {
     let data_dir = dir.path().join("data");
     let journal = match database_url {
         Some(url) => JournalAt::Postgres(url.to_owned()),
+        None if config.contains("backend = \"log\"") => JournalAt::Log(data_dir.clone()),
         None => JournalAt::Sqlite(data_dir.join("journal.sqlite")),
     };
     let env: Vec<(&str, &str)> = database_url
@@ -1224,6 +1271,12 @@ fn killed_under_mixed_load(config: &str, database_url: Option<&str>) {
 #[test]
 fn nothing_acknowledged_is_lost_or_counted_twice_across_sigkills_under_load() {
     killed_under_mixed_load(&crash_config(CONFIG), None);
+}
+
+#[test]
+fn nothing_acknowledged_is_lost_or_counted_twice_across_sigkills_under_load_on_the_segment_log() {
+    let log = CONFIG.replace("[iso]", "[storage]\nbackend = \"log\"\n\n[iso]");
+    killed_under_mixed_load(&crash_config(&log), None);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! feature.
 //!
 //! [`MemoryBackend`] keeps the five tables (`transactions`, `reversals`,
-//! `vault`, `idempotency`, `idempotency_claims`) in memory and answers
+//! `vault`, `idempotency`, `idempotency_claims`) in memory, in the same
+//! indexed tables the segment log reads from (`crate::tables`), and answers
 //! exactly as the SQLite backend does: a taken transaction id fails the
 //! whole batch, the first reversal of an original wins (later ones get
 //! [`AppendOutcome::AlreadyReversed`]), a record whose idempotency key
@@ -52,7 +53,6 @@
 //! # });
 //! ```
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,9 +69,7 @@ use crate::record::{
 };
 use crate::rewrap::{Rewrapped, VaultMaintenance};
 use crate::store::{StoreFuture, StoreReader};
-use tables::Tables;
-
-mod tables;
+use crate::tables::Tables;
 
 /// The in-memory backend: writer, reader and test controls in one cloneable
 /// handle. Every clone works on the same tables.
@@ -321,17 +319,7 @@ impl JournalBackend for MemoryBackend {
 
 impl StoreReader for MemoryBackend {
     fn transaction(&self, id: TransactionId) -> StoreFuture<'_, Option<StoredTransaction>> {
-        Box::pin(async move {
-            self.read(|tables| {
-                tables
-                    .transactions
-                    .get(&id)
-                    .map(|record| StoredTransaction {
-                        record: record.clone(),
-                        reversed_by: tables.reversals.get(&id).copied(),
-                    })
-            })
-        })
+        Box::pin(async move { self.read(|tables| tables.transaction(id)) })
     }
 
     fn find_original<'a>(
@@ -350,14 +338,7 @@ impl StoreReader for MemoryBackend {
         merchant_id: &'a str,
         key: &'a str,
     ) -> StoreFuture<'a, Option<IdempotencyEntry>> {
-        Box::pin(async move {
-            self.read(|tables| {
-                tables
-                    .idempotency
-                    .get(&(merchant_id.to_owned(), key.to_owned()))
-                    .map(|(entry, _)| entry.clone())
-            })
-        })
+        Box::pin(async move { self.read(|tables| tables.idempotent_response(merchant_id, key)) })
     }
 
     fn approved_since(
@@ -372,18 +353,11 @@ impl StoreReader for MemoryBackend {
     }
 
     fn recorded_since(&self, since_ms: u64) -> StoreFuture<'_, bool> {
-        Box::pin(async move {
-            self.read(|tables| {
-                tables
-                    .transactions
-                    .values()
-                    .any(|record| record.created_at_ms >= since_ms)
-            })
-        })
+        Box::pin(async move { self.read(|tables| tables.recorded_since(since_ms)) })
     }
 
     fn sealed_pan(&self, token: Token) -> StoreFuture<'_, Option<SealedPan>> {
-        Box::pin(async move { self.read(|tables| tables.vault.get(&token).cloned()) })
+        Box::pin(async move { self.read(|tables| tables.sealed_pan(token)) })
     }
 
     fn check(&self) -> StoreFuture<'_, ()> {
@@ -397,15 +371,7 @@ impl StoreReader for MemoryBackend {
 
 impl VaultMaintenance for MemoryBackend {
     fn vault_rows_per_key(&self) -> StoreFuture<'_, Vec<(u32, u64)>> {
-        Box::pin(async move {
-            self.read(|tables| {
-                let mut counts = BTreeMap::new();
-                for sealed in tables.vault.values() {
-                    *counts.entry(sealed.key_id).or_insert(0u64) += 1;
-                }
-                counts.into_iter().collect()
-            })
-        })
+        Box::pin(async move { self.read(Tables::vault_rows_per_key) })
     }
 
     fn sealed_page(
@@ -414,18 +380,9 @@ impl VaultMaintenance for MemoryBackend {
         skip_key_id: Option<u32>,
         rows_max: u32,
     ) -> StoreFuture<'_, Vec<SealedPan>> {
-        Box::pin(async move {
-            self.read(|tables| {
-                tables
-                    .vault
-                    .values()
-                    .filter(|sealed| after.is_none_or(|after| sealed.token > after))
-                    .filter(|sealed| skip_key_id != Some(sealed.key_id))
-                    .take(usize::try_from(rows_max).unwrap_or(usize::MAX))
-                    .cloned()
-                    .collect()
-            })
-        })
+        Box::pin(
+            async move { self.read(|tables| tables.sealed_page(after, skip_key_id, rows_max)) },
+        )
     }
 
     fn replace_sealed<'a>(&'a self, rows: &'a [Rewrapped]) -> StoreFuture<'a, u64> {
@@ -434,19 +391,7 @@ impl VaultMaintenance for MemoryBackend {
             if state.crashed {
                 return Err(failure("rewrap vault rows", "the backend has crashed"));
             }
-            let mut moved = 0;
-            for row in rows {
-                // The compare-and-set of the SQL backends: only a row still
-                // as it was read is replaced.
-                if let Some(stored) = state.tables.vault.get_mut(&row.sealed.token)
-                    && stored.key_id == row.old_key_id
-                    && stored.nonce == row.old_nonce
-                {
-                    *stored = row.sealed.clone();
-                    moved += 1;
-                }
-            }
-            Ok(moved)
+            Ok(state.tables.replace_sealed(rows))
         })
     }
 }

@@ -1,7 +1,7 @@
 //! `[storage]` and `[journal]`: where transactions are kept and the queue
 //! in front of it, as the storage crate takes them.
 
-use storage::{JournalConfig, PostgresConfig};
+use storage::{JournalConfig, LogConfig, PostgresConfig};
 
 use super::check::{Check, ConfigError};
 use super::raw::{Backend, RawJournal, RawStorage};
@@ -11,6 +11,8 @@ use super::raw::{Backend, RawJournal, RawStorage};
 pub enum StorageSettings {
     /// SQLite files under `data_dir`.
     Sqlite { journal: JournalConfig },
+    /// The segment log's files under `data_dir`.
+    Log { log: LogConfig },
     /// PostgreSQL or Aurora PostgreSQL. The URL may hold a password, so it is
     /// never printed.
     Postgres {
@@ -23,6 +25,7 @@ impl StorageSettings {
     pub fn backend(&self) -> Backend {
         match self {
             StorageSettings::Sqlite { .. } => Backend::Sqlite,
+            StorageSettings::Log { .. } => Backend::Log,
             StorageSettings::Postgres { .. } => Backend::Postgres,
         }
     }
@@ -34,6 +37,7 @@ impl std::fmt::Debug for StorageSettings {
             StorageSettings::Sqlite { journal } => {
                 f.debug_struct("Sqlite").field("journal", journal).finish()
             }
+            StorageSettings::Log { log } => f.debug_struct("Log").field("log", log).finish(),
             StorageSettings::Postgres { postgres, .. } => f
                 .debug_struct("Postgres")
                 .field("database_url", &"[redacted]")
@@ -67,7 +71,7 @@ pub(super) fn storage(
         (None, Some(value)) => Some(check.url("storage.database_url", value)?),
     };
     let database_url = match (raw.backend, database_url) {
-        (Backend::Sqlite, _) => None,
+        (Backend::Sqlite | Backend::Log, _) => None,
         (Backend::Postgres, Some(url)) => Some(url),
         (Backend::Postgres, None) => {
             return Err(check.error(
@@ -84,11 +88,18 @@ pub(super) fn storage(
         statement_timeout_ms: check
             .positive("storage.statement_timeout_ms", raw.statement_timeout_ms)?,
     };
-    Ok(match database_url {
-        Some(database_url) => StorageSettings::Postgres {
+    let segment_bytes = check.positive("storage.segment_bytes", raw.segment_bytes)?;
+    Ok(match (raw.backend, database_url) {
+        (_, Some(database_url)) => StorageSettings::Postgres {
             database_url,
             postgres,
         },
-        None => StorageSettings::Sqlite { journal },
+        (Backend::Log, None) => StorageSettings::Log {
+            log: LogConfig {
+                journal,
+                segment_bytes,
+            },
+        },
+        (_, None) => StorageSettings::Sqlite { journal },
     })
 }

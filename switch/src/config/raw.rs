@@ -20,6 +20,10 @@ use crate::fleet::OnRedisDown;
 pub enum Backend {
     /// A SQLite file under `data_dir`: no server (the default).
     Sqlite,
+    /// The segment log: append-only files `journal-NNNNNNNN.seg` under
+    /// `data_dir`, one write and one fdatasync per batch, reads from
+    /// indexes in memory. No server.
+    Log,
     /// PostgreSQL 15 or Aurora PostgreSQL at `storage.database_url`.
     Postgres,
 }
@@ -189,6 +193,9 @@ pub(super) struct RawStorage {
     pub(super) connect_timeout_ms: u32,
     #[serde(default = "default_statement_timeout_ms")]
     pub(super) statement_timeout_ms: u32,
+    /// `backend = "log"`: where a segment is closed and the next begun.
+    #[serde(default = "default_segment_bytes")]
+    pub(super) segment_bytes: u64,
 }
 
 impl Default for RawStorage {
@@ -200,12 +207,16 @@ impl Default for RawStorage {
             read_connections: default_read_connections(),
             connect_timeout_ms: default_connect_timeout_ms(),
             statement_timeout_ms: default_statement_timeout_ms(),
+            segment_bytes: default_segment_bytes(),
         }
     }
 }
 
 fn default_backend() -> Backend {
     Backend::Sqlite
+}
+fn default_segment_bytes() -> u64 {
+    storage::log::SEGMENT_BYTES_DEFAULT
 }
 fn default_writer_connections() -> usize {
     2

@@ -66,8 +66,27 @@ fn postgres_of(config: &Config) -> (&str, &storage::PostgresConfig) {
             database_url,
             postgres,
         } => (database_url, postgres),
-        StorageSettings::Sqlite { .. } => panic!("not PostgreSQL: {:?}", config.storage),
+        StorageSettings::Sqlite { .. } | StorageSettings::Log { .. } => {
+            panic!("not PostgreSQL: {:?}", config.storage)
+        }
     }
+}
+
+#[test]
+fn the_segment_log_is_chosen_with_its_segment_size() {
+    let bench_log = parse(include_str!("../../../config/bench.log.toml"), &no_env).unwrap();
+    assert_eq!(bench_log.storage.backend(), Backend::Log);
+    match &bench_log.storage {
+        StorageSettings::Log { log } => {
+            assert_eq!(log.segment_bytes, 64 << 20);
+            assert_eq!(log.journal.batch_rows_max, 1024);
+        }
+        other => panic!("not the log: {other:?}"),
+    }
+    let zero_sized = include_str!("../../../config/bench.log.toml")
+        .replace("segment_bytes = 67108864", "segment_bytes = 0");
+    let error = parse(&zero_sized, &no_env).unwrap_err().to_string();
+    assert!(error.contains("storage.segment_bytes"), "{error}");
 }
 
 #[test]

@@ -1,0 +1,442 @@
+//! [`LogStore`]: opening the segment log, its writer and its reads.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use protocol::domain::{Token, TransactionId};
+
+use super::codec::{self, Entry};
+use super::segment::{self, Recovery, Segments};
+use crate::error::StorageError;
+use crate::journal::{Journal, JournalBackend, JournalConfig};
+use crate::record::{
+    AppendOutcome, ClaimOutcome, IdempotencyEntry, JournalRecord, KeyClaim, OriginalKeys,
+    RecordKind, ReplayCursor, ReplayRow, SealedPan, StoredTransaction,
+};
+use crate::rewrap::{Rewrapped, VaultMaintenance};
+use crate::store::{StoreFuture, StoreReader};
+use crate::tables::Tables;
+
+/// Where a segment is closed and the next begun, unless configured.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+
+/// The journal's queue and batches, and the size of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub journal: JournalConfig,
+    /// A segment is closed once the next frame would take it past this
+    /// (a single larger frame still goes in a segment of its own).
+    pub segment_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            journal: JournalConfig::default(),
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// The read side of the segment log, and what recovery found. Cheap to
+/// clone; every clone reads the same tables.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    /// What every read answers from: the frames on disk, applied in order.
+    tables: RwLock<Tables>,
+    /// The files, held by whoever appends (the journal's writer, or a
+    /// vault rewrap) from encoding a frame until it is applied to `tables`,
+    /// so frames apply in the order they are on disk, as recovery applies
+    /// them.
+    segments: Arc<tokio::sync::Mutex<Segments>>,
+    /// Set once the log takes no more writes (a failed `fdatasync`), so
+    /// `/health/ready` says so without waiting for the writer's lock.
+    failed: AtomicBool,
+    /// The segment being written when it failed, for the error.
+    failed_at: std::sync::Mutex<Option<PathBuf>>,
+    recovery: Recovery,
+}
+
+/// A panicked blocking task, as the I/O error it stands for.
+fn lost(
+    dir: &Path,
+    operation: &'static str,
+) -> impl FnOnce(tokio::task::JoinError) -> StorageError {
+    let path = dir.to_path_buf();
+    move |join| StorageError::Log {
+        operation,
+        path,
+        source: std::io::Error::other(join.to_string()),
+    }
+}
+
+impl LogStore {
+    /// Opens (creating if missing) the log in `dir`: reads every segment
+    /// back, verifying every frame and cutting a torn tail off the last
+    /// one, rebuilds the tables, and starts the journal's writer on the
+    /// current tokio runtime. Fails with [`StorageError::LogCorrupt`] on
+    /// damage a crash cannot have made.
+    pub async fn open(dir: &Path, config: LogConfig) -> Result<(Journal, LogStore), StorageError> {
+        let path = dir.to_path_buf();
+        let (segments, recovery, tables) = tokio::task::spawn_blocking(move || {
+            let mut tables = Tables::default();
+            let (segments, recovery) =
+                segment::recover(&path, config.segment_bytes, |payload, path, offset| {
+                    replay(&mut tables, payload, path, offset)
+                })?;
+            Ok::<_, StorageError>((segments, recovery, tables))
+        })
+        .await
+        .map_err(lost(dir, "recover the journal"))??;
+        tracing::info!(
+            dir = %dir.display(),
+            segments = recovery.segments,
+            frames = recovery.frames,
+            records = tables.records(),
+            torn_bytes = recovery.torn_bytes,
+            "journal: segment log recovered"
+        );
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            tables: RwLock::new(tables),
+            segments: Arc::new(tokio::sync::Mutex::new(segments)),
+            failed: AtomicBool::new(false),
+            failed_at: std::sync::Mutex::new(None),
+            recovery,
+        });
+        let journal = Journal::start(
+            LogWriter {
+                shared: Arc::clone(&shared),
+            },
+            &config.journal,
+        );
+        Ok((journal, LogStore { shared }))
+    }
+
+    /// What recovery found at start: segments and frames read, and the
+    /// bytes of a torn tail cut off.
+    pub fn recovery(&self) -> &Recovery {
+        &self.shared.recovery
+    }
+
+    /// Every committed transaction, with the reversal that holds it, in id
+    /// order: for tests that check what is on disk after a crash.
+    pub fn committed(&self) -> Vec<StoredTransaction> {
+        self.shared.read().committed()
+    }
+
+    /// Records held.
+    pub fn records(&self) -> usize {
+        self.shared.read().records()
+    }
+
+    /// The directory of the segments.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+}
+
+/// Applies one frame read back at start, as the writer applied it.
+fn replay(
+    tables: &mut Tables,
+    payload: &[u8],
+    path: &Path,
+    offset: u64,
+) -> Result<(), StorageError> {
+    let corrupt = |why| StorageError::LogCorrupt {
+        path: path.to_path_buf(),
+        offset,
+        why,
+    };
+    match codec::decode(payload).map_err(corrupt)? {
+        Entry::Batch(batch) => {
+            // The writer checked the batch applies before writing it.
+            tables
+                .apply(&batch)
+                .map_err(|_| corrupt("a commit that does not apply after the ones before it"))?;
+        }
+        Entry::Claims(claims) => {
+            tables.claim_turn(&claims);
+        }
+        Entry::Rewrap(rows) => {
+            tables.replace_sealed(&rows);
+        }
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Tables> {
+        // Nothing panics half-way through changing the tables.
+        self.tables.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
+        self.tables.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one frame, with `sync` durably, and only then applies it to
+    /// the tables. `encode` writes the payload, or refuses (and nothing is
+    /// written); `apply` is what the frame does to the tables, the same as
+    /// recovery does on reading it back.
+    async fn commit<T>(
+        &self,
+        sync: bool,
+        encode: impl FnOnce(&Tables, &mut Vec<u8>) -> Result<(), StorageError>,
+        apply: impl FnOnce(&mut Tables) -> T,
+    ) -> Result<T, StorageError> {
+        let mut segments = Arc::clone(&self.segments).lock_owned().await;
+        encode(&self.read(), segments.payload())?;
+        // The write and the fdatasync block: off the runtime's threads, one
+        // hop per frame, not per record.
+        let (segments, written) = tokio::task::spawn_blocking(move || {
+            let written = segments.append(sync);
+            (segments, written)
+        })
+        .await
+        .map_err(lost(&self.dir, "append to the journal"))?;
+        if segments.has_failed() && !self.failed.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                segment = %segments.path().display(),
+                "journal: the log failed to sync and takes no more writes until restarted"
+            );
+            *self
+                .failed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(segments.path().to_path_buf());
+        }
+        written?;
+        let applied = apply(&mut self.write());
+        drop(segments);
+        Ok(applied)
+    }
+}
+
+/// The journal's writer on the log.
+#[derive(Debug)]
+struct LogWriter {
+    shared: Arc<Shared>,
+}
+
+impl JournalBackend for LogWriter {
+    async fn write_batch(
+        &mut self,
+        batch: &[JournalRecord],
+    ) -> Result<Vec<AppendOutcome>, StorageError> {
+        self.shared
+            .commit(
+                true,
+                |tables, payload| {
+                    // A batch that would not apply is refused before it is
+                    // on disk: recovery must be able to apply every frame.
+                    tables.check(batch)?;
+                    codec::encode_batch(payload, batch);
+                    Ok(())
+                },
+                |tables| tables.apply(batch),
+            )
+            .await?
+    }
+
+    /// Not synced: the next batch's `fdatasync` covers this frame too, as
+    /// the SQL backends' claims ride the next commit (see
+    /// [`Journal::claim`]); a claim lost with a crash before it only lets
+    /// its key be claimed afresh, and no record of it was written.
+    async fn write_claims(
+        &mut self,
+        claims: &[KeyClaim],
+    ) -> Result<Vec<ClaimOutcome>, StorageError> {
+        self.shared
+            .commit(
+                false,
+                |_, payload| {
+                    codec::encode_claims(payload, claims);
+                    Ok(())
+                },
+                |tables| tables.claim_turn(claims),
+            )
+            .await
+    }
+
+    async fn close(self) {
+        let mut segments = Arc::clone(&self.shared.segments).lock_owned().await;
+        let synced = tokio::task::spawn_blocking(move || segments.sync()).await;
+        if let Ok(Err(error)) = synced {
+            tracing::warn!(%error, "journal: the last claims could not be synced at close");
+        }
+    }
+}
+
+impl StoreReader for LogStore {
+    fn transaction(&self, id: TransactionId) -> StoreFuture<'_, Option<StoredTransaction>> {
+        Box::pin(async move { Ok(self.shared.read().transaction(id)) })
+    }
+
+    fn find_original<'a>(
+        &'a self,
+        keys: &'a OriginalKeys,
+        kinds: &'a [RecordKind],
+        created_since_ms: u64,
+    ) -> StoreFuture<'a, Option<JournalRecord>> {
+        Box::pin(async move {
+            Ok(self
+                .shared
+                .read()
+                .find_original(keys, kinds, created_since_ms))
+        })
+    }
+
+    fn idempotent_response<'a>(
+        &'a self,
+        merchant_id: &'a str,
+        key: &'a str,
+    ) -> StoreFuture<'a, Option<IdempotencyEntry>> {
+        Box::pin(async move { Ok(self.shared.read().idempotent_response(merchant_id, key)) })
+    }
+
+    fn approved_since(
+        &self,
+        since_ms: u64,
+        after: Option<ReplayCursor>,
+        rows_max: u32,
+    ) -> StoreFuture<'_, Vec<ReplayRow>> {
+        Box::pin(async move { Ok(self.shared.read().approved_since(since_ms, after, rows_max)) })
+    }
+
+    fn recorded_since(&self, since_ms: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move { Ok(self.shared.read().recorded_since(since_ms)) })
+    }
+
+    fn sealed_pan(&self, token: Token) -> StoreFuture<'_, Option<SealedPan>> {
+        Box::pin(async move { Ok(self.shared.read().sealed_pan(token)) })
+    }
+
+    /// The files are open for as long as the process runs; the log is
+    /// unready once it takes no more writes.
+    fn check(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if !self.shared.failed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let path = self
+                .shared
+                .failed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_else(|| self.shared.dir.clone());
+            Err(StorageError::LogFailed { path })
+        })
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+}
+
+impl VaultMaintenance for LogStore {
+    fn vault_rows_per_key(&self) -> StoreFuture<'_, Vec<(u32, u64)>> {
+        Box::pin(async move { Ok(self.shared.read().vault_rows_per_key()) })
+    }
+
+    fn sealed_page(
+        &self,
+        after: Option<Token>,
+        skip_key_id: Option<u32>,
+        rows_max: u32,
+    ) -> StoreFuture<'_, Vec<SealedPan>> {
+        Box::pin(async move { Ok(self.shared.read().sealed_page(after, skip_key_id, rows_max)) })
+    }
+
+    /// One synced frame: a row moved to the active key must stay moved, or
+    /// retiring the old key would leave it unreadable.
+    fn replace_sealed<'a>(&'a self, rows: &'a [Rewrapped]) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            self.shared
+                .commit(
+                    true,
+                    |_, payload| {
+                        codec::encode_rewrap(payload, rows);
+                        Ok(())
+                    },
+                    |tables| tables.replace_sealed(rows),
+                )
+                .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use protocol::domain::{Channel, pad};
+    use protocol::{Amount, Currency, Mti, ResponseCode};
+
+    use super::*;
+    use crate::error::JournalError;
+    use crate::record::StageTimings;
+
+    fn record(n: u64) -> JournalRecord {
+        JournalRecord {
+            id: TransactionId::new(n, [0; 10]),
+            created_at_ms: n,
+            channel: Channel::Iso,
+            kind: RecordKind::Authorization,
+            mti: Mti::AUTHORIZATION_REQUEST,
+            processing_code: None,
+            amount: Amount::from_minor(100).unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            merchant_id: pad("M0001").unwrap(),
+            terminal_id: pad("TERM0001").unwrap(),
+            stan: None,
+            rrn: None,
+            transmitted_at: None,
+            token: None,
+            bin: None,
+            last4: None,
+            response_code: ResponseCode::Approved,
+            auth_code: None,
+            reason: None,
+            original_id: None,
+            acquirer: None,
+            timings: StageTimings::default(),
+            sealed_pan: None,
+            idempotency: None,
+        }
+    }
+
+    /// After a failed fdatasync nothing more is written or acknowledged,
+    /// and the store answers its readiness check with the failure.
+    #[tokio::test]
+    async fn a_log_that_failed_to_sync_takes_no_writes_and_is_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, store) = LogStore::open(dir.path(), LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(journal.append(record(1)).await, Ok(AppendOutcome::Recorded));
+        assert!(store.check().await.is_ok());
+
+        store.shared.segments.lock().await.fail();
+        assert_eq!(
+            journal.append(record(2)).await,
+            Err(JournalError::Unavailable)
+        );
+        assert!(matches!(
+            store.check().await,
+            Err(StorageError::LogFailed { .. })
+        ));
+        assert!(store.transaction(record(2).id).await.unwrap().is_none());
+        assert!(store.transaction(record(1).id).await.unwrap().is_some());
+        journal.close().await;
+    }
+}

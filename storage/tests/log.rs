@@ -1,0 +1,283 @@
+//! The segment log against real files: what it reads back after a
+//! restart, a torn tail cut off at the last whole commit, damage elsewhere
+//! refused, and segments that roll. What every backend answers (reversals,
+//! keys, the replay, the vault) is in `conformance.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{NOW_MS, approved, reversal_of, token};
+use storage::{
+    AppendOutcome, ClaimOutcome, IdempotencyClaim, IdempotencyEntry, Journal, JournalConfig,
+    JournalRecord, LogConfig, LogStore, ReplayPages, SealedPan, StorageError, StoreReader,
+};
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        journal: JournalConfig::default(),
+        segment_bytes,
+    }
+}
+
+async fn open(dir: &Path) -> (Journal, LogStore) {
+    LogStore::open(dir, config(storage::log::SEGMENT_BYTES_DEFAULT))
+        .await
+        .unwrap()
+}
+
+fn first_segment(dir: &Path) -> PathBuf {
+    dir.join("journal-00000001.seg")
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut data = std::fs::read(path).unwrap();
+    let at = usize::try_from(offset).unwrap();
+    data[at] ^= 0x40;
+    std::fs::write(path, data).unwrap();
+}
+
+async fn present(store: &LogStore, record: &JournalRecord) -> bool {
+    store.transaction(record.id).await.unwrap().is_some()
+}
+
+/// Three records committed one batch each; the segment's length after each.
+async fn three_commits(dir: &Path) -> ([JournalRecord; 3], [u64; 3]) {
+    let (journal, _store) = open(dir).await;
+    let records = [
+        approved(NOW_MS, token(1), "000001"),
+        approved(NOW_MS + 1, token(2), "000002"),
+        approved(NOW_MS + 2, token(3), "000003"),
+    ];
+    let mut lens = [0; 3];
+    for (record, len) in records.iter().zip(lens.iter_mut()) {
+        assert_eq!(
+            journal.append(record.clone()).await,
+            Ok(AppendOutcome::Recorded)
+        );
+        // An append returns after its frame is written and synced.
+        *len = file_len(&first_segment(dir));
+    }
+    journal.close().await;
+    (records, lens)
+}
+
+#[tokio::test]
+async fn everything_committed_reads_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, store) = open(dir.path()).await;
+    let mut original = approved(NOW_MS, token(1), "000001");
+    original.sealed_pan = Some(SealedPan {
+        token: token(1),
+        key_id: 1,
+        nonce: [7; 12],
+        ciphertext: vec![9; 32],
+    });
+    let reversal = reversal_of(&original, NOW_MS + 5);
+    let mut keyed = approved(NOW_MS + 6, token(2), "000002");
+    keyed.idempotency = Some(IdempotencyEntry {
+        merchant_id: "M0001".to_owned(),
+        key: "k-answered".to_owned(),
+        request_hash: [3; 32],
+        response_json: r#"{"status":"approved"}"#.to_owned(),
+        status: 201,
+    });
+    let claim = IdempotencyClaim {
+        merchant_id: "M0001".to_owned(),
+        key: "k-pending".to_owned(),
+        request_hash: [4; 32],
+        claimed_by: common::id_at(NOW_MS + 7),
+        claimed_at_ms: NOW_MS + 7,
+        stale_before_ms: NOW_MS,
+    };
+    for record in [&original, &reversal, &keyed] {
+        assert_eq!(
+            journal.append(record.clone()).await,
+            Ok(AppendOutcome::Recorded)
+        );
+    }
+    assert_eq!(
+        journal.claim(claim.clone()).await,
+        Ok(ClaimOutcome::Claimed { took_over: None })
+    );
+    journal.close().await;
+    let before = (
+        store.transaction(original.id).await.unwrap(),
+        store.approved_since(0, None, 100).await.unwrap(),
+    );
+
+    let (journal, store) = open(dir.path()).await;
+    assert_eq!(store.recovery().torn_bytes, 0);
+    assert_eq!(store.recovery().frames, 4);
+    let after = (
+        store.transaction(original.id).await.unwrap(),
+        store.approved_since(0, None, 100).await.unwrap(),
+    );
+    assert_eq!(before, after);
+    assert_eq!(after.0.unwrap().reversed_by, Some(reversal.id));
+    assert_eq!(
+        store.sealed_pan(token(1)).await.unwrap(),
+        original.sealed_pan
+    );
+    assert_eq!(
+        store
+            .idempotent_response("M0001", "k-answered")
+            .await
+            .unwrap(),
+        keyed.idempotency
+    );
+    // The claim survived: another request for the key is in flight.
+    let other = IdempotencyClaim {
+        claimed_by: common::id_at(NOW_MS + 8),
+        ..claim
+    };
+    assert_eq!(journal.claim(other).await, Ok(ClaimOutcome::InFlight));
+    // The record id is taken: the same record again fails its batch.
+    assert!(journal.append(original.clone()).await.is_err());
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_frame_cut_short_is_cut_off_and_writing_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, lens) = three_commits(dir.path()).await;
+    let segment = first_segment(dir.path());
+    // The last frame half written, as a crash in the middle of its write.
+    let torn_at = lens[1] + (lens[2] - lens[1]) / 2;
+    std::fs::File::options()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(torn_at)
+        .unwrap();
+
+    let (journal, store) = open(dir.path()).await;
+    assert_eq!(store.recovery().torn_bytes, torn_at - lens[1]);
+    assert_eq!(
+        file_len(&segment),
+        lens[1],
+        "cut back to the last whole frame"
+    );
+    assert!(present(&store, &records[0]).await);
+    assert!(present(&store, &records[1]).await);
+    assert!(!present(&store, &records[2]).await);
+    let next = approved(NOW_MS + 3, token(4), "000004");
+    assert_eq!(
+        journal.append(next.clone()).await,
+        Ok(AppendOutcome::Recorded)
+    );
+    journal.close().await;
+
+    let (journal, store) = open(dir.path()).await;
+    assert_eq!(store.recovery().torn_bytes, 0);
+    assert_eq!(store.records(), 3);
+    assert!(present(&store, &next).await);
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_the_last_frame_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, lens) = three_commits(dir.path()).await;
+    let segment = first_segment(dir.path());
+    flip_byte(&segment, lens[2] - 10);
+
+    let (journal, store) = open(dir.path()).await;
+    assert_eq!(store.recovery().torn_bytes, lens[2] - lens[1]);
+    assert!(present(&store, &records[1]).await);
+    assert!(!present(&store, &records[2]).await);
+    // The record that was cut off may be written again.
+    assert_eq!(
+        journal.append(records[2].clone()).await,
+        Ok(AppendOutcome::Recorded)
+    );
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_bad_frame_followed_by_whole_ones_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, lens) = three_commits(dir.path()).await;
+    let segment = first_segment(dir.path());
+    let before = std::fs::read(&segment).unwrap();
+    // The second of three frames: damage, not a torn tail.
+    flip_byte(&segment, lens[1] - 10);
+
+    let error = LogStore::open(dir.path(), config(storage::log::SEGMENT_BYTES_DEFAULT))
+        .await
+        .unwrap_err();
+    match &error {
+        StorageError::LogCorrupt { path, offset, .. } => {
+            assert_eq!(path, &segment);
+            assert_eq!(*offset, lens[0], "the offset of the bad frame");
+        }
+        other => panic!("expected LogCorrupt, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("journal-00000001.seg"), "{message}");
+    // Refusing leaves the file as it was, for whoever looks at it.
+    let mut expected = before;
+    let at = usize::try_from(lens[1] - 10).unwrap();
+    expected[at] ^= 0x40;
+    assert_eq!(std::fs::read(&segment).unwrap(), expected);
+}
+
+#[tokio::test]
+async fn segments_roll_and_damage_in_an_earlier_one_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // A few records per segment.
+    let (journal, _store) = LogStore::open(dir.path(), config(1024)).await.unwrap();
+    let records: Vec<JournalRecord> = (0..40)
+        .map(|n| {
+            let stan = format!("{:06}", n + 1);
+            approved(NOW_MS + n, token(u8::try_from(n).unwrap()), &stan)
+        })
+        .collect();
+    for record in &records {
+        assert_eq!(
+            journal.append(record.clone()).await,
+            Ok(AppendOutcome::Recorded)
+        );
+    }
+    journal.close().await;
+    let segments = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(segments > 3, "{segments} segments");
+
+    let (journal, store) = LogStore::open(dir.path(), config(1024)).await.unwrap();
+    assert_eq!(store.recovery().segments, u64::try_from(segments).unwrap());
+    assert_eq!(store.records(), records.len());
+    let mut pages = ReplayPages::new(&store, 0, 7);
+    let mut replayed = 0;
+    while let Some(page) = pages.next_page().await.unwrap() {
+        replayed += page.len();
+    }
+    assert_eq!(replayed, records.len());
+    journal.close().await;
+
+    // Damage at the end of the first segment is not a torn tail: later
+    // segments follow it.
+    let first = first_segment(dir.path());
+    flip_byte(&first, file_len(&first) - 1);
+    let error = LogStore::open(dir.path(), config(1024)).await.unwrap_err();
+    assert!(
+        matches!(&error, StorageError::LogCorrupt { path, .. } if path == &first),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_segment_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(first_segment(dir.path()), b"SQLite format 3\0 and more").unwrap();
+    let error = LogStore::open(dir.path(), config(1024)).await.unwrap_err();
+    assert!(
+        matches!(error, StorageError::LogCorrupt { offset: 0, .. }),
+        "{error:?}"
+    );
+}
