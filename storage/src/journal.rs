@@ -153,6 +153,13 @@ enum Command {
         record: JournalRecord,
         reply: oneshot::Sender<Result<AppendOutcome, JournalError>>,
     },
+    /// Records that go into one batch together.
+    AppendAll(
+        Vec<(
+            JournalRecord,
+            oneshot::Sender<Result<AppendOutcome, JournalError>>,
+        )>,
+    ),
     /// An idempotency claim, made or given up.
     Claim {
         claim: KeyClaim,
@@ -169,6 +176,7 @@ pub struct Journal {
     queue: mpsc::Sender<Command>,
     counters: Arc<Counters>,
     queue_capacity: usize,
+    batch_rows_max: usize,
 }
 
 impl Journal {
@@ -234,6 +242,7 @@ impl Journal {
             queue,
             counters: Arc::new(Counters::default()),
             queue_capacity,
+            batch_rows_max: config.batch_rows_max.max(1),
         };
         (journal, shared)
     }
@@ -272,6 +281,50 @@ impl Journal {
         // A writer that died without answering (it would have to panic) has
         // not committed this record.
         outcome.await.unwrap_or(Err(JournalError::Unavailable))
+    }
+
+    /// Appends `records` in one batch, in order, and resolves once it is
+    /// committed, with each record's outcome: a caller that has several
+    /// records at once hands them over together, and they share one commit
+    /// whatever the writer is doing when they arrive. At most
+    /// `batch_rows_max` records; errors as [`Journal::append`], each record
+    /// its own (one that fails `validate` is refused alone).
+    pub async fn append_all(
+        &self,
+        records: Vec<JournalRecord>,
+    ) -> Vec<Result<AppendOutcome, JournalError>> {
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut queued = Vec::with_capacity(records.len());
+        for record in records {
+            match record.validate() {
+                Ok(()) => {
+                    let (reply, outcome) = oneshot::channel();
+                    queued.push((record, reply));
+                    outcomes.push(Ok(outcome));
+                }
+                Err(error) => outcomes.push(Err(error)),
+            }
+        }
+        if queued.len() > self.batch_rows_max {
+            return outcomes
+                .into_iter()
+                .map(|_| Err(JournalError::QueueFull))
+                .collect();
+        }
+        let sent = if queued.is_empty() {
+            Ok(())
+        } else {
+            self.enqueue(Command::AppendAll(queued))
+        };
+        let mut answers = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            answers.push(match (outcome, &sent) {
+                (Err(error), _) => Err(error),
+                (Ok(_), Err(error)) => Err(*error),
+                (Ok(outcome), Ok(())) => outcome.await.unwrap_or(Err(JournalError::Unavailable)),
+            });
+        }
+        answers
     }
 
     /// Queues `command` without waiting for room: a full queue is refused
@@ -414,6 +467,12 @@ async fn run_writer<B: JournalBackend>(
                     Command::Append { record, reply } => {
                         batch.push(record);
                         replies.push(reply);
+                    }
+                    Command::AppendAll(records) => {
+                        for (record, reply) in records {
+                            batch.push(record);
+                            replies.push(reply);
+                        }
                     }
                     Command::Claim { claim, reply } => {
                         claims.push(claim);
@@ -647,6 +706,31 @@ mod tests {
         assert_eq!(closed.load(Ordering::SeqCst), 3);
         assert!(!journal.is_running());
         assert_eq!(journal.append(record(1)).await, Err(JournalError::Closed));
+    }
+
+    #[tokio::test]
+    async fn records_appended_together_commit_in_one_batch_and_too_many_are_shed() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let backend = SlowBackend {
+            writer: 0,
+            written: Arc::clone(&written),
+            closed: Arc::new(AtomicUsize::new(0)),
+        };
+        let config = JournalConfig {
+            batch_rows_max: 3,
+            ..JournalConfig::default()
+        };
+        let journal = Journal::start_on_thread(backend, &config).unwrap();
+        let outcomes = journal
+            .append_all(vec![record(1), record(2), record(3)])
+            .await;
+        assert_eq!(outcomes, vec![Ok(AppendOutcome::Recorded); 3]);
+        assert_eq!(*written.lock().unwrap(), vec![(0, 3)], "one batch of three");
+
+        let too_many = journal.append_all((1..=4).map(record).collect()).await;
+        assert_eq!(too_many, vec![Err(JournalError::QueueFull); 4]);
+        assert_eq!(journal.stats().records, 3, "none of the four written");
+        journal.close().await;
     }
 
     /// A backend whose write blocks its thread until the test lets it go.

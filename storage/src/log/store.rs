@@ -113,12 +113,16 @@ impl LogStore {
             failed_at: std::sync::Mutex::new(None),
             recovery,
         });
-        let journal = Journal::start(
+        // The writer's `write` and `fdatasync` block its thread: a thread
+        // of its own, so a commit costs one wake-up of it and none of the
+        // runtime's workers waits on the disk.
+        let journal = Journal::start_on_thread(
             LogWriter {
                 shared: Arc::clone(&shared),
             },
             &config.journal,
-        );
+        )
+        .map_err(StorageError::WriterThread)?;
         Ok((journal, LogStore { shared }))
     }
 
@@ -190,20 +194,25 @@ impl Shared {
     /// recovery does on reading it back.
     async fn commit<T>(
         &self,
+        disk: Disk,
         sync: bool,
         encode: impl FnOnce(&Tables, &mut Vec<u8>) -> Result<(), StorageError>,
         apply: impl FnOnce(&mut Tables) -> T,
     ) -> Result<T, StorageError> {
         let mut segments = Arc::clone(&self.segments).lock_owned().await;
         encode(&self.read(), segments.payload())?;
-        // The write and the fdatasync block: off the runtime's threads, one
-        // hop per frame, not per record.
-        let (segments, written) = tokio::task::spawn_blocking(move || {
-            let written = segments.append(sync);
-            (segments, written)
-        })
-        .await
-        .map_err(lost(&self.dir, "append to the journal"))?;
+        let (segments, written) = match disk {
+            Disk::Here => {
+                let written = segments.append(sync);
+                (segments, written)
+            }
+            Disk::Pool => tokio::task::spawn_blocking(move || {
+                let written = segments.append(sync);
+                (segments, written)
+            })
+            .await
+            .map_err(lost(&self.dir, "append to the journal"))?,
+        };
         if segments.has_failed() && !self.failed.swap(true, Ordering::SeqCst) {
             tracing::error!(
                 segment = %segments.path().display(),
@@ -221,6 +230,17 @@ impl Shared {
     }
 }
 
+/// Where a commit's `write` and `fdatasync` run: they block the thread.
+#[derive(Debug, Clone, Copy)]
+enum Disk {
+    /// On the caller's thread: the journal's writer, which has one of its
+    /// own ([`Journal::start_on_thread`]).
+    Here,
+    /// On tokio's blocking pool, one hop per frame: a caller on the
+    /// runtime's workers (a vault rewrap).
+    Pool,
+}
+
 /// The journal's writer on the log.
 #[derive(Debug)]
 struct LogWriter {
@@ -234,6 +254,7 @@ impl JournalBackend for LogWriter {
     ) -> Result<Vec<AppendOutcome>, StorageError> {
         self.shared
             .commit(
+                Disk::Here,
                 true,
                 |tables, payload| {
                     // A batch that would not apply is refused before it is
@@ -257,6 +278,7 @@ impl JournalBackend for LogWriter {
     ) -> Result<Vec<ClaimOutcome>, StorageError> {
         self.shared
             .commit(
+                Disk::Here,
                 false,
                 |_, payload| {
                     codec::encode_claims(payload, claims);
@@ -268,9 +290,8 @@ impl JournalBackend for LogWriter {
     }
 
     async fn close(self) {
-        let mut segments = Arc::clone(&self.shared.segments).lock_owned().await;
-        let synced = tokio::task::spawn_blocking(move || segments.sync()).await;
-        if let Ok(Err(error)) = synced {
+        let mut segments = self.shared.segments.lock().await;
+        if let Err(error) = segments.sync() {
             tracing::warn!(%error, "journal: the last claims could not be synced at close");
         }
     }
@@ -363,6 +384,7 @@ impl VaultMaintenance for LogStore {
         Box::pin(async move {
             self.shared
                 .commit(
+                    Disk::Pool,
                     true,
                     |_, payload| {
                         codec::encode_rewrap(payload, rows);
