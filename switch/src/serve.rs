@@ -64,6 +64,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config, &args.overrides)?;
     let files = NamedFiles::read(&args.config, &config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
         .enable_all()
         .build()
         .context("the runtime cannot start")?;

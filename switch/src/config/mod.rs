@@ -66,6 +66,8 @@ pub struct Config {
     pub vault: VaultKeys,
     /// Shards, card limits and each merchant's limits.
     pub shards: ShardConfig,
+    /// Threads of the runtime that serves requests (`[runtime]`).
+    pub worker_threads: usize,
     pub rules: RuleConfig,
     pub duplicates: DuplicateSettings,
     /// Admin credentials: `[admin]` (named "admin") and `[admins.NAME]`.
@@ -172,6 +174,10 @@ impl Config {
             storage,
             vault,
             shards,
+            worker_threads: decisions::worker_threads(
+                raw.runtime.worker_threads,
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
             rules,
             duplicates,
             admins: staff.admins,

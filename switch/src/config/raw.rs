@@ -42,6 +42,8 @@ pub(super) struct RawConfig {
     pub(super) vault: RawVault,
     #[serde(default)]
     pub(super) shards: RawShards,
+    #[serde(default)]
+    pub(super) runtime: RawRuntime,
     pub(super) rules: RawRules,
     #[serde(default)]
     pub(super) card_limits: RawCardLimits,
@@ -288,6 +290,14 @@ pub(super) struct RawShards {
     pub(super) count: usize,
     #[serde(default = "default_mailbox_capacity")]
     pub(super) mailbox_capacity: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRuntime {
+    /// 0: one fewer than the cores, at least one.
+    #[serde(default)]
+    pub(super) worker_threads: usize,
 }
 
 fn default_mailbox_capacity() -> usize {

@@ -15,6 +15,19 @@ fn no_env(_: &str) -> Option<String> {
 }
 
 #[test]
+fn worker_threads_leave_a_core_to_the_journal_unless_configured() {
+    assert_eq!(decisions::worker_threads(0, 2), 1);
+    assert_eq!(decisions::worker_threads(0, 8), 7);
+    assert_eq!(decisions::worker_threads(0, 1), 1, "never none");
+    assert_eq!(decisions::worker_threads(3, 2), 3);
+    let configured = SHIPPED.replace("worker_threads = 0", "worker_threads = 4");
+    assert_eq!(parse(&configured, &no_env).unwrap().worker_threads, 4);
+    let misspelt = SHIPPED.replace("worker_threads = 0", "workers = 4");
+    let error = parse(&misspelt, &no_env).unwrap_err().to_string();
+    assert!(error.contains("workers"), "{error}");
+}
+
+#[test]
 fn the_shipped_configuration_loads() {
     let config = parse(SHIPPED, &no_env).unwrap();
     assert_eq!(config.mode, Mode::Dev);
