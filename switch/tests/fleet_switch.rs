@@ -350,6 +350,15 @@ fn limits_hold_when_redis_loses_its_keys() {
 /// reserving in the lost (empty) generation until its next check of it (up
 /// to a second), handing the card's whole limit out again: 10 approvals
 /// where 5 a minute are allowed.
+/// Clears a load's flag when dropped, on a panic too.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[test]
 fn limits_hold_when_redis_loses_its_keys_under_load() {
     let Some(Fleet {
@@ -400,6 +409,9 @@ fn limits_hold_when_redis_loses_its_keys_under_load() {
                 std::thread::sleep(Duration::from_millis(5));
             }
         };
+        // A failed assertion below stops the load too, so the test fails
+        // rather than waiting for ever on threads that keep loading.
+        let _stop = StopOnDrop(&loading);
         answers_at_least(20);
         let client = redis::Client::open(redis.as_str()).unwrap();
         let mut connection = client.get_connection().unwrap();

@@ -65,16 +65,18 @@ pub(super) fn shards(
 }
 
 /// `[runtime] worker_threads`: the threads that serve requests (the
-/// connections, the engine, the shards). 0 leaves one core to the journal's
-/// writer thread and the disk's syncs: one fewer than `cores`, at least one.
-/// On two cores one worker serves 15% more requests one at a time, and
-/// spends 15% less CPU on each at a steady 10 000/s, than two that wake
-/// each other (docs/BENCHMARKS.md, issue 12).
+/// connections, the engine, the shards); 0 is one per core. Fewer workers
+/// wake each other less: on two cores with the segment log, one worker
+/// served 15% more requests one at a time, and spent 15% less CPU on each
+/// at a steady 10 000/s, than two (docs/BENCHMARKS.md, issue 12), so the
+/// bench configurations set 1. The default stays one per core until a
+/// fleet node's journal rebuild is shown to keep its pace on one worker
+/// under a loaded machine.
 pub(super) fn worker_threads(configured: usize, cores: usize) -> usize {
     if configured > 0 {
         configured
     } else {
-        cores.saturating_sub(1).max(1)
+        cores.max(1)
     }
 }
 

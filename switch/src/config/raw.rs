@@ -295,7 +295,7 @@ pub(super) struct RawShards {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRuntime {
-    /// 0: one fewer than the cores, at least one.
+    /// 0: one per core.
     #[serde(default)]
     pub(super) worker_threads: usize,
 }
