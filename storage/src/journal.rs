@@ -602,11 +602,8 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
-    use protocol::domain::{Channel, TransactionId, pad};
-    use protocol::{Amount, Currency, Mti, ResponseCode};
-
     use super::*;
-    use crate::record::{RecordKind, StageTimings};
+    use crate::record::sample::record;
 
     /// A backend that takes a while to commit and notes who wrote what.
     struct SlowBackend {
@@ -638,35 +635,6 @@ mod tests {
         async fn close(self) {
             tokio::time::sleep(Duration::from_millis(20)).await;
             self.closed.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn record(n: u64) -> JournalRecord {
-        JournalRecord {
-            id: TransactionId::new(n, [0; 10]),
-            created_at_ms: n,
-            channel: Channel::Iso,
-            kind: RecordKind::Authorization,
-            mti: Mti::AUTHORIZATION_REQUEST,
-            processing_code: None,
-            amount: Amount::from_minor(100).unwrap(),
-            currency: Currency::parse("USD").unwrap(),
-            merchant_id: pad("M0001").unwrap(),
-            terminal_id: pad("TERM0001").unwrap(),
-            stan: None,
-            rrn: None,
-            transmitted_at: None,
-            token: None,
-            bin: None,
-            last4: None,
-            response_code: ResponseCode::Approved,
-            auth_code: None,
-            reason: None,
-            original_id: None,
-            acquirer: None,
-            timings: StageTimings::default(),
-            sealed_pan: None,
-            idempotency: None,
         }
     }
 

@@ -401,41 +401,9 @@ impl VaultMaintenance for LogStore {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use protocol::domain::{Channel, pad};
-    use protocol::{Amount, Currency, Mti, ResponseCode};
-
     use super::*;
     use crate::error::JournalError;
-    use crate::record::StageTimings;
-
-    fn record(n: u64) -> JournalRecord {
-        JournalRecord {
-            id: TransactionId::new(n, [0; 10]),
-            created_at_ms: n,
-            channel: Channel::Iso,
-            kind: RecordKind::Authorization,
-            mti: Mti::AUTHORIZATION_REQUEST,
-            processing_code: None,
-            amount: Amount::from_minor(100).unwrap(),
-            currency: Currency::parse("USD").unwrap(),
-            merchant_id: pad("M0001").unwrap(),
-            terminal_id: pad("TERM0001").unwrap(),
-            stan: None,
-            rrn: None,
-            transmitted_at: None,
-            token: None,
-            bin: None,
-            last4: None,
-            response_code: ResponseCode::Approved,
-            auth_code: None,
-            reason: None,
-            original_id: None,
-            acquirer: None,
-            timings: StageTimings::default(),
-            sealed_pan: None,
-            idempotency: None,
-        }
-    }
+    use crate::record::sample::record;
 
     /// After a failed fdatasync nothing more is written or acknowledged,
     /// and the store answers its readiness check with the failure.
