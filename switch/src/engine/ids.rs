@@ -14,13 +14,50 @@ pub trait Random: Send + Sync + 'static {
 }
 
 /// The operating system's random source, the one the vault's nonces come
-/// from.
+/// from, drawn a pool at a time per thread: one system call serves about
+/// twenty requests' ids and auth codes instead of two each (`getrandom` was
+/// 1.5% of the switch's CPU at its peak). Bytes handed out are wiped from
+/// the pool, so none is ever given twice.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsRandom;
 
+/// Bytes of operating-system randomness a thread draws at once.
+const POOL_BYTES: usize = 512;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Pool> = const {
+        std::cell::RefCell::new(Pool { bytes: [0; POOL_BYTES], next: POOL_BYTES })
+    };
+}
+
+/// One thread's unused random bytes: `bytes[next..]`.
+struct Pool {
+    bytes: [u8; POOL_BYTES],
+    next: usize,
+}
+
+impl Pool {
+    fn fill(&mut self, out: &mut [u8]) {
+        if out.len() > POOL_BYTES {
+            storage::fill_random(out);
+            return;
+        }
+        if POOL_BYTES - self.next < out.len() {
+            storage::fill_random(&mut self.bytes);
+            self.next = 0;
+        }
+        let end = self.next + out.len();
+        if let Some(drawn) = self.bytes.get_mut(self.next..end) {
+            out.copy_from_slice(drawn);
+            drawn.fill(0);
+        }
+        self.next = end;
+    }
+}
+
 impl Random for OsRandom {
     fn fill(&self, bytes: &mut [u8]) {
-        storage::fill_random(bytes);
+        POOL.with(|pool| pool.borrow_mut().fill(bytes));
     }
 }
 
@@ -84,6 +121,23 @@ pub(crate) fn auth_code(random: &dyn Random) -> AuthCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_os_pool_never_hands_out_the_same_bytes_twice() {
+        // Draws of every size cross many refills of the pool; 16-byte draws
+        // that repeated would mean bytes given twice.
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..2_000usize {
+            let mut bytes = [0u8; 16];
+            OsRandom.fill(&mut bytes[..1 + n % 16]);
+            let mut whole = [0u8; 16];
+            OsRandom.fill(&mut whole);
+            assert!(seen.insert(whole), "draw {n} repeated");
+        }
+        let mut large = vec![0u8; POOL_BYTES + 1];
+        OsRandom.fill(&mut large);
+        assert!(large.iter().any(|&byte| byte != 0), "larger than the pool");
+    }
 
     #[test]
     fn a_seed_repeats_its_ids_and_codes() {
