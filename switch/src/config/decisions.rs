@@ -65,18 +65,19 @@ pub(super) fn shards(
 }
 
 /// `[runtime] worker_threads`: the threads that serve requests (the
-/// connections, the engine, the shards); 0 is one per core. Fewer workers
-/// wake each other less: on two cores with the segment log, one worker
-/// served 15% more requests one at a time, and spent 15% less CPU on each
-/// at a steady 10 000/s, than two (docs/BENCHMARKS.md, issue 12), so the
-/// bench configurations set 1. The default stays one per core until a
-/// fleet node's journal rebuild is shown to keep its pace on one worker
-/// under a loaded machine.
+/// connections, the engine, the shards); 0 is one per core less one, and
+/// at least one. The core left over is the journal writer's: it runs on a
+/// thread of its own and spends most of a batch in `fdatasync` or in its
+/// database's client, and every worker beyond what the cores can run at
+/// once only adds wake-ups between threads. On two cores with the segment
+/// log, one worker served 15% more requests one at a time, and spent 15%
+/// less CPU on each at a steady 10 000/s, than two (docs/BENCHMARKS.md,
+/// issue 12).
 pub(super) fn worker_threads(configured: usize, cores: usize) -> usize {
     if configured > 0 {
         configured
     } else {
-        cores.max(1)
+        cores.saturating_sub(1).max(1)
     }
 }
 

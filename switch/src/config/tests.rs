@@ -15,9 +15,10 @@ fn no_env(_: &str) -> Option<String> {
 }
 
 #[test]
-fn worker_threads_are_one_per_core_unless_configured() {
-    assert_eq!(decisions::worker_threads(0, 2), 2);
-    assert_eq!(decisions::worker_threads(0, 8), 8);
+fn worker_threads_leave_a_core_to_the_journal_unless_configured() {
+    assert_eq!(decisions::worker_threads(0, 2), 1);
+    assert_eq!(decisions::worker_threads(0, 8), 7);
+    assert_eq!(decisions::worker_threads(0, 1), 1, "never none");
     assert_eq!(decisions::worker_threads(0, 0), 1, "never none");
     assert_eq!(decisions::worker_threads(3, 2), 3);
     let configured = SHIPPED.replace("worker_threads = 0", "worker_threads = 4");
