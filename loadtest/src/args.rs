@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Error;
+use crate::schedule::RatePhase;
 use crate::tls::TlsOptions;
 use crate::workload::Mix;
 
@@ -145,6 +146,16 @@ pub struct LoadArgs {
     /// How long to measure (`10s`, `500ms`, `2m`).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// After --duration at --rate, go on at RATE for DURATION (`60k:30s`);
+    /// repeat for more phases. The overload scenario is three phases: half
+    /// the switch's peak, three times it, half again.
+    #[arg(long, value_name = "RATE:DURATION", value_parser = parse_phase)]
+    pub then: Vec<RatePhase>,
+    /// How long an answer stays useful to the acquirer: answers later than
+    /// this after their intended send time are counted late, not as
+    /// goodput [default: --timeout].
+    #[arg(long, value_parser = parse_duration)]
+    pub deadline: Option<Duration>,
     /// How long to load before measuring; not counted.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
@@ -342,6 +353,21 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
 }
 
 /// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, or bare seconds.
+/// Parses a `--then` phase, `RATE:DURATION` (as `60k:30s`).
+pub fn parse_phase(text: &str) -> Result<RatePhase, String> {
+    let (rate, duration) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not RATE:DURATION (as `60k:30s`)"))?;
+    let Rate::PerSecond(rate) = parse_rate(rate)? else {
+        return Err("a phase is open loop: give its rate in requests per second".into());
+    };
+    let duration = parse_duration(duration)?;
+    if duration.is_zero() {
+        return Err(format!("`{text}`: a phase lasts more than 0"));
+    }
+    Ok(RatePhase { rate, duration })
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("`{text}` is not a duration such as 10s, 500ms or 2m");
     let split = text
@@ -381,6 +407,21 @@ mod tests {
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn phases_parse() {
+        assert_eq!(
+            parse_phase("60k:30s"),
+            Ok(RatePhase {
+                rate: 60_000.0,
+                duration: Duration::from_secs(30)
+            })
+        );
+        assert!(parse_phase("max:1s").is_err());
+        assert!(parse_phase("10k").is_err());
+        assert!(parse_phase("10k:0s").is_err());
+        assert!(parse_phase("fast:1s").is_err());
     }
 
     #[test]

@@ -363,6 +363,8 @@ fn measure_all(
         target: target(address),
         rate,
         duration: config.duration,
+        then: Vec::new(),
+        deadline: None,
         warmup: config.warmup,
         connections: config.connections,
         in_flight,

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::durable::AppendRate;
 use crate::error::Error;
-use crate::report::{Percentiles, rate_per_s};
 use crate::run::{RunConfig, RunResult};
+use crate::stats::{Percentiles, rate_per_s};
 use crate::units::{format_ns, to_f64, to_u64_saturating};
 
 /// One measurement of the bench.

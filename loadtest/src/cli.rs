@@ -320,6 +320,21 @@ pub fn run_config(target: Target, mix: Mix, args: &LoadArgs) -> Result<RunConfig
     if args.timeout < Duration::from_millis(1) {
         return Err(Error::flag("timeout", "must be at least 1ms"));
     }
+    if !args.then.is_empty() && args.rate == Rate::Max {
+        return Err(Error::flag(
+            "then",
+            "phases follow an open-loop --rate, not --rate max",
+        ));
+    }
+    if args
+        .deadline
+        .is_some_and(|deadline| deadline.is_zero() || deadline > args.timeout)
+    {
+        return Err(Error::flag(
+            "deadline",
+            "must be more than 0 and at most --timeout",
+        ));
+    }
     let https = matches!(&target, Target::Http { url, .. } if url.tls);
     let tls = args.tls.options(https)?;
     if let Target::Http { .. } = target
@@ -353,6 +368,8 @@ pub fn run_config(target: Target, mix: Mix, args: &LoadArgs) -> Result<RunConfig
             Rate::Max => None,
         },
         duration: args.duration,
+        then: args.then.clone(),
+        deadline: args.deadline,
         warmup: args.warmup,
         connections: args.connections,
         in_flight: args.in_flight,

@@ -12,8 +12,9 @@
 //! - [`workload`]: what request number `i` is (type, card, amount,
 //!   merchant), a pure function of `--seed` and `i`; Luhn-valid PANs.
 //! - [`rng`]: the seeded generator, Zipf and normal samplers behind it.
-//! - [`schedule`]: when request `i` is intended, and the pacer thread that
-//!   wakes connections on time, finer than tokio's millisecond timer.
+//! - [`schedule`]: when request `i` is intended (at `--rate`, then each
+//!   `--then` phase's), and the pacer thread that wakes connections on
+//!   time, finer than tokio's millisecond timer.
 //! - [`run`]: connects, starts the connections and the pacer, and once a
 //!   second harvests what they measured into the totals, the `.hlog`, the
 //!   ack log and the progress line.
@@ -31,7 +32,9 @@
 //!   DE7/DE12/DE13 from the wall clock.
 //! - [`stats`]: the histograms and counts, recorded per shard of connections.
 //! - [`report`]: the end-of-run table and the `--report` JSON;
-//!   [`plot`]: the `--plot` SVG.
+//!   [`phases`]: a run's rate phases (`--then`) against a deadline
+//!   (`--deadline`): goodput, sheds, late answers, admitted p99 and the
+//!   recovery of the overload scenario; [`plot`]: the `--plot` SVG.
 //! - [`echo`] and [`issuer`]: `loadtest echo` (the same frames echoed, the
 //!   machine's own limit; with `--durable`, only once each request's record
 //!   is synced to a file, the durable limit) and `loadtest issuer` (an issuer host simulator).
@@ -58,6 +61,7 @@ pub mod error;
 pub mod http;
 pub mod iso;
 pub mod issuer;
+pub mod phases;
 pub mod plot;
 pub mod report;
 pub mod rng;

@@ -156,8 +156,7 @@ mod tests {
                 p90_ns: 9_000_000,
                 p99_ns: 9_900_000,
                 max_ns: 10_000_000,
-                timeouts: 0,
-                errors: 0,
+                ..IntervalPoint::default()
             })
             .collect();
         write_svg(&path, "test run", &intervals, &h).unwrap();

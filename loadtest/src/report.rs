@@ -10,55 +10,14 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::http::StageLatency;
+use crate::phases::Phases;
 use crate::run::{RunConfig, RunResult, Target};
-use crate::stats::Counts;
+use crate::stats::{Counts, Percentiles, rate_per_s, us_of_ns};
 use crate::units::{format_ns, to_f64, to_u64_saturating};
 use crate::workload::Kind;
 
 fn format_us(us: f64) -> String {
     format_ns(to_u64_saturating((us * 1e3).round()))
-}
-
-/// Nanoseconds as microseconds to one decimal, as reports give latencies.
-fn us_of_ns(ns: u64) -> f64 {
-    (to_f64(ns) / 100.0).round() / 10.0
-}
-
-/// `count` over `seconds` to one decimal, as reports give rates.
-pub fn rate_per_s(count: u64, seconds: f64) -> f64 {
-    (to_f64(count) / seconds * 10.0).round() / 10.0
-}
-
-/// Percentiles of a latency histogram, in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub p9999: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    /// The percentiles of `h` (nanoseconds), in microseconds.
-    pub fn of(h: &Histogram<u64>) -> Percentiles {
-        if h.is_empty() {
-            return Percentiles::default();
-        }
-        Percentiles {
-            count: h.len(),
-            mean: (h.mean() / 100.0).round() / 10.0,
-            p50: us_of_ns(h.value_at_quantile(0.5)),
-            p90: us_of_ns(h.value_at_quantile(0.9)),
-            p99: us_of_ns(h.value_at_quantile(0.99)),
-            p999: us_of_ns(h.value_at_quantile(0.999)),
-            p9999: us_of_ns(h.value_at_quantile(0.9999)),
-            max: us_of_ns(h.max()),
-        }
-    }
 }
 
 /// Counts, rate and latency of one request type or of all.
@@ -138,6 +97,10 @@ pub struct Summary {
     /// How late the load tester sent requests after their intended time.
     pub send_lag_us: Percentiles,
     pub intervals: Vec<IntervalSummary>,
+    /// With `--then` or `--deadline`: each phase against the deadline, and
+    /// the recovery after the last rise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
     pub acks_written: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switch_stages: Option<Vec<StageLatency>>,
@@ -162,7 +125,7 @@ impl Summary {
         admin: Option<Result<Vec<StageLatency>, String>>,
     ) -> Summary {
         let totals = &result.totals;
-        let seconds = config.duration.as_secs_f64().max(1e-9);
+        let seconds = config.measured().as_secs_f64().max(1e-9);
         let type_summary = |counts: Counts, h: &Histogram<u64>, kind: Option<Kind>| {
             let responses = totals
                 .outcomes
@@ -236,7 +199,7 @@ impl Summary {
             },
             rate_offered: config.rate,
             rate_achieved: all.rate_achieved,
-            duration_s: config.duration.as_secs_f64(),
+            duration_s: config.measured().as_secs_f64(),
             warmup_s: config.warmup.as_secs_f64(),
             connections: config.connections,
             in_flight: config.in_flight,
@@ -285,6 +248,7 @@ impl Summary {
                     errors: p.errors,
                 })
                 .collect(),
+            phases: Phases::of(config, result),
             acks_written: result.acks_written,
             switch_stages,
             switch_stages_error,
@@ -294,7 +258,9 @@ impl Summary {
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        let phased = self.phases.as_ref().is_some_and(|p| p.phases.len() > 1);
         let mode = match self.rate_offered {
+            Some(_) if phased => "open loop in phases (below)".to_owned(),
             Some(rate) => format!("open loop at {rate} req/s"),
             None => "closed loop (--rate max)".to_owned(),
         };
@@ -358,9 +324,14 @@ impl Summary {
         }
         let _ = writeln!(out);
         let c = &self.all.counts;
-        let offered = self
-            .rate_offered
-            .map_or("max".to_owned(), |r| format!("{r:.1} req/s"));
+        let offered = match self.rate_offered {
+            Some(_) if phased => format!(
+                "{:.1} req/s over the phases",
+                rate_per_s(self.all.scheduled, self.duration_s.max(1e-9))
+            ),
+            Some(rate) => format!("{rate:.1} req/s"),
+            None => "max".to_owned(),
+        };
         let _ = writeln!(
             out,
             "offered {offered} · achieved {:.1} req/s · {} sent = {} received + {} timeouts + {} errors{}",
@@ -416,6 +387,9 @@ impl Summary {
                 format_us(l.max)
             );
         }
+        if let Some(phases) = &self.phases {
+            out.push_str(&phases.table());
+        }
         if let Some(stages) = &self.switch_stages {
             let _ = writeln!(out);
             let _ = writeln!(
@@ -461,24 +435,5 @@ impl Summary {
             let _ = writeln!(out, "--admin: {error}");
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_in_microseconds() {
-        let mut h = crate::stats::histogram();
-        for v in 1..=1000u64 {
-            h.record(v * 1000).unwrap();
-        }
-        let p = Percentiles::of(&h);
-        assert_eq!(p.count, 1000);
-        assert!((p.p50 - 500.0).abs() < 1.0, "{p:?}");
-        assert!((p.p99 - 990.0).abs() < 1.0, "{p:?}");
-        assert!((p.max - 1000.0).abs() < 1.0, "{p:?}");
-        assert_eq!(Percentiles::of(&crate::stats::histogram()).count, 0);
     }
 }

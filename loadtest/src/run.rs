@@ -22,7 +22,7 @@ use crate::connection::{self, Connection};
 use crate::error::Error;
 use crate::http::{HttpDialogue, HttpUrl};
 use crate::iso::{IsoDialogue, run_tag};
-use crate::schedule::{Pacer, Schedule};
+use crate::schedule::{Pacer, RatePhase, Schedule};
 use crate::stats::{Shard, Tally};
 use crate::tls::{TlsClient, TlsOptions, Transport};
 use crate::units::{format_ns, to_f64};
@@ -84,6 +84,11 @@ pub struct RunConfig {
     /// Requests per second; `None` for closed loop (`--rate max`).
     pub rate: Option<f64>,
     pub duration: Duration,
+    /// Open loop: later phases at other rates (`--then`).
+    pub then: Vec<RatePhase>,
+    /// Answers later than this after their intended time are late, not
+    /// goodput (`--deadline`; `None`: the timeout).
+    pub deadline: Option<Duration>,
     pub warmup: Duration,
     pub connections: u64,
     pub in_flight: usize,
@@ -97,7 +102,7 @@ pub struct RunConfig {
 }
 
 /// One second of the measured run.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct IntervalPoint {
     /// Seconds from the start of measuring to the end of the interval.
     pub end_s: f64,
@@ -110,12 +115,53 @@ pub struct IntervalPoint {
     pub max_ns: u64,
     pub timeouts: u64,
     pub errors: u64,
+    /// Answers neither shed nor later than the deadline: what the
+    /// acquirers could use.
+    pub good: u64,
+    /// Answers that refused the request (91, HTTP 503 or 429).
+    pub shed: u64,
+    /// Answers later than the deadline, shed or not.
+    pub late: u64,
+    /// p99 of the answers that were not shed.
+    pub admitted_p99_ns: u64,
+}
+
+impl RunConfig {
+    /// The measured time: `duration` and every later phase.
+    pub fn measured(&self) -> Duration {
+        self.duration
+            + self
+                .then
+                .iter()
+                .map(|phase| phase.duration)
+                .sum::<Duration>()
+    }
+
+    /// The highest rate asked for; `None` for closed loop.
+    pub fn rate_max(&self) -> Option<f64> {
+        let rate = self.rate?;
+        Some(
+            self.then
+                .iter()
+                .map(|phase| phase.rate)
+                .fold(rate, f64::max),
+        )
+    }
+
+    /// How long an answer is useful: `--deadline`, else `--timeout`.
+    pub fn deadline(&self) -> Duration {
+        self.deadline.unwrap_or(self.timeout)
+    }
 }
 
 /// What a run measured.
 #[derive(Debug)]
 pub struct RunResult {
     pub totals: Tally,
+    /// The totals of each rate phase (one for a run without `--then`), by
+    /// when answers came: an interval counts in the phase its middle falls
+    /// in, and what is answered after the schedule ends in the last.
+    pub phases: Vec<Tally>,
     pub intervals: Vec<IntervalPoint>,
     /// Wall-clock time measuring started.
     pub measure_started_at: SystemTime,
@@ -138,7 +184,10 @@ pub const ONE_THREAD_RATE_MAX: f64 = 25_000.0;
 /// with most of a core to spare. Its send lag is in every report.
 pub fn runtime(config: &RunConfig) -> Result<tokio::runtime::Runtime, Error> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.rate.is_some_and(|rate| rate <= ONE_THREAD_RATE_MAX) {
+    if config
+        .rate_max()
+        .is_some_and(|rate| rate <= ONE_THREAD_RATE_MAX)
+    {
         builder.worker_threads(1);
     }
     builder
@@ -217,6 +266,7 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
         warmup: config.warmup,
         duration: config.duration,
         connections: config.connections,
+        then: config.then.clone(),
     });
     let measure_start = schedule.measure_start();
     let measure_started_at =
@@ -305,8 +355,19 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
         acks: String::new(),
         acks_written: 0,
         kinds_tagged: if kinds.len() > 1 { kinds } else { Vec::new() },
-        duration: config.duration,
+        duration: config.measured(),
         warmup: config.warmup,
+        deadline_ns: u64::try_from(config.deadline().as_nanos()).unwrap_or(u64::MAX),
+        phase_ends_s: std::iter::once(config.duration)
+            .chain(config.then.iter().map(|phase| phase.duration))
+            .scan(Duration::ZERO, |end, length| {
+                *end += length;
+                Some(end.as_secs_f64())
+            })
+            .collect(),
+        phases: std::iter::repeat_with(Tally::default)
+            .take(config.then.len() + 1)
+            .collect(),
     };
 
     let mut previous = schedule.start;
@@ -342,6 +403,7 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
     }
     Ok(RunResult {
         totals: harvest.totals,
+        phases: harvest.phases,
         intervals: harvest.intervals,
         measure_started_at,
         elapsed: finished.saturating_duration_since(measure_start),
@@ -399,6 +461,10 @@ struct Harvest<'s> {
     kinds_tagged: Vec<crate::workload::Kind>,
     duration: Duration,
     warmup: Duration,
+    deadline_ns: u64,
+    /// Where each phase ends, in seconds of the measured time.
+    phase_ends_s: Vec<f64>,
+    phases: Vec<Tally>,
 }
 
 impl Harvest<'_> {
@@ -466,6 +532,14 @@ impl Harvest<'_> {
             }
         }
         let counts = self.interval.counts_all();
+        let shed = self
+            .interval
+            .outcomes_all()
+            .iter()
+            .filter(|(outcome, _)| outcome.is_shed())
+            .map(|(_, count)| count)
+            .sum();
+        let admitted = &self.interval.admitted_ns;
         let point = IntervalPoint {
             end_s: to
                 .saturating_duration_since(self.measure_start)
@@ -478,8 +552,21 @@ impl Harvest<'_> {
             max_ns: all.max(),
             timeouts: counts.timeouts,
             errors: counts.errors,
+            good: admitted.count_between(0, self.deadline_ns),
+            shed,
+            late: all.count_between(self.deadline_ns.saturating_add(1), u64::MAX),
+            admitted_p99_ns: admitted.value_at_quantile(0.99),
         };
         self.intervals.push(point);
+        let middle = point.end_s - point.length_s / 2.0;
+        let phase = self
+            .phase_ends_s
+            .iter()
+            .position(|end| middle < *end)
+            .unwrap_or(self.phases.len().saturating_sub(1));
+        if let Some(phase) = self.phases.get_mut(phase) {
+            phase.merge(&self.interval);
+        }
         let total = self.totals.counts_all();
         let in_flight = total
             .sent

@@ -7,6 +7,11 @@
 //! stalled server is charged for every request it kept from being sent (no
 //! coordinated omission, as in wrk2).
 //!
+//! An open-loop run may change its rate part way (`--then RATE:DURATION`,
+//! the overload scenario: half the peak, then three times it, then half
+//! again): request indices then run on across the phases, each phase
+//! spacing its requests at its own rate from where the last one ended.
+//!
 //! Closed loop (`--rate max`): each connection keeps `--in-flight` requests
 //! outstanding and sends the next as soon as one is answered; the intended
 //! time is the send time. That finds peak throughput, and hides stalls.
@@ -29,19 +34,95 @@ use tokio::sync::Notify;
 use crate::clock::Instant;
 use crate::units::{to_f64, to_u64_saturating};
 
+/// A later stretch of an open-loop run at a rate of its own
+/// (`--then RATE:DURATION`, [`crate::args::parse_phase`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatePhase {
+    /// Requests per second over all connections.
+    pub rate: f64,
+    pub duration: Duration,
+}
+
 /// The timing of a run, shared by every connection.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     /// When request 0 is intended (warmup starts).
     pub start: Instant,
-    /// Requests per second over all connections; `None` for closed loop.
+    /// Requests per second over all connections during the warmup and
+    /// `duration`; `None` for closed loop.
     pub rate: Option<f64>,
     pub warmup: Duration,
     pub duration: Duration,
     pub connections: u64,
+    /// Open loop: the phases that follow `duration`, in order.
+    pub then: Vec<RatePhase>,
+}
+
+/// One stretch of constant rate: from `offset` after the start, `length`
+/// long, its first request numbered `first`.
+#[derive(Debug, Clone, Copy)]
+struct Stretch {
+    offset: Duration,
+    length: Duration,
+    rate: f64,
+    first: u64,
+}
+
+impl Stretch {
+    /// How many requests it holds: those with `offset + i / rate` before
+    /// its end.
+    fn count(&self) -> u64 {
+        to_u64_saturating((self.length.as_secs_f64() * self.rate).ceil())
+    }
 }
 
 impl Schedule {
+    /// The measured time: `duration` and every later phase.
+    pub fn measured(&self) -> Duration {
+        self.duration
+            + self
+                .then
+                .iter()
+                .map(|phase| phase.duration)
+                .sum::<Duration>()
+    }
+
+    /// The open loop's stretches of constant rate, in order: the warmup
+    /// and `duration` at `rate`, then each phase.
+    fn stretches(&self) -> impl Iterator<Item = Stretch> + '_ {
+        let first = self.rate.map(|rate| (self.warmup + self.duration, rate));
+        let later = self.then.iter().map(|phase| (phase.duration, phase.rate));
+        first.into_iter().chain(later).scan(
+            (Duration::ZERO, 0u64),
+            |(offset, index), (length, rate)| {
+                let stretch = Stretch {
+                    offset: *offset,
+                    length,
+                    rate,
+                    first: *index,
+                };
+                *offset += length;
+                *index += stretch.count();
+                Some(stretch)
+            },
+        )
+    }
+
+    /// The index of the last request intended at or before `since_start`
+    /// after the start (open loop; 0 before any).
+    pub fn last_due(&self, since_start: Duration) -> u64 {
+        let mut last = 0;
+        for stretch in self.stretches() {
+            if since_start < stretch.offset {
+                break;
+            }
+            let into = since_start.saturating_sub(stretch.offset).as_secs_f64();
+            let within = to_u64_saturating((into * stretch.rate).floor());
+            last = stretch.first + within.min(stretch.count().saturating_sub(1));
+        }
+        last
+    }
+
     /// When measuring starts: requests intended before are warmup.
     pub fn measure_start(&self) -> Instant {
         self.start + self.warmup
@@ -49,26 +130,39 @@ impl Schedule {
 
     /// When the schedule ends: no request is intended at or after it.
     pub fn end(&self) -> Instant {
-        self.start + self.warmup + self.duration
+        self.start + self.warmup + self.measured()
     }
 
     /// The intended send time of request `index` (open loop).
     pub fn intended(&self, index: u64) -> Instant {
-        match self.rate {
-            Some(rate) => self.start + Duration::from_secs_f64(to_f64(index) / rate),
-            None => self.start,
+        if self.rate.is_none() {
+            return self.start;
         }
+        let mut last = None;
+        for stretch in self.stretches() {
+            if index < stretch.first + stretch.count() {
+                let within = to_f64(index - stretch.first) / stretch.rate;
+                return self.start + stretch.offset + Duration::from_secs_f64(within);
+            }
+            last = Some(stretch);
+        }
+        // Past the schedule: spaced on at the last rate, all at or after
+        // its end.
+        last.map_or(self.start, |stretch| {
+            let within = to_f64(index - stretch.first) / stretch.rate;
+            self.start + stretch.offset + Duration::from_secs_f64(within)
+        })
     }
 
     /// The number of requests the schedule holds (open loop): those intended
     /// before [`Schedule::end`].
     pub fn index_end(&self) -> u64 {
-        match self.rate {
-            Some(rate) => {
-                to_u64_saturating(((self.warmup + self.duration).as_secs_f64() * rate).ceil())
-            }
-            None => u64::MAX,
+        if self.rate.is_none() {
+            return u64::MAX;
         }
+        self.stretches()
+            .last()
+            .map_or(0, |stretch| stretch.first + stretch.count())
     }
 
     /// Whether a request intended at `intended` is measured.
@@ -180,9 +274,7 @@ fn pace(schedule: &Schedule, wakers: &[Arc<Notify>], stop: &AtomicBool) {
                 if pending == wakers.len() {
                     // Everyone is awake; skip ahead over the rest that is due.
                     let elapsed = now.saturating_duration_since(schedule.start);
-                    let rate = schedule.rate.unwrap_or(1.0);
-                    let last_due =
-                        to_u64_saturating(((elapsed + EARLY_MAX).as_secs_f64() * rate).floor());
+                    let last_due = schedule.last_due(elapsed + EARLY_MAX);
                     index = index.max(last_due.min(end.saturating_sub(1)));
                 }
             }
@@ -208,6 +300,7 @@ mod tests {
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(2),
             connections: 4,
+            then: Vec::new(),
         };
         assert_eq!(schedule.index_end(), 3000);
         assert_eq!(schedule.intended(0), start);
@@ -217,6 +310,42 @@ mod tests {
         assert!(schedule.is_measured(schedule.intended(2999)));
         assert!(!schedule.is_measured(schedule.intended(3000)));
         assert_eq!(schedule.index(3, 2), 11);
+        assert_eq!(schedule.last_due(Duration::from_micros(1_500_500)), 1500);
+    }
+
+    #[test]
+    fn phases_follow_each_other_at_their_own_rates() {
+        let start = Instant::now();
+        let schedule = Schedule {
+            start,
+            rate: Some(1000.0),
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(1),
+            connections: 4,
+            then: vec![
+                RatePhase {
+                    rate: 3000.0,
+                    duration: Duration::from_secs(2),
+                },
+                RatePhase {
+                    rate: 500.0,
+                    duration: Duration::from_secs(1),
+                },
+            ],
+        };
+        assert_eq!(schedule.measured(), Duration::from_secs(4));
+        assert_eq!(schedule.end(), start + Duration::from_secs(5));
+        // 2 000 requests at 1 000/s, 6 000 at 3 000/s, 500 at 500/s.
+        assert_eq!(schedule.index_end(), 8500);
+        assert_eq!(schedule.intended(1999), start + Duration::from_millis(1999));
+        assert_eq!(schedule.intended(2000), start + Duration::from_secs(2));
+        assert_eq!(schedule.intended(2003), start + Duration::from_millis(2001));
+        assert_eq!(schedule.intended(8000), start + Duration::from_secs(4));
+        assert_eq!(schedule.intended(8499), start + Duration::from_millis(4998));
+        assert!(schedule.intended(8500) >= schedule.end());
+        assert!(schedule.is_measured(schedule.intended(8499)));
+        assert_eq!(schedule.last_due(Duration::from_millis(2001)), 2003);
+        assert_eq!(schedule.last_due(Duration::from_secs(60)), 8499);
     }
 
     #[tokio::test]
@@ -227,6 +356,7 @@ mod tests {
             warmup: Duration::ZERO,
             duration: Duration::from_millis(200),
             connections: 2,
+            then: Vec::new(),
         };
         let wakers: Vec<Arc<Notify>> = (0..2).map(|_| Arc::new(Notify::new())).collect();
         let pacer = Pacer::start(schedule, wakers.clone()).unwrap();

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use hdrhistogram::Histogram;
+use serde::Serialize;
 
+use crate::units::to_f64;
 use crate::workload::Kind;
 
 /// A new auto-resizing histogram with 3 significant digits: it starts small
@@ -21,6 +23,48 @@ use crate::workload::Kind;
 pub fn histogram() -> Histogram<u64> {
     // Creation fails only for more than 5 significant digits; 3 is a constant.
     Histogram::new(3).expect("3 significant digits are supported")
+}
+
+/// Nanoseconds as microseconds to one decimal, as reports give latencies.
+pub fn us_of_ns(ns: u64) -> f64 {
+    (to_f64(ns) / 100.0).round() / 10.0
+}
+
+/// `count` over `seconds` to one decimal, as reports give rates.
+pub fn rate_per_s(count: u64, seconds: f64) -> f64 {
+    (to_f64(count) / seconds * 10.0).round() / 10.0
+}
+
+/// Percentiles of a latency histogram, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub p9999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// The percentiles of `h` (nanoseconds), in microseconds.
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: h.len(),
+            mean: (h.mean() / 100.0).round() / 10.0,
+            p50: us_of_ns(h.value_at_quantile(0.5)),
+            p90: us_of_ns(h.value_at_quantile(0.9)),
+            p99: us_of_ns(h.value_at_quantile(0.99)),
+            p999: us_of_ns(h.value_at_quantile(0.999)),
+            p9999: us_of_ns(h.value_at_quantile(0.9999)),
+            max: us_of_ns(h.max()),
+        }
+    }
 }
 
 /// What came back for a request.
@@ -38,6 +82,16 @@ impl Outcome {
     /// Whether the request was approved.
     pub fn is_approved(self) -> bool {
         self == Outcome::Code(*b"00")
+    }
+
+    /// Whether the switch refused the request rather than decide it: 91
+    /// (issuer or switch inoperative, what a shed ISO request gets), HTTP
+    /// 503 or 429. Everything else is an answer the acquirer can use.
+    pub fn is_shed(self) -> bool {
+        matches!(
+            self,
+            Outcome::Code([b'9', b'1']) | Outcome::Http(503) | Outcome::Http(429)
+        )
     }
 
     /// The label in reports: `00`, `none`, `HTTP 503`.
@@ -123,6 +177,9 @@ impl Counts {
 pub struct Tally {
     /// Latency from intended send time to response, nanoseconds, per kind.
     pub latency_ns: [Histogram<u64>; 4],
+    /// The same, of the answers that were not shed ([`Outcome::is_shed`]):
+    /// what the switch admitted took this long.
+    pub admitted_ns: Histogram<u64>,
     /// How late the load tester itself put requests on the wire, relative
     /// to their intended time. High values mean the tester is the
     /// bottleneck.
@@ -144,6 +201,7 @@ impl Default for Tally {
     fn default() -> Tally {
         Tally {
             latency_ns: [histogram(), histogram(), histogram(), histogram()],
+            admitted_ns: histogram(),
             send_lag_ns: histogram(),
             counts: [Counts::default(); 4],
             outcomes: BTreeMap::new(),
@@ -159,6 +217,9 @@ impl Tally {
     /// Records a response to a measured request.
     pub fn record_response(&mut self, kind: Kind, outcome: Outcome, latency_ns: u64) {
         let _ = self.latency_ns[kind.index()].record(latency_ns);
+        if !outcome.is_shed() {
+            let _ = self.admitted_ns.record(latency_ns);
+        }
         self.counts[kind.index()].received += 1;
         *self.outcomes.entry((kind, outcome)).or_insert(0) += 1;
     }
@@ -194,6 +255,7 @@ impl Tally {
             // Auto-resizing histograms of one precision always add.
             let _ = mine.add(theirs);
         }
+        let _ = self.admitted_ns.add(&other.admitted_ns);
         let _ = self.send_lag_ns.add(&other.send_lag_ns);
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
             mine.add(theirs);
@@ -214,6 +276,7 @@ impl Tally {
         for h in &mut self.latency_ns {
             h.reset();
         }
+        self.admitted_ns.reset();
         self.send_lag_ns.reset();
         self.counts = [Counts::default(); 4];
         self.outcomes.clear();
@@ -264,6 +327,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn percentiles_are_in_microseconds() {
+        let mut h = histogram();
+        for v in 1..=1000u64 {
+            h.record(v * 1000).unwrap();
+        }
+        let p = Percentiles::of(&h);
+        assert_eq!(p.count, 1000);
+        assert!((p.p50 - 500.0).abs() < 1.0, "{p:?}");
+        assert!((p.p99 - 990.0).abs() < 1.0, "{p:?}");
+        assert!((p.max - 1000.0).abs() < 1.0, "{p:?}");
+        assert_eq!(Percentiles::of(&histogram()).count, 0);
+    }
+
+    #[test]
     fn tallies_merge_and_reset() {
         let mut a = Tally::default();
         a.record_sent(Kind::Authorization, Some(1_000));
@@ -280,11 +357,17 @@ mod tests {
         assert_eq!(all.sent, all.received + all.timeouts + all.errors);
         assert_eq!(all.scheduled(), 4);
         assert_eq!(b.latency_all().len(), 1);
+        assert_eq!(b.admitted_ns.len(), 1);
+        b.record_response(Kind::Authorization, Outcome::Code(*b"91"), 1_000);
+        b.record_response(Kind::Authorization, Outcome::Http(503), 1_000);
+        assert_eq!(b.latency_all().len(), 3);
+        assert_eq!(b.admitted_ns.len(), 1, "sheds are not admitted");
         assert_eq!(b.send_lag_ns.len(), 2);
         assert_eq!(b.outcomes_all().get(&Outcome::Code(*b"00")), Some(&1));
         b.reset();
         assert_eq!(b.counts_all(), Counts::default());
         assert!(b.latency_all().is_empty());
+        assert!(b.admitted_ns.is_empty());
         assert_eq!(Outcome::Http(503).label(), "HTTP 503");
         assert_eq!(Outcome::Code(*b"65").label(), "65");
         assert!(Outcome::Code(*b"00").is_approved());

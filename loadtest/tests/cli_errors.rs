@@ -85,6 +85,24 @@ fn bad_values_are_one_line_and_exit_1() {
             ],
             "--merchants",
         ),
+        (
+            vec![
+                "iso", "--target", &target, "--rate", "max", "--then", "5k:1s",
+            ],
+            "--then",
+        ),
+        (
+            vec![
+                "iso",
+                "--target",
+                &target,
+                "--timeout",
+                "1s",
+                "--deadline",
+                "2s",
+            ],
+            "--deadline",
+        ),
         (vec!["http", "--target", "ftp://127.0.0.1:1"], "--target"),
         (vec!["http", "--target", "https://127.0.0.1:1"], "--tls-ca"),
         (vec!["echo", "--listen", "256.0.0.1:0"], "256.0.0.1:0"),
