@@ -129,12 +129,7 @@ pub struct IntervalPoint {
 impl RunConfig {
     /// The measured time: `duration` and every later phase.
     pub fn measured(&self) -> Duration {
-        self.duration
-            + self
-                .then
-                .iter()
-                .map(|phase| phase.duration)
-                .sum::<Duration>()
+        crate::schedule::measured(self.duration, &self.then)
     }
 
     /// The highest rate asked for; `None` for closed loop.

@@ -76,15 +76,15 @@ impl Stretch {
     }
 }
 
+/// The measured time of a run: its `duration` and every later phase.
+pub fn measured(duration: Duration, then: &[RatePhase]) -> Duration {
+    duration + then.iter().map(|phase| phase.duration).sum::<Duration>()
+}
+
 impl Schedule {
     /// The measured time: `duration` and every later phase.
     pub fn measured(&self) -> Duration {
-        self.duration
-            + self
-                .then
-                .iter()
-                .map(|phase| phase.duration)
-                .sum::<Duration>()
+        measured(self.duration, &self.then)
     }
 
     /// The open loop's stretches of constant rate, in order: the warmup
