@@ -59,7 +59,11 @@ const OUT_HIGH_WATER: usize = 64 * 1024;
 #[derive(Debug)]
 struct Decoded {
     number: u64,
-    message: Message,
+    /// Boxed: a message is a kilobyte of field slots, and a request is
+    /// moved several times on its way into the answer futures (held back
+    /// behind a reversal, started, pushed into the connection's set); the
+    /// box moves as a pointer.
+    message: Box<Message>,
     decoded: Result<(), protocol::DecodeError>,
     decode_us: u64,
     /// From the moment the frame was cut off the stream.
@@ -272,7 +276,7 @@ fn decode(
     received: Stopwatch,
 ) -> Decoded {
     let decoding = Stopwatch::start();
-    let mut message = Message::with_capacity(payload.len() * 2);
+    let mut message = Box::new(Message::with_capacity(payload.len() * 2));
     let decoded = message.decode_into(spec, payload);
     let decode_us = decoding.elapsed_us();
     engine

@@ -7,6 +7,7 @@ use protocol::domain::{
     AcquirerKeys, Authorization, Channel, OriginalRef, Reversal, ReversalKind, ReversedAmount,
     TransactionKind,
 };
+use protocol::ids::Text;
 use protocol::iso::{
     self, CardRequest, NetworkCode, OriginalData, Request, RequestKind, ReversalRequest,
 };
@@ -49,12 +50,15 @@ pub(super) async fn answer(
                 engine.metrics().count_rate_limited(Channel::Iso);
                 return iso::response(message, ResponseCode::IssuerUnavailable, None);
             }
+            // The parsed request is not kept across the wait: the answer
+            // future of every request in flight would carry it.
+            let (authorization, processing_code) = into_authorization(request);
             let received = Received {
                 acquirer,
-                processing_code: Some(request.processing_code),
+                processing_code: Some(processing_code),
                 decode_us,
             };
-            let outcome = engine.authorize(authorization(&request), received).await;
+            let outcome = engine.authorize(authorization, received).await;
             iso::response(
                 message,
                 outcome.response_code(),
@@ -62,7 +66,9 @@ pub(super) async fn answer(
             )
         }
         Ok(Request::Reversal(request)) => {
-            let outcome = engine.reverse(reversal(&request), acquirer).await;
+            let reversal = reversal(&request);
+            drop(request);
+            let outcome = engine.reverse(reversal, acquirer).await;
             iso::response(message, outcome.response_code(), None)
         }
         Err(protocol::DecodeError::UnsupportedMti { .. }) => {
@@ -79,15 +85,17 @@ pub(super) async fn answer(
     }
 }
 
-/// The domain authorization a 0100 or 0200 (or its repeat) asks for.
-fn authorization(request: &CardRequest) -> Authorization {
-    Authorization {
+/// The domain authorization a 0100 or 0200 (or its repeat) asks for, and
+/// its DE3. Takes the request whole: its PAN moves rather than being
+/// copied, and none of it outlives this call.
+fn into_authorization(request: CardRequest) -> (Authorization, Text<6>) {
+    let authorization = Authorization {
         channel: Channel::Iso,
         kind: match request.kind {
             RequestKind::Financial => TransactionKind::Purchase,
             _ => TransactionKind::Authorization,
         },
-        pan: request.pan.clone(),
+        pan: request.pan,
         expiry: request.expiry,
         amount: request.amount,
         currency: request.currency,
@@ -100,7 +108,8 @@ fn authorization(request: &CardRequest) -> Authorization {
             transmitted_at: request.transmitted_at,
             repeat: request.repeat,
         }),
-    }
+    };
+    (authorization, request.processing_code)
 }
 
 /// The domain reversal a 0400 or 0420 (or its repeat) asks for: its original
