@@ -70,4 +70,84 @@ impl Deadline {
     pub fn sleep(self) -> tokio::time::Sleep {
         tokio::time::sleep_until(self.at)
     }
+
+    /// Moves `sleep` to end when this comes.
+    pub fn reset(self, sleep: std::pin::Pin<&mut tokio::time::Sleep>) {
+        sleep.reset(self.at);
+    }
+}
+
+/// A timeout that activity pushes back, as a connection's idle and write
+/// timeouts are on every read and write. Activity only notes when it
+/// happened (one clock read); the sleep that watches it is armed once and,
+/// when it ends before the timeout has truly run out, re-armed for the
+/// rest ([`Quiet::rearm`]). Re-arming a tokio timer on every activity would
+/// cost a timer-wheel update per request.
+#[derive(Debug, Clone, Copy)]
+pub struct Quiet {
+    after: Duration,
+    last: tokio::time::Instant,
+}
+
+impl Quiet {
+    /// A timeout of `after`, counting from now.
+    pub fn new(after: Duration) -> Quiet {
+        Quiet {
+            after,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Activity now: the timeout counts again from here.
+    pub fn touch(&mut self) {
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// When the timeout runs out if nothing else happens.
+    pub fn deadline(&self) -> Deadline {
+        Deadline {
+            at: self.last + self.after,
+        }
+    }
+
+    /// Called when `sleep` (armed at an earlier [`Quiet::deadline`]) ends:
+    /// `true` if the timeout has run out; otherwise `sleep` is re-armed for
+    /// the rest and `false`.
+    pub fn rearm(&self, sleep: std::pin::Pin<&mut tokio::time::Sleep>) -> bool {
+        let deadline = self.deadline();
+        if deadline.has_passed() {
+            return true;
+        }
+        deadline.reset(sleep);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_pushes_a_quiet_timeout_back_without_rearming_on_each() {
+        let mut quiet = Quiet::new(Duration::from_secs(10));
+        let sleep = quiet.deadline().sleep();
+        tokio::pin!(sleep);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        quiet.touch();
+        // The sleep, armed at the first deadline, ends at 10 s; the
+        // timeout, pushed back to 16 s, has not run out: re-armed.
+        (&mut sleep).await;
+        assert!(
+            !quiet.rearm(sleep.as_mut()),
+            "ran out at 10 s despite activity at 6 s"
+        );
+        let armed_at = tokio::time::Instant::now();
+        (&mut sleep).await;
+        assert_eq!(
+            armed_at.elapsed(),
+            Duration::from_secs(6),
+            "re-armed for the rest"
+        );
+        assert!(quiet.rearm(sleep.as_mut()), "16 s passed with no activity");
+    }
 }

@@ -44,7 +44,7 @@ use protocol::{Message, ResponseCode, Spec, iso};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Deadline, Stopwatch};
+use crate::clock::{Quiet, Stopwatch};
 use crate::config::IsoConfig;
 use crate::engine::Engine;
 use crate::engine::acquirer::Acquirer;
@@ -126,8 +126,12 @@ where
     // everything gathered is written.
     let mut unflushed = false;
     let mut ending = Ending::default();
-    let idle_sleep = Deadline::after(idle).sleep();
-    let write_sleep = Deadline::after(write_timeout).sleep();
+    // Reads push the idle timeout back, and writes the write timeout, by
+    // noting when they happened; the sleeps are re-armed only when they end.
+    let mut idle_quiet = Quiet::new(idle);
+    let mut write_quiet = Quiet::new(write_timeout);
+    let idle_sleep = idle_quiet.deadline().sleep();
+    let write_sleep = write_quiet.deadline().sleep();
     tokio::pin!(idle_sleep, write_sleep);
 
     loop {
@@ -180,7 +184,7 @@ where
                         count_response(engine, &response);
                         if !ending.write_failed {
                             if out.is_empty() {
-                                write_sleep.as_mut().set(Deadline::after(write_timeout).sleep());
+                                write_quiet.touch();
                             }
                             frame_into(engine, spec, &response, received, &mut out);
                         }
@@ -197,7 +201,7 @@ where
                 Ok(Pushed::Wrote(n)) if n > 0 => {
                     out.drain(..n);
                     unflushed = true;
-                    write_sleep.as_mut().set(Deadline::after(write_timeout).sleep());
+                    write_quiet.touch();
                 }
                 Ok(Pushed::Flushed) => unflushed = false,
                 Ok(Pushed::Wrote(_)) | Err(_) => {
@@ -212,14 +216,17 @@ where
                 // reading its answers. Closed rather than holding its slot
                 // and its answers for as long as the peer likes; its open
                 // requests are still finished, their answers dropped.
-                let listener = if acquirer.is_some() { Listener::IsoTls } else { Listener::Iso };
-                engine.metrics().count_closed(listener, Closed::WriteTimeout);
-                ending.write_failed = true;
-                out.clear();
-                ending.stop(format!(
-                    "answers not written within {} ms: the peer is not reading",
-                    config.write_timeout_ms
-                ));
+                if write_quiet.rearm(write_sleep.as_mut()) {
+                    let listener =
+                        if acquirer.is_some() { Listener::IsoTls } else { Listener::Iso };
+                    engine.metrics().count_closed(listener, Closed::WriteTimeout);
+                    ending.write_failed = true;
+                    out.clear();
+                    ending.stop(format!(
+                        "answers not written within {} ms: the peer is not reading",
+                        config.write_timeout_ms
+                    ));
+                }
             }
             () = shutdown.cancelled(), if !ending.stop_reading => ending.stop_reading = true,
             read = reader.read_buf(&mut buffer), if reading => match read {
@@ -233,10 +240,12 @@ where
                         ));
                     }
                 }
-                Ok(_) => idle_sleep.as_mut().set(Deadline::after(idle).sleep()),
+                Ok(_) => idle_quiet.touch(),
             },
             () = &mut idle_sleep, if reading => {
-                ending.stop(format!("idle for {} ms", config.idle_timeout_ms));
+                if idle_quiet.rearm(idle_sleep.as_mut()) {
+                    ending.stop(format!("idle for {} ms", config.idle_timeout_ms));
+                }
             }
         }
     }
