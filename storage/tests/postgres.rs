@@ -495,6 +495,109 @@ async fn a_batch_written_twice_is_stored_once() {
     t.finish().await;
 }
 
+/// A batch without idempotency keys is one statement that commits itself:
+/// one round trip to the server, no BEGIN and COMMIT around it. When that
+/// statement finds the batch is not whole (written before, an id taken, an
+/// original reversed by an earlier batch) it writes nothing, and the writer
+/// asks the tables in a transaction, answering as it always has: a new
+/// card's vault row commits with the record naming its token or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_without_keys_is_one_round_trip_and_otherwise_answers_as_before() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let proxy = Proxy::start(db.server()).await;
+    let options = PgConnectOptions::from_str(&with_address(&db.url, proxy.port)).unwrap();
+    // Migrates.
+    let (journal, store) = PostgresStore::open(&db.url, config(1)).await.unwrap();
+    let mut writer = PostgresWriter::connect(&options, &config(1)).await.unwrap();
+    // The first batch on a connection also prepares its statement.
+    let warm_up = approved(NOW_MS - 20, unique_token(), "000009");
+    writer
+        .write_batch(std::slice::from_ref(&warm_up))
+        .await
+        .unwrap();
+
+    let card = unique_token();
+    let new_card = JournalRecord {
+        sealed_pan: Some(sealed(card)),
+        ..approved(NOW_MS, card, "000001")
+    };
+    let original = approved(NOW_MS - 10, unique_token(), "000002");
+    let reversal_a = reversal_of(&original, NOW_MS + 1);
+    let reversal_b = reversal_of(&original, NOW_MS + 2);
+    let batch = vec![new_card.clone(), reversal_a.clone(), reversal_b.clone()];
+    let expected = vec![
+        AppendOutcome::Recorded,
+        AppendOutcome::Recorded,
+        AppendOutcome::AlreadyReversed { by: reversal_a.id },
+    ];
+    let before = proxy.round_trips();
+    assert_eq!(writer.write_batch(&batch).await.unwrap(), expected);
+    assert_eq!(proxy.round_trips() - before, 1, "one round trip a batch");
+
+    // Written again, as after a connection lost around its commit: the same
+    // answers, nothing twice.
+    assert_eq!(writer.write_batch(&batch).await.unwrap(), expected);
+    let mut other = db.connect().await;
+    for (table, rows) in [("transactions", 4), ("reversals", 1), ("vault", 1)] {
+        assert_eq!(count_rows(&mut other, table).await, rows, "{table}");
+    }
+
+    // A later batch reversing the same original: the earlier reversal holds it.
+    let reversal_c = reversal_of(&original, NOW_MS + 3);
+    assert_eq!(
+        writer
+            .write_batch(std::slice::from_ref(&reversal_c))
+            .await
+            .unwrap(),
+        vec![AppendOutcome::AlreadyReversed { by: reversal_a.id }]
+    );
+
+    // A new card's record beside another record under a journaled id: the
+    // batch is refused whole, the card's vault row with it.
+    let other_card = unique_token();
+    let with_card = JournalRecord {
+        sealed_pan: Some(sealed(other_card)),
+        ..approved(NOW_MS + 4, other_card, "000004")
+    };
+    let impostor = JournalRecord {
+        amount: protocol::Amount::from_minor(999).unwrap(),
+        ..new_card.clone()
+    };
+    match writer.write_batch(&[with_card.clone(), impostor]).await {
+        Err(StorageError::RowCount {
+            table: "transactions",
+            expected: 2,
+            written: 1,
+        }) => {}
+        other => panic!("expected RowCount, got {other:?}"),
+    }
+    assert_eq!(
+        count_ids(&mut other, "transactions", "id", &[with_card.id]).await,
+        0
+    );
+    assert_eq!(store.sealed_pan(other_card).await.unwrap(), None);
+    // Alone it goes in, with its vault row.
+    assert_eq!(
+        writer
+            .write_batch(std::slice::from_ref(&with_card))
+            .await
+            .unwrap(),
+        vec![AppendOutcome::Recorded]
+    );
+    assert_eq!(
+        store.sealed_pan(other_card).await.unwrap(),
+        Some(sealed(other_card))
+    );
+
+    writer.close().await;
+    journal.close().await;
+    store.close().await;
+    drop(proxy);
+    db.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_writer_connections_lose_no_acknowledged_record() {
     let Some(t) = Pg::open(config(2)).await else {

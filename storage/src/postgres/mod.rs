@@ -12,12 +12,13 @@
 //!
 //! - `session`: [`PostgresConfig`] and how every connection is opened: the
 //!   session settings and a connect bounded in time.
-//! - `writer`: [`PostgresWriter`], one connection, one statement per batch
-//!   in one transaction, `ON CONFLICT DO NOTHING` everywhere, so a batch
-//!   retried after a lost connection leaves nothing twice; it decides each
-//!   record's outcome.
-//! - `batch`: that one statement (a multi-row insert per table from
-//!   `UNNEST` arrays) and the batch laid out as its arrays.
+//! - `writer`: [`PostgresWriter`], one connection, one statement per batch:
+//!   alone, its own transaction, for a batch without idempotency keys whose
+//!   ids and originals are all free; otherwise in a transaction with
+//!   `ON CONFLICT DO NOTHING`, so a batch retried after a lost connection
+//!   leaves nothing twice; it decides each record's outcome.
+//! - `batch`: that statement (a multi-row insert per table from `UNNEST`
+//!   arrays) in its two forms, and the batch laid out as its arrays.
 //! - `claims`: idempotency keys claimed before their request is decided,
 //!   on a writer connection, and the checks a batch makes of them.
 //! - `schema`: the versioned migrations.

@@ -1,20 +1,27 @@
-//! The PostgreSQL journal writer: one connection, one transaction and one
-//! statement per batch.
+//! The PostgreSQL journal writer: one connection, one statement per batch.
 //!
 //! A batch is sent as column arrays and written by a single statement whose
 //! four data-modifying CTEs each do one multi-row `INSERT ... SELECT FROM
 //! UNNEST(...)`: transactions, reversals, vault entries, idempotency
-//! entries (the statement and its binds are in `batch`). The statement text
-//! does not depend on the batch size, so each connection prepares it once,
-//! and a batch of any size is three round trips: BEGIN, the statement,
-//! COMMIT.
+//! entries (the statements and their binds are in `batch`). The statement
+//! text does not depend on the batch size, so each connection prepares it
+//! once.
 //!
-//! Every insert is `ON CONFLICT DO NOTHING`, and who holds a reversal's
-//! original or an idempotency key is decided by reading the table, not by
-//! whose insert happened to run. So writing a batch that is already
-//! committed changes nothing and answers what the first write answered:
-//! that is what makes it safe to retry a batch whose connection dropped
-//! around COMMIT, when nobody can say whether it committed.
+//! A batch without idempotency keys (every ISO request) is that statement
+//! alone, its own transaction: one round trip, the commit included. It has
+//! no `ON CONFLICT` on ids and originals, so it commits only when every
+//! record is new and every first reversal wins, and then each outcome
+//! follows from the batch itself. Anything else fails it whole with a
+//! unique violation, and the batch is written again as any batch with keys
+//! is: BEGIN, the claims checked, the statement with `ON CONFLICT DO
+//! NOTHING`, the tables asked who holds what, COMMIT.
+//!
+//! There, who holds a reversal's original or an idempotency key is decided
+//! by reading the table, not by whose insert happened to run. So writing a
+//! batch that is already committed changes nothing and answers what the
+//! first write answered: that is what makes it safe to retry a batch whose
+//! connection dropped around its commit, when nobody can say whether it
+//! committed.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,7 +32,7 @@ use tokio::time::Instant;
 
 use protocol::domain::TransactionId;
 
-use super::batch::{BatchRows, INSERT_BATCH, reversed_original};
+use super::batch::{BatchRows, INSERT_BATCH, INSERT_BATCH_WHOLE, TAKEN, reversed_original};
 use super::claims;
 use super::session::{
     PostgresConfig, WRITER_APPLICATION_NAME, connect, session_settings, timed_out,
@@ -110,7 +117,7 @@ impl PostgresWriter {
                 self.conn.insert(conn)
             }
         };
-        let written = write_batch_in_transaction(conn, batch).await;
+        let written = write_batch_on(conn, batch).await;
         if written.is_err() {
             // Dropping closes the socket; the server rolls back whatever
             // the batch left open. No goodbye is sent: on a broken
@@ -223,6 +230,68 @@ fn is_connection_lost(error: &StorageError) -> bool {
     }
 }
 
+/// Writes a batch without idempotency keys as one statement that is its own
+/// transaction; any other batch, or one whose id or original that statement
+/// finds taken, in a transaction that asks the tables who holds what.
+async fn write_batch_on(
+    conn: &mut PgConnection,
+    batch: &[JournalRecord],
+) -> Result<Vec<AppendOutcome>, StorageError> {
+    if batch.iter().all(|r| r.idempotency.is_none()) {
+        match write_whole_batch(conn, batch).await {
+            Err(StorageError::Database {
+                source: sqlx::Error::Database(error),
+                ..
+            }) if error.code().as_deref() == Some(TAKEN) => {
+                // Nothing was written: the statement rolled back whole.
+            }
+            written => return written,
+        }
+    }
+    write_batch_in_transaction(conn, batch).await
+}
+
+/// [`INSERT_BATCH_WHOLE`]: one round trip, and the commit with it.
+async fn write_whole_batch(
+    conn: &mut PgConnection,
+    batch: &[JournalRecord],
+) -> Result<Vec<AppendOutcome>, StorageError> {
+    let rows = BatchRows::new(batch);
+    rows.bind(sqlx::query(INSERT_BATCH_WHOLE))
+        .execute(&mut *conn)
+        .await
+        .map_err(StorageError::database("insert a journal batch"))?;
+    // Every record and every first reversal of each original was written.
+    let mut outcomes = vec![AppendOutcome::Recorded; batch.len()];
+    let written = count_u64(rows.reversals.len());
+    mark_reversed(batch, &rows.reversals, &mut outcomes, written)?;
+    Ok(outcomes)
+}
+
+/// Answers `AlreadyReversed` to each reversal in `batch` whose original
+/// `holders` says another reversal holds.
+fn mark_reversed(
+    batch: &[JournalRecord],
+    holders: &HashMap<TransactionId, TransactionId>,
+    outcomes: &mut [AppendOutcome],
+    reversals_written: u64,
+) -> Result<(), StorageError> {
+    for (record, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+        let Some(original) = reversed_original(record) else {
+            continue;
+        };
+        let by = *holders.get(&original).ok_or(StorageError::RowCount {
+            table: "reversals",
+            expected: holders.len(),
+            written: reversals_written,
+        })?;
+        if by != record.id {
+            *outcome = AppendOutcome::AlreadyReversed { by };
+        }
+    }
+    Ok(())
+}
+
 async fn write_batch_in_transaction(
     conn: &mut PgConnection,
     batch: &[JournalRecord],
@@ -275,19 +344,7 @@ async fn write_batch_in_transaction(
         } else {
             reversal_holders(&mut tx, &rows.reversals).await?
         };
-        for (record, outcome) in batch.iter().zip(outcomes.iter_mut()) {
-            let Some(original) = reversed_original(record) else {
-                continue;
-            };
-            let by = *holders.get(&original).ok_or(StorageError::RowCount {
-                table: "reversals",
-                expected: rows.reversals.len(),
-                written: reversals_written,
-            })?;
-            if by != record.id {
-                *outcome = AppendOutcome::AlreadyReversed { by };
-            }
-        }
+        mark_reversed(batch, &holders, &mut outcomes, reversals_written)?;
     }
     if !rows.keys.is_empty() {
         let holders = if idempotency_written == count_u64(rows.keys.len()) {

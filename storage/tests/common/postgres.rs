@@ -223,7 +223,16 @@ pub async fn count_rows(conn: &mut PgConnection, table: &str) -> i64 {
 pub struct Proxy {
     pub port: u16,
     frozen: Arc<AtomicBool>,
+    turns: Arc<Turns>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Round trips through a [`Proxy`]: each time a client sends after the
+/// server last spoke is one.
+#[derive(Default)]
+struct Turns {
+    client_spoke_last: AtomicBool,
+    count: AtomicU64,
 }
 
 impl Proxy {
@@ -231,11 +240,14 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let frozen = Arc::new(AtomicBool::new(false));
+        let turns = Arc::new(Turns::default());
         let task = tokio::spawn({
             let frozen = Arc::clone(&frozen);
+            let turns = Arc::clone(&turns);
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     let frozen = Arc::clone(&frozen);
+                    let turns = Arc::clone(&turns);
                     let upstream = upstream.clone();
                     tokio::spawn(async move {
                         while frozen.load(Ordering::Relaxed) {
@@ -246,13 +258,29 @@ impl Proxy {
                         };
                         let (client_read, client_write) = client.into_split();
                         let (server_read, server_write) = server.into_split();
-                        tokio::spawn(pump(client_read, server_write, Arc::clone(&frozen)));
-                        tokio::spawn(pump(server_read, client_write, frozen));
+                        tokio::spawn(pump(
+                            client_read,
+                            server_write,
+                            Arc::clone(&frozen),
+                            (Arc::clone(&turns), true),
+                        ));
+                        tokio::spawn(pump(server_read, client_write, frozen, (turns, false)));
                     });
                 }
             }
         });
-        Proxy { port, frozen, task }
+        Proxy {
+            port,
+            frozen,
+            turns,
+            task,
+        }
+    }
+
+    /// Round trips so far, over every connection through the proxy: the
+    /// times a client sent after the server had last sent.
+    pub fn round_trips(&self) -> u64 {
+        self.turns.count.load(Ordering::SeqCst)
     }
 
     pub fn freeze(&self) {
@@ -270,11 +298,13 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to`, holding what it read while frozen.
+/// Copies `from` to `to`, holding what it read while frozen, and counts
+/// `turns` (`true`: `from` is the client).
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     frozen: Arc<AtomicBool>,
+    (turns, from_client): (Arc<Turns>, bool),
 ) {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
@@ -282,6 +312,12 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(read) => read,
         };
+        // Set before the bytes go on, so the server's answer to them
+        // cannot be seen first.
+        if turns.client_spoke_last.swap(from_client, Ordering::SeqCst) != from_client && from_client
+        {
+            turns.count.fetch_add(1, Ordering::SeqCst);
+        }
         while frozen.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
