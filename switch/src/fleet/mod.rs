@@ -12,9 +12,11 @@
 //! One card is one Redis hash, `v:{token}`, with two fields per bucket:
 //! `<window>:<bucket>:c` (count) and `<window>:<bucket>:a` (amount, minor
 //! units), window `m`, `h` or `d`. The script reads the whole hash once
-//! (`HGETALL`), sums the buckets each window still holds, counts the
-//! approval in the current bucket of each window, deletes the fields that
-//! have left their window, and keeps the hash for the longest window plus
+//! (`HGETALL`) and walks its fields once, summing those each window still
+//! holds (building the name of every bucket of every window instead, 30 a
+//! call, cost Redis about 60% more time), counts the approval in the current
+//! bucket of each window with one `HSET`, deletes the fields that have left
+//! their window, and keeps the hash for the longest window plus
 //! one bucket, so Redis forgets an idle card by itself. An earlier layout
 //! (a hash per bucket, 30 keys a card) cost Redis 30 `HMGET`s and about
 //! 70 us per approval and capped a fleet node at a fifth of a single node's

@@ -64,6 +64,12 @@ end
 -- node last looked, and counting in the lost (empty) generation would hand
 -- the card's whole limit out again.
 --
+-- The card's fields are walked once: each is summed into the window whose
+-- buckets hold it, or is stale. (Building the name of every bucket of every
+-- window and looking each up, 30 a call, cost Redis about 60% more time.)
+-- The current buckets are written in one HSET of the values read plus this
+-- approval: the script runs alone, so nothing changes them in between.
+--
 -- A node counts in the buckets of its own clock (the instant its record is
 -- journaled with, so a give-back finds them), but stale fields are pruned
 -- by Redis's own clock as well: a node whose clock runs ahead must not
@@ -72,45 +78,65 @@ end
 local function reserve(card, built, a)
   if redis.call('GET', built) ~= ARGV[a + 20] then return -1 end
   local amount = tonumber(ARGV[a])
-  local fields = redis.call('HGETALL', card)
-  local held = {}
-  for i = 1, #fields, 2 do held[fields[i]] = tonumber(fields[i + 1]) end
-  local current = {}
-  local oldest = {}
   local redis_now_s = tonumber(redis.call('TIME')[1])
+  local window = {}
+  local order = {}
   local arg = a + 2
-  for window = 1, 3 do
-    local tag = ARGV[arg]
+  for w = 1, 3 do
     local now = tonumber(ARGV[arg + 1])
     local buckets = tonumber(ARGV[arg + 2])
-    local count_max = tonumber(ARGV[arg + 3])
-    local amount_max = tonumber(ARGV[arg + 4])
     local bucket_s = tonumber(ARGV[arg + 5])
-    arg = arg + 6
-    local count = 0
-    local sum = 0
-    for bucket = now - buckets + 1, now do
-      local prefix = tag .. ':' .. string.format('%d', bucket) .. ':'
-      count = count + (held[prefix .. 'c'] or 0)
-      sum = sum + (held[prefix .. 'a'] or 0)
-    end
-    if count_max >= 0 and count + 1 > count_max then return 65 end
-    if amount_max >= 0 and sum + amount > amount_max then return 61 end
-    current[window] = tag .. ':' .. string.format('%d', now) .. ':'
     local redis_oldest = math.floor(redis_now_s / bucket_s) - buckets + 1
-    oldest[tag] = math.min(now - buckets + 1, redis_oldest)
+    local this = {
+      now = now,
+      first = now - buckets + 1,
+      oldest = math.min(now - buckets + 1, redis_oldest),
+      count_max = tonumber(ARGV[arg + 3]),
+      amount_max = tonumber(ARGV[arg + 4]),
+      count = 0,
+      sum = 0,
+      prefix = ARGV[arg] .. ':' .. ARGV[arg + 1] .. ':',
+    }
+    window[ARGV[arg]] = this
+    order[w] = this
+    arg = arg + 6
   end
-  for window = 1, 3 do
-    redis.call('HINCRBY', card, current[window] .. 'c', 1)
-    redis.call('HINCRBY', card, current[window] .. 'a', amount)
-  end
+  local fields = redis.call('HGETALL', card)
+  local held = {}
   local stale = {}
   for i = 1, #fields, 2 do
-    local tag, bucket = string.match(fields[i], '^(%a):(%d+):')
-    if tag and oldest[tag] and tonumber(bucket) < oldest[tag] then
-      stale[#stale + 1] = fields[i]
+    local field = fields[i]
+    local value = tonumber(fields[i + 1])
+    held[field] = value
+    local tag, bucket, kind = string.match(field, '^(%a):(%d+):(%a)$')
+    local this = tag and window[tag]
+    if this then
+      bucket = tonumber(bucket)
+      if bucket < this.oldest then
+        stale[#stale + 1] = field
+      elseif bucket >= this.first and bucket <= this.now then
+        if kind == 'c' then
+          this.count = this.count + value
+        elseif kind == 'a' then
+          this.sum = this.sum + value
+        end
+      end
     end
   end
+  for w = 1, 3 do
+    local this = order[w]
+    if this.count_max >= 0 and this.count + 1 > this.count_max then return 65 end
+    if this.amount_max >= 0 and this.sum + amount > this.amount_max then return 61 end
+  end
+  local counted = {}
+  for w = 1, 3 do
+    local prefix = order[w].prefix
+    counted[#counted + 1] = prefix .. 'c'
+    counted[#counted + 1] = string.format('%d', (held[prefix .. 'c'] or 0) + 1)
+    counted[#counted + 1] = prefix .. 'a'
+    counted[#counted + 1] = string.format('%d', (held[prefix .. 'a'] or 0) + amount)
+  end
+  redis.call('HSET', card, unpack(counted))
   if #stale > 0 then redis.call('HDEL', card, unpack(stale)) end
   redis.call('PEXPIRE', card, ARGV[a + 1])
   return 0
