@@ -152,7 +152,7 @@ async fn serve(config: Config, files: NamedFiles, args: ServeArgs) -> anyhow::Re
 
     wait_for_signal(sigterm).await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
-    shut_down(tasks, journal, core.store, audit).await;
+    shut_down(tasks, &core.engine, journal, core.store, audit).await;
     Ok(())
 }
 
@@ -476,8 +476,9 @@ fn address_or_off(address: Option<std::net::SocketAddr>) -> String {
 }
 
 /// Stops accepting, lets the requests in flight finish (for at most
-/// `SHUTDOWN_GRACE`), then closes the journal, the store and the audit log.
-async fn shut_down(tasks: Tasks, journal: Journal, store: AnyStore, audit: Audit) {
+/// `SHUTDOWN_GRACE`) and a fleet node's answers reach Redis, then closes the
+/// journal, the store and the audit log.
+async fn shut_down(tasks: Tasks, engine: &Engine, journal: Journal, store: AnyStore, audit: Audit) {
     tasks.shutdown.cancel();
     tasks.tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.tracker.wait())
@@ -485,6 +486,12 @@ async fn shut_down(tasks: Tasks, journal: Journal, store: AnyStore, audit: Audit
         .is_err()
     {
         tracing::warn!("requests still in flight after 30 s; stopping anyway");
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, engine.finish_fleet_answers())
+        .await
+        .is_err()
+    {
+        tracing::warn!("answers still being written to redis after 30 s; stopping anyway");
     }
     journal.close().await;
     store.close().await;

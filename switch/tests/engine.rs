@@ -29,7 +29,9 @@ use switch::engine::{
     CLAIM_STALE_AFTER_MS, CardOutcome, Engine, EngineParts, IdempotencyRequest, Idempotent,
     Received, ReversalOutcome, ReversalRefusal, SeededRandom,
 };
-use switch::fleet::{Claim, FleetError, FleetFuture, FleetStore, OnRedisDown};
+use switch::fleet::{
+    Approval, Claim, FleetError, FleetFuture, FleetStore, OnRedisDown, Settled, Velocity,
+};
 use switch::ops::metrics::Metrics;
 
 /// 2026-09-21, so an expiry of 2025 has passed and 2030 has not.
@@ -787,7 +789,12 @@ impl FleetStore for AwayFleet {
     fn on_redis_down(&self) -> OnRedisDown {
         self.0
     }
-    fn claim<'a>(&'a self, _: &'a str, _: u64) -> FleetFuture<'a, Claim> {
+    fn settle<'a>(
+        &'a self,
+        _: Option<&'a str>,
+        _: u64,
+        _: Option<Approval>,
+    ) -> FleetFuture<'a, Settled> {
         away()
     }
     fn answer<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> FleetFuture<'a, ()> {
@@ -796,10 +803,7 @@ impl FleetStore for AwayFleet {
     fn release<'a>(&'a self, _: &'a str) -> FleetFuture<'a, ()> {
         away()
     }
-    fn pending<'a>(&'a self, _: &'a str) -> FleetFuture<'a, bool> {
-        away()
-    }
-    fn reserve(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, Result<(), DeclineReason>> {
+    fn reversing<'a>(&'a self, _: &'a str) -> FleetFuture<'a, bool> {
         away()
     }
     fn give_back(&self, _: Token, _: Amount, _: bool, _: u64) -> FleetFuture<'_, ()> {
@@ -849,7 +853,9 @@ async fn a_fleet_whose_store_is_away_declines_91_or_decides_locally() {
     let outcome = local.authorize(&request).await;
     assert_eq!(code(&outcome), "00");
     assert_eq!(local.metrics.fleet_fallbacks.load(Ordering::Relaxed), 1);
-    assert!(local.metrics.fleet_errors.load(Ordering::Relaxed) >= 2);
+    // The claim-and-confirm call on the reply path; the answer's write
+    // after the reply fails too, once it runs.
+    assert!(local.metrics.fleet_errors.load(Ordering::Relaxed) >= 1);
 }
 
 /// A fleet store in memory, as one Redis shared by nodes: claims and
@@ -859,6 +865,14 @@ struct SharedFleet {
     claims: std::sync::Mutex<HashMap<String, Held>>,
     /// While set, an answer cannot be shared (a Redis error).
     answers_fail: std::sync::atomic::AtomicBool,
+    /// Claims and confirmations asked for: one per request that reached
+    /// the store.
+    calls: std::sync::atomic::AtomicU64,
+    /// While set, writing an answer never completes (a Redis that stopped
+    /// answering after the claim).
+    answers_hang: std::sync::atomic::AtomicBool,
+    /// Answers written so far.
+    answers: tokio::sync::watch::Sender<u64>,
     /// Set by a flush: the store cannot vouch that absent keys were never
     /// answered (Redis's `d:since` is gone; no time passes here for a
     /// window to bring it back).
@@ -871,6 +885,8 @@ enum Held {
     Pending,
     /// A claim that passed its pending time, or was given up, unanswered.
     Lapsed,
+    /// A reversal found no original before any node claimed it.
+    Reversed,
     Answered(String),
 }
 
@@ -893,10 +909,17 @@ impl SharedFleet {
             .values()
             .filter_map(|held| match held {
                 Held::Pending => Some(None),
-                Held::Lapsed => None,
+                Held::Lapsed | Held::Reversed => None,
                 Held::Answered(answer) => Some(Some(answer.clone())),
             })
             .collect()
+    }
+
+    /// Waits until `count` answers were written: nodes write theirs after
+    /// the reply.
+    async fn answered(&self, count: u64) {
+        let mut answers = self.answers.subscribe();
+        answers.wait_for(|answers| *answers >= count).await.unwrap();
     }
 
     /// As after a flush or a failover to an empty replica.
@@ -910,21 +933,39 @@ impl FleetStore for SharedFleet {
     fn on_redis_down(&self) -> OnRedisDown {
         OnRedisDown::Decline
     }
-    fn claim<'a>(&'a self, key: &'a str, _: u64) -> FleetFuture<'a, Claim> {
+    /// Velocity is always granted to the claim's holder.
+    fn settle<'a>(
+        &'a self,
+        key: Option<&'a str>,
+        _: u64,
+        approval: Option<Approval>,
+    ) -> FleetFuture<'a, Settled> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         let mut claims = self.claims.lock().unwrap();
-        let claim = match claims.get(key) {
-            None if self.lost.load(Ordering::SeqCst) => Claim::TakenOver,
+        let claim = match key.map(|key| (key, claims.get(key))) {
             None => Claim::Mine,
-            Some(Held::Lapsed) => Claim::TakenOver,
-            Some(Held::Pending) => Claim::Pending,
-            Some(Held::Answered(answer)) => Claim::Answered(answer.clone()),
+            Some((_, None)) if self.lost.load(Ordering::SeqCst) => Claim::TakenOver,
+            Some((_, None)) => Claim::Mine,
+            Some((_, Some(Held::Lapsed))) => Claim::TakenOver,
+            Some((_, Some(Held::Pending))) => Claim::Pending,
+            Some((_, Some(Held::Reversed))) => Claim::Reversed,
+            Some((_, Some(Held::Answered(answer)))) => Claim::Answered(answer.clone()),
         };
-        if matches!(claim, Claim::Mine | Claim::TakenOver) {
+        if let Some(key) = key
+            && claim.is_this_nodes()
+        {
             claims.insert(key.to_owned(), Held::Pending);
         }
-        Box::pin(async move { Ok(claim) })
+        let velocity = match approval {
+            Some(_) if claim.is_this_nodes() => Velocity::Counted,
+            _ => Velocity::NotAsked,
+        };
+        Box::pin(async move { Ok(Settled { claim, velocity }) })
     }
     fn answer<'a>(&'a self, key: &'a str, answer: &'a str, _: u64) -> FleetFuture<'a, ()> {
+        if self.answers_hang.load(Ordering::SeqCst) {
+            return Box::pin(std::future::pending());
+        }
         if self.answers_fail.load(Ordering::SeqCst) {
             return away();
         }
@@ -932,6 +973,7 @@ impl FleetStore for SharedFleet {
             .lock()
             .unwrap()
             .insert(key.to_owned(), Held::Answered(answer.to_owned()));
+        self.answers.send_modify(|answers| *answers += 1);
         Box::pin(async { Ok(()) })
     }
     fn release<'a>(&'a self, key: &'a str) -> FleetFuture<'a, ()> {
@@ -942,12 +984,17 @@ impl FleetStore for SharedFleet {
         }
         Box::pin(async { Ok(()) })
     }
-    fn pending<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool> {
-        let pending = self.claims.lock().unwrap().get(key) == Some(&Held::Pending);
+    fn reversing<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool> {
+        let mut claims = self.claims.lock().unwrap();
+        let pending = match claims.get(key) {
+            Some(Held::Pending) => true,
+            Some(Held::Answered(_) | Held::Reversed) => false,
+            Some(Held::Lapsed) | None => {
+                claims.insert(key.to_owned(), Held::Reversed);
+                false
+            }
+        };
         Box::pin(async move { Ok(pending) })
-    }
-    fn reserve(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, Result<(), DeclineReason>> {
-        Box::pin(async { Ok(Ok(())) })
     }
     fn give_back(&self, _: Token, _: Amount, _: bool, _: u64) -> FleetFuture<'_, ()> {
         Box::pin(async { Ok(()) })
@@ -971,6 +1018,7 @@ async fn a_claim_answered_from_the_journal_or_refused_is_never_left_pending() {
     let request = node.iso(VISA, 100);
     let first = node.authorize(&request).await;
     assert_eq!(code(&first), "00");
+    fleet.answered(1).await;
     assert!(fleet.claims().iter().all(Option::is_some));
 
     // Redis loses its keys; the acquirer repeats (0101) at another node.
@@ -985,6 +1033,7 @@ async fn a_claim_answered_from_the_journal_or_refused_is_never_left_pending() {
     };
     let answer = other.authorize(&repeat).await;
     assert_eq!((answer.id, answer.decision), (first.id, first.decision));
+    fleet.answered(2).await;
     let claims = fleet.claims();
     assert_eq!(claims.len(), 1, "the repeat claimed its keys");
     assert!(
@@ -1002,6 +1051,40 @@ async fn a_claim_answered_from_the_journal_or_refused_is_never_left_pending() {
     assert_eq!(code(&answer), "96");
     assert!(fleet.claims().is_empty(), "{:?}", fleet.claims());
     drop(snapshot);
+}
+
+/// On a fleet node a request's reply waits for one call to the fleet's
+/// store, the claim of its keys with its velocity, approval or decline;
+/// the answer other nodes read is written after the reply, so a store that
+/// stops answering then does not hold the reply back.
+#[tokio::test]
+async fn a_fleet_node_replies_after_one_store_call_and_shares_its_answer_after() {
+    let fleet = Arc::new(SharedFleet::default());
+    let mut node = Rig::over(MemoryBackend::new(), Some(fleet.clone()));
+    let approved = node.iso(VISA, 100);
+    assert_eq!(code(&node.authorize(&approved).await), "00");
+    assert_eq!(
+        fleet.calls.load(Ordering::SeqCst),
+        1,
+        "one call per approval"
+    );
+    fleet.answered(1).await;
+
+    fleet.answers_hang.store(true, Ordering::SeqCst);
+    let approved = node.iso(MASTERCARD, 200);
+    let declined = node.iso(VISA, 0);
+    for (request, expected) in [(approved, "00"), (declined, "13")] {
+        let reply =
+            tokio::time::timeout(std::time::Duration::from_secs(10), node.authorize(&request))
+                .await
+                .expect("the reply does not wait for the answer's write");
+        assert_eq!(code(&reply), expected);
+    }
+    assert_eq!(
+        fleet.calls.load(Ordering::SeqCst),
+        3,
+        "one call per request"
+    );
 }
 
 /// An answer that asks the client to try again (91 shed or store away, 96)
@@ -1561,8 +1644,30 @@ impl FleetStore for StuckFleet {
     fn on_redis_down(&self) -> OnRedisDown {
         OnRedisDown::Decline
     }
-    fn claim<'a>(&'a self, _: &'a str, _: u64) -> FleetFuture<'a, Claim> {
-        away()
+    /// Keys cannot be claimed; a request without them is confirmed.
+    fn settle<'a>(
+        &'a self,
+        key: Option<&'a str>,
+        _: u64,
+        approval: Option<Approval>,
+    ) -> FleetFuture<'a, Settled> {
+        if key.is_some() {
+            return away();
+        }
+        Box::pin(async move {
+            // Only the first request is stuck.
+            if !self.entered.swap(true, Ordering::SeqCst) {
+                self.open.notified().await;
+            }
+            let velocity = match approval {
+                Some(_) => Velocity::Counted,
+                None => Velocity::NotAsked,
+            };
+            Ok(Settled {
+                claim: Claim::Mine,
+                velocity,
+            })
+        })
     }
     fn answer<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> FleetFuture<'a, ()> {
         Box::pin(async { Ok(()) })
@@ -1570,17 +1675,8 @@ impl FleetStore for StuckFleet {
     fn release<'a>(&'a self, _: &'a str) -> FleetFuture<'a, ()> {
         Box::pin(async { Ok(()) })
     }
-    fn pending<'a>(&'a self, _: &'a str) -> FleetFuture<'a, bool> {
+    fn reversing<'a>(&'a self, _: &'a str) -> FleetFuture<'a, bool> {
         Box::pin(async { Ok(false) })
-    }
-    fn reserve(&self, _: Token, _: Amount, _: u64) -> FleetFuture<'_, Result<(), DeclineReason>> {
-        Box::pin(async {
-            // Only the first request is stuck.
-            if !self.entered.swap(true, Ordering::SeqCst) {
-                self.open.notified().await;
-            }
-            Ok(Ok(()))
-        })
     }
     fn give_back(&self, _: Token, _: Amount, _: bool, _: u64) -> FleetFuture<'_, ()> {
         Box::pin(async { Ok(()) })

@@ -167,11 +167,15 @@ fn a_restarted_node_answers_a_retransmission_from_redis_once() {
     let config = fleet_config("decline");
     let (pan, terminal) = unique_card_and_terminal(7);
     let request = authorization_at(&pan, &terminal);
-    let first = node(&config, &redis).iso().exchange(&request);
+    let first_node = node(&config, &redis);
+    let first = first_node.iso().exchange(&request);
     assert_eq!(code(&first), "00");
-    // The node is gone (the TestSwitch dropped) and a fresh one takes its
-    // place: its in-memory index is empty, and it does not read the journal
-    // per request; Redis still holds the fleet's answer.
+    // The node stops (SIGTERM), writing the answers it leaves in Redis
+    // after its replies before it exits, and a fresh one takes its place:
+    // its in-memory index is empty, and it does not read the journal per
+    // request; Redis holds the fleet's answer. (A node killed before that
+    // write leaves its claim to lapse: the simulation's `AnswersLost`.)
+    assert!(first_node.stop().success());
     let restarted = node(&config, &redis);
     let mut acquirer = restarted.iso();
     let again = acquirer.exchange(&request);
@@ -447,4 +451,166 @@ fn limits_hold_when_redis_loses_its_keys_under_load() {
         "5 a minute in all, 3 of them before the loss: {during:?} then {after:?}"
     );
     assert_eq!(after.last().map(String::as_str), Some("65"), "{after:?}");
+}
+
+/// A Redis server of one test's own, on a free port of the loopback
+/// address, so `INFO commandstats` counts that test's calls alone (the
+/// environment's Redis serves every test at once). Stopped when dropped.
+struct OwnRedis {
+    server: std::process::Child,
+    url: String,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port().to_string();
+        drop(free);
+        let server = std::process::Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server, as scripts/test-env installs it");
+        let redis = OwnRedis {
+            server,
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
+        let waiting = Stopwatch::start();
+        while redis.try_calls().is_err() {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    /// Waits until no request's claim is pending: each node writes its
+    /// answer after the reply.
+    fn wait_until_claims_answered(&self) {
+        let mut connection = redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let waiting = Stopwatch::start();
+        loop {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("d:{*")
+                .query(&mut connection)
+                .unwrap();
+            let held: Vec<Option<String>> = if keys.is_empty() {
+                Vec::new()
+            } else {
+                redis::cmd("MGET")
+                    .arg(&keys)
+                    .query(&mut connection)
+                    .unwrap()
+            };
+            let pending = held
+                .iter()
+                .flatten()
+                .filter(|value| value.starts_with("pending:"))
+                .count();
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "{pending} claims still pending"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Calls served so far, by command (`evalsha`, `set`, `get`, ...),
+    /// those of scripts included.
+    fn calls(&self) -> std::collections::HashMap<String, u64> {
+        self.try_calls().unwrap()
+    }
+
+    fn try_calls(&self) -> redis::RedisResult<std::collections::HashMap<String, u64>> {
+        let mut connection = redis::Client::open(self.url.as_str())?.get_connection()?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut connection)?;
+        // cmdstat_evalsha:calls=12,usec=...
+        Ok(info
+            .lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+                let calls = stats.split(',').next()?.parse().ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect())
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// How many more times `command` was called in `after` than in `before`.
+fn more(
+    before: &std::collections::HashMap<String, u64>,
+    after: &std::collections::HashMap<String, u64>,
+    command: &str,
+) -> u64 {
+    let count =
+        |calls: &std::collections::HashMap<String, u64>| calls.get(command).copied().unwrap_or(0);
+    count(after) - count(before)
+}
+
+/// A fleet node calls Redis once before each reply: one script claims the
+/// request's keys and, for an approval, checks and counts its card's
+/// velocity; the answer other nodes read is written after the reply (one
+/// SET). Declines touch no velocity and make the same one call. Before
+/// the two were folded, an approval made three calls in sequence.
+#[test]
+fn a_fleet_node_calls_redis_once_before_each_reply() {
+    let Some(_) = database_and_redis_urls() else {
+        return;
+    };
+    let redis = OwnRedis::start();
+    let node = node(&fleet_config("decline"), &redis.url);
+    let mut client = node.iso();
+    // A new Redis: the node rebuilds its velocity from the shared journal
+    // first (91 until then), and loads its scripts on the first calls.
+    let waiting = Stopwatch::start();
+    let (pan, terminal) = unique_card_and_terminal(30);
+    while code(&client.exchange(&authorization_at(&pan, &terminal))) != "00" {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "{}",
+            node.logs.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    redis.wait_until_claims_answered();
+    let before = redis.calls();
+
+    const REQUESTS: u64 = 20;
+    for n in 0..REQUESTS {
+        let (pan, terminal) = unique_card_and_terminal(31 + n);
+        let approval = authorization_at(&pan, &terminal);
+        assert_eq!(code(&client.exchange(&approval)), "00");
+        let mut decline = authorization(&pan, 0);
+        decline.set(41, &terminal);
+        assert_eq!(code(&client.exchange(&decline)), "13");
+    }
+    redis.wait_until_claims_answered();
+    let after = redis.calls();
+    let scripts = more(&before, &after, "evalsha") + more(&before, &after, "eval");
+    assert_eq!(
+        scripts,
+        2 * REQUESTS,
+        "one script per request, approval or decline: {after:?}"
+    );
+    // Each claim sets its key in the script; each answer is one SET of
+    // its own, after the reply.
+    assert_eq!(more(&before, &after, "set"), 2 * 2 * REQUESTS);
 }

@@ -16,7 +16,7 @@ use protocol::domain::{DeclineReason, Token};
 use storage::memory::MemoryBackend;
 use storage::{AnyStore, Journal, JournalConfig};
 use switch::clock::Stopwatch;
-use switch::fleet::{Claim, Fleet, FleetStore, OnRedisDown};
+use switch::fleet::{Approval, Claim, Fleet, FleetStore, OnRedisDown, Velocity};
 
 fn amount(minor: u64) -> Amount {
     Amount::from_minor(minor).unwrap()
@@ -305,9 +305,8 @@ async fn a_claim_that_lapsed_is_taken_over_not_claimed_afresh() {
     fleet.keep_built(&journal, now_ms).await.unwrap();
 
     let answered = key("answered");
-    assert!(!fleet.pending(&answered).await.unwrap());
     assert_eq!(fleet.claim(&answered, 10_000).await.unwrap(), Claim::Mine);
-    assert!(fleet.pending(&answered).await.unwrap());
+    assert!(fleet.reversing(&answered).await.unwrap());
     assert_eq!(
         fleet.claim(&answered, 10_000).await.unwrap(),
         Claim::Pending
@@ -316,7 +315,7 @@ async fn a_claim_that_lapsed_is_taken_over_not_claimed_afresh() {
         .answer(&answered, "tx_1|approved", 60_000)
         .await
         .unwrap();
-    assert!(!fleet.pending(&answered).await.unwrap());
+    assert!(!fleet.reversing(&answered).await.unwrap());
     assert_eq!(
         fleet.claim(&answered, 10_000).await.unwrap(),
         Claim::Answered("tx_1|approved".to_owned())
@@ -332,7 +331,6 @@ async fn a_claim_that_lapsed_is_taken_over_not_claimed_afresh() {
     // clock): the next claim takes it over, and is then pending itself.
     let lapsed = key("lapsed");
     assert_eq!(fleet.claim(&lapsed, 0).await.unwrap(), Claim::Mine);
-    assert!(!fleet.pending(&lapsed).await.unwrap());
     assert_eq!(
         fleet.claim(&lapsed, 10_000).await.unwrap(),
         Claim::TakenOver
@@ -343,7 +341,6 @@ async fn a_claim_that_lapsed_is_taken_over_not_claimed_afresh() {
     let released = key("released");
     assert_eq!(fleet.claim(&released, 10_000).await.unwrap(), Claim::Mine);
     fleet.release(&released).await.unwrap();
-    assert!(!fleet.pending(&released).await.unwrap());
     let ttl_ms: i64 = redis::cmd("PTTL")
         .arg(&released)
         .query_async(&mut connection)
@@ -369,4 +366,92 @@ async fn a_claim_that_lapsed_is_taken_over_not_claimed_afresh() {
         Claim::TakenOver
     );
     writer.close().await;
+}
+
+/// The claim and the card's check-and-count are one script: an approval is
+/// counted only for the claim's holder (won afresh or taken over), so a
+/// copy whose keys another node holds, pending or answered, leaves the
+/// card's velocity untouched; a request without keys is counted alone. A
+/// reversal that finds no claim marks the keys, and the original arriving
+/// after it reads `reversed`, claims nothing and counts nothing.
+#[tokio::test]
+async fn only_the_claims_holder_counts_the_approval() {
+    let Some((_, redis)) = common::database_and_redis_urls() else {
+        return;
+    };
+    let fleet = fleet(&redis).await;
+    let client = redis::Client::open(format!("{}/6", redis.trim_end_matches('/'))).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let generation: u64 = redis::cmd("GET")
+        .arg("v:built")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let now_ms = 1_795_000_000_000;
+    let card = fresh_token(11);
+    let counted = async |connection: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(format!("v:{{{card}}}:{generation}"))
+            .query_async(connection)
+            .await
+            .unwrap();
+        fields
+            .iter()
+            .filter(|(field, _)| field.starts_with("m:") && field.ends_with(":c"))
+            .map(|(_, count)| *count)
+            .sum()
+    };
+    let approval = Some(Approval {
+        token: card,
+        amount: amount(100),
+        at_ms: now_ms,
+    });
+    let key = format!("d:{{TEST{}}}:settle", fresh_token(12));
+
+    let first = fleet.settle(Some(&key), 10_000, approval).await.unwrap();
+    assert!(first.claim.is_this_nodes(), "{first:?}");
+    assert_eq!(first.velocity, Velocity::Counted);
+    assert_eq!(counted(&mut connection).await, 1);
+
+    // A copy while the first is pending, then once it is answered.
+    let copy = fleet.settle(Some(&key), 10_000, approval).await.unwrap();
+    assert_eq!(
+        (copy.claim, copy.velocity),
+        (Claim::Pending, Velocity::NotAsked)
+    );
+    fleet.answer(&key, "tx_1|approved", 60_000).await.unwrap();
+    let copy = fleet.settle(Some(&key), 10_000, approval).await.unwrap();
+    assert_eq!(copy.velocity, Velocity::NotAsked);
+    assert_eq!(copy.claim, Claim::Answered("tx_1|approved".to_owned()));
+    assert_eq!(counted(&mut connection).await, 1, "copies count nothing");
+
+    // A decline claims without counting; no keys: counted alone.
+    let declined = format!("d:{{TEST{}}}:declined", fresh_token(13));
+    let settled = fleet.settle(Some(&declined), 10_000, None).await.unwrap();
+    assert_eq!(settled.velocity, Velocity::NotAsked);
+    let keyless = fleet.settle(None, 10_000, approval).await.unwrap();
+    assert_eq!(
+        (keyless.claim, keyless.velocity),
+        (Claim::Mine, Velocity::Counted)
+    );
+    assert_eq!(counted(&mut connection).await, 2);
+
+    // A reversal finds no claim, or one that lapsed: the late original is
+    // not decided; one pending is waited for, and left as it is.
+    let lapsed = format!("d:{{TEST{}}}:lapsed", fresh_token(15));
+    assert_eq!(fleet.claim(&lapsed, 0).await.unwrap(), Claim::Mine);
+    assert!(!fleet.reversing(&lapsed).await.unwrap());
+    assert_eq!(fleet.claim(&lapsed, 10_000).await.unwrap(), Claim::Reversed);
+    let pending = format!("d:{{TEST{}}}:pending", fresh_token(16));
+    assert_eq!(fleet.claim(&pending, 10_000).await.unwrap(), Claim::Mine);
+    assert!(fleet.reversing(&pending).await.unwrap());
+    assert_eq!(fleet.claim(&pending, 10_000).await.unwrap(), Claim::Pending);
+    let late = format!("d:{{TEST{}}}:late", fresh_token(14));
+    assert!(!fleet.reversing(&late).await.unwrap());
+    let original = fleet.settle(Some(&late), 10_000, approval).await.unwrap();
+    assert_eq!(
+        (original.claim, original.velocity),
+        (Claim::Reversed, Velocity::NotAsked)
+    );
+    assert_eq!(counted(&mut connection).await, 2);
 }

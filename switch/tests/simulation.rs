@@ -69,7 +69,9 @@ use switch::engine::{
     CardOutcome, Engine, EngineParts, IdempotencyRequest, Idempotent, Random, Received,
     ReversalOutcome, SeededRandom,
 };
-use switch::fleet::{Claim, FleetError, FleetFuture, FleetStore, OnRedisDown};
+use switch::fleet::{
+    Approval, Claim, FleetError, FleetFuture, FleetStore, OnRedisDown, Settled, Velocity,
+};
 use switch::ops::metrics::Metrics;
 use tokio::task::JoinHandle;
 
@@ -122,7 +124,11 @@ fn the_engine_keeps_its_promises_under_random_interleavings_and_faults() {
 
 /// Two nodes over one journal sharing an in-memory fleet store, which can
 /// also be flushed (it loses every key, as Redis does on a flush or a
-/// failover to an empty replica) or stop answering.
+/// failover to an empty replica), stop answering, or lose the answers nodes
+/// leave in it after their replies (a node dying between its commit and
+/// that write). Each node claims a request's keys and confirms its velocity
+/// in one call after its own decision (`SimFleet::settle`, as the Redis
+/// script does).
 #[test]
 fn a_fleet_keeps_its_promises_under_random_interleavings_and_faults() {
     simulate(Shape::Fleet);
@@ -375,6 +381,10 @@ enum Fault {
     Flush,
     /// The fleet store does not answer during the step.
     Away,
+    /// The answers nodes leave in the fleet store after their replies are
+    /// lost during the step, as when a node dies between its commit and
+    /// that write: their claims stay pending, then lapse.
+    AnswersLost,
 }
 
 struct Sim {
@@ -507,6 +517,7 @@ impl Sim {
             node.engine.keep_fleet_built().await;
         }
         let fault = match (self.below(100), &self.fleet) {
+            (53..55, Some(_)) => Fault::AnswersLost,
             (0..55, _) => Fault::None,
             (55..67, _) => Fault::Fail,
             (67..77, _) => Fault::Ambiguous,
@@ -520,6 +531,11 @@ impl Sim {
             Fault::Flush => {
                 if let Some(fleet) = &self.fleet {
                     fleet.flush();
+                }
+            }
+            Fault::AnswersLost => {
+                if let Some(fleet) = &self.fleet {
+                    fleet.set_answers_lost(true);
                 }
             }
             Fault::Away => {
@@ -550,11 +566,17 @@ impl Sim {
                 self.memory.release_batches();
             }
             Fault::Crash => self.crash_and_restart().await,
-            Fault::None | Fault::Fail | Fault::Ambiguous | Fault::Flush | Fault::Away => {}
+            Fault::None
+            | Fault::Fail
+            | Fault::Ambiguous
+            | Fault::Flush
+            | Fault::Away
+            | Fault::AnswersLost => {}
         }
         self.collect().await;
         if let Some(fleet) = &self.fleet {
             fleet.set_away(false);
+            fleet.set_answers_lost(false);
         }
         if self.trace {
             eprintln!("{}: {fault:?}", self.at());
@@ -1564,7 +1586,35 @@ enum Held {
     /// Given up, or pending past its deadline: the next claim must ask the
     /// journal.
     Lapsed,
+    /// A reversal found no original before any node claimed it.
+    Reversed,
     Answered(String),
+}
+
+impl FleetState {
+    /// Claims `key` for the caller, or says who holds it.
+    fn claim(&mut self, key: &str, pending_ms: u64, now_ms: u64) -> Claim {
+        let claim = match self.claims.get(key) {
+            Some(Held::Answered(answer)) => return Claim::Answered(answer.clone()),
+            Some(Held::Reversed) => return Claim::Reversed,
+            Some(Held::Pending { until_ms }) if *until_ms > now_ms => return Claim::Pending,
+            Some(Held::Pending { .. } | Held::Lapsed) => Claim::TakenOver,
+            None if self
+                .claims_since_ms
+                .is_some_and(|since| since + DUPLICATE_WINDOW_MS <= now_ms) =>
+            {
+                Claim::Mine
+            }
+            None => Claim::TakenOver,
+        };
+        self.claims.insert(
+            key.to_owned(),
+            Held::Pending {
+                until_ms: now_ms + pending_ms,
+            },
+        );
+        claim
+    }
 }
 
 /// Each card's (count, amount) in its day window.
@@ -1591,6 +1641,9 @@ struct FleetState {
     generation: u64,
     generations: u64,
     away: bool,
+    /// Answers written after replies are lost, as from a node that died
+    /// between its commit and that write.
+    answers_lost: bool,
     /// False from a crash or an outage until the next rebuild: the store
     /// may then hold more than the journal implies.
     exact: bool,
@@ -1625,6 +1678,10 @@ impl SimFleet {
 
     fn set_away(&self, away: bool) {
         self.state().away = away;
+    }
+
+    fn set_answers_lost(&self, lost: bool) {
+        self.state().answers_lost = lost;
     }
 
     fn inexact(&self) {
@@ -1673,40 +1730,50 @@ impl FleetStore for SimFleet {
         OnRedisDown::Decline
     }
 
-    /// As the claim script does: an answer is shared, a live claim is
-    /// pending, and a claim on keys nobody holds vouches that no node
-    /// answered them only if the store has held the claims for a window.
-    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim> {
+    /// As the settle script does, atomically: the claim (an answer is
+    /// shared, a live claim is pending, and a claim on keys nobody holds
+    /// vouches that no node answered them only if the store has held the
+    /// claims for a window), then, only when the claim is this node's, the
+    /// approval checked and counted.
+    fn settle<'a>(
+        &'a self,
+        key: Option<&'a str>,
+        pending_ms: u64,
+        approval: Option<Approval>,
+    ) -> FleetFuture<'a, Settled> {
         self.answer(move |state, now_ms| {
-            let claim = match state.claims.get(key) {
-                Some(Held::Answered(answer)) => return Ok(Claim::Answered(answer.clone())),
-                Some(Held::Pending { until_ms }) if *until_ms > now_ms => {
-                    return Ok(Claim::Pending);
-                }
-                Some(Held::Pending { .. } | Held::Lapsed) => Claim::TakenOver,
-                None if state
-                    .claims_since_ms
-                    .is_some_and(|since| since + DUPLICATE_WINDOW_MS <= now_ms) =>
-                {
-                    Claim::Mine
-                }
-                None => Claim::TakenOver,
+            let claim = match key {
+                Some(key) => state.claim(key, pending_ms, now_ms),
+                None => Claim::Mine,
             };
-            state.claims.insert(
-                key.to_owned(),
-                Held::Pending {
-                    until_ms: now_ms + pending_ms,
-                },
-            );
-            Ok(claim)
+            let velocity = match approval {
+                Some(_) if !claim.is_this_nodes() => Velocity::NotAsked,
+                None => Velocity::NotAsked,
+                Some(_) if state.generation == 0 => Velocity::NotBuilt,
+                Some(approval) => {
+                    let card = state
+                        .cards
+                        .entry(approval.token)
+                        .or_insert_with(|| actors::CardState::new(approval.at_ms));
+                    match card.check_and_reserve(&card_limits(), approval.amount, approval.at_ms) {
+                        Ok(()) => Velocity::Counted,
+                        Err(reason) => Velocity::Declined(reason),
+                    }
+                }
+            };
+            Ok(Settled { claim, velocity })
         })
     }
 
+    /// Written after the reply; lost while `answers_lost` (the node died
+    /// between its commit and this write), leaving the claim pending.
     fn answer<'a>(&'a self, key: &'a str, answer: &'a str, _: u64) -> FleetFuture<'a, ()> {
         self.answer(move |state, _| {
-            state
-                .claims
-                .insert(key.to_owned(), Held::Answered(answer.to_owned()));
+            if !state.answers_lost {
+                state
+                    .claims
+                    .insert(key.to_owned(), Held::Answered(answer.to_owned()));
+            }
             Ok(())
         })
     }
@@ -1720,30 +1787,17 @@ impl FleetStore for SimFleet {
         })
     }
 
-    fn pending<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool> {
+    /// As the reversing script does: keys no node holds or answered are
+    /// marked reversed.
+    fn reversing<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool> {
         self.answer(move |state, now_ms| {
-            Ok(matches!(
-                state.claims.get(key),
-                Some(Held::Pending { until_ms }) if *until_ms > now_ms
-            ))
-        })
-    }
-
-    fn reserve(
-        &self,
-        token: Token,
-        amount: Amount,
-        at_ms: u64,
-    ) -> FleetFuture<'_, Result<(), DeclineReason>> {
-        self.answer(move |state, _| {
-            if state.generation == 0 {
-                return Err(FleetError::NotBuilt);
+            match state.claims.get(key) {
+                Some(Held::Pending { until_ms }) if *until_ms > now_ms => return Ok(true),
+                Some(Held::Answered(_) | Held::Reversed) => return Ok(false),
+                Some(Held::Pending { .. } | Held::Lapsed) | None => {}
             }
-            let card = state
-                .cards
-                .entry(token)
-                .or_insert_with(|| actors::CardState::new(at_ms));
-            Ok(card.check_and_reserve(&card_limits(), amount, at_ms))
+            state.claims.insert(key.to_owned(), Held::Reversed);
+            Ok(false)
         })
     }
 

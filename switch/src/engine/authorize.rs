@@ -11,6 +11,7 @@ use crate::clock::Stopwatch;
 use crate::engine::acquirer::Acquirer;
 use crate::engine::decide;
 use crate::engine::duplicates::Check;
+use crate::engine::fleet_settle::{Settle, settle};
 use crate::engine::idempotency::{self, Idempotent};
 use crate::engine::parts::Engine;
 use crate::engine::record::{Answer, CardFacts, CardOutcome, Draft, IdempotencyRequest};
@@ -118,6 +119,12 @@ impl Engine {
 
         let decided =
             decide::decide(world, &self.rules, &authorization, token, received.acquirer).await;
+        // In a fleet: the keys claimed and the velocity confirmed in one
+        // Redis call; a request another node holds is answered from there.
+        let (slot, decided) = match settle(world, slot, &authorization, token, decided).await {
+            Settle::Record(slot, decided) => (slot, decided),
+            Settle::Answer(outcome) => return Ok(outcome),
+        };
 
         let sealing = Stopwatch::start();
         let sealed_pan = world
@@ -180,7 +187,7 @@ impl Engine {
                 if sealed_now {
                     world.vault.remember_sealed(&token);
                 }
-                slot.recorded(world, &outcome).await;
+                slot.recorded(world, &outcome);
                 outcome
             }
             Committed::No(error) => {

@@ -3,9 +3,12 @@
 //! ```text
 //! acquirer permit (58) -> rules (14, 54, 13, 57)
 //!   -> card and merchant shards (65, 61; 03, 13, 58, 61; 91 when shed)
-//!   -> in a fleet: Redis confirms the card's velocity (65, 61; 91 while away)
 //!   -> Decision, and the Reservation to give back if it is not recorded
 //! ```
+//!
+//! In a fleet this is the node's own decision: Redis then confirms an
+//! approval's card velocity in the same call that claims the request's
+//! keys (`fleet_settle.rs`).
 //!
 //! An approval counts in the card's and merchant's windows at once; nothing
 //! may stay counted that is not on disk, so the caller gives the
@@ -23,7 +26,6 @@ use crate::clock::Stopwatch;
 use crate::engine::acquirer::Acquirer;
 use crate::engine::ids;
 use crate::engine::world::World;
-use crate::fleet::OnRedisDown;
 use crate::ops::metrics::Stage;
 
 /// Velocity an approval counted: what is given back if it is not recorded,
@@ -100,83 +102,23 @@ pub(crate) async fn decide(
     {
         world.metrics.shed.fetch_add(1, Ordering::Relaxed);
     }
-    let reservation = Reservation {
+    let reservation = local.is_approved().then_some(Reservation {
         token,
         merchant_id: authorization.merchant_id,
         amount: authorization.amount,
         at_ms,
         in_fleet: false,
-    };
-    // In a fleet, the node's approval is only a cache's opinion: Redis holds
-    // the card's velocity across all nodes and has the last word.
-    let (decision, reservation) = if local.is_approved() {
-        match confirm_with_fleet(world, reservation).await {
-            Ok(in_fleet) => (
-                local,
-                Some(Reservation {
-                    in_fleet,
-                    ..reservation
-                }),
-            ),
-            Err(reason) => (Decision::Declined { reason }, None),
-        }
-    } else {
-        (local, None)
-    };
+    });
     let decide_us = deciding.elapsed_us();
     world
         .metrics
         .record(authorization.channel, Stage::Decide, decide_us);
     Decided {
-        decision,
+        decision: local,
         at_ms,
         reservation,
         decide_us,
     }
-}
-
-/// Asks Redis to check and count an approval the node's actors made.
-/// `Ok(true)`: counted in Redis; `Ok(false)`: no fleet, or Redis failed and
-/// `on_redis_down = "local"` keeps the node's decision. A decline (Redis's,
-/// or 91 while Redis is away) gives the node's reservation back.
-async fn confirm_with_fleet(
-    world: &World,
-    reservation: Reservation,
-) -> Result<bool, DeclineReason> {
-    let Some(fleet) = &world.fleet else {
-        return Ok(false);
-    };
-    let reason = match fleet
-        .reserve(reservation.token, reservation.amount, reservation.at_ms)
-        .await
-    {
-        Ok(Ok(())) => return Ok(true),
-        Ok(Err(reason)) => reason,
-        Err(error) => {
-            world.count_fleet_error();
-            match fleet.on_redis_down() {
-                OnRedisDown::Local => {
-                    world
-                        .metrics
-                        .fleet_fallbacks
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, "redis failed; deciding on local limits");
-                    return Ok(false);
-                }
-                OnRedisDown::Decline => {
-                    // A timed-out script may still have counted the approval
-                    // in Redis; it is not given back there, as that could
-                    // remove another node's approval. The card is
-                    // over-counted until the bucket expires: a spare
-                    // decline, never an extra approval.
-                    tracing::warn!(%error, "redis failed; answering 91");
-                    DeclineReason::Overloaded
-                }
-            }
-        }
-    };
-    give_back(world, reservation, true).await;
-    Err(reason)
 }
 
 /// Gives back the velocity `reservation` counted: in the shards, and in the

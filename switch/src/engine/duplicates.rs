@@ -5,10 +5,14 @@
 //! keys (terminal, STAN, DE7; merchant, acquirer)
 //!                            -> in flight here?   wait for its answer
 //!                            -> answered recently here (recent index)?
-//!                            -> in a fleet: claimed or answered by a node (Redis)?
-//!                            -> a repeat, after a restart, or Redis away: the journal
-//!   -> Check::New(slot) | Check::Answered(first answer, or 94) | Check::Refused(91, 96)
+//!                            -> a repeat, or after a restart: the journal
+//!   -> Check::New(slot) | Check::Answered(first answer, or 94) | Check::Refused(96)
 //! ```
+//!
+//! In a fleet the claim in Redis (claimed or answered by a node?) and the
+//! journal behind it come after the node's decision, in the same call that
+//! confirms its velocity (`fleet_settle.rs`), using the slot's helpers
+//! below.
 //!
 //! A retransmission or repeat of a request already answered gets the same
 //! answer and is counted once; the same keys with another card or amount are
@@ -34,12 +38,12 @@ use crate::config::DuplicateSettings;
 use crate::engine::acquirer::Acquirer;
 use storage::{JournalRecord, OriginalKeys, RecordKind, StorageError, StoreReader};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::engine::duplicate_key::DuplicateKey;
-use crate::engine::fleet_claim::{Claimed, claim_in_fleet, encode_answer, wait_while_pending};
+use crate::engine::fleet_claim::{encode_answer, wait_while_pending};
 use crate::engine::record::CardOutcome;
 use crate::engine::world::World;
-use crate::fleet::OnRedisDown;
 
 /// How far back the journal is asked for a retransmission's original.
 const DUPLICATE_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
@@ -72,6 +76,9 @@ pub(crate) struct Duplicates {
     /// answered before the restart, so the journal is asked. Set at start,
     /// and only if the journal holds requests from the window before it.
     journal_check_until_ms: AtomicU64,
+    /// Answers being written to the fleet after their replies, so a node
+    /// that stops finishes them first (`Engine::finish_fleet_answers`).
+    answers: TaskTracker,
 }
 
 impl Duplicates {
@@ -86,6 +93,7 @@ impl Duplicates {
             }),
             window_ms: settings.window_ms,
             journal_check_until_ms: AtomicU64::new(0),
+            answers: TaskTracker::new(),
         }
     }
 
@@ -124,86 +132,27 @@ impl Duplicates {
         };
         let recent = self.recent.lock().ok().and_then(|recent| recent.get(&key));
         if let Some(recent) = recent {
-            return slot
-                .answered(world, recent.outcome(authorization), token, authorization)
-                .await;
+            let first = recent.outcome(authorization);
+            return Check::Answered(slot.answered(world, first, token, authorization));
         }
-        let since_ms = world.clock.now_ms().saturating_sub(DUPLICATE_WINDOW_MS);
         // In a fleet the original may be another node's: its acquirer keys
-        // are claimed in Redis, so a copy sent to a second node waits for the
-        // first node's answer instead of being decided twice.
-        let mut claimed = false;
-        if let Some(fleet) = &world.fleet {
-            let redis_key = key.redis_key();
-            match claim_in_fleet(world, fleet.as_ref(), &redis_key, authorization).await {
-                Ok(Claimed::Fresh) => {
-                    slot.fleet_key = Some(redis_key);
-                    claimed = true;
-                }
-                // The fleet cannot vouch: a claim lapsed unanswered (its
-                // node may have recorded an answer it could not share), or
-                // Redis may have lost the keys. The journal is asked below,
-                // as without a claim.
-                Ok(Claimed::TakenOver) => slot.fleet_key = Some(redis_key),
-                // Given up again at once, so the next copy is decided.
-                Ok(Claimed::LapsedWhileWaiting) => {
-                    slot.fleet_key = Some(redis_key);
-                    return slot
-                        .refused(
-                            world,
-                            authorization,
-                            token,
-                            DeclineReason::JournalUnavailable,
-                        )
-                        .await;
-                }
-                Ok(Claimed::Answered(first)) => {
-                    return slot.answered(world, first, token, authorization).await;
-                }
-                Err(()) if fleet.on_redis_down() == OnRedisDown::Decline => {
-                    return slot
-                        .refused(world, authorization, token, DeclineReason::Overloaded)
-                        .await;
-                }
-                // "local": the shared journal below is the fallback.
-                Err(()) => {}
-            }
+        // are claimed in Redis after the node's actors decide, in the same
+        // call that confirms the decision's velocity (`fleet_settle.rs`),
+        // which then asks the journal when the claim cannot vouch. A fresh
+        // claim skips the after-restart check: Redis keeps every claim and
+        // answer of the fleet for the duplicate window, so it means no node
+        // answered these keys in it. (Measured: a journal read per request
+        // for two minutes after a restart halved a fleet node's rate.)
+        if world.fleet.is_some() {
+            slot.fleet_key = Some(key.redis_key());
+            return Check::New(slot);
         }
-        // The journal is asked for a repeat, in a fleet whose Redis could
-        // not be asked or whose claim was taken over, and after a restart
-        // (see `journal_check_until_ms`). A fleet node whose claim is fresh
-        // skips the after-restart check: Redis keeps every claim and answer
-        // of the fleet for the duplicate window, so a fresh claim means no
-        // node answered these keys in it. (Measured: a
-        // journal read per request for two minutes after a restart halved a
-        // fleet node's rate.)
+        // The journal is asked for a repeat, and after a restart (see
+        // `journal_check_until_ms`).
         let after_restart =
             world.clock.now_ms() < self.journal_check_until_ms.load(Ordering::Relaxed);
-        let ask_journal = keys.repeat
-            || (world.fleet.is_some() && !claimed)
-            || (world.fleet.is_none() && after_restart);
-        if ask_journal {
-            let keys = key.original_keys();
-            let kinds = [RecordKind::Authorization, RecordKind::Purchase];
-            match world.store.find_original(&keys, &kinds, since_ms).await {
-                Ok(Some(original)) => {
-                    return slot
-                        .answered(world, answer_of(&original), token, authorization)
-                        .await;
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "duplicate check failed; answering 96");
-                    return slot
-                        .refused(
-                            world,
-                            authorization,
-                            token,
-                            DeclineReason::JournalUnavailable,
-                        )
-                        .await;
-                }
-            }
+        if keys.repeat || after_restart {
+            return slot.look_in_journal(world, authorization, token).await;
         }
         Check::New(slot)
     }
@@ -286,6 +235,13 @@ impl Duplicates {
         }
     }
 
+    /// Waits for the answers still being written to the fleet; none is
+    /// started after this.
+    pub(crate) async fn finish_fleet_answers(&self) {
+        self.answers.close();
+        self.answers.wait().await;
+    }
+
     /// At start: if the journal holds requests answered within the duplicate
     /// window before now, their retransmissions must be found in the journal
     /// until the window has passed, since the in-memory index starts empty.
@@ -326,8 +282,12 @@ pub(crate) struct Slot<'a> {
     key: Option<DuplicateKey>,
     /// The in-flight entry's sender, while this request holds it.
     sender: Option<watch::Sender<Option<CardOutcome>>>,
-    /// The Redis key this node claimed for the request.
+    /// In a fleet, the Redis key of the request's acquirer keys, claimed
+    /// with its velocity after the node's actors decide.
     fleet_key: Option<String>,
+    /// Whether this node holds that claim: its answer, or its giving up,
+    /// goes to Redis.
+    holds_claim: bool,
 }
 
 impl<'a> Slot<'a> {
@@ -341,12 +301,50 @@ impl<'a> Slot<'a> {
             key,
             sender,
             fleet_key: None,
+            holds_claim: false,
+        }
+    }
+
+    /// The Redis key to claim for the request, in a fleet.
+    pub(crate) fn fleet_key(&self) -> Option<&str> {
+        self.fleet_key.as_deref()
+    }
+
+    /// This node won the fleet's claim on the request's keys.
+    pub(crate) fn hold_claim(&mut self) {
+        self.holds_claim = true;
+    }
+
+    /// Looks for the request's original in the journal: for a repeat,
+    /// after a restart, and in a fleet whose claim cannot vouch that no
+    /// node answered it. `New` when there is none.
+    pub(crate) async fn look_in_journal(
+        self,
+        world: &World,
+        authorization: &Authorization,
+        token: Token,
+    ) -> Check<'a> {
+        let Some(keys) = self.key.as_ref().map(DuplicateKey::original_keys) else {
+            return Check::New(self);
+        };
+        let since_ms = world.clock.now_ms().saturating_sub(DUPLICATE_WINDOW_MS);
+        let kinds = [RecordKind::Authorization, RecordKind::Purchase];
+        match world.store.find_original(&keys, &kinds, since_ms).await {
+            Ok(Some(original)) => {
+                Check::Answered(self.answered(world, answer_of(&original), token, authorization))
+            }
+            Ok(None) => Check::New(self),
+            Err(error) => {
+                tracing::warn!(%error, "duplicate check failed; answering 96");
+                let reason = DeclineReason::JournalUnavailable;
+                Check::Refused(self.refused(world, authorization, token, reason).await)
+            }
         }
     }
 
     /// The request's answer is committed: a retransmission gets it from now
     /// on, from the recent index, the fleet, and copies waiting now.
-    pub(crate) async fn recorded(self, world: &World, outcome: &CardOutcome) {
+    pub(crate) fn recorded(self, world: &World, outcome: &CardOutcome) {
         if let (Some(key), Some(token), Ok(mut recent)) =
             (&self.key, outcome.token, self.duplicates.recent.lock())
         {
@@ -361,7 +359,7 @@ impl<'a> Slot<'a> {
                 },
             );
         }
-        self.share_with_fleet(world, outcome).await;
+        self.share_with_fleet(world, outcome);
         self.publish(outcome);
     }
 
@@ -373,32 +371,32 @@ impl<'a> Slot<'a> {
         self.publish(outcome);
     }
 
-    /// Answers with an earlier answer, found before deciding. A claim this
-    /// node holds in the fleet gets that earlier answer too (it came from
-    /// the journal), so another node's copy is answered from Redis instead
-    /// of waiting on a claim nobody will answer.
-    async fn answered(
+    /// Answers with an earlier answer. A claim this node holds in the fleet
+    /// gets that earlier answer too (it came from the journal), so another
+    /// node's copy is answered from Redis instead of waiting on a claim
+    /// nobody will answer.
+    pub(crate) fn answered(
         self,
         world: &World,
         first: CardOutcome,
         token: Token,
         authorization: &Authorization,
-    ) -> Check<'a> {
-        self.share_with_fleet(world, &first).await;
+    ) -> CardOutcome {
+        self.share_with_fleet(world, &first);
         let outcome = answer_duplicate(world, first, token, authorization);
         self.publish(&outcome);
-        Check::Answered(outcome)
+        outcome
     }
 
     /// Answers `reason` without deciding or recording; a claim this node
     /// holds in the fleet is given up, so a retransmission is decided afresh.
-    async fn refused(
+    pub(crate) async fn refused(
         self,
         world: &World,
         authorization: &Authorization,
         token: Token,
         reason: DeclineReason,
-    ) -> Check<'a> {
+    ) -> CardOutcome {
         let now_ms = world.clock.now_ms();
         let outcome = CardOutcome::of(
             authorization,
@@ -409,28 +407,38 @@ impl<'a> Slot<'a> {
         );
         self.release_in_fleet(world).await;
         self.publish(&outcome);
-        Check::Refused(outcome)
+        outcome
     }
 
-    /// Leaves `outcome` in the fleet for the keys this node claimed.
-    async fn share_with_fleet(&self, world: &World, outcome: &CardOutcome) {
-        if let (Some(fleet), Some(redis_key)) = (&world.fleet, &self.fleet_key) {
-            let answer = encode_answer(outcome);
-            if let Err(error) = fleet
-                .answer(redis_key, &answer, self.duplicates.window_ms)
-                .await
-            {
-                world.count_fleet_error();
+    /// Leaves `outcome` in the fleet for the keys this node claimed, after
+    /// the reply: a task of its own writes it, so the request's reply waits
+    /// for one Redis round trip (its claim), not two. A node that dies
+    /// before the write leaves its claim pending; it lapses, and the next
+    /// claim of these keys asks the journal, which holds the record.
+    fn share_with_fleet(&self, world: &World, outcome: &CardOutcome) {
+        let (Some(fleet), Some(redis_key), true) =
+            (&world.fleet, &self.fleet_key, self.holds_claim)
+        else {
+            return;
+        };
+        let fleet = Arc::clone(fleet);
+        let metrics = Arc::clone(&world.metrics);
+        let (redis_key, answer) = (redis_key.clone(), encode_answer(outcome));
+        let ttl_ms = self.duplicates.window_ms;
+        self.duplicates.answers.spawn(async move {
+            if let Err(error) = fleet.answer(&redis_key, &answer, ttl_ms).await {
+                metrics.fleet_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, "redis: the answer could not be shared with the fleet");
             }
-        }
+        });
     }
 
     /// Gives up the claim this node holds in the fleet, if any: it lapses,
     /// so the next claim of these keys asks the journal (this request may
     /// be on disk when its commit could not be read back).
     async fn release_in_fleet(&self, world: &World) {
-        if let (Some(fleet), Some(redis_key)) = (&world.fleet, &self.fleet_key)
+        if let (Some(fleet), Some(redis_key), true) =
+            (&world.fleet, &self.fleet_key, self.holds_claim)
             && let Err(error) = fleet.release(redis_key).await
         {
             world.count_fleet_error();

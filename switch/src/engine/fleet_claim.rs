@@ -1,7 +1,8 @@
 //! A request's acquirer keys claimed in the fleet's Redis, so a copy sent to
 //! a second node waits for the first node's answer instead of being decided
 //! twice, and the answers nodes leave there for each other. Used by
-//! `duplicates.rs`, which decides when to claim, share and release.
+//! `fleet_settle.rs`, which claims, and `duplicates.rs`, which shares and
+//! releases.
 
 use std::time::Duration;
 
@@ -16,62 +17,50 @@ use crate::fleet::{Claim, FleetStore};
 
 /// How long a node's claim on a request's keys may stay pending in Redis
 /// (a node that dies mid-decision frees them after this).
-const CLAIM_PENDING_MS: u64 = 10_000;
+pub(crate) const CLAIM_PENDING_MS: u64 = 10_000;
 /// How long a copy of a request waits for another node's answer.
 const CLAIM_WAIT_MS: u64 = 2_000;
 /// How often a copy asks again while another node decides.
 const CLAIM_POLL: Duration = Duration::from_millis(5);
 
-/// What the fleet said of a request's keys, once this node may go on.
+/// How a wait on another node's claim ended.
 #[derive(Debug)]
-pub(crate) enum Claimed {
-    /// This node decides the request; the fleet vouches that no node
-    /// answered its keys within the duplicate window.
-    Fresh,
-    /// This node decides the request, but the fleet cannot vouch that no
-    /// node answered it (a claim lapsed unanswered, or Redis may have lost
-    /// its keys): the journal must be asked first.
-    TakenOver,
-    /// Another node answered it: its answer.
+pub(crate) enum Waited {
+    /// That node answered the request: its answer.
     Answered(CardOutcome),
-    /// This node claimed the keys after waiting on another node's claim,
-    /// which lapsed unanswered: that request ended without a record (or
-    /// its node died). A copy waiting on it gets what a copy waiting on the
-    /// same node gets, 96, and is not decided; the next retransmission is.
-    /// Deciding it at once would approve a request its acquirer may be
-    /// reversing right then, after the first one's failure, with the
-    /// reversal finding no original.
-    LapsedWhileWaiting,
+    /// The claim lapsed unanswered (that request ended without a record, or
+    /// its node died) and this node holds it now. A copy waiting on it gets
+    /// what a copy waiting on the same node gets, 96, and is not decided;
+    /// the next retransmission is. Deciding it at once would approve a
+    /// request its acquirer may be reversing right then, after the first
+    /// one's failure, with the reversal finding no original.
+    Claimed,
+    /// A reversal found no original first (the claim lapsed and a reversal
+    /// marked the keys meanwhile).
+    Reversed,
 }
 
-/// Claims a request's acquirer keys in Redis, waiting while another node
-/// decides it. `Err(())` when Redis cannot tell (down, or a claim pending
-/// past this node's wait).
-pub(crate) async fn claim_in_fleet(
+/// Waits while another node decides the request whose keys are
+/// `redis_key` (its claim was found pending), asking again every few
+/// milliseconds. `Err(())` when Redis cannot tell (down, or the claim
+/// still pending past this node's wait).
+pub(crate) async fn wait_for_answer(
     world: &World,
     fleet: &dyn FleetStore,
     redis_key: &str,
     authorization: &Authorization,
-) -> Result<Claimed, ()> {
+) -> Result<Waited, ()> {
     let giving_up = Deadline::after(Duration::from_millis(CLAIM_WAIT_MS));
-    let mut waited = false;
     loop {
+        tokio::time::sleep(CLAIM_POLL).await;
         match fleet.claim(redis_key, CLAIM_PENDING_MS).await {
-            Ok(Claim::Mine) => return Ok(Claimed::Fresh),
-            Ok(Claim::TakenOver) if waited => return Ok(Claimed::LapsedWhileWaiting),
-            Ok(Claim::TakenOver) => return Ok(Claimed::TakenOver),
+            Ok(claim) if claim.is_this_nodes() => return Ok(Waited::Claimed),
+            Ok(Claim::Reversed) => return Ok(Waited::Reversed),
             Ok(Claim::Answered(text)) => {
-                return decode_answer(&text, authorization)
-                    .map(Claimed::Answered)
-                    .ok_or_else(|| {
-                        tracing::warn!("redis: an answer in the fleet could not be read");
-                    });
+                return read_answer(&text, authorization).map(Waited::Answered);
             }
-            Ok(Claim::Pending) if !giving_up.has_passed() => {
-                waited = true;
-                tokio::time::sleep(CLAIM_POLL).await;
-            }
-            Ok(Claim::Pending) => {
+            Ok(_) if !giving_up.has_passed() => {}
+            Ok(_) => {
                 tracing::warn!("redis: another node's claim stayed pending; not deciding twice");
                 return Err(());
             }
@@ -84,16 +73,26 @@ pub(crate) async fn claim_in_fleet(
     }
 }
 
+/// Another node's answer, as it left it in Redis; `Err(())` when it cannot
+/// be read (then nothing tells whether the request was answered).
+pub(crate) fn read_answer(text: &str, authorization: &Authorization) -> Result<CardOutcome, ()> {
+    decode_answer(text, authorization).ok_or_else(|| {
+        tracing::warn!("redis: an answer in the fleet could not be read");
+    })
+}
+
 /// Waits while a node of the fleet holds `redis_key`'s claim pending (it is
 /// deciding that request), for a reversal that must find the request in the
-/// journal. Bounded by the claim's pending time: a claim still pending then
+/// journal. Keys no node holds are marked reversed meanwhile
+/// ([`FleetStore::reversing`]), so an original that reaches a node only now
+/// is not decided after its reversal found nothing. Bounded by the claim's pending time: a claim still pending then
 /// lapses in Redis as well (its node is presumed dead), and the reversal
 /// goes on to the journal as it stands, as it does when Redis cannot be
 /// asked.
 pub(crate) async fn wait_while_pending(world: &World, fleet: &dyn FleetStore, redis_key: &str) {
     let giving_up = Deadline::after(Duration::from_millis(CLAIM_PENDING_MS));
     loop {
-        match fleet.pending(redis_key).await {
+        match fleet.reversing(redis_key).await {
             Ok(false) => return,
             Ok(true) if !giving_up.has_passed() => {
                 tokio::time::sleep(CLAIM_POLL).await;

@@ -47,7 +47,9 @@
 //! - `duplicate_key.rs`: the keys a request is known by, with its owner
 //!   (merchant, acquirer), as the duplicate check and reversals match them.
 //! - `fleet_claim.rs`: a request's keys claimed in Redis, and the answers
-//!   nodes share there (used by `duplicates.rs`).
+//!   nodes share there (used by `duplicates.rs` and `fleet_settle.rs`).
+//! - `fleet_settle.rs`: in a fleet, after the node's decision, one Redis
+//!   call claims the request's keys and confirms its velocity.
 //! - [`acquirer`]: who sent a request over mutual TLS, and what it may send.
 
 pub mod acquirer;
@@ -56,6 +58,7 @@ mod decide;
 mod duplicate_key;
 mod duplicates;
 mod fleet_claim;
+mod fleet_settle;
 mod idempotency;
 mod ids;
 mod parts;

@@ -203,6 +203,13 @@ impl Engine {
         }
     }
 
+    /// At shutdown, once no request is in flight: waits for the answers
+    /// a fleet node writes to Redis after its replies, so another node
+    /// answers a retransmission from there, not after a lapse.
+    pub async fn finish_fleet_answers(&self) {
+        self.duplicates.finish_fleet_answers().await;
+    }
+
     /// Marks velocity as replayed: card requests and reversals are decided
     /// from now on. [`Engine::replay`] calls it once it has restored the
     /// journal; only an engine with nothing to replay (a test's, over a

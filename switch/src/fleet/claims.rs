@@ -1,6 +1,7 @@
 //! A request's acquirer keys claimed in Redis, so one node of the fleet
-//! decides it and the others wait for that node's answer; see
-//! `engine/fleet_claim.rs` for how the engine uses them.
+//! decides it and the others wait for that node's answer, and what the
+//! claim's script says of the approval it confirms with it (`settle.rs`);
+//! see `engine/fleet_claim.rs` for how the engine uses them.
 //!
 //! ```text
 //! (nothing)  --claim-->  pending:<deadline>    Claim::Mine, or TakenOver if
@@ -9,6 +10,7 @@
 //! pending past its deadline, or lapsed  --claim-->  pending   Claim::TakenOver
 //! pending  --answer-->  the answer             a copy gets Claim::Answered
 //! pending  --release--> lapsed
+//! (nothing) --a reversal looks--> reversed   Claim::Reversed: not decided
 //! ```
 //!
 //! A claim's key is kept for the duplicate window whatever it holds, and
@@ -22,6 +24,9 @@
 //! [`Claim::TakenOver`] and asks the journal first.
 //! An eviction of a claim's key alone is not seen: give Redis memory enough
 //! not to evict (`maxmemory-policy noeviction` makes it refuse instead).
+
+use protocol::Amount;
+use protocol::domain::{DeclineReason, Token};
 
 /// What Redis holds for a request's acquirer keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +42,9 @@ pub enum Claim {
     TakenOver,
     /// Another node is deciding it now.
     Pending,
+    /// A reversal of it found no original before any node claimed it
+    /// (`FleetStore::reversing`); nothing is claimed.
+    Reversed,
     /// Another node answered it: its answer, as
     /// [`FleetStore::answer`](super::FleetStore::answer) wrote it.
     Answered(String),
@@ -70,8 +78,49 @@ impl Claim {
             None => Claim::Mine,
             Some(value) if value == "taken-over" => Claim::TakenOver,
             Some(value) if value == "pending" => Claim::Pending,
+            Some(value) if value == "reversed" => Claim::Reversed,
             Some(answer) => Claim::Answered(answer),
         }
+    }
+}
+
+/// An approval a node's card actors made, for the fleet to confirm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Approval {
+    pub token: Token,
+    pub amount: Amount,
+    /// When it was decided: the buckets it counts in.
+    pub at_ms: u64,
+}
+
+/// What the fleet did with an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Velocity {
+    /// Nothing counted: there was no approval, or the claim is another
+    /// node's.
+    NotAsked,
+    /// Within the card's global limits, and counted.
+    Counted,
+    /// Over a global limit (65, 61): nothing counted.
+    Declined(DeclineReason),
+    /// The store holds no whole generation of velocity (lost, being
+    /// rebuilt): nothing counted, and `on_redis_down` applies.
+    NotBuilt,
+}
+
+/// What one [`FleetStore::settle`](super::FleetStore::settle) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// Who holds the request's keys; [`Claim::Mine`] for a request without
+    /// keys (nothing to claim: this node decides it).
+    pub claim: Claim,
+    pub velocity: Velocity,
+}
+
+impl Claim {
+    /// Whether this node now holds the keys (and decides the request).
+    pub fn is_this_nodes(&self) -> bool {
+        matches!(self, Claim::Mine | Claim::TakenOver)
     }
 }
 

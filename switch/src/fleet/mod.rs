@@ -12,9 +12,11 @@
 //! One card is one Redis hash, `v:{token}`, with two fields per bucket:
 //! `<window>:<bucket>:c` (count) and `<window>:<bucket>:a` (amount, minor
 //! units), window `m`, `h` or `d`. The script reads the whole hash once
-//! (`HGETALL`), sums the buckets each window still holds, counts the
-//! approval in the current bucket of each window, deletes the fields that
-//! have left their window, and keeps the hash for the longest window plus
+//! (`HGETALL`) and walks its fields once, summing those each window still
+//! holds (building the name of every bucket of every window instead, 30 a
+//! call, cost Redis about 60% more time), counts the approval in the current
+//! bucket of each window with one `HSET`, deletes the fields that have left
+//! their window, and keeps the hash for the longest window plus
 //! one bucket, so Redis forgets an idle card by itself. An earlier layout
 //! (a hash per bucket, 30 keys a card) cost Redis 30 `HMGET`s and about
 //! 70 us per approval and capped a fleet node at a fifth of a single node's
@@ -39,7 +41,12 @@
 //!
 //! **Duplicate claims.** A request's acquirer keys are claimed here too, so
 //! one node decides it (`claims.rs`: a claim's states and keys; `since.rs`:
-//! when a fresh claim may vouch that no node answered).
+//! when a fresh claim may vouch that no node answered). The claim and the
+//! check-and-count above are one script, run once per request after the
+//! node's actors decided (`settle.rs`): an approval is counted only when
+//! the claim is this node's, so a request another node holds leaves the
+//! card's velocity in Redis untouched. The answer that other nodes read
+//! from the claim is written after the reply.
 //!
 //! The engine reaches this state through [`FleetStore`], which [`Fleet`]
 //! implements over Redis, so a test or a simulation can give it an
@@ -57,16 +64,17 @@ use std::time::Duration;
 
 use actors::{CardLimits, Window};
 use protocol::Amount;
-use protocol::domain::{DeclineReason, Token};
+use protocol::domain::Token;
 use redis::aio::ConnectionManager;
 use redis::{Client, Script};
 use storage::{AnyStore, ReplayPages, StorageError};
 
-pub use claims::{Claim, request_key};
-use scripts::{CLAIM_LUA, GIVE_BACK_LUA, PENDING_LUA, RELEASE_LUA, RESERVE_LUA, SINCE_LUA};
+pub use claims::{Approval, Claim, Settled, Velocity, request_key};
+use scripts::{GIVE_BACK_LUA, RELEASE_LUA, REVERSING_LUA, SETTLE_LUA, SINCE_LUA};
 
 mod claims;
 mod scripts;
+mod settle;
 mod since;
 
 /// What the switch does when Redis does not answer in time.
@@ -112,15 +120,14 @@ const REBUILD_PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The fleet's shared card velocity.
 pub struct Fleet {
     connection: ConnectionManager,
-    claim: Script,
-    pending: Script,
+    settle: Script,
+    reversing: Script,
     release: Script,
     since: Script,
     limits: CardLimits,
     timeout: Duration,
     timeout_ms: u64,
     pub on_redis_down: OnRedisDown,
-    reserve: Script,
     give_back: Script,
     /// The generation of card hashes in use; 0 while none is whole.
     generation: AtomicU64,
@@ -203,11 +210,10 @@ impl Fleet {
             timeout,
             timeout_ms,
             on_redis_down,
-            claim: Script::new(CLAIM_LUA),
-            pending: Script::new(PENDING_LUA),
+            settle: Script::new(SETTLE_LUA),
+            reversing: Script::new(REVERSING_LUA),
             release: Script::new(RELEASE_LUA),
             since: Script::new(SINCE_LUA),
-            reserve: Script::new(RESERVE_LUA),
             give_back: Script::new(GIVE_BACK_LUA),
             generation: AtomicU64::new(0),
             duplicate_window_ms,
@@ -362,54 +368,6 @@ impl Fleet {
         }
     }
 
-    /// Checks one approval of `amount` at `at_ms` against the card's global
-    /// limits and counts it if it fits: `Ok(Err(reason))` is a decline,
-    /// nothing counted.
-    pub async fn reserve(
-        &self,
-        token: &Token,
-        amount: Amount,
-        at_ms: u64,
-    ) -> Result<Result<(), DeclineReason>, FleetError> {
-        let generation = self.generation()?;
-        let mut invocation = self.reserve.prepare_invoke();
-        invocation
-            .key(card_key(token, generation))
-            .key(BUILT_KEY)
-            .arg(amount.minor())
-            .arg(card_ttl_ms());
-        for window in Window::ALL {
-            let current = bucket_of(window, at_ms);
-            // Fewer buckets only in the first minutes after 1970.
-            let buckets = u64::from(window.bucket_count()).min(current + 1);
-            let limit = self.limits.of(window);
-            invocation
-                .arg(window_tag(window))
-                .arg(current)
-                .arg(buckets)
-                .arg(limit_arg(limit.count_max.map(u64::from)))
-                .arg(limit_arg(limit.amount_max.map(|amount| amount.minor())))
-                .arg(window.bucket_s());
-        }
-        invocation.arg(generation);
-        let mut connection = self.connection.clone();
-        let reply: i64 = self
-            .within_timeout(invocation.invoke_async(&mut connection))
-            .await?;
-        match reply {
-            0 => Ok(Ok(())),
-            65 => Ok(Err(DeclineReason::CardCountLimit)),
-            61 => Ok(Err(DeclineReason::CardAmountLimit)),
-            // Lost since this node last looked: nothing is counted until a
-            // generation is whole again, as while it is being rebuilt.
-            -1 => {
-                self.generation.store(0, Ordering::Relaxed);
-                Err(FleetError::NotBuilt)
-            }
-            other => Err(FleetError::UnexpectedReply(other)),
-        }
-    }
-
     /// Gives back `amount` of one approval counted at `original_at_ms`;
     /// `whole`: all of it, so it stops counting as a transaction, else a
     /// partial reversal that leaves it counted once.
@@ -456,13 +414,30 @@ pub trait FleetStore: Send + Sync + 'static {
     /// What the node does while the store does not answer.
     fn on_redis_down(&self) -> OnRedisDown;
 
-    /// Claims `key` for this node (pending for at most `pending_ms`), or
-    /// says who holds it: [`Claim::Mine`] only when the store can vouch that
-    /// no node answered `key` within the duplicate window, else
-    /// [`Claim::TakenOver`].
-    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim>;
+    /// The request's one call on its reply path, after the node's actors
+    /// decided: claims `key` for this node (pending for at most
+    /// `pending_ms`), or says who holds it ([`Claim::Mine`] only when the
+    /// store can vouch that no node answered `key` within the duplicate
+    /// window, else [`Claim::TakenOver`]); and when the claim is this node's
+    /// (or there is no key), checks `approval` against the card's global
+    /// limits and counts it if it fits. A claim that is another node's
+    /// counts nothing ([`Velocity::NotAsked`]).
+    fn settle<'a>(
+        &'a self,
+        key: Option<&'a str>,
+        pending_ms: u64,
+        approval: Option<Approval>,
+    ) -> FleetFuture<'a, Settled>;
+
+    /// [`FleetStore::settle`] of `key` alone: who holds it, claimed for this
+    /// node if no other node does.
+    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim> {
+        Box::pin(async move { Ok(self.settle(Some(key), pending_ms, None).await?.claim) })
+    }
 
     /// Records this node's answer to the request it claimed, for `ttl_ms`.
+    /// The engine calls it after the reply (it is not on the reply path): a
+    /// node that dies first leaves its claim pending, to lapse.
     fn answer<'a>(&'a self, key: &'a str, answer: &'a str, ttl_ms: u64) -> FleetFuture<'a, ()>;
 
     /// Gives up a claim without an answer: the next claim of `key` is
@@ -470,18 +445,12 @@ pub trait FleetStore: Send + Sync + 'static {
     /// decided.
     fn release<'a>(&'a self, key: &'a str) -> FleetFuture<'a, ()>;
 
-    /// Whether a node holds `key`'s claim pending now (it is deciding that
-    /// request), without claiming it.
-    fn pending<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool>;
-
-    /// Checks one approval against the card's global limits and counts it
-    /// if it fits: `Ok(Err(reason))` is a decline, nothing counted.
-    fn reserve(
-        &self,
-        token: Token,
-        amount: Amount,
-        at_ms: u64,
-    ) -> FleetFuture<'_, Result<(), DeclineReason>>;
+    /// Before a reversal of the request `key` looks for it: whether a node
+    /// holds `key`'s claim pending now (it is deciding that request), without
+    /// claiming it. Keys no node holds are marked reversed for the duplicate
+    /// window: the original, if it reaches a node only now, gets
+    /// [`Claim::Reversed`] and is not decided after its reversal.
+    fn reversing<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool>;
 
     /// Gives back `amount` of one approval counted at `original_at_ms`;
     /// `whole`: all of it, else a partial reversal that leaves it counted.
@@ -509,20 +478,13 @@ impl FleetStore for Fleet {
         self.on_redis_down
     }
 
-    fn claim<'a>(&'a self, key: &'a str, pending_ms: u64) -> FleetFuture<'a, Claim> {
-        Box::pin(async move {
-            let mut invocation = self.claim.prepare_invoke();
-            invocation
-                .key(key)
-                .arg(pending_ms)
-                .arg(self.duplicate_window_ms.max(pending_ms))
-                .arg(self.claims_since_ms.load(Ordering::Relaxed));
-            let mut connection = self.connection.clone();
-            let held: Option<String> = self
-                .within_timeout(invocation.invoke_async(&mut connection))
-                .await?;
-            Ok(Claim::read(held))
-        })
+    fn settle<'a>(
+        &'a self,
+        key: Option<&'a str>,
+        pending_ms: u64,
+        approval: Option<Approval>,
+    ) -> FleetFuture<'a, Settled> {
+        Box::pin(Fleet::settle(self, key, pending_ms, approval))
     }
 
     fn answer<'a>(&'a self, key: &'a str, answer: &'a str, ttl_ms: u64) -> FleetFuture<'a, ()> {
@@ -545,25 +507,16 @@ impl FleetStore for Fleet {
         })
     }
 
-    fn pending<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool> {
+    fn reversing<'a>(&'a self, key: &'a str) -> FleetFuture<'a, bool> {
         Box::pin(async move {
-            let mut invocation = self.pending.prepare_invoke();
-            invocation.key(key);
+            let mut invocation = self.reversing.prepare_invoke();
+            invocation.key(key).arg(self.duplicate_window_ms);
             let mut connection = self.connection.clone();
             let pending: i64 = self
                 .within_timeout(invocation.invoke_async(&mut connection))
                 .await?;
             Ok(pending == 1)
         })
-    }
-
-    fn reserve(
-        &self,
-        token: Token,
-        amount: Amount,
-        at_ms: u64,
-    ) -> FleetFuture<'_, Result<(), DeclineReason>> {
-        Box::pin(async move { Fleet::reserve(self, &token, amount, at_ms).await })
     }
 
     fn give_back(
