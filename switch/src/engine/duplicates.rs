@@ -27,7 +27,7 @@
 //! finishing it hands the answer to those copies, and dropping it unanswered
 //! (a cancelled task) frees the keys.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -40,7 +40,7 @@ use storage::{JournalRecord, OriginalKeys, RecordKind, StorageError, StoreReader
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::duplicate_key::DuplicateKey;
+use crate::engine::duplicate_key::{DuplicateKey, KeyMap};
 use crate::engine::fleet_claim::{encode_answer, wait_while_pending};
 use crate::engine::record::CardOutcome;
 use crate::engine::world::World;
@@ -69,7 +69,7 @@ pub(crate) struct Duplicates {
     /// Requests between their check and their answer, so a retransmission
     /// arriving meanwhile waits for the first one's answer instead of being
     /// decided twice.
-    in_flight: Mutex<HashMap<DuplicateKey, watch::Receiver<Option<CardOutcome>>>>,
+    in_flight: Mutex<KeyMap<watch::Receiver<Option<CardOutcome>>>>,
     recent: Mutex<RecentRequests>,
     window_ms: u64,
     /// Until then, a request the index has not seen may still have been
@@ -84,9 +84,9 @@ pub(crate) struct Duplicates {
 impl Duplicates {
     pub(crate) fn new(settings: DuplicateSettings) -> Duplicates {
         Duplicates {
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(KeyMap::default()),
             recent: Mutex::new(RecentRequests {
-                map: HashMap::new(),
+                map: KeyMap::default(),
                 order: VecDeque::new(),
                 window_ms: settings.window_ms,
                 entries_max: settings.entries_max,
@@ -115,13 +115,13 @@ impl Duplicates {
         let (Some(keys), true) = (authorization.keys, permitted) else {
             return Check::New(Slot::holding(self, None, None));
         };
-        let key = DuplicateKey {
-            terminal_id: authorization.terminal_id,
-            stan: keys.stan,
-            transmitted_at: keys.transmitted_at,
-            merchant_id: authorization.merchant_id,
-            acquirer: acquirer.map(|acquirer| Arc::clone(&acquirer.name)),
-        };
+        let key = DuplicateKey::new(
+            authorization.terminal_id,
+            keys.stan,
+            keys.transmitted_at,
+            authorization.merchant_id,
+            acquirer.map(|acquirer| Arc::clone(&acquirer.name)),
+        );
         let mut slot = match self.enter(key.clone()).await {
             Ok(slot) => slot,
             // A copy of a request in flight: its answer, published by the
@@ -170,19 +170,14 @@ impl Duplicates {
         let key = DuplicateKey::of_original(keys);
         let waiting: Vec<watch::Receiver<Option<CardOutcome>>> = match self.in_flight.lock() {
             // With DE90 the original's keys are known whole: one lookup.
-            Ok(in_flight) if key.transmitted_at.is_some() => {
+            Ok(in_flight) if key.names_its_time() => {
                 in_flight.get(&key).cloned().into_iter().collect()
             }
             // Without it, any transmission time: the in-flight map is bounded
             // by the connections and their requests in flight.
             Ok(in_flight) => in_flight
                 .iter()
-                .filter(|(held, _)| {
-                    held.terminal_id == key.terminal_id
-                        && held.stan == key.stan
-                        && held.merchant_id == key.merchant_id
-                        && held.acquirer == key.acquirer
-                })
+                .filter(|(held, _)| held.matches_at_any_time(&key))
                 .map(|(_, receiver)| receiver.clone())
                 .collect(),
             Err(_) => Vec::new(),
@@ -197,7 +192,7 @@ impl Duplicates {
             let _ = receiver.wait_for(Option::is_some).await;
         }
         if let Some(fleet) = &world.fleet
-            && key.transmitted_at.is_some()
+            && key.names_its_time()
             && !in_flight_here
         {
             wait_while_pending(world, fleet.as_ref(), &key.redis_key()).await;
@@ -521,7 +516,7 @@ fn answer_of(original: &JournalRecord) -> CardOutcome {
 /// start (requests answered before the restart), and for a repeat (0101,
 /// 0201) whose original is older than the window.
 struct RecentRequests {
-    map: HashMap<DuplicateKey, Recent>,
+    map: KeyMap<Recent>,
     /// Keys in the order they were answered, for eviction.
     order: VecDeque<(u64, DuplicateKey)>,
     window_ms: u64,
@@ -582,13 +577,13 @@ mod tests {
     use protocol::ids::Text;
 
     fn key(stan: &str) -> DuplicateKey {
-        DuplicateKey {
-            terminal_id: Text::parse(b"TERM0001").unwrap(),
-            stan: Text::parse(stan.as_bytes()).unwrap(),
-            transmitted_at: None,
-            merchant_id: protocol::domain::pad("ACME0000001").unwrap(),
-            acquirer: None,
-        }
+        DuplicateKey::new(
+            Text::parse(b"TERM0001").unwrap(),
+            Text::parse(stan.as_bytes()).unwrap(),
+            None,
+            protocol::domain::pad("ACME0000001").unwrap(),
+            None,
+        )
     }
 
     fn recent(at_ms: u64) -> Recent {
@@ -606,7 +601,7 @@ mod tests {
     #[test]
     fn the_recent_index_forgets_after_its_window_and_at_its_cap() {
         let mut index = RecentRequests {
-            map: HashMap::new(),
+            map: KeyMap::default(),
             order: VecDeque::new(),
             window_ms: 1_000,
             entries_max: 3,
