@@ -94,12 +94,19 @@ impl Currency {
             bytes[1].to_ascii_uppercase(),
             bytes[2].to_ascii_uppercase(),
         ];
-        CURRENCIES.iter().find(|c| c.alpha == upper).copied()
+        // The table is in alphabetic order (a test holds it there).
+        CURRENCIES
+            .binary_search_by(|c| c.alpha.cmp(&upper))
+            .ok()
+            .and_then(|at| CURRENCIES.get(at))
+            .copied()
     }
 
-    /// A currency by its ISO 4217 numeric code.
+    /// A currency by its ISO 4217 numeric code. Every request's DE49 is
+    /// looked up here, so by an index rather than a walk of the table.
     pub fn from_numeric(numeric: u16) -> Option<Currency> {
-        CURRENCIES.iter().find(|c| c.numeric == numeric).copied()
+        let at = *BY_NUMERIC.get(usize::from(numeric))?;
+        CURRENCIES.get(usize::from(at).checked_sub(1)?).copied()
     }
 
     /// The alphabetic code, for example `USD`.
@@ -141,6 +148,19 @@ impl fmt::Debug for Currency {
 /// ISO 4217 as published (list one, active codes), generated from the
 /// maintenance agency's table. Codes without minor units (funds, metals)
 /// are listed with 0.
+/// One place per numeric code 0-999: its currency's place in
+/// [`CURRENCIES`] plus one, or 0 for none.
+static BY_NUMERIC: std::sync::LazyLock<[u8; 1000]> = std::sync::LazyLock::new(|| {
+    let mut index = [0u8; 1000];
+    for (at, currency) in (1u8..).zip(CURRENCIES.iter()) {
+        if let Some(slot) = index.get_mut(usize::from(currency.numeric)) {
+            *slot = at;
+        }
+    }
+    index
+});
+
+/// In alphabetic order, for [`Currency::parse`]'s binary search.
 const CURRENCIES: [Currency; 178] = [
     Currency::new(*b"AED", 784, 2),
     Currency::new(*b"AFN", 971, 2),
@@ -357,6 +377,26 @@ mod tests {
         assert!(Currency::parse("000").is_none());
         assert!(Currency::parse("US").is_none());
         assert!(Currency::parse("€€").is_none());
+    }
+
+    #[test]
+    fn every_currency_is_found_by_both_its_codes() {
+        assert!(
+            CURRENCIES.windows(2).all(|w| w[0].alpha < w[1].alpha),
+            "not in alphabetic order"
+        );
+        for currency in CURRENCIES {
+            assert_eq!(Currency::parse(currency.alpha()), Some(currency));
+            assert_eq!(Currency::from_numeric(currency.numeric()), Some(currency));
+            let digits = currency.numeric_field();
+            assert_eq!(
+                Currency::parse(std::str::from_utf8(&digits).unwrap()),
+                Some(currency)
+            );
+        }
+        assert_eq!(Currency::from_numeric(0), None);
+        assert_eq!(Currency::from_numeric(1000), None);
+        assert_eq!(Currency::from_numeric(u16::MAX), None);
     }
 
     #[test]
