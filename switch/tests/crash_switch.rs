@@ -928,7 +928,7 @@ fn read_log(dir: &std::path::Path) -> Journaled {
             .await
             .unwrap();
         journal.close().await;
-        store.committed()
+        store.committed().unwrap()
     });
     let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
     let mut reversed = HashMap::new();

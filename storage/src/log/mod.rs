@@ -25,6 +25,7 @@
 //! docs/ARCHITECTURE.md), and no segment is ever compacted or removed.
 
 mod codec;
+mod index;
 mod segment;
 mod store;
 

@@ -37,6 +37,41 @@ fn segment_name(number: u64) -> String {
     format!("journal-{number:08}.seg")
 }
 
+/// The path of segment `number` under `dir`.
+pub(super) fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(segment_name(number))
+}
+
+/// The payload of the whole frame at `offset` in segment `number`, read
+/// back with positioned reads and its checksum verified: a record that is
+/// not held in memory. A frame that does not check is damage, named with
+/// its file and offset.
+pub(super) fn read_frame(dir: &Path, number: u64, offset: u64) -> Result<Vec<u8>, StorageError> {
+    use std::os::unix::fs::FileExt;
+    let path = segment_path(dir, number);
+    let corrupt = |why| StorageError::LogCorrupt {
+        path: path.clone(),
+        offset,
+        why,
+    };
+    let file = File::open(&path).map_err(io_error("open a journal segment", &path))?;
+    let mut header = [0u8; FRAME_HEADER];
+    file.read_exact_at(&mut header, offset)
+        .map_err(io_error("read a journal frame", &path))?;
+    let length: [u8; 4] = header[0..4].try_into().map_err(|_| corrupt("length"))?;
+    let crc: [u8; 4] = header[4..8].try_into().map_err(|_| corrupt("crc"))?;
+    let sequence: [u8; 8] = header[8..16].try_into().map_err(|_| corrupt("sequence"))?;
+    let payload_len =
+        usize::try_from(u32::from_le_bytes(length)).map_err(|_| corrupt("a frame's length"))?;
+    let mut payload = vec![0u8; payload_len];
+    file.read_exact_at(&mut payload, offset + count_u64(FRAME_HEADER))
+        .map_err(io_error("read a journal frame", &path))?;
+    if checksum(length, sequence, &payload) != u32::from_le_bytes(crc) {
+        return Err(corrupt("a checksum that does not match"));
+    }
+    Ok(payload)
+}
+
 /// The number in a segment's file name, or `None` for any other file.
 fn segment_number(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("journal-")?.strip_suffix(".seg")?;
@@ -81,6 +116,8 @@ pub(super) struct Segments {
     failed: bool,
     /// The frame being built, kept to reuse its allocation.
     frame: Vec<u8>,
+    /// The segment and offset of the last frame appended.
+    last_frame: (u64, u64),
 }
 
 impl Segments {
@@ -126,6 +163,7 @@ impl Segments {
             }
             return Err(io_error("append to the journal", &self.path)(error));
         }
+        self.last_frame = (self.number, self.len);
         self.len += frame_len;
         self.next_sequence += 1;
         self.unsynced = true;
@@ -150,6 +188,11 @@ impl Segments {
     /// The file being written now.
     pub(super) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the last frame appended is: its segment and offset.
+    pub(super) fn last_frame(&self) -> (u64, u64) {
+        self.last_frame
     }
 
     /// `fdatasync`s the frames written since the last one.
@@ -199,6 +242,59 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|dir| dir.sync_all())
         .map_err(io_error("sync the journal's directory", dir))
+}
+
+/// Every whole frame of segment `number`, in order, handed to `each` with
+/// its offset: a segment read back whole without recovering it (a closed
+/// segment's index rebuilt, or everything committed, for a test). A bad
+/// frame is damage, named, unless `open` says the segment may be being
+/// written, where the scan ends at it.
+pub(super) fn scan(
+    dir: &Path,
+    number: u64,
+    open: bool,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let path = segment_path(dir, number);
+    let data = std::fs::read(&path).map_err(io_error("read a journal segment", &path))?;
+    let corrupt = |offset: usize, why: &'static str| StorageError::LogCorrupt {
+        path: path.clone(),
+        offset: count_u64(offset),
+        why,
+    };
+    if data.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
+        return Err(corrupt(0, "not a journal segment (its header is wrong)"));
+    }
+    let mut at = MAGIC.len();
+    let mut sequence = None;
+    while at < data.len() {
+        let expected = sequence.unwrap_or_else(|| {
+            data.get(at + 8..at + 16)
+                .and_then(|bytes| bytes.try_into().ok())
+                .map_or(0, u64::from_le_bytes)
+        });
+        match frame_at(&data, at, expected) {
+            Ok((payload, next)) => {
+                each(count_u64(at), payload)?;
+                sequence = Some(expected + 1);
+                at = next;
+            }
+            Err(_) if open => break,
+            Err(Bad::Sequence) => return Err(corrupt(at, "a whole frame out of sequence")),
+            Err(Bad::Torn(why)) => return Err(corrupt(at, why)),
+        }
+    }
+    Ok(())
+}
+
+/// The numbers of the segments under `dir`, ascending.
+pub(super) fn numbers(dir: &Path) -> Result<Vec<u64>, StorageError> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(io_error("list the journal's directory", dir))?
+        .filter_map(|entry| segment_number(entry.ok()?.file_name().to_str()?))
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
 }
 
 /// What recovery found and did.
@@ -259,26 +355,22 @@ fn whole_frame_after(data: &[u8], from: usize, sequence: u64) -> bool {
 }
 
 /// Reads every segment under `dir`, oldest first, handing each whole
-/// frame's payload to `each` (with the segment and the frame's offset, for
-/// its errors); cuts a torn tail off the last segment; and opens the last
+/// frame's payload to `each` (with the segment's number and path and the
+/// frame's offset); cuts a torn tail off the last segment; and opens the last
 /// segment (or a first one) for appending. `segment_bytes` is where a
 /// segment is closed and the next begun.
 pub(super) fn recover(
     dir: &Path,
     segment_bytes: u64,
-    mut each: impl FnMut(&[u8], &Path, u64) -> Result<(), StorageError>,
+    mut each: impl FnMut(&[u8], u64, &Path, u64) -> Result<(), StorageError>,
 ) -> Result<(Segments, Recovery), StorageError> {
     std::fs::create_dir_all(dir).map_err(io_error("create the journal's directory", dir))?;
-    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
-        .map_err(io_error("list the journal's directory", dir))?
-        .filter_map(|entry| segment_number(entry.ok()?.file_name().to_str()?))
-        .collect();
-    numbers.sort_unstable();
+    let numbers = numbers(dir)?;
     let mut recovery = Recovery::default();
     let mut sequence = 1u64;
     let mut last = None;
     for (i, &number) in numbers.iter().enumerate() {
-        let path = dir.join(segment_name(number));
+        let path = segment_path(dir, number);
         let corrupt = |offset: usize, why: &'static str| StorageError::LogCorrupt {
             path: path.clone(),
             offset: count_u64(offset),
@@ -301,7 +393,7 @@ pub(super) fn recover(
         while at > 0 && at < data.len() {
             match frame_at(&data, at, sequence) {
                 Ok((payload, next)) => {
-                    each(payload, &path, count_u64(at))?;
+                    each(payload, number, &path, count_u64(at))?;
                     recovery.frames += 1;
                     sequence += 1;
                     at = next;
@@ -395,6 +487,7 @@ impl Segments {
             unsynced: false,
             failed: false,
             frame: Vec::new(),
+            last_frame: (number, 0),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use protocol::domain::{Token, TransactionId};
 
 use super::codec::{self, Entry};
+use super::index::{Frame, LogHistory};
 use super::segment::{self, Recovery, Segments};
 use crate::error::StorageError;
 use crate::journal::{Journal, JournalBackend, JournalConfig};
@@ -18,7 +19,7 @@ use crate::record::{
 };
 use crate::rewrap::{Rewrapped, VaultMaintenance};
 use crate::store::{StoreFuture, StoreReader};
-use crate::tables::Tables;
+use crate::tables::{History, Keyed, Tables, without_riders};
 
 /// Where a segment is closed and the next begun, unless configured.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
@@ -51,8 +52,9 @@ pub struct LogStore {
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
-    /// What every read answers from: the frames on disk, applied in order.
-    tables: RwLock<Tables>,
+    /// What every read answers from: the frames on disk, applied in order
+    /// (the records themselves stay on disk, indexed).
+    tables: RwLock<Tables<LogHistory>>,
     /// The files, held by whoever appends (the journal's writer, or a
     /// vault rewrap) from encoding a frame until it is applied to `tables`,
     /// so frames apply in the order they are on disk, as recovery applies
@@ -88,11 +90,18 @@ impl LogStore {
     pub async fn open(dir: &Path, config: LogConfig) -> Result<(Journal, LogStore), StorageError> {
         let path = dir.to_path_buf();
         let (segments, recovery, tables) = tokio::task::spawn_blocking(move || {
-            let mut tables = Tables::default();
-            let (segments, recovery) =
-                segment::recover(&path, config.segment_bytes, |payload, path, offset| {
+            let mut tables = Tables::new(Keyed::default(), LogHistory::new(&path));
+            let (segments, recovery) = segment::recover(
+                &path,
+                config.segment_bytes,
+                |payload, number, path, offset| {
+                    tables.history.at(Frame {
+                        segment: number,
+                        offset,
+                    });
                     replay(&mut tables, payload, path, offset)
-                })?;
+                },
+            )?;
             Ok::<_, StorageError>((segments, recovery, tables))
         })
         .await
@@ -134,13 +143,47 @@ impl LogStore {
 
     /// Every committed transaction, with the reversal that holds it, in id
     /// order: for tests that check what is on disk after a crash.
-    pub fn committed(&self) -> Vec<StoredTransaction> {
-        self.shared.read().committed()
+    /// Reads every segment back.
+    pub fn committed(&self) -> Result<Vec<StoredTransaction>, StorageError> {
+        let tables = self.shared.read();
+        let mut committed = Vec::new();
+        let numbers = segment::numbers(&self.shared.dir)?;
+        for (i, number) in numbers.iter().enumerate() {
+            segment::scan(
+                &self.shared.dir,
+                *number,
+                i + 1 == numbers.len(),
+                |offset, payload| {
+                    let Ok(Entry::Batch(batch)) = codec::decode(payload) else {
+                        return Ok(());
+                    };
+                    for record in &batch {
+                        // A record refused for its idempotency key is in
+                        // its frame but was not written.
+                        if tables.history.holds_at(
+                            record.id,
+                            Frame {
+                                segment: *number,
+                                offset,
+                            },
+                        )? {
+                            committed.push(StoredTransaction {
+                                record: without_riders(record),
+                                reversed_by: tables.history.reversal(record.id)?.map(|r| r.id),
+                            });
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        committed.sort_by_key(|stored| stored.record.id);
+        Ok(committed)
     }
 
     /// Records held.
     pub fn records(&self) -> usize {
-        self.shared.read().records()
+        usize::try_from(self.shared.read().records()).unwrap_or(usize::MAX)
     }
 
     /// The directory of the segments.
@@ -151,7 +194,7 @@ impl LogStore {
 
 /// Applies one frame read back at start, as the writer applied it.
 fn replay(
-    tables: &mut Tables,
+    tables: &mut Tables<LogHistory>,
     payload: &[u8],
     path: &Path,
     offset: u64,
@@ -179,12 +222,12 @@ fn replay(
 }
 
 impl Shared {
-    fn read(&self) -> RwLockReadGuard<'_, Tables> {
+    fn read(&self) -> RwLockReadGuard<'_, Tables<LogHistory>> {
         // Nothing panics half-way through changing the tables.
         self.tables.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
+    fn write(&self) -> RwLockWriteGuard<'_, Tables<LogHistory>> {
         self.tables.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -196,8 +239,8 @@ impl Shared {
         &self,
         disk: Disk,
         sync: bool,
-        encode: impl FnOnce(&Tables, &mut Vec<u8>) -> Result<(), StorageError>,
-        apply: impl FnOnce(&mut Tables) -> T,
+        encode: impl FnOnce(&Tables<LogHistory>, &mut Vec<u8>) -> Result<(), StorageError>,
+        apply: impl FnOnce(&mut Tables<LogHistory>) -> T,
     ) -> Result<T, StorageError> {
         let mut segments = Arc::clone(&self.segments).lock_owned().await;
         encode(&self.read(), segments.payload())?;
@@ -224,7 +267,11 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner) = Some(segments.path().to_path_buf());
         }
         written?;
-        let applied = apply(&mut self.write());
+        let (segment, offset) = segments.last_frame();
+        let mut tables = self.write();
+        tables.history.at(Frame { segment, offset });
+        let applied = apply(&mut tables);
+        drop(tables);
         drop(segments);
         Ok(applied)
     }
@@ -299,7 +346,7 @@ impl JournalBackend for LogWriter {
 
 impl StoreReader for LogStore {
     fn transaction(&self, id: TransactionId) -> StoreFuture<'_, Option<StoredTransaction>> {
-        Box::pin(async move { Ok(self.shared.read().transaction(id)) })
+        Box::pin(async move { self.shared.read().transaction(id) })
     }
 
     fn find_original<'a>(
@@ -309,10 +356,9 @@ impl StoreReader for LogStore {
         created_since_ms: u64,
     ) -> StoreFuture<'a, Option<JournalRecord>> {
         Box::pin(async move {
-            Ok(self
-                .shared
+            self.shared
                 .read()
-                .find_original(keys, kinds, created_since_ms))
+                .find_original(keys, kinds, created_since_ms)
         })
     }
 
@@ -330,7 +376,7 @@ impl StoreReader for LogStore {
         after: Option<ReplayCursor>,
         rows_max: u32,
     ) -> StoreFuture<'_, Vec<ReplayRow>> {
-        Box::pin(async move { Ok(self.shared.read().approved_since(since_ms, after, rows_max)) })
+        Box::pin(async move { self.shared.read().approved_since(since_ms, after, rows_max) })
     }
 
     fn recorded_since(&self, since_ms: u64) -> StoreFuture<'_, bool> {
