@@ -43,6 +43,21 @@ fn flip_byte(path: &Path, offset: u64) {
     std::fs::write(path, data).unwrap();
 }
 
+/// How many files under `dir` end so.
+fn files_ending(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(suffix)
+        })
+        .count()
+}
+
 async fn present(store: &LogStore, record: &JournalRecord) -> bool {
     store.transaction(record.id).await.unwrap().is_some()
 }
@@ -246,7 +261,7 @@ async fn segments_roll_and_damage_in_an_earlier_one_refuses_to_start() {
         );
     }
     journal.close().await;
-    let segments = std::fs::read_dir(dir.path()).unwrap().count();
+    let segments = files_ending(dir.path(), ".seg");
     assert!(segments > 3, "{segments} segments");
 
     let (journal, store) = LogStore::open(dir.path(), config(1024)).await.unwrap();
@@ -280,4 +295,105 @@ async fn a_file_that_is_not_a_segment_refuses_to_start() {
         matches!(error, StorageError::LogCorrupt { offset: 0, .. }),
         "{error:?}"
     );
+}
+
+/// `count` approvals with STANs 1.., each a new card's with its sealed
+/// PAN and an idempotency entry, one batch each.
+async fn history(journal: &Journal, count: u64) -> Vec<JournalRecord> {
+    let mut records = Vec::new();
+    for n in 0..count {
+        let stan = format!("{:06}", n + 1);
+        let card = token(u8::try_from(n % 251).unwrap());
+        let mut record = approved(NOW_MS + n, card, &stan);
+        record.sealed_pan = Some(SealedPan {
+            token: card,
+            key_id: 1,
+            nonce: [7; 12],
+            ciphertext: vec![9; 32],
+        });
+        record.idempotency = Some(IdempotencyEntry {
+            merchant_id: "M0001".to_owned(),
+            key: format!("key-{n}"),
+            request_hash: [1; 32],
+            response_json: "{}".to_owned(),
+            status: 201,
+        });
+        assert_eq!(
+            journal.append(record.clone()).await,
+            Ok(AppendOutcome::Recorded)
+        );
+        records.push(record);
+    }
+    records
+}
+
+/// Every read of `records` (and of the reversal of the first) answers as
+/// written, from whichever segment holds it.
+async fn every_read_answers(store: &LogStore, records: &[JournalRecord], reversal: &JournalRecord) {
+    for record in [
+        &records[0],
+        &records[records.len() / 2],
+        &records[records.len() - 1],
+    ] {
+        let stored = store.transaction(record.id).await.unwrap().unwrap();
+        assert_eq!(stored.record.id, record.id);
+        assert_eq!(stored.record.stan, record.stan);
+        let keys = storage::OriginalKeys {
+            terminal_id: record.terminal_id,
+            stan: record.stan.unwrap(),
+            transmitted_at: record.transmitted_at,
+            merchant_id: record.merchant_id,
+            acquirer: None,
+        };
+        let kinds = [storage::RecordKind::Authorization];
+        let found = store.find_original(&keys, &kinds, 0).await.unwrap();
+        assert_eq!(found.map(|r| r.id), Some(record.id));
+        let key = &record.idempotency.as_ref().unwrap().key;
+        assert!(
+            store
+                .idempotent_response("M0001", key)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let card = record.token.unwrap();
+        assert_eq!(store.sealed_pan(card).await.unwrap().unwrap().token, card);
+    }
+    let first = store.transaction(records[0].id).await.unwrap().unwrap();
+    assert_eq!(first.reversed_by, Some(reversal.id));
+    // The replay, in order across every segment, without the reversed
+    // first record.
+    let mut pages = ReplayPages::new(store, 0, 7);
+    let mut replayed = Vec::new();
+    while let Some(page) = pages.next_page().await.unwrap() {
+        replayed.extend(page.iter().map(|row| row.id));
+    }
+    let expected: Vec<_> = records[1..].iter().map(|r| r.id).collect();
+    assert_eq!(replayed, expected);
+}
+
+#[tokio::test]
+async fn closed_segments_are_read_from_their_index_files_and_cost_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    let records = history(&journal, 200).await;
+    // A reversal of the oldest record, long after it.
+    let reversal = reversal_of(&records[0], NOW_MS + 1_000);
+    assert_eq!(
+        journal.append(reversal.clone()).await,
+        Ok(AppendOutcome::Recorded)
+    );
+    let held = store.in_memory();
+    assert!(held.closed_segments >= 20, "{held:?}");
+    // A segment of 2 KiB holds a handful of records: those of the open
+    // one are all that is indexed in memory, however many came before.
+    assert!(held.open_records <= 10, "{held:?}");
+    assert_eq!(store.records(), records.len() + 1);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert!(store.in_memory().open_records <= 10);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
 }

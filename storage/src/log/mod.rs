@@ -25,9 +25,11 @@
 //! docs/ARCHITECTURE.md), and no segment is ever compacted or removed.
 
 mod codec;
+mod frames;
 mod index;
 mod segment;
+mod sidecar;
 mod store;
 
 pub use segment::Recovery;
-pub use store::{LogConfig, LogStore, SEGMENT_BYTES_DEFAULT};
+pub use store::{InMemory, LogConfig, LogStore, SEGMENT_BYTES_DEFAULT};

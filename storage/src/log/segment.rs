@@ -118,6 +118,8 @@ pub(super) struct Segments {
     frame: Vec<u8>,
     /// The segment and offset of the last frame appended.
     last_frame: (u64, u64),
+    /// A segment closed and not yet indexed: number, length, next sequence.
+    closed: Option<(u64, u64, u64)>,
 }
 
 impl Segments {
@@ -190,6 +192,18 @@ impl Segments {
         &self.path
     }
 
+    /// The number of the segment being written and the sequence of the
+    /// next frame.
+    pub(super) fn position(&self) -> (u64, u64) {
+        (self.number, self.next_sequence)
+    }
+
+    /// The segment closed since last asked, if one was: its number, its
+    /// length and the sequence of the frame after its last.
+    pub(super) fn take_closed(&mut self) -> Option<(u64, u64, u64)> {
+        self.closed.take()
+    }
+
     /// Where the last frame appended is: its segment and offset.
     pub(super) fn last_frame(&self) -> (u64, u64) {
         self.last_frame
@@ -215,6 +229,7 @@ impl Segments {
         let path = self.dir.join(segment_name(number));
         let file = create_segment(&self.dir, &path)?;
         tracing::info!(segment = %path.display(), "journal: began a new segment");
+        self.closed = Some((self.number, self.len, self.next_sequence));
         self.file = file;
         self.path = path;
         self.number = number;
@@ -354,6 +369,15 @@ fn whole_frame_after(data: &[u8], from: usize, sequence: u64) -> bool {
     })
 }
 
+/// Where a frame read back at start is.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct At<'a> {
+    pub(super) number: u64,
+    pub(super) path: &'a Path,
+    pub(super) offset: u64,
+    pub(super) sequence: u64,
+}
+
 /// Reads every segment under `dir`, oldest first, handing each whole
 /// frame's payload to `each` (with the segment's number and path and the
 /// frame's offset); cuts a torn tail off the last segment; and opens the last
@@ -362,7 +386,7 @@ fn whole_frame_after(data: &[u8], from: usize, sequence: u64) -> bool {
 pub(super) fn recover(
     dir: &Path,
     segment_bytes: u64,
-    mut each: impl FnMut(&[u8], u64, &Path, u64) -> Result<(), StorageError>,
+    mut each: impl FnMut(&[u8], At<'_>) -> Result<(), StorageError>,
 ) -> Result<(Segments, Recovery), StorageError> {
     std::fs::create_dir_all(dir).map_err(io_error("create the journal's directory", dir))?;
     let numbers = numbers(dir)?;
@@ -393,7 +417,15 @@ pub(super) fn recover(
         while at > 0 && at < data.len() {
             match frame_at(&data, at, sequence) {
                 Ok((payload, next)) => {
-                    each(payload, number, &path, count_u64(at))?;
+                    each(
+                        payload,
+                        At {
+                            number,
+                            path: &path,
+                            offset: count_u64(at),
+                            sequence,
+                        },
+                    )?;
                     recovery.frames += 1;
                     sequence += 1;
                     at = next;
@@ -488,6 +520,7 @@ impl Segments {
             failed: false,
             frame: Vec::new(),
             last_frame: (number, 0),
+            closed: None,
         }
     }
 }

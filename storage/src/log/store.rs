@@ -9,7 +9,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use protocol::domain::{Token, TransactionId};
 
 use super::codec::{self, Entry};
-use super::index::{Frame, LogHistory};
+use super::frames::Frame;
+use super::index::LogHistory;
 use super::segment::{self, Recovery, Segments};
 use crate::error::StorageError;
 use crate::journal::{Journal, JournalBackend, JournalConfig};
@@ -90,18 +91,26 @@ impl LogStore {
     pub async fn open(dir: &Path, config: LogConfig) -> Result<(Journal, LogStore), StorageError> {
         let path = dir.to_path_buf();
         let (segments, recovery, tables) = tokio::task::spawn_blocking(move || {
-            let mut tables = Tables::new(Keyed::default(), LogHistory::new(&path));
-            let (segments, recovery) = segment::recover(
-                &path,
-                config.segment_bytes,
-                |payload, number, path, offset| {
+            let mut tables = Tables::new(Keyed::default(), LogHistory::new(&path, Vec::new()));
+            let (mut segments, recovery) =
+                segment::recover(&path, config.segment_bytes, |payload, at| {
+                    if at.number != tables.history.open_number() {
+                        // The segment before is closed: whole, and
+                        // followed by this frame.
+                        close(&mut tables, &path, at.sequence)?;
+                    }
                     tables.history.at(Frame {
-                        segment: number,
-                        offset,
+                        segment: at.number,
+                        offset: at.offset,
                     });
-                    replay(&mut tables, payload, path, offset)
-                },
-            )?;
+                    replay(&mut tables, payload, at.path, at.offset)
+                })?;
+            // A segment begun but still empty follows a closed one.
+            let (number, next_sequence) = segments.position();
+            if number != tables.history.open_number() {
+                close(&mut tables, &path, next_sequence)?;
+            }
+            segments.take_closed();
             Ok::<_, StorageError>((segments, recovery, tables))
         })
         .await
@@ -149,6 +158,7 @@ impl LogStore {
         let mut committed = Vec::new();
         let numbers = segment::numbers(&self.shared.dir)?;
         for (i, number) in numbers.iter().enumerate() {
+            // Only segment files: the index files beside them are not.
             segment::scan(
                 &self.shared.dir,
                 *number,
@@ -186,10 +196,48 @@ impl LogStore {
         usize::try_from(self.shared.read().records()).unwrap_or(usize::MAX)
     }
 
+    /// What the index holds in memory: records of the open segment, and
+    /// closed segments, each of which costs a summary only.
+    pub fn in_memory(&self) -> InMemory {
+        let tables = self.shared.read();
+        InMemory {
+            open_records: tables.history.open_records(),
+            closed_segments: crate::convert::count_u64(tables.history.closed().len()),
+        }
+    }
+
     /// The directory of the segments.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }
+}
+
+/// Closes the open segment of `tables` at start: it is whole (recovery
+/// refuses damage in any segment but the last) and followed by the frame
+/// numbered `next_sequence`.
+fn close(
+    tables: &mut Tables<LogHistory>,
+    dir: &Path,
+    next_sequence: u64,
+) -> Result<(), StorageError> {
+    let path = segment::segment_path(dir, tables.history.open_number());
+    let len = std::fs::metadata(&path)
+        .map_err(|source| StorageError::Log {
+            operation: "read a journal segment's length",
+            path,
+            source,
+        })?
+        .len();
+    tables.history.close_open(len, next_sequence)
+}
+
+/// What the log's index holds in memory ([`LogStore::in_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InMemory {
+    /// Records of the open segment, indexed in memory.
+    pub open_records: u64,
+    /// Closed segments, each held as a summary of its index file.
+    pub closed_segments: u64,
 }
 
 /// Applies one frame read back at start, as the writer applied it.
@@ -244,7 +292,7 @@ impl Shared {
     ) -> Result<T, StorageError> {
         let mut segments = Arc::clone(&self.segments).lock_owned().await;
         encode(&self.read(), segments.payload())?;
-        let (segments, written) = match disk {
+        let (mut segments, written) = match disk {
             Disk::Here => {
                 let written = segments.append(sync);
                 (segments, written)
@@ -269,6 +317,11 @@ impl Shared {
         written?;
         let (segment, offset) = segments.last_frame();
         let mut tables = self.write();
+        if let Some((_, len, next_sequence)) = segments.take_closed() {
+            // The frame began the next segment: the one before is closed,
+            // and indexed in a file before the frame is applied.
+            tables.history.close_open(len, next_sequence)?;
+        }
         tables.history.at(Frame { segment, offset });
         let applied = apply(&mut tables);
         drop(tables);
