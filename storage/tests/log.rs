@@ -265,7 +265,11 @@ async fn segments_roll_and_damage_in_an_earlier_one_refuses_to_start() {
     assert!(segments > 3, "{segments} segments");
 
     let (journal, store) = LogStore::open(dir.path(), config(1024)).await.unwrap();
-    assert_eq!(store.recovery().segments, u64::try_from(segments).unwrap());
+    // Start-up read the open segment alone; the closed ones are in the
+    // snapshot and their index files.
+    let segments = u64::try_from(segments).unwrap();
+    assert_eq!(store.recovery().snapshot, segments - 1);
+    assert_eq!(store.recovery().segments, 1);
     assert_eq!(store.records(), records.len());
     let mut pages = ReplayPages::new(&store, 0, 7);
     let mut replayed = 0;
@@ -275,15 +279,42 @@ async fn segments_roll_and_damage_in_an_earlier_one_refuses_to_start() {
     assert_eq!(replayed, records.len());
     journal.close().await;
 
-    // Damage at the end of the first segment is not a torn tail: later
-    // segments follow it.
+    // Damage at the end of the first segment, in its last frame: a read
+    // of a record there finds it, naming the file and the offset.
     let first = first_segment(dir.path());
     flip_byte(&first, file_len(&first) - 1);
+    let (journal, store) = LogStore::open(dir.path(), config(1024)).await.unwrap();
+    let mut damaged = None;
+    for record in &records {
+        if let Err(error) = store.transaction(record.id).await {
+            damaged = Some(error);
+        }
+    }
+    assert!(
+        matches!(&damaged, Some(StorageError::LogCorrupt { path, offset, .. }) if path == &first && *offset > 0),
+        "{damaged:?}"
+    );
+    journal.close().await;
+
+    // A start that must read the first segment again (no snapshot or
+    // index file to begin from) refuses: it is not a torn tail, later
+    // segments follow it.
+    remove_files_ending(dir.path(), ".snap");
+    remove_files_ending(dir.path(), ".idx");
     let error = LogStore::open(dir.path(), config(1024)).await.unwrap_err();
     assert!(
         matches!(&error, StorageError::LogCorrupt { path, .. } if path == &first),
         "{error:?}"
     );
+}
+
+fn remove_files_ending(dir: &Path, suffix: &str) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(suffix) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
 }
 
 #[tokio::test]
@@ -394,6 +425,89 @@ async fn closed_segments_are_read_from_their_index_files_and_cost_a_summary() {
 
     let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
     assert!(store.in_memory().open_records <= 10);
+    assert_eq!(store.in_memory().closed_segments, held.closed_segments);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+}
+
+/// A log of 200 records and a late reversal in 2 KiB segments, closed.
+async fn closed_history(dir: &Path) -> (Vec<JournalRecord>, JournalRecord) {
+    let (journal, _store) = LogStore::open(dir, config(2048)).await.unwrap();
+    let records = history(&journal, 200).await;
+    let reversal = reversal_of(&records[0], NOW_MS + 1_000);
+    journal.append(reversal.clone()).await.unwrap();
+    journal.close().await;
+    (records, reversal)
+}
+
+#[tokio::test]
+async fn a_restart_reads_the_snapshot_and_the_open_segment_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, reversal) = closed_history(dir.path()).await;
+    let segments = u64::try_from(files_ending(dir.path(), ".seg")).unwrap();
+    assert!(segments >= 20);
+
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    let recovery = store.recovery().clone();
+    assert_eq!(recovery.snapshot, segments - 1, "{recovery:?}");
+    assert_eq!(recovery.segments, 1, "{recovery:?}");
+    // The frames of one 2 KiB segment, not the 201 written.
+    assert!(recovery.frames <= 10, "{recovery:?}");
+    assert_eq!(store.records(), records.len() + 1);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_damaged_index_or_snapshot_is_rebuilt_from_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, reversal) = closed_history(dir.path()).await;
+    let segments = u64::try_from(files_ending(dir.path(), ".seg")).unwrap();
+    let index = |n: u64| dir.path().join(format!("journal-{n:08}.idx"));
+    let snapshot = |n: u64| dir.path().join(format!("journal-{n:08}.snap"));
+
+    // The latest snapshot damaged: the one before it is used, and the
+    // segment after it read back.
+    flip_byte(&snapshot(segments - 1), 20);
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert_eq!(store.recovery().snapshot, segments - 2);
+    assert_eq!(store.recovery().segments, 2);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+
+    // An index file missing: every segment is read back, and every index
+    // and snapshot written afresh.
+    std::fs::remove_file(index(3)).unwrap();
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert_eq!(store.recovery().snapshot, 0);
+    assert_eq!(store.recovery().segments, segments);
+    assert!(index(3).exists());
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+
+    // An index file's header damaged: the same.
+    flip_byte(&index(5), 30);
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert_eq!(store.recovery().snapshot, 0);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+
+    // An index file's body damaged (its header sound): found on the first
+    // read of that segment, which fails naming it and sets it aside; the
+    // next start rebuilds it and every answer is as before.
+    let damaged = index(1);
+    let len = file_len(&damaged);
+    flip_byte(&damaged, len - 1);
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert_eq!(store.recovery().snapshot, segments - 1);
+    let error = store.transaction(records[0].id).await.unwrap_err();
+    assert!(
+        matches!(&error, StorageError::LogCorrupt { path, .. } if path == &damaged),
+        "{error:?}"
+    );
+    journal.close().await;
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert_eq!(store.recovery().snapshot, 0);
     every_read_answers(&store, &records, &reversal).await;
     journal.close().await;
 }

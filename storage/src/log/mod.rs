@@ -29,6 +29,8 @@ mod frames;
 mod index;
 mod segment;
 mod sidecar;
+mod snapshot;
+mod start;
 mod store;
 
 pub use segment::Recovery;

@@ -315,7 +315,10 @@ pub(super) fn numbers(dir: &Path) -> Result<Vec<u64>, StorageError> {
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
-    /// Segments read.
+    /// The segment whose snapshot start-up began from (0: none, every
+    /// segment was read).
+    pub snapshot: u64,
+    /// Segments read (those after the snapshot).
     pub segments: u64,
     /// Whole frames read (commits, claim turns, vault rewraps).
     pub frames: u64,
@@ -369,6 +372,22 @@ fn whole_frame_after(data: &[u8], from: usize, sequence: u64) -> bool {
     })
 }
 
+/// Where recovery starts reading: the first segment after the latest
+/// snapshot, and the sequence of its first frame.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReadFrom {
+    pub(super) segment: u64,
+    pub(super) sequence: u64,
+}
+
+impl ReadFrom {
+    /// Every segment, from the first.
+    pub(super) const START: ReadFrom = ReadFrom {
+        segment: 1,
+        sequence: 1,
+    };
+}
+
 /// Where a frame read back at start is.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct At<'a> {
@@ -378,7 +397,7 @@ pub(super) struct At<'a> {
     pub(super) sequence: u64,
 }
 
-/// Reads every segment under `dir`, oldest first, handing each whole
+/// Reads every segment under `dir` from `from` on, oldest first, handing each whole
 /// frame's payload to `each` (with the segment's number and path and the
 /// frame's offset); cuts a torn tail off the last segment; and opens the last
 /// segment (or a first one) for appending. `segment_bytes` is where a
@@ -386,12 +405,13 @@ pub(super) struct At<'a> {
 pub(super) fn recover(
     dir: &Path,
     segment_bytes: u64,
+    from: ReadFrom,
     mut each: impl FnMut(&[u8], At<'_>) -> Result<(), StorageError>,
 ) -> Result<(Segments, Recovery), StorageError> {
     std::fs::create_dir_all(dir).map_err(io_error("create the journal's directory", dir))?;
     let numbers = numbers(dir)?;
     let mut recovery = Recovery::default();
-    let mut sequence = 1u64;
+    let mut sequence = from.sequence;
     let mut last = None;
     for (i, &number) in numbers.iter().enumerate() {
         let path = segment_path(dir, number);
@@ -402,6 +422,10 @@ pub(super) fn recover(
         };
         if i > 0 && numbers[i - 1] + 1 != number {
             return Err(corrupt(0, "the segment before it is missing"));
+        }
+        if number < from.segment {
+            // Closed and indexed; what its frames did is in the snapshot.
+            continue;
         }
         let is_last = i + 1 == numbers.len();
         let data = std::fs::read(&path).map_err(io_error("read a journal segment", &path))?;

@@ -175,7 +175,6 @@ pub(super) fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(),
 /// The summary of segment `number` from its index file, if the file is
 /// there, its header whole and it describes this segment as it is
 /// (`segment_len` bytes). `None`: it is to be rebuilt.
-#[expect(dead_code, reason = "start-up reads closed segments' summaries from here next")]
 pub(super) fn read(dir: &Path, number: u64, segment_len: u64) -> Option<Closed> {
     let path = sidecar_path(dir, number);
     let file = File::open(&path).ok()?;
@@ -286,9 +285,21 @@ impl Closed {
         let whole = *self.verified.get_or_init(|| {
             let mut body = Vec::new();
             let read = std::io::Read::read_to_end(&mut &file, &mut body);
-            read.is_ok()
+            let whole = read.is_ok()
                 && body.len() >= HEADER
-                && crc32fast::hash(&body[HEADER..]) == self.body_crc
+                && crc32fast::hash(&body[HEADER..]) == self.body_crc;
+            if !whole {
+                // Set aside (kept for a person to look at), so that the
+                // next start finds no index and rebuilds it.
+                let aside = self.path.with_extension("idx.damaged");
+                let renamed = std::fs::rename(&self.path, &aside);
+                tracing::error!(
+                    index = %self.path.display(),
+                    set_aside = renamed.is_ok(),
+                    "journal: a closed segment's index fails its checksum; reads of that segment fail until a restart rebuilds it"
+                );
+            }
+            whole
         });
         if !whole {
             return Err(self.corrupt(

@@ -12,6 +12,7 @@ use super::codec::{self, Entry};
 use super::frames::Frame;
 use super::index::LogHistory;
 use super::segment::{self, Recovery, Segments};
+use super::start;
 use crate::error::StorageError;
 use crate::journal::{Journal, JournalBackend, JournalConfig};
 use crate::record::{
@@ -20,7 +21,7 @@ use crate::record::{
 };
 use crate::rewrap::{Rewrapped, VaultMaintenance};
 use crate::store::{StoreFuture, StoreReader};
-use crate::tables::{History, Keyed, Tables, without_riders};
+use crate::tables::{History, Tables, without_riders};
 
 /// Where a segment is closed and the next begun, unless configured.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
@@ -90,33 +91,13 @@ impl LogStore {
     /// damage a crash cannot have made.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<(Journal, LogStore), StorageError> {
         let path = dir.to_path_buf();
-        let (segments, recovery, tables) = tokio::task::spawn_blocking(move || {
-            let mut tables = Tables::new(Keyed::default(), LogHistory::new(&path, Vec::new()));
-            let (mut segments, recovery) =
-                segment::recover(&path, config.segment_bytes, |payload, at| {
-                    if at.number != tables.history.open_number() {
-                        // The segment before is closed: whole, and
-                        // followed by this frame.
-                        close(&mut tables, &path, at.sequence)?;
-                    }
-                    tables.history.at(Frame {
-                        segment: at.number,
-                        offset: at.offset,
-                    });
-                    replay(&mut tables, payload, at.path, at.offset)
-                })?;
-            // A segment begun but still empty follows a closed one.
-            let (number, next_sequence) = segments.position();
-            if number != tables.history.open_number() {
-                close(&mut tables, &path, next_sequence)?;
-            }
-            segments.take_closed();
-            Ok::<_, StorageError>((segments, recovery, tables))
-        })
-        .await
-        .map_err(lost(dir, "recover the journal"))??;
+        let (segments, recovery, tables) =
+            tokio::task::spawn_blocking(move || start::recover(&path, config.segment_bytes))
+                .await
+                .map_err(lost(dir, "recover the journal"))??;
         tracing::info!(
             dir = %dir.display(),
+            snapshot = recovery.snapshot,
             segments = recovery.segments,
             frames = recovery.frames,
             records = tables.records(),
@@ -212,25 +193,6 @@ impl LogStore {
     }
 }
 
-/// Closes the open segment of `tables` at start: it is whole (recovery
-/// refuses damage in any segment but the last) and followed by the frame
-/// numbered `next_sequence`.
-fn close(
-    tables: &mut Tables<LogHistory>,
-    dir: &Path,
-    next_sequence: u64,
-) -> Result<(), StorageError> {
-    let path = segment::segment_path(dir, tables.history.open_number());
-    let len = std::fs::metadata(&path)
-        .map_err(|source| StorageError::Log {
-            operation: "read a journal segment's length",
-            path,
-            source,
-        })?
-        .len();
-    tables.history.close_open(len, next_sequence)
-}
-
 /// What the log's index holds in memory ([`LogStore::in_memory`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InMemory {
@@ -238,35 +200,6 @@ pub struct InMemory {
     pub open_records: u64,
     /// Closed segments, each held as a summary of its index file.
     pub closed_segments: u64,
-}
-
-/// Applies one frame read back at start, as the writer applied it.
-fn replay(
-    tables: &mut Tables<LogHistory>,
-    payload: &[u8],
-    path: &Path,
-    offset: u64,
-) -> Result<(), StorageError> {
-    let corrupt = |why| StorageError::LogCorrupt {
-        path: path.to_path_buf(),
-        offset,
-        why,
-    };
-    match codec::decode(payload).map_err(corrupt)? {
-        Entry::Batch(batch) => {
-            // The writer checked the batch applies before writing it.
-            tables
-                .apply(&batch)
-                .map_err(|_| corrupt("a commit that does not apply after the ones before it"))?;
-        }
-        Entry::Claims(claims) => {
-            tables.claim_turn(&claims);
-        }
-        Entry::Rewrap(rows) => {
-            tables.replace_sealed(&rows);
-        }
-    }
-    Ok(())
 }
 
 impl Shared {
@@ -319,8 +252,8 @@ impl Shared {
         let mut tables = self.write();
         if let Some((_, len, next_sequence)) = segments.take_closed() {
             // The frame began the next segment: the one before is closed,
-            // and indexed in a file before the frame is applied.
-            tables.history.close_open(len, next_sequence)?;
+            // indexed in a file and snapshotted before the frame is applied.
+            start::close_segment(&mut tables, &self.dir, len, next_sequence)?;
         }
         tables.history.at(Frame { segment, offset });
         let applied = apply(&mut tables);
