@@ -1279,6 +1279,19 @@ fn nothing_acknowledged_is_lost_or_counted_twice_across_sigkills_under_load_on_t
     killed_under_mixed_load(&crash_config(&log), None);
 }
 
+/// Segments of 16 KiB: the kills land among segment closes (an index file
+/// and a snapshot written, a new segment begun), and every restart starts
+/// from a snapshot and reads old records back from closed segments.
+#[test]
+fn nothing_acknowledged_is_lost_or_counted_twice_across_sigkills_under_load_on_small_log_segments()
+{
+    let log = CONFIG.replace(
+        "[iso]",
+        "[storage]\nbackend = \"log\"\nsegment_bytes = 16384\n\n[iso]",
+    );
+    killed_under_mixed_load(&crash_config(&log), None);
+}
+
 #[test]
 fn nothing_acknowledged_is_lost_or_counted_twice_across_sigkills_under_load_on_postgres() {
     let Some(admin_url) = database_url() else {

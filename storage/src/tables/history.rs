@@ -14,7 +14,7 @@ use protocol::ids::MerchantId;
 use protocol::{Amount, Currency};
 
 use crate::error::StorageError;
-use crate::record::{JournalRecord, ReplayCursor, StoredTransaction};
+use crate::record::{JournalRecord, ReplayCursor};
 
 /// What the replay needs of an approval, besides the reversal against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,14 +82,15 @@ pub(crate) struct MemoryHistory {
     approvals: BTreeSet<ReplayCursor>,
 }
 
+#[cfg(feature = "memory")]
 impl MemoryHistory {
     /// Every committed transaction, with the reversal that holds it, in id
     /// order.
-    pub(crate) fn committed(&self) -> Vec<StoredTransaction> {
-        let mut committed: Vec<StoredTransaction> = self
+    pub(crate) fn committed(&self) -> Vec<crate::record::StoredTransaction> {
+        let mut committed: Vec<crate::record::StoredTransaction> = self
             .transactions
             .values()
-            .map(|record| StoredTransaction {
+            .map(|record| crate::record::StoredTransaction {
                 record: JournalRecord::clone(record),
                 reversed_by: self.reversals.get(&record.id).copied(),
             })
