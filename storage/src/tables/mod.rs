@@ -1,8 +1,9 @@
-//! The journal's tables in memory, and every rule they are written and read
-//! by: the same as the SQL backends', case for case. Two backends hold their
-//! state here: the test backend (`memory`), and the segment log (`log`),
-//! which rebuilds them from its segments at start and answers every read
-//! from them. The conformance tests (`storage/tests/conformance.rs`) hold
+//! The journal's tables, and every rule they are written and read by: the
+//! same as the SQL backends', case for case. Two backends hold their state
+//! here: the test backend (`memory`), with every record in memory, and the
+//! segment log (`log`), whose records stay in its segments behind an index
+//! ([`History`] is the part that grows with the records; [`Keyed`] what is
+//! bounded by cards and keys, held whole by both). The conformance tests (`storage/tests/conformance.rs`) hold
 //! both, SQLite and PostgreSQL to the same answers.
 //!
 //! Every read is an index lookup or an ordered range, never a scan of all
