@@ -16,14 +16,13 @@
 //!
 //! The header holds the counts, the summary's fence keys, the segment's
 //! length and the sequence after its last frame, a CRC-32 of the body and
-//! one of itself. It is written to a temporary name, synced, renamed and
-//! the directory synced; start-up checks the header against the segment,
+//! one of itself. It is written to a temporary name and renamed (not
+//! synced: see [`write_whole`]); start-up checks the header against the segment,
 //! and the body's checksum is checked on the first lookup after start
 //! (a damaged body fails that read, naming the file; a restart rebuilds
 //! it from the segment).
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -83,7 +82,7 @@ fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error)
     }
 }
 
-/// Writes the index of closed segment `number` from `index`, durably.
+/// Writes the index of closed segment `number` from `index`.
 pub(super) fn write(
     dir: &Path,
     number: u64,
@@ -154,22 +153,20 @@ pub(super) fn write(
     };
     let mut file_bytes = closed.header().to_vec();
     file_bytes.extend_from_slice(&body);
-    write_durably(dir, &closed.path, &file_bytes)?;
+    write_whole(&closed.path, &file_bytes)?;
     Ok(closed)
 }
 
-/// Writes `bytes` to `path` by a temporary file that is synced and then
-/// renamed over it, the directory synced: the file is whole or absent.
-pub(super) fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+/// Writes `bytes` to `path` by a temporary file renamed over it. Not
+/// synced: an index file or snapshot is never the only copy of anything
+/// (the segments are, and they are synced), and start-up checks each one
+/// against its checksum and the segment it describes, rebuilding what a
+/// crash cut short or lost. An `fsync` here would stall the writer, which
+/// closes segments on its own thread, for the disk's worst case.
+pub(super) fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let temporary = path.with_extension("tmp");
-    let mut file = File::create(&temporary).map_err(io_error("create a journal index", path))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io_error("write a journal index", path))?;
-    std::fs::rename(&temporary, path).map_err(io_error("rename a journal index", path))?;
-    File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error("sync the journal's directory", dir))
+    std::fs::write(&temporary, bytes).map_err(io_error("write a journal index", path))?;
+    std::fs::rename(&temporary, path).map_err(io_error("rename a journal index", path))
 }
 
 /// The summary of segment `number` from its index file, if the file is

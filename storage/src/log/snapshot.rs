@@ -9,14 +9,15 @@
 //! [SWSNP001][segment number u64][payload: log::codec::encode_keyed][crc32 u32]
 //! ```
 //!
-//! Written to a temporary name, synced and renamed; one that is missing,
+//! Written to a temporary name and renamed, not synced (the segments are
+//! the journal of record; see `sidecar::write_whole`); one that is missing,
 //! cut short or fails its checksum is passed over for an older one, or
 //! for reading the segments from the first.
 
 use std::path::{Path, PathBuf};
 
 use super::codec;
-use super::sidecar::write_durably;
+use super::sidecar::write_whole;
 use crate::error::StorageError;
 use crate::tables::Keyed;
 
@@ -42,7 +43,7 @@ pub(super) fn snapshot_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(snapshot_name(number))
 }
 
-/// Writes the state as it stands when segment `number` is closed, durably,
+/// Writes the state as it stands when segment `number` is closed,
 /// and removes snapshots older than the ones kept.
 pub(super) fn write(dir: &Path, number: u64, keyed: &Keyed) -> Result<(), StorageError> {
     let mut bytes = MAGIC.to_vec();
@@ -50,7 +51,7 @@ pub(super) fn write(dir: &Path, number: u64, keyed: &Keyed) -> Result<(), Storag
     codec::encode_keyed(&mut bytes, keyed);
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    write_durably(dir, &snapshot_path(dir, number), &bytes)?;
+    write_whole(&snapshot_path(dir, number), &bytes)?;
     for old in numbers(dir) {
         if old + KEPT <= number {
             // A stale snapshot left behind costs disk only.
