@@ -170,17 +170,21 @@ fn rss_bytes() -> u64 {
     kib * 1024
 }
 
-/// Writes 400 000 records (each a new card's, with its sealed PAN), then
-/// measures what reopening the log (recovery rebuilding the tables) adds
+/// Writes `records` records (each a new card's, with its sealed PAN) in
+/// segments of `segment_bytes`, then measures what reopening the log adds
 /// to the resident memory, per record, and how long it takes.
-async fn memory_per_record(base: &Path) {
+async fn memory_per_record(base: &Path, records: usize, segment_bytes: u64) {
     const RECORDS: usize = 400_000;
+    let records_max = if records == 0 { RECORDS } else { records };
     let dir = tempfile::tempdir_in(base).unwrap();
-    let config = LogConfig::default();
+    let config = LogConfig {
+        segment_bytes,
+        ..LogConfig::default()
+    };
     {
         let (journal, _store) = LogStore::open(dir.path(), config).await.unwrap();
         let mut written = 0;
-        while written < RECORDS {
+        while written < records_max {
             let mut set = tokio::task::JoinSet::new();
             for _ in 0..256 {
                 let journal = journal.clone();
@@ -194,17 +198,43 @@ async fn memory_per_record(base: &Path) {
         }
         journal.close().await;
     }
+    // Reopened in a process of its own: memory this one freed would be
+    // reused and hide what the reopened log holds.
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["0", "/tmp", "reopen"])
+        .arg(dir.path())
+        .arg(segment_bytes.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Opens the log in `dir` and prints what that adds to the resident
+/// memory, per record, how long it takes and what it read.
+async fn reopen(dir: &Path, segment_bytes: u64) {
+    let config = LogConfig {
+        segment_bytes,
+        ..LogConfig::default()
+    };
     let before = rss_bytes();
     let started = Instant::now();
-    let (journal, store) = LogStore::open(dir.path(), config).await.unwrap();
+    let (journal, store) = LogStore::open(dir, config).await.unwrap();
     let recovered_in = started.elapsed();
     let after = rss_bytes();
     let records = store.records();
+    let held = store.in_memory();
+    let recovery = store.recovery();
     println!(
         "{records} records: {} bytes resident, {} bytes per record (each with a vault row); \
-         recovery read them back in {recovered_in:?}",
+         started in {recovered_in:?} from the snapshot of segment {} reading {} segment(s), \
+         {} frames; {} records of the open segment indexed in memory, {} closed segments",
         after - before,
-        (after - before) / records as u64
+        (after - before) / records as u64,
+        recovery.snapshot,
+        recovery.segments,
+        recovery.frames,
+        held.open_records,
+        held.closed_segments,
     );
     journal.close().await;
 }
@@ -217,8 +247,19 @@ async fn main() {
     // `log`: the segment log alone (for a profile); `memory`: the bytes of
     // memory the log's tables hold per record.
     let mode = args.next();
+    if mode.as_deref() == Some("reopen") {
+        let dir = args.next().unwrap();
+        let segment_bytes = args.next().unwrap().parse().unwrap();
+        reopen(Path::new(&dir), segment_bytes).await;
+        return;
+    }
     if mode.as_deref() == Some("memory") {
-        memory_per_record(Path::new(&base)).await;
+        // Optional: records (400 000) and segment bytes (the default).
+        let records = args.next().map_or(0, |s| s.parse().unwrap());
+        let segment_bytes = args
+            .next()
+            .map_or(storage::log::SEGMENT_BYTES_DEFAULT, |s| s.parse().unwrap());
+        memory_per_record(Path::new(&base), records, segment_bytes).await;
         return;
     }
     let only_log = mode.as_deref() == Some("log");

@@ -57,10 +57,20 @@ impl Backend {
     }
 
     async fn log() -> Option<Backend> {
+        Backend::log_with(storage::log::SEGMENT_BYTES_DEFAULT).await
+    }
+
+    /// The log with segments so small that nearly every frame closes one:
+    /// every read then answers from closed segments' index files.
+    async fn log_segments() -> Option<Backend> {
+        Backend::log_with(256).await
+    }
+
+    async fn log_with(segment_bytes: u64) -> Option<Backend> {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig {
             journal: journal_config(),
-            ..LogConfig::default()
+            segment_bytes,
         };
         let (journal, store) = LogStore::open(dir.path(), config).await.unwrap();
         Some(Backend {
@@ -138,6 +148,15 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $case() {
                     super::run(super::Backend::log, super::$case).await;
+                }
+            )*
+        }
+
+        mod log_segments {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::run(super::Backend::log_segments, super::$case).await;
                 }
             )*
         }

@@ -43,6 +43,21 @@ fn flip_byte(path: &Path, offset: u64) {
     std::fs::write(path, data).unwrap();
 }
 
+/// How many files under `dir` end so.
+fn files_ending(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(suffix)
+        })
+        .count()
+}
+
 async fn present(store: &LogStore, record: &JournalRecord) -> bool {
     store.transaction(record.id).await.unwrap().is_some()
 }
@@ -246,11 +261,15 @@ async fn segments_roll_and_damage_in_an_earlier_one_refuses_to_start() {
         );
     }
     journal.close().await;
-    let segments = std::fs::read_dir(dir.path()).unwrap().count();
+    let segments = files_ending(dir.path(), ".seg");
     assert!(segments > 3, "{segments} segments");
 
     let (journal, store) = LogStore::open(dir.path(), config(1024)).await.unwrap();
-    assert_eq!(store.recovery().segments, u64::try_from(segments).unwrap());
+    // Start-up read the open segment alone; the closed ones are in the
+    // snapshot and their index files.
+    let segments = u64::try_from(segments).unwrap();
+    assert_eq!(store.recovery().snapshot, segments - 1);
+    assert_eq!(store.recovery().segments, 1);
     assert_eq!(store.records(), records.len());
     let mut pages = ReplayPages::new(&store, 0, 7);
     let mut replayed = 0;
@@ -260,15 +279,42 @@ async fn segments_roll_and_damage_in_an_earlier_one_refuses_to_start() {
     assert_eq!(replayed, records.len());
     journal.close().await;
 
-    // Damage at the end of the first segment is not a torn tail: later
-    // segments follow it.
+    // Damage at the end of the first segment, in its last frame: a read
+    // of a record there finds it, naming the file and the offset.
     let first = first_segment(dir.path());
     flip_byte(&first, file_len(&first) - 1);
+    let (journal, store) = LogStore::open(dir.path(), config(1024)).await.unwrap();
+    let mut damaged = None;
+    for record in &records {
+        if let Err(error) = store.transaction(record.id).await {
+            damaged = Some(error);
+        }
+    }
+    assert!(
+        matches!(&damaged, Some(StorageError::LogCorrupt { path, offset, .. }) if path == &first && *offset > 0),
+        "{damaged:?}"
+    );
+    journal.close().await;
+
+    // A start that must read the first segment again (no snapshot or
+    // index file to begin from) refuses: it is not a torn tail, later
+    // segments follow it.
+    remove_files_ending(dir.path(), ".snap");
+    remove_files_ending(dir.path(), ".idx");
     let error = LogStore::open(dir.path(), config(1024)).await.unwrap_err();
     assert!(
         matches!(&error, StorageError::LogCorrupt { path, .. } if path == &first),
         "{error:?}"
     );
+}
+
+fn remove_files_ending(dir: &Path, suffix: &str) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(suffix) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
 }
 
 #[tokio::test]
@@ -280,4 +326,188 @@ async fn a_file_that_is_not_a_segment_refuses_to_start() {
         matches!(error, StorageError::LogCorrupt { offset: 0, .. }),
         "{error:?}"
     );
+}
+
+/// `count` approvals with STANs 1.., each a new card's with its sealed
+/// PAN and an idempotency entry, one batch each.
+async fn history(journal: &Journal, count: u64) -> Vec<JournalRecord> {
+    let mut records = Vec::new();
+    for n in 0..count {
+        let stan = format!("{:06}", n + 1);
+        let card = token(u8::try_from(n % 251).unwrap());
+        let mut record = approved(NOW_MS + n, card, &stan);
+        record.sealed_pan = Some(SealedPan {
+            token: card,
+            key_id: 1,
+            nonce: [7; 12],
+            ciphertext: vec![9; 32],
+        });
+        record.idempotency = Some(IdempotencyEntry {
+            merchant_id: "M0001".to_owned(),
+            key: format!("key-{n}"),
+            request_hash: [1; 32],
+            response_json: "{}".to_owned(),
+            status: 201,
+        });
+        assert_eq!(
+            journal.append(record.clone()).await,
+            Ok(AppendOutcome::Recorded)
+        );
+        records.push(record);
+    }
+    records
+}
+
+/// Every read of `records` (and of the reversal of the first) answers as
+/// written, from whichever segment holds it.
+async fn every_read_answers(store: &LogStore, records: &[JournalRecord], reversal: &JournalRecord) {
+    for record in [
+        &records[0],
+        &records[records.len() / 2],
+        &records[records.len() - 1],
+    ] {
+        let stored = store.transaction(record.id).await.unwrap().unwrap();
+        assert_eq!(stored.record.id, record.id);
+        assert_eq!(stored.record.stan, record.stan);
+        let keys = storage::OriginalKeys {
+            terminal_id: record.terminal_id,
+            stan: record.stan.unwrap(),
+            transmitted_at: record.transmitted_at,
+            merchant_id: record.merchant_id,
+            acquirer: None,
+        };
+        let kinds = [storage::RecordKind::Authorization];
+        let found = store.find_original(&keys, &kinds, 0).await.unwrap();
+        assert_eq!(found.map(|r| r.id), Some(record.id));
+        let key = &record.idempotency.as_ref().unwrap().key;
+        assert!(
+            store
+                .idempotent_response("M0001", key)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let card = record.token.unwrap();
+        assert_eq!(store.sealed_pan(card).await.unwrap().unwrap().token, card);
+    }
+    let first = store.transaction(records[0].id).await.unwrap().unwrap();
+    assert_eq!(first.reversed_by, Some(reversal.id));
+    // The replay, in order across every segment, without the reversed
+    // first record.
+    let mut pages = ReplayPages::new(store, 0, 7);
+    let mut replayed = Vec::new();
+    while let Some(page) = pages.next_page().await.unwrap() {
+        replayed.extend(page.iter().map(|row| row.id));
+    }
+    let expected: Vec<_> = records[1..].iter().map(|r| r.id).collect();
+    assert_eq!(replayed, expected);
+}
+
+#[tokio::test]
+async fn closed_segments_are_read_from_their_index_files_and_cost_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    let records = history(&journal, 200).await;
+    // A reversal of the oldest record, long after it.
+    let reversal = reversal_of(&records[0], NOW_MS + 1_000);
+    assert_eq!(
+        journal.append(reversal.clone()).await,
+        Ok(AppendOutcome::Recorded)
+    );
+    let held = store.in_memory();
+    assert!(held.closed_segments >= 20, "{held:?}");
+    // A segment of 2 KiB holds a handful of records: those of the open
+    // one are all that is indexed in memory, however many came before.
+    assert!(held.open_records <= 10, "{held:?}");
+    assert_eq!(store.records(), records.len() + 1);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert!(store.in_memory().open_records <= 10);
+    assert_eq!(store.in_memory().closed_segments, held.closed_segments);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+}
+
+/// A log of 200 records and a late reversal in 2 KiB segments, closed.
+async fn closed_history(dir: &Path) -> (Vec<JournalRecord>, JournalRecord) {
+    let (journal, _store) = LogStore::open(dir, config(2048)).await.unwrap();
+    let records = history(&journal, 200).await;
+    let reversal = reversal_of(&records[0], NOW_MS + 1_000);
+    journal.append(reversal.clone()).await.unwrap();
+    journal.close().await;
+    (records, reversal)
+}
+
+#[tokio::test]
+async fn a_restart_reads_the_snapshot_and_the_open_segment_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, reversal) = closed_history(dir.path()).await;
+    let segments = u64::try_from(files_ending(dir.path(), ".seg")).unwrap();
+    assert!(segments >= 20);
+
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    let recovery = store.recovery().clone();
+    assert_eq!(recovery.snapshot, segments - 1, "{recovery:?}");
+    assert_eq!(recovery.segments, 1, "{recovery:?}");
+    // The frames of one 2 KiB segment, not the 201 written.
+    assert!(recovery.frames <= 10, "{recovery:?}");
+    assert_eq!(store.records(), records.len() + 1);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_damaged_index_or_snapshot_is_rebuilt_from_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, reversal) = closed_history(dir.path()).await;
+    let segments = u64::try_from(files_ending(dir.path(), ".seg")).unwrap();
+    let index = |n: u64| dir.path().join(format!("journal-{n:08}.idx"));
+    let snapshot = |n: u64| dir.path().join(format!("journal-{n:08}.snap"));
+
+    // The latest snapshot damaged: the one before it is used, and the
+    // segment after it read back.
+    flip_byte(&snapshot(segments - 1), 20);
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert_eq!(store.recovery().snapshot, segments - 2);
+    assert_eq!(store.recovery().segments, 2);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+
+    // An index file missing: every segment is read back, and every index
+    // and snapshot written afresh.
+    std::fs::remove_file(index(3)).unwrap();
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert_eq!(store.recovery().snapshot, 0);
+    assert_eq!(store.recovery().segments, segments);
+    assert!(index(3).exists());
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+
+    // An index file's header damaged: the same.
+    flip_byte(&index(5), 30);
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert_eq!(store.recovery().snapshot, 0);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
+
+    // An index file's body damaged (its header sound): found on the first
+    // read of that segment, which fails naming it and sets it aside; the
+    // next start rebuilds it and every answer is as before.
+    let damaged = index(1);
+    let len = file_len(&damaged);
+    flip_byte(&damaged, len - 1);
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert_eq!(store.recovery().snapshot, segments - 1);
+    let error = store.transaction(records[0].id).await.unwrap_err();
+    assert!(
+        matches!(&error, StorageError::LogCorrupt { path, .. } if path == &damaged),
+        "{error:?}"
+    );
+    journal.close().await;
+    let (journal, store) = LogStore::open(dir.path(), config(2048)).await.unwrap();
+    assert_eq!(store.recovery().snapshot, 0);
+    every_read_answers(&store, &records, &reversal).await;
+    journal.close().await;
 }

@@ -187,8 +187,23 @@ async fn open_journal(config: &Config) -> anyhow::Result<(Journal, AnyStore)> {
             Ok((journal, AnyStore::new(store)))
         }
         StorageSettings::Log { log } => {
-            // Recovery reads every segment and refuses to start on damage
-            // a crash cannot have made, naming the file and offset.
+            // A data directory that holds a SQLite journal and no segment
+            // is one written before the log was the default: starting an
+            // empty log beside it would leave every record behind unseen.
+            let sqlite = config.data_dir.join("journal.sqlite");
+            let first_segment = config.data_dir.join("journal-00000001.seg");
+            if sqlite.exists() && !first_segment.exists() {
+                anyhow::bail!(
+                    "data_dir {} holds a SQLite journal ({}) and no segment log: set \
+                     [storage] backend = \"sqlite\" to go on with it (the segment log \
+                     is the default now), or move it away to start an empty log",
+                    config.data_dir.display(),
+                    sqlite.display()
+                );
+            }
+            // Start-up reads the latest snapshot and the segments after it,
+            // and refuses to start on damage a crash cannot have made,
+            // naming the file and offset.
             let (journal, store) =
                 LogStore::open(&config.data_dir, *log)
                     .await

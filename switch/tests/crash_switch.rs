@@ -928,7 +928,7 @@ fn read_log(dir: &std::path::Path) -> Journaled {
             .await
             .unwrap();
         journal.close().await;
-        store.committed()
+        store.committed().unwrap()
     });
     let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
     let mut reversed = HashMap::new();
@@ -1187,8 +1187,8 @@ fn probe_velocity(switch: &TestSwitch, run: &Run, velocity: &[(u64, u64)]) {
     }
 }
 
-/// The whole run with `config`: on the embedded journal (SQLite, or the
-/// segment log when `config` chooses it), or on PostgreSQL at
+/// The whole run with `config`: on the embedded journal (the segment log,
+/// or SQLite when `config` chooses it), or on PostgreSQL at
 /// `database_url`.
 fn killed_under_mixed_load(config: &str, database_url: Option<&str>) {
     let seed = crash_seed();
@@ -1198,8 +1198,10 @@ fn killed_under_mixed_load(config: &str, database_url: Option<&str>) {
     let data_dir = dir.path().join("data");
     let journal = match database_url {
         Some(url) => JournalAt::Postgres(url.to_owned()),
-        None if config.contains("backend = \"log\"") => JournalAt::Log(data_dir.clone()),
-        None => JournalAt::Sqlite(data_dir.join("journal.sqlite")),
+        None if config.contains("backend = \"sqlite\"") => {
+            JournalAt::Sqlite(data_dir.join("journal.sqlite"))
+        }
+        None => JournalAt::Log(data_dir.clone()),
     };
     let env: Vec<(&str, &str)> = database_url
         .map(|url| vec![("DATABASE_URL", url)])
@@ -1270,12 +1272,26 @@ fn killed_under_mixed_load(config: &str, database_url: Option<&str>) {
 
 #[test]
 fn nothing_acknowledged_is_lost_or_counted_twice_across_sigkills_under_load() {
-    killed_under_mixed_load(&crash_config(CONFIG), None);
+    let sqlite = CONFIG.replace("[iso]", "[storage]\nbackend = \"sqlite\"\n\n[iso]");
+    killed_under_mixed_load(&crash_config(&sqlite), None);
 }
 
 #[test]
 fn nothing_acknowledged_is_lost_or_counted_twice_across_sigkills_under_load_on_the_segment_log() {
     let log = CONFIG.replace("[iso]", "[storage]\nbackend = \"log\"\n\n[iso]");
+    killed_under_mixed_load(&crash_config(&log), None);
+}
+
+/// Segments of 16 KiB: the kills land among segment closes (an index file
+/// and a snapshot written, a new segment begun), and every restart starts
+/// from a snapshot and reads old records back from closed segments.
+#[test]
+fn nothing_acknowledged_is_lost_or_counted_twice_across_sigkills_under_load_on_small_log_segments()
+{
+    let log = CONFIG.replace(
+        "[iso]",
+        "[storage]\nbackend = \"log\"\nsegment_bytes = 16384\n\n[iso]",
+    );
     killed_under_mixed_load(&crash_config(&log), None);
 }
 
@@ -1305,4 +1321,41 @@ fn nothing_acknowledged_is_lost_or_counted_twice_across_sigkills_under_load_on_p
     admin(format!("CREATE DATABASE {name}"));
     killed_under_mixed_load(&crash_config(&postgres_config()), Some(&url));
     admin(format!("DROP DATABASE {name} WITH (FORCE)"));
+}
+
+/// The segment log is the default journal now: a data directory written by
+/// the SQLite journal (no `[storage]` section, before) is refused with what
+/// to set, not started afresh as an empty log beside every record it holds.
+#[test]
+fn a_sqlite_journal_left_by_the_old_default_is_not_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let sqlite = CONFIG.replace("[iso]", "[storage]\nbackend = \"sqlite\"\n\n[iso]");
+    let switch = TestSwitch::start_in_with_env(dir.path(), &data_dir, &sqlite, &[]);
+    assert!(switch.stop().success());
+    assert!(data_dir.join("journal.sqlite").exists());
+
+    let config_file = dir.path().join("default.toml");
+    std::fs::write(&config_file, CONFIG).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+        .args(["serve", "--config"])
+        .arg(&config_file)
+        .args([
+            "--iso-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("backend = \"sqlite\"") && stderr.contains("journal.sqlite"),
+        "{stderr}"
+    );
+    assert!(!data_dir.join("journal-00000001.seg").exists());
 }

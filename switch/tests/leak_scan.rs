@@ -585,7 +585,8 @@ fn scan(backend: &Backend) {
         });
     }
     // The switch's directory: its configuration, the audit log, and on the
-    // embedded journal the SQLite files. The audit log is text: it is
+    // embedded journal the segment log's files (segments, index files,
+    // snapshots). The audit log is text: it is
     // scanned as text too.
     let files = files_under(dir.path());
     assert!(
@@ -599,9 +600,9 @@ fn scan(backend: &Backend) {
         assert!(
             files.iter().any(|(path, bytes)| path
                 .file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with("journal.sqlite"))
+                .is_some_and(|name| name.to_string_lossy().ends_with(".seg"))
                 && contains(bytes, bin.as_bytes())),
-            "the SQLite journal holds the HTTP approval's BIN, so it is scanned"
+            "the segment log holds the HTTP approval's BIN, so it is scanned"
         );
     }
     for (path, bytes) in files {

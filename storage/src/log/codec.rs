@@ -14,11 +14,13 @@ use protocol::domain::{Channel, DeclineReason, Token, TransactionId};
 use protocol::ids::Text;
 use protocol::{Amount, Currency, Mti, ResponseCode};
 
+use crate::convert::count_u64;
 use crate::record::{
     IdempotencyClaim, IdempotencyEntry, JournalRecord, KeyClaim, RecordKind, SealedPan,
     StageTimings,
 };
 use crate::rewrap::Rewrapped;
+use crate::tables::Keyed;
 
 /// What a frame carries.
 #[derive(Debug)]
@@ -217,13 +219,89 @@ fn put_record(out: &mut Vec<u8>, record: &JournalRecord) {
         out.extend_from_slice(&us.to_le_bytes());
     }
     put_option(out, record.sealed_pan.as_ref(), put_sealed);
-    put_option(out, record.idempotency.as_ref(), |o, entry| {
-        put_str(o, &entry.merchant_id);
-        put_str(o, &entry.key);
-        o.extend_from_slice(&entry.request_hash);
-        put_str(o, &entry.response_json);
-        o.extend_from_slice(&entry.status.to_le_bytes());
+    put_option(out, record.idempotency.as_ref(), put_entry);
+}
+
+fn put_entry(out: &mut Vec<u8>, entry: &IdempotencyEntry) {
+    put_str(out, &entry.merchant_id);
+    put_str(out, &entry.key);
+    out.extend_from_slice(&entry.request_hash);
+    put_str(out, &entry.response_json);
+    out.extend_from_slice(&entry.status.to_le_bytes());
+}
+
+/// Appends what a snapshot holds (`log::snapshot`): the vault, the
+/// idempotency entries with their records, the claims, and the latest
+/// record's time. Maps are written in key order, so the same state is the
+/// same bytes.
+pub(super) fn encode_keyed(out: &mut Vec<u8>, keyed: &Keyed) {
+    put_option(out, keyed.latest_ms.as_ref(), |o, ms| {
+        o.extend_from_slice(&ms.to_le_bytes());
     });
+    out.extend_from_slice(&count_u64(keyed.vault.len()).to_le_bytes());
+    for sealed in keyed.vault.values() {
+        put_sealed(out, sealed);
+    }
+    let mut entries: Vec<_> = keyed.idempotency.values().collect();
+    entries.sort_by(|a, b| (&a.0.merchant_id, &a.0.key).cmp(&(&b.0.merchant_id, &b.0.key)));
+    out.extend_from_slice(&count_u64(entries.len()).to_le_bytes());
+    for (entry, by) in entries {
+        put_entry(out, entry);
+        out.extend_from_slice(by.as_bytes());
+    }
+    let mut claims: Vec<_> = keyed.claims.iter().collect();
+    claims.sort_by(|a, b| a.0.cmp(b.0));
+    out.extend_from_slice(&count_u64(claims.len()).to_le_bytes());
+    for ((merchant_id, key), (request_hash, by, at_ms)) in claims {
+        put_str(out, merchant_id);
+        put_str(out, key);
+        out.extend_from_slice(request_hash);
+        out.extend_from_slice(by.as_bytes());
+        out.extend_from_slice(&at_ms.to_le_bytes());
+    }
+}
+
+/// What [`encode_keyed`] wrote.
+pub(super) fn decode_keyed(payload: &[u8]) -> Result<Keyed, DecodeError> {
+    let mut input = Input(payload);
+    let mut keyed = Keyed {
+        latest_ms: input.option("latest_ms", |i| i.u64("latest_ms"))?,
+        ..Keyed::default()
+    };
+    let count = |input: &mut Input<'_>, field| -> Result<u64, DecodeError> {
+        let count = input.u64(field)?;
+        // Every item takes at least a byte.
+        if count > count_u64(input.0.len()) {
+            return Err(field);
+        }
+        Ok(count)
+    };
+    for _ in 0..count(&mut input, "vault count")? {
+        let sealed = input.sealed()?;
+        *keyed.vault_keys.entry(sealed.key_id).or_insert(0) += 1;
+        keyed.vault.insert(sealed.token, sealed);
+    }
+    for _ in 0..count(&mut input, "idempotency count")? {
+        let entry = input.entry()?;
+        let by = input.id("idempotency.claimed_by")?;
+        keyed
+            .idempotency
+            .insert((entry.merchant_id.clone(), entry.key.clone()), (entry, by));
+    }
+    for _ in 0..count(&mut input, "claims count")? {
+        let merchant_id = input.string("claim.merchant_id")?;
+        let key = input.string("claim.key")?;
+        let row = (
+            input.array("claim.request_hash")?,
+            input.id("claim.claimed_by")?,
+            input.u64("claim.claimed_at_ms")?,
+        );
+        keyed.claims.insert((merchant_id, key), row);
+    }
+    if !input.0.is_empty() {
+        return Err("bytes after the snapshot");
+    }
+    Ok(keyed)
 }
 
 /// The bytes of a payload not read yet.
@@ -359,15 +437,17 @@ impl<'a> Input<'a> {
                 vault_us: self.u32("vault_us")?,
             },
             sealed_pan: self.option("sealed_pan", Input::sealed)?,
-            idempotency: self.option("idempotency", |i| {
-                Ok(IdempotencyEntry {
-                    merchant_id: i.string("idempotency.merchant_id")?,
-                    key: i.string("idempotency.key")?,
-                    request_hash: i.array("idempotency.request_hash")?,
-                    response_json: i.string("idempotency.response_json")?,
-                    status: i.u16("idempotency.status")?,
-                })
-            })?,
+            idempotency: self.option("idempotency", Input::entry)?,
+        })
+    }
+
+    fn entry(&mut self) -> Result<IdempotencyEntry, DecodeError> {
+        Ok(IdempotencyEntry {
+            merchant_id: self.string("idempotency.merchant_id")?,
+            key: self.string("idempotency.key")?,
+            request_hash: self.array("idempotency.request_hash")?,
+            response_json: self.string("idempotency.response_json")?,
+            status: self.u16("idempotency.status")?,
         })
     }
 }

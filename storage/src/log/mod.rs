@@ -4,29 +4,42 @@
 //! file in the data directory (`journal-NNNNNNNN.seg`) with one `write`, and
 //! a batch of records returns only after `fdatasync`: group commit is one
 //! write and one sync per batch, with no B-tree, no index page and no
-//! second file to update. Every read is answered from the tables in memory
-//! (`tables`, the rules the memory test backend also follows), which the
-//! writer updates after each frame is on disk and which are rebuilt at
-//! start by reading every frame back.
+//! second file to update on the commit path. The records stay in the
+//! segments: memory holds the open segment's index (`index`), each closed
+//! segment's index is a sorted file beside it read by binary search
+//! (`sidecar`), and what is bounded by cards and keys (the vault, the
+//! idempotency entries and claims) is held whole and snapshotted at each
+//! segment close (`snapshot`), so start-up reads the latest snapshot and the
+//! segments after it (`start`). docs/ARCHITECTURE.md, "The segment log",
+//! has the layout, how far back each read looks, and the figures.
 //!
 //! - `segment`: the files, the frame format, and recovery: every frame's
-//!   checksum is verified at start; a torn tail of the last segment is cut
+//!   checksum is verified when read; a torn tail of the last segment is cut
 //!   off at the last whole frame, and damage anywhere else refuses to
-//!   start, naming the file and offset.
+//!   start (or fails the read that meets it), naming the file and offset.
 //! - `codec`: the frames' payloads, a compact binary form of a batch with
-//!   its riders, a turn of idempotency claims, or rewrapped vault rows.
+//!   its riders, a turn of idempotency claims, or rewrapped vault rows; and
+//!   the snapshot's payload.
+//! - `frames`, `index`: where a record's frame is, and the index of the
+//!   records ([`History`](crate::tables::History) for the log).
+//! - `sidecar`, `snapshot`, `start`: closing a segment, and starting.
 //! - `store`: [`LogStore::open`], the writer (a
 //!   [`JournalBackend`](crate::JournalBackend)) and the reads
 //!   ([`StoreReader`](crate::StoreReader),
 //!   [`VaultMaintenance`](crate::VaultMaintenance)).
 //!
-//! What it does not do yet: the tables hold every record since the first
-//! segment in memory (about 800 bytes a record with a new card's vault row; see
-//! docs/ARCHITECTURE.md), and no segment is ever compacted or removed.
+//! What it does not do yet: no segment is ever compacted or removed, and
+//! closing a segment (its index file and the snapshot) is done on the
+//! writer's thread.
 
 mod codec;
+mod frames;
+mod index;
 mod segment;
+mod sidecar;
+mod snapshot;
+mod start;
 mod store;
 
 pub use segment::Recovery;
-pub use store::{LogConfig, LogStore, SEGMENT_BYTES_DEFAULT};
+pub use store::{InMemory, LogConfig, LogStore, SEGMENT_BYTES_DEFAULT};

@@ -37,6 +37,41 @@ fn segment_name(number: u64) -> String {
     format!("journal-{number:08}.seg")
 }
 
+/// The path of segment `number` under `dir`.
+pub(super) fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(segment_name(number))
+}
+
+/// The payload of the whole frame at `offset` in segment `number`, read
+/// back with positioned reads and its checksum verified: a record that is
+/// not held in memory. A frame that does not check is damage, named with
+/// its file and offset.
+pub(super) fn read_frame(dir: &Path, number: u64, offset: u64) -> Result<Vec<u8>, StorageError> {
+    use std::os::unix::fs::FileExt;
+    let path = segment_path(dir, number);
+    let corrupt = |why| StorageError::LogCorrupt {
+        path: path.clone(),
+        offset,
+        why,
+    };
+    let file = File::open(&path).map_err(io_error("open a journal segment", &path))?;
+    let mut header = [0u8; FRAME_HEADER];
+    file.read_exact_at(&mut header, offset)
+        .map_err(io_error("read a journal frame", &path))?;
+    let length: [u8; 4] = header[0..4].try_into().map_err(|_| corrupt("length"))?;
+    let crc: [u8; 4] = header[4..8].try_into().map_err(|_| corrupt("crc"))?;
+    let sequence: [u8; 8] = header[8..16].try_into().map_err(|_| corrupt("sequence"))?;
+    let payload_len =
+        usize::try_from(u32::from_le_bytes(length)).map_err(|_| corrupt("a frame's length"))?;
+    let mut payload = vec![0u8; payload_len];
+    file.read_exact_at(&mut payload, offset + count_u64(FRAME_HEADER))
+        .map_err(io_error("read a journal frame", &path))?;
+    if checksum(length, sequence, &payload) != u32::from_le_bytes(crc) {
+        return Err(corrupt("a checksum that does not match"));
+    }
+    Ok(payload)
+}
+
 /// The number in a segment's file name, or `None` for any other file.
 fn segment_number(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("journal-")?.strip_suffix(".seg")?;
@@ -81,6 +116,10 @@ pub(super) struct Segments {
     failed: bool,
     /// The frame being built, kept to reuse its allocation.
     frame: Vec<u8>,
+    /// The segment and offset of the last frame appended.
+    last_frame: (u64, u64),
+    /// A segment closed and not yet indexed: number, length, next sequence.
+    closed: Option<(u64, u64, u64)>,
 }
 
 impl Segments {
@@ -126,6 +165,7 @@ impl Segments {
             }
             return Err(io_error("append to the journal", &self.path)(error));
         }
+        self.last_frame = (self.number, self.len);
         self.len += frame_len;
         self.next_sequence += 1;
         self.unsynced = true;
@@ -152,6 +192,23 @@ impl Segments {
         &self.path
     }
 
+    /// The number of the segment being written and the sequence of the
+    /// next frame.
+    pub(super) fn position(&self) -> (u64, u64) {
+        (self.number, self.next_sequence)
+    }
+
+    /// The segment closed since last asked, if one was: its number, its
+    /// length and the sequence of the frame after its last.
+    pub(super) fn take_closed(&mut self) -> Option<(u64, u64, u64)> {
+        self.closed.take()
+    }
+
+    /// Where the last frame appended is: its segment and offset.
+    pub(super) fn last_frame(&self) -> (u64, u64) {
+        self.last_frame
+    }
+
     /// `fdatasync`s the frames written since the last one.
     pub(super) fn sync(&mut self) -> Result<(), StorageError> {
         if !self.unsynced {
@@ -172,6 +229,7 @@ impl Segments {
         let path = self.dir.join(segment_name(number));
         let file = create_segment(&self.dir, &path)?;
         tracing::info!(segment = %path.display(), "journal: began a new segment");
+        self.closed = Some((self.number, self.len, self.next_sequence));
         self.file = file;
         self.path = path;
         self.number = number;
@@ -201,10 +259,66 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .map_err(io_error("sync the journal's directory", dir))
 }
 
+/// Every whole frame of segment `number`, in order, handed to `each` with
+/// its offset: a segment read back whole without recovering it (a closed
+/// segment's index rebuilt, or everything committed, for a test). A bad
+/// frame is damage, named, unless `open` says the segment may be being
+/// written, where the scan ends at it.
+pub(super) fn scan(
+    dir: &Path,
+    number: u64,
+    open: bool,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let path = segment_path(dir, number);
+    let data = std::fs::read(&path).map_err(io_error("read a journal segment", &path))?;
+    let corrupt = |offset: usize, why: &'static str| StorageError::LogCorrupt {
+        path: path.clone(),
+        offset: count_u64(offset),
+        why,
+    };
+    if data.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
+        return Err(corrupt(0, "not a journal segment (its header is wrong)"));
+    }
+    let mut at = MAGIC.len();
+    let mut sequence = None;
+    while at < data.len() {
+        let expected = sequence.unwrap_or_else(|| {
+            data.get(at + 8..at + 16)
+                .and_then(|bytes| bytes.try_into().ok())
+                .map_or(0, u64::from_le_bytes)
+        });
+        match frame_at(&data, at, expected) {
+            Ok((payload, next)) => {
+                each(count_u64(at), payload)?;
+                sequence = Some(expected + 1);
+                at = next;
+            }
+            Err(_) if open => break,
+            Err(Bad::Sequence) => return Err(corrupt(at, "a whole frame out of sequence")),
+            Err(Bad::Torn(why)) => return Err(corrupt(at, why)),
+        }
+    }
+    Ok(())
+}
+
+/// The numbers of the segments under `dir`, ascending.
+pub(super) fn numbers(dir: &Path) -> Result<Vec<u64>, StorageError> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(io_error("list the journal's directory", dir))?
+        .filter_map(|entry| segment_number(entry.ok()?.file_name().to_str()?))
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
-    /// Segments read.
+    /// The segment whose snapshot start-up began from (0: none, every
+    /// segment was read).
+    pub snapshot: u64,
+    /// Segments read (those after the snapshot).
     pub segments: u64,
     /// Whole frames read (commits, claim turns, vault rewraps).
     pub frames: u64,
@@ -258,27 +372,49 @@ fn whole_frame_after(data: &[u8], from: usize, sequence: u64) -> bool {
     })
 }
 
-/// Reads every segment under `dir`, oldest first, handing each whole
-/// frame's payload to `each` (with the segment and the frame's offset, for
-/// its errors); cuts a torn tail off the last segment; and opens the last
+/// Where recovery starts reading: the first segment after the latest
+/// snapshot, and the sequence of its first frame.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReadFrom {
+    pub(super) segment: u64,
+    pub(super) sequence: u64,
+}
+
+impl ReadFrom {
+    /// Every segment, from the first.
+    pub(super) const START: ReadFrom = ReadFrom {
+        segment: 1,
+        sequence: 1,
+    };
+}
+
+/// Where a frame read back at start is.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct At<'a> {
+    pub(super) number: u64,
+    pub(super) path: &'a Path,
+    pub(super) offset: u64,
+    pub(super) sequence: u64,
+}
+
+/// Reads every segment under `dir` from `from` on, oldest first, handing each whole
+/// frame's payload to `each` (with the segment's number and path and the
+/// frame's offset); cuts a torn tail off the last segment; and opens the last
 /// segment (or a first one) for appending. `segment_bytes` is where a
 /// segment is closed and the next begun.
 pub(super) fn recover(
     dir: &Path,
     segment_bytes: u64,
-    mut each: impl FnMut(&[u8], &Path, u64) -> Result<(), StorageError>,
+    from: ReadFrom,
+    mut each: impl FnMut(&[u8], At<'_>) -> Result<(), StorageError>,
 ) -> Result<(Segments, Recovery), StorageError> {
     std::fs::create_dir_all(dir).map_err(io_error("create the journal's directory", dir))?;
-    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
-        .map_err(io_error("list the journal's directory", dir))?
-        .filter_map(|entry| segment_number(entry.ok()?.file_name().to_str()?))
-        .collect();
-    numbers.sort_unstable();
+    let numbers = numbers(dir)?;
     let mut recovery = Recovery::default();
-    let mut sequence = 1u64;
+    let mut sequence = from.sequence;
     let mut last = None;
     for (i, &number) in numbers.iter().enumerate() {
-        let path = dir.join(segment_name(number));
+        let path = segment_path(dir, number);
         let corrupt = |offset: usize, why: &'static str| StorageError::LogCorrupt {
             path: path.clone(),
             offset: count_u64(offset),
@@ -286,6 +422,10 @@ pub(super) fn recover(
         };
         if i > 0 && numbers[i - 1] + 1 != number {
             return Err(corrupt(0, "the segment before it is missing"));
+        }
+        if number < from.segment {
+            // Closed and indexed; what its frames did is in the snapshot.
+            continue;
         }
         let is_last = i + 1 == numbers.len();
         let data = std::fs::read(&path).map_err(io_error("read a journal segment", &path))?;
@@ -301,7 +441,15 @@ pub(super) fn recover(
         while at > 0 && at < data.len() {
             match frame_at(&data, at, sequence) {
                 Ok((payload, next)) => {
-                    each(payload, &path, count_u64(at))?;
+                    each(
+                        payload,
+                        At {
+                            number,
+                            path: &path,
+                            offset: count_u64(at),
+                            sequence,
+                        },
+                    )?;
                     recovery.frames += 1;
                     sequence += 1;
                     at = next;
@@ -395,6 +543,8 @@ impl Segments {
             unsynced: false,
             failed: false,
             frame: Vec::new(),
+            last_frame: (number, 0),
+            closed: None,
         }
     }
 }

@@ -9,7 +9,10 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use protocol::domain::{Token, TransactionId};
 
 use super::codec::{self, Entry};
+use super::frames::Frame;
+use super::index::LogHistory;
 use super::segment::{self, Recovery, Segments};
+use super::start;
 use crate::error::StorageError;
 use crate::journal::{Journal, JournalBackend, JournalConfig};
 use crate::record::{
@@ -18,7 +21,7 @@ use crate::record::{
 };
 use crate::rewrap::{Rewrapped, VaultMaintenance};
 use crate::store::{StoreFuture, StoreReader};
-use crate::tables::Tables;
+use crate::tables::{History, Tables, without_riders};
 
 /// Where a segment is closed and the next begun, unless configured.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
@@ -51,8 +54,9 @@ pub struct LogStore {
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
-    /// What every read answers from: the frames on disk, applied in order.
-    tables: RwLock<Tables>,
+    /// What every read answers from: the frames on disk, applied in order
+    /// (the records themselves stay on disk, indexed).
+    tables: RwLock<Tables<LogHistory>>,
     /// The files, held by whoever appends (the journal's writer, or a
     /// vault rewrap) from encoding a frame until it is applied to `tables`,
     /// so frames apply in the order they are on disk, as recovery applies
@@ -87,18 +91,13 @@ impl LogStore {
     /// damage a crash cannot have made.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<(Journal, LogStore), StorageError> {
         let path = dir.to_path_buf();
-        let (segments, recovery, tables) = tokio::task::spawn_blocking(move || {
-            let mut tables = Tables::default();
-            let (segments, recovery) =
-                segment::recover(&path, config.segment_bytes, |payload, path, offset| {
-                    replay(&mut tables, payload, path, offset)
-                })?;
-            Ok::<_, StorageError>((segments, recovery, tables))
-        })
-        .await
-        .map_err(lost(dir, "recover the journal"))??;
+        let (segments, recovery, tables) =
+            tokio::task::spawn_blocking(move || start::recover(&path, config.segment_bytes))
+                .await
+                .map_err(lost(dir, "recover the journal"))??;
         tracing::info!(
             dir = %dir.display(),
+            snapshot = recovery.snapshot,
             segments = recovery.segments,
             frames = recovery.frames,
             records = tables.records(),
@@ -134,13 +133,58 @@ impl LogStore {
 
     /// Every committed transaction, with the reversal that holds it, in id
     /// order: for tests that check what is on disk after a crash.
-    pub fn committed(&self) -> Vec<StoredTransaction> {
-        self.shared.read().committed()
+    /// Reads every segment back.
+    pub fn committed(&self) -> Result<Vec<StoredTransaction>, StorageError> {
+        let tables = self.shared.read();
+        let mut committed = Vec::new();
+        let numbers = segment::numbers(&self.shared.dir)?;
+        for (i, number) in numbers.iter().enumerate() {
+            // Only segment files: the index files beside them are not.
+            segment::scan(
+                &self.shared.dir,
+                *number,
+                i + 1 == numbers.len(),
+                |offset, payload| {
+                    let Ok(Entry::Batch(batch)) = codec::decode(payload) else {
+                        return Ok(());
+                    };
+                    for record in &batch {
+                        // A record refused for its idempotency key is in
+                        // its frame but was not written.
+                        if tables.history.holds_at(
+                            record.id,
+                            Frame {
+                                segment: *number,
+                                offset,
+                            },
+                        )? {
+                            committed.push(StoredTransaction {
+                                record: without_riders(record),
+                                reversed_by: tables.history.reversal(record.id)?.map(|r| r.id),
+                            });
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        committed.sort_by_key(|stored| stored.record.id);
+        Ok(committed)
     }
 
     /// Records held.
     pub fn records(&self) -> usize {
-        self.shared.read().records()
+        usize::try_from(self.shared.read().records()).unwrap_or(usize::MAX)
+    }
+
+    /// What the index holds in memory: records of the open segment, and
+    /// closed segments, each of which costs a summary only.
+    pub fn in_memory(&self) -> InMemory {
+        let tables = self.shared.read();
+        InMemory {
+            open_records: tables.history.open_records(),
+            closed_segments: crate::convert::count_u64(tables.history.closed().len()),
+        }
     }
 
     /// The directory of the segments.
@@ -149,42 +193,22 @@ impl LogStore {
     }
 }
 
-/// Applies one frame read back at start, as the writer applied it.
-fn replay(
-    tables: &mut Tables,
-    payload: &[u8],
-    path: &Path,
-    offset: u64,
-) -> Result<(), StorageError> {
-    let corrupt = |why| StorageError::LogCorrupt {
-        path: path.to_path_buf(),
-        offset,
-        why,
-    };
-    match codec::decode(payload).map_err(corrupt)? {
-        Entry::Batch(batch) => {
-            // The writer checked the batch applies before writing it.
-            tables
-                .apply(&batch)
-                .map_err(|_| corrupt("a commit that does not apply after the ones before it"))?;
-        }
-        Entry::Claims(claims) => {
-            tables.claim_turn(&claims);
-        }
-        Entry::Rewrap(rows) => {
-            tables.replace_sealed(&rows);
-        }
-    }
-    Ok(())
+/// What the log's index holds in memory ([`LogStore::in_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InMemory {
+    /// Records of the open segment, indexed in memory.
+    pub open_records: u64,
+    /// Closed segments, each held as a summary of its index file.
+    pub closed_segments: u64,
 }
 
 impl Shared {
-    fn read(&self) -> RwLockReadGuard<'_, Tables> {
+    fn read(&self) -> RwLockReadGuard<'_, Tables<LogHistory>> {
         // Nothing panics half-way through changing the tables.
         self.tables.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
+    fn write(&self) -> RwLockWriteGuard<'_, Tables<LogHistory>> {
         self.tables.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -196,12 +220,12 @@ impl Shared {
         &self,
         disk: Disk,
         sync: bool,
-        encode: impl FnOnce(&Tables, &mut Vec<u8>) -> Result<(), StorageError>,
-        apply: impl FnOnce(&mut Tables) -> T,
+        encode: impl FnOnce(&Tables<LogHistory>, &mut Vec<u8>) -> Result<(), StorageError>,
+        apply: impl FnOnce(&mut Tables<LogHistory>) -> T,
     ) -> Result<T, StorageError> {
         let mut segments = Arc::clone(&self.segments).lock_owned().await;
         encode(&self.read(), segments.payload())?;
-        let (segments, written) = match disk {
+        let (mut segments, written) = match disk {
             Disk::Here => {
                 let written = segments.append(sync);
                 (segments, written)
@@ -224,7 +248,16 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner) = Some(segments.path().to_path_buf());
         }
         written?;
-        let applied = apply(&mut self.write());
+        let (segment, offset) = segments.last_frame();
+        let mut tables = self.write();
+        if let Some((_, len, next_sequence)) = segments.take_closed() {
+            // The frame began the next segment: the one before is closed,
+            // indexed in a file and snapshotted before the frame is applied.
+            start::close_segment(&mut tables, &self.dir, len, next_sequence)?;
+        }
+        tables.history.at(Frame { segment, offset });
+        let applied = apply(&mut tables);
+        drop(tables);
         drop(segments);
         Ok(applied)
     }
@@ -299,7 +332,7 @@ impl JournalBackend for LogWriter {
 
 impl StoreReader for LogStore {
     fn transaction(&self, id: TransactionId) -> StoreFuture<'_, Option<StoredTransaction>> {
-        Box::pin(async move { Ok(self.shared.read().transaction(id)) })
+        Box::pin(async move { self.shared.read().transaction(id) })
     }
 
     fn find_original<'a>(
@@ -309,10 +342,9 @@ impl StoreReader for LogStore {
         created_since_ms: u64,
     ) -> StoreFuture<'a, Option<JournalRecord>> {
         Box::pin(async move {
-            Ok(self
-                .shared
+            self.shared
                 .read()
-                .find_original(keys, kinds, created_since_ms))
+                .find_original(keys, kinds, created_since_ms)
         })
     }
 
@@ -330,7 +362,7 @@ impl StoreReader for LogStore {
         after: Option<ReplayCursor>,
         rows_max: u32,
     ) -> StoreFuture<'_, Vec<ReplayRow>> {
-        Box::pin(async move { Ok(self.shared.read().approved_since(since_ms, after, rows_max)) })
+        Box::pin(async move { self.shared.read().approved_since(since_ms, after, rows_max) })
     }
 
     fn recorded_since(&self, since_ms: u64) -> StoreFuture<'_, bool> {

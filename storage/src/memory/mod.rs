@@ -197,7 +197,7 @@ impl MemoryBackend {
     /// velocity against. Answers even after a crash (it is the disk, read
     /// by the test, not by the process that died).
     pub fn committed(&self) -> Vec<StoredTransaction> {
-        self.state().tables.committed()
+        self.state().tables.history.committed()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -210,7 +210,10 @@ impl MemoryBackend {
     }
 
     /// Runs `read` on the committed tables, or fails once crashed.
-    fn read<T>(&self, read: impl FnOnce(&Tables) -> T) -> Result<T, StorageError> {
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&Tables) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         let state = self.state();
         if state.crashed {
             return Err(failure(
@@ -218,7 +221,7 @@ impl MemoryBackend {
                 "the backend has crashed",
             ));
         }
-        Ok(read(&state.tables))
+        read(&state.tables)
     }
 
     /// Waits while batches are held.
@@ -338,7 +341,9 @@ impl StoreReader for MemoryBackend {
         merchant_id: &'a str,
         key: &'a str,
     ) -> StoreFuture<'a, Option<IdempotencyEntry>> {
-        Box::pin(async move { self.read(|tables| tables.idempotent_response(merchant_id, key)) })
+        Box::pin(
+            async move { self.read(|tables| Ok(tables.idempotent_response(merchant_id, key))) },
+        )
     }
 
     fn approved_since(
@@ -353,15 +358,15 @@ impl StoreReader for MemoryBackend {
     }
 
     fn recorded_since(&self, since_ms: u64) -> StoreFuture<'_, bool> {
-        Box::pin(async move { self.read(|tables| tables.recorded_since(since_ms)) })
+        Box::pin(async move { self.read(|tables| Ok(tables.recorded_since(since_ms))) })
     }
 
     fn sealed_pan(&self, token: Token) -> StoreFuture<'_, Option<SealedPan>> {
-        Box::pin(async move { self.read(|tables| tables.sealed_pan(token)) })
+        Box::pin(async move { self.read(|tables| Ok(tables.sealed_pan(token))) })
     }
 
     fn check(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move { self.read(|_| ()) })
+        Box::pin(async move { self.read(|_| Ok(())) })
     }
 
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -371,7 +376,7 @@ impl StoreReader for MemoryBackend {
 
 impl VaultMaintenance for MemoryBackend {
     fn vault_rows_per_key(&self) -> StoreFuture<'_, Vec<(u32, u64)>> {
-        Box::pin(async move { self.read(Tables::vault_rows_per_key) })
+        Box::pin(async move { self.read(|tables| Ok(tables.vault_rows_per_key())) })
     }
 
     fn sealed_page(
@@ -381,7 +386,7 @@ impl VaultMaintenance for MemoryBackend {
         rows_max: u32,
     ) -> StoreFuture<'_, Vec<SealedPan>> {
         Box::pin(
-            async move { self.read(|tables| tables.sealed_page(after, skip_key_id, rows_max)) },
+            async move { self.read(|tables| Ok(tables.sealed_page(after, skip_key_id, rows_max))) },
         )
     }
 

@@ -18,11 +18,12 @@ use crate::fleet::OnRedisDown;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// A SQLite file under `data_dir`: no server (the default).
+    /// A SQLite file under `data_dir`: no server.
     Sqlite,
-    /// The segment log: append-only files `journal-NNNNNNNN.seg` under
-    /// `data_dir`, one write and one fdatasync per batch, reads from
-    /// indexes in memory. No server.
+    /// The segment log (the default): append-only files
+    /// `journal-NNNNNNNN.seg` under `data_dir`, one write and one
+    /// fdatasync per batch, the open segment indexed in memory and each
+    /// closed one in an index file beside it. No server.
     Log,
     /// PostgreSQL 15 or Aurora PostgreSQL at `storage.database_url`.
     Postgres,
@@ -215,7 +216,7 @@ impl Default for RawStorage {
 }
 
 fn default_backend() -> Backend {
-    Backend::Sqlite
+    Backend::Log
 }
 fn default_segment_bytes() -> u64 {
     storage::log::SEGMENT_BYTES_DEFAULT

@@ -87,6 +87,16 @@ fn postgres_of(config: &Config) -> (&str, &storage::PostgresConfig) {
 }
 
 #[test]
+fn the_segment_log_is_the_default_journal() {
+    let shipped = parse(SHIPPED, &no_env).unwrap();
+    assert_eq!(shipped.storage.backend(), Backend::Log);
+    match &shipped.storage {
+        StorageSettings::Log { log } => assert_eq!(log.segment_bytes, 64 << 20),
+        other => panic!("not the log: {other:?}"),
+    }
+}
+
+#[test]
 fn the_segment_log_is_chosen_with_its_segment_size() {
     let bench_log = parse(include_str!("../../../config/bench.log.toml"), &no_env).unwrap();
     assert_eq!(bench_log.storage.backend(), Backend::Log);

@@ -7,30 +7,30 @@ use protocol::domain::{Channel, Token, TransactionId, pad};
 use protocol::ids::Text;
 use protocol::{Amount, Currency, Message, ResponseCode};
 use storage::{
-    Journal, JournalConfig, JournalRecord, OriginalKeys, RecordKind, ReplayRow, SqliteStore,
-    StageTimings, StoreReader,
+    Journal, JournalRecord, LogConfig, LogStore, OriginalKeys, RecordKind, ReplayRow, StageTimings,
+    StoreReader,
 };
 
-/// Runs `read` on the SQLite journal in `data_dir`. The switch must have
-/// stopped: the file is opened with a journal writer of its own, which
-/// recovers it as a restarted switch would.
-fn read_journal<T>(data_dir: &Path, read: impl AsyncFnOnce(&SqliteStore) -> T) -> T {
+/// Runs `read` on the embedded journal (the segment log, the default) in
+/// `data_dir`. The switch must have stopped: the log is opened with a
+/// journal writer of its own, which recovers it as a restarted switch
+/// would.
+fn read_journal<T>(data_dir: &Path, read: impl AsyncFnOnce(&LogStore) -> T) -> T {
     with_journal(data_dir, async |_, store| read(store).await)
 }
 
-/// Runs `act` on the SQLite journal in `data_dir` and its writer; the
+/// Runs `act` on the embedded journal in `data_dir` and its writer; the
 /// switch must have stopped.
-fn with_journal<T>(data_dir: &Path, act: impl AsyncFnOnce(&Journal, &SqliteStore) -> T) -> T {
+fn with_journal<T>(data_dir: &Path, act: impl AsyncFnOnce(&Journal, &LogStore) -> T) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         std::fs::create_dir_all(data_dir).unwrap();
-        let (journal, store) =
-            SqliteStore::open(&data_dir.join("journal.sqlite"), JournalConfig::default())
-                .await
-                .unwrap();
+        let (journal, store) = LogStore::open(data_dir, LogConfig::default())
+            .await
+            .unwrap();
         let done = act(&journal, &store).await;
         journal.close().await;
         store.close().await;

@@ -1,8 +1,9 @@
-//! The journal's tables in memory, and every rule they are written and read
-//! by: the same as the SQL backends', case for case. Two backends hold their
-//! state here: the test backend (`memory`), and the segment log (`log`),
-//! which rebuilds them from its segments at start and answers every read
-//! from them. The conformance tests (`storage/tests/conformance.rs`) hold
+//! The journal's tables, and every rule they are written and read by: the
+//! same as the SQL backends', case for case. Two backends hold their state
+//! here: the test backend (`memory`), with every record in memory, and the
+//! segment log (`log`), whose records stay in its segments behind an index
+//! ([`History`] is the part that grows with the records; [`Keyed`] what is
+//! bounded by cards and keys, held whole by both). The conformance tests (`storage/tests/conformance.rs`) hold
 //! both, SQLite and PostgreSQL to the same answers.
 //!
 //! Every read is an index lookup or an ordered range, never a scan of all
@@ -11,9 +12,9 @@
 //! stored answers by (merchant, key), the vault by token with a count per
 //! key id.
 
-use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::BuildHasher;
+mod history;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use protocol::Amount;
 use protocol::domain::{Token, TransactionId};
@@ -28,54 +29,91 @@ use crate::record::{
 };
 use crate::rewrap::Rewrapped;
 
+pub(crate) use history::{Approval, History, Indexed, MemoryHistory, Reversal, without_riders};
+
 /// A merchant and an idempotency key digest: the primary key of the
 /// idempotency and claims tables.
-type KeyOf = (String, String);
+pub(crate) type KeyOf = (String, String);
 
 /// The tables of the schema, keyed as their primary keys are, and the
-/// secondary indexes the reads use.
+/// secondary indexes the reads use: the records and what grows with them
+/// in `history`, and beside it what is bounded by cards and keys, not by
+/// records (`keyed`).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Tables {
-    /// Records without their riders, as the SQL backends read them back.
-    /// Boxed: the map's slots (and its spare capacity) are then 24 bytes,
-    /// not 424, and growing it moves that much, not every record, while
-    /// the writer holds the tables.
-    transactions: HashMap<TransactionId, Box<JournalRecord>>,
-    /// Reversed original -> the reversal that holds it.
-    reversals: HashMap<TransactionId, TransactionId>,
-    /// In token order, the order of the vault's primary key.
-    vault: BTreeMap<Token, SealedPan>,
-    /// Vault rows per key id, kept as rows come and move.
-    vault_keys: BTreeMap<u32, u64>,
-    /// (merchant, key) -> the entry and the record that holds it.
-    idempotency: HashMap<KeyOf, (IdempotencyEntry, TransactionId)>,
-    /// (merchant, key) -> the pending claim: request digest, holder, when.
-    claims: HashMap<KeyOf, ClaimRow>,
-    /// The acquirer-key index: (a hash of (terminal, STAN, merchant,
-    /// acquirer), id) for every record with a STAN. A hash rather than
-    /// the keys themselves keeps the index at 24 bytes per record; a
-    /// collision only adds a record that the lookup's filter drops.
-    originals: BTreeSet<(u64, TransactionId)>,
-    hasher: RandomState,
-    /// The replay index: approved authorizations and purchases with a
-    /// token, in the replay's `(created_at_ms, id)` order.
-    approvals: BTreeSet<ReplayCursor>,
-    /// The latest `created_at_ms` of any record.
-    latest_ms: Option<u64>,
+pub(crate) struct Tables<H = MemoryHistory> {
+    pub(crate) keyed: Keyed,
+    pub(crate) history: H,
 }
 
-impl Tables {
+/// What every backend keeps whole in memory: the vault (bounded by the
+/// cards seen), the idempotency entries and claims (bounded by the keys
+/// merchants send: entries are kept as long as the journal, as the SQL
+/// backends keep their rows), and the latest record's time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Keyed {
+    /// In token order, the order of the vault's primary key.
+    pub(crate) vault: BTreeMap<Token, SealedPan>,
+    /// Vault rows per key id, kept as rows come and move.
+    pub(crate) vault_keys: BTreeMap<u32, u64>,
+    /// (merchant, key) -> the entry and the record that holds it.
+    pub(crate) idempotency: HashMap<KeyOf, (IdempotencyEntry, TransactionId)>,
+    /// (merchant, key) -> the pending claim: request digest, holder, when.
+    pub(crate) claims: HashMap<KeyOf, ClaimRow>,
+    /// The latest `created_at_ms` of any record.
+    pub(crate) latest_ms: Option<u64>,
+}
+
+/// The acquirer-key index's hash of (terminal, STAN, merchant, acquirer):
+/// FNV-1a, fixed so that the segment log can keep it in files. The index
+/// is ordered, not a hash table, so a chosen collision only adds records
+/// that the lookup's filter drops.
+pub(crate) fn original_hash(
+    terminal_id: &protocol::ids::TerminalId,
+    stan: &protocol::ids::Stan,
+    merchant_id: &protocol::ids::MerchantId,
+    acquirer: Option<&str>,
+) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01B3;
+    let mut hash: u64 = 0xCBF2_9CE4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    };
+    eat(terminal_id.as_bytes());
+    eat(stan.as_bytes());
+    eat(merchant_id.as_bytes());
+    match acquirer {
+        // The length first, so no acquirer name runs into another field.
+        Some(name) => {
+            eat(&[1]);
+            eat(&count_u64(name.len()).to_le_bytes());
+            eat(name.as_bytes());
+        }
+        None => eat(&[0]),
+    }
+    hash
+}
+
+impl<H: History> Tables<H> {
+    /// Tables holding what `keyed` holds, over `history`.
+    pub(crate) fn new(keyed: Keyed, history: H) -> Tables<H> {
+        Tables { keyed, history }
+    }
+
     /// One turn of claims, planned as every backend plans it
     /// ([`plan_claims`]) and applied.
     pub(crate) fn claim_turn(&mut self, claims: &[KeyClaim]) -> Vec<ClaimOutcome> {
+        let keyed = &mut self.keyed;
         let held = claims
             .iter()
             .map(|claim| {
                 let (merchant_id, key) = claim.key();
                 let at = (merchant_id.to_owned(), key.to_owned());
                 KeyHeld {
-                    answer: self.idempotency.get(&at).map(|(entry, _)| entry.clone()),
-                    claim: self.claims.get(&at).copied(),
+                    answer: keyed.idempotency.get(&at).map(|(entry, _)| entry.clone()),
+                    claim: keyed.claims.get(&at).copied(),
                 }
             })
             .collect();
@@ -84,11 +122,13 @@ impl Tables {
             match write {
                 ClaimWrite::Insert(merchant_id, key, row)
                 | ClaimWrite::Replace(merchant_id, key, row, _) => {
-                    self.claims
+                    keyed
+                        .claims
                         .insert((merchant_id.to_owned(), key.to_owned()), row);
                 }
                 ClaimWrite::Delete(merchant_id, key, _) => {
-                    self.claims
+                    keyed
+                        .claims
                         .remove(&(merchant_id.to_owned(), key.to_owned()));
                 }
             }
@@ -110,8 +150,8 @@ impl Tables {
                 }
                 let taken = key_taken_by(
                     record.id,
-                    self.claims.get(&key).map(|(_, by, _)| *by),
-                    self.idempotency.get(&key).map(|(_, by)| *by),
+                    self.keyed.claims.get(&key).map(|(_, by, _)| *by),
+                    self.keyed.idempotency.get(&key).map(|(_, by)| *by),
                 );
                 if taken.is_none() {
                     written.insert(key, record.id);
@@ -133,10 +173,12 @@ impl Tables {
 
     fn check_ids(&self, batch: &[JournalRecord]) -> Result<(), StorageError> {
         let mut ids = HashSet::with_capacity(batch.len());
-        let fresh = batch
-            .iter()
-            .filter(|record| !self.transactions.contains_key(&record.id) && ids.insert(record.id))
-            .count();
+        let mut fresh = 0;
+        for record in batch {
+            if !self.history.holds(record.id)? && ids.insert(record.id) {
+                fresh += 1;
+            }
+        }
         if fresh != batch.len() {
             return Err(StorageError::RowCount {
                 table: "transactions",
@@ -168,31 +210,50 @@ impl Tables {
         batch: &[JournalRecord],
     ) -> Result<Vec<AppendOutcome>, StorageError> {
         // A taken id fails the whole batch, as the primary key does, before
-        // anything is written.
+        // anything is written; so does a reversal's original that cannot
+        // be read, before anything is.
         self.check_ids(batch)?;
+        let mut held = Vec::new();
+        for record in batch {
+            if let Some(original) = reversed_original(record) {
+                held.push(self.history.reversal(original)?.map(|r| r.id));
+            }
+        }
         for record in batch {
             self.insert_record(record);
         }
 
         let mut outcomes = vec![AppendOutcome::Recorded; batch.len()];
-        for record in batch {
-            if let Some(original) = reversed_original(record) {
-                self.reversals.entry(original).or_insert(record.id);
-            }
-        }
+        let mut held = held.into_iter();
+        let mut first: HashMap<TransactionId, TransactionId> = HashMap::new();
         for (record, outcome) in batch.iter().zip(outcomes.iter_mut()) {
-            if let Some(by) = reversed_original(record).and_then(|o| self.reversals.get(&o))
-                && *by != record.id
-            {
-                *outcome = AppendOutcome::AlreadyReversed { by: *by };
+            let Some(original) = reversed_original(record) else {
+                continue;
+            };
+            let by = match held.next().flatten() {
+                Some(by) => by,
+                None => *first.entry(original).or_insert_with(|| {
+                    self.history.set_reversal(
+                        original,
+                        Reversal {
+                            id: record.id,
+                            amount_minor: record.amount.minor(),
+                        },
+                    );
+                    record.id
+                }),
+            };
+            if by != record.id {
+                *outcome = AppendOutcome::AlreadyReversed { by };
             }
         }
 
+        let keyed = &mut self.keyed;
         for sealed in batch.iter().filter_map(|record| record.sealed_pan.as_ref()) {
-            if let std::collections::btree_map::Entry::Vacant(row) = self.vault.entry(sealed.token)
+            if let std::collections::btree_map::Entry::Vacant(row) = keyed.vault.entry(sealed.token)
             {
                 row.insert(sealed.clone());
-                *self.vault_keys.entry(sealed.key_id).or_insert(0) += 1;
+                *keyed.vault_keys.entry(sealed.key_id).or_insert(0) += 1;
             }
         }
 
@@ -201,14 +262,14 @@ impl Tables {
         for record in batch {
             if let Some(entry) = &record.idempotency {
                 let key = idempotency_key(entry);
-                if self
+                if keyed
                     .claims
                     .get(&key)
                     .is_some_and(|(_, by, _)| *by == record.id)
                 {
-                    self.claims.remove(&key);
+                    keyed.claims.remove(&key);
                 }
-                self.idempotency.insert(key, (entry.clone(), record.id));
+                keyed.idempotency.insert(key, (entry.clone(), record.id));
             }
         }
         Ok(outcomes)
@@ -216,66 +277,48 @@ impl Tables {
 
     /// Stores one record, without its riders, and enters it in the indexes.
     fn insert_record(&mut self, record: &JournalRecord) {
-        if let Some(stan) = record.stan {
-            let hash = self.original_hash(
+        let hash = record.stan.map(|stan| {
+            original_hash(
                 &record.terminal_id,
                 &stan,
                 &record.merchant_id,
                 record.acquirer.as_deref(),
-            );
-            self.originals.insert((hash, record.id));
-        }
-        if record.token.is_some()
-            && record.response_code.is_approved()
+            )
+        });
+        let approval = (record.response_code.is_approved()
             && matches!(
                 record.kind,
                 RecordKind::Authorization | RecordKind::Purchase
-            )
-        {
-            self.approvals.insert(ReplayCursor {
-                at_ms: record.created_at_ms,
-                id: record.id,
-            });
-        }
-        self.latest_ms = self.latest_ms.max(Some(record.created_at_ms));
-        self.transactions
-            .insert(record.id, Box::new(without_riders(record)));
-    }
-
-    fn original_hash(
-        &self,
-        terminal_id: &protocol::ids::TerminalId,
-        stan: &protocol::ids::Stan,
-        merchant_id: &protocol::ids::MerchantId,
-        acquirer: Option<&str>,
-    ) -> u64 {
-        self.hasher
-            .hash_one((terminal_id, stan, merchant_id, acquirer))
+            ))
+        .then(|| Approval::of(record))
+        .flatten();
+        self.keyed.latest_ms = self.keyed.latest_ms.max(Some(record.created_at_ms));
+        self.history.insert(
+            record,
+            Indexed {
+                original_hash: hash,
+                approval,
+            },
+        );
     }
 
     /// The record with this id and the reversal that holds it.
-    pub(crate) fn transaction(&self, id: TransactionId) -> Option<StoredTransaction> {
-        self.transactions.get(&id).map(|record| StoredTransaction {
-            record: JournalRecord::clone(record),
-            reversed_by: self.reversals.get(&id).copied(),
-        })
-    }
-
-    /// Every committed transaction, with the reversal that holds it, in id
-    /// order.
-    pub(crate) fn committed(&self) -> Vec<StoredTransaction> {
-        let mut committed: Vec<StoredTransaction> = self
-            .transactions
-            .keys()
-            .filter_map(|id| self.transaction(*id))
-            .collect();
-        committed.sort_by_key(|stored| stored.record.id);
-        committed
+    pub(crate) fn transaction(
+        &self,
+        id: TransactionId,
+    ) -> Result<Option<StoredTransaction>, StorageError> {
+        let Some(record) = self.history.record(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredTransaction {
+            record,
+            reversed_by: self.history.reversal(id)?.map(|reversal| reversal.id),
+        }))
     }
 
     /// How many records are held.
-    pub(crate) fn records(&self) -> usize {
-        self.transactions.len()
+    pub(crate) fn records(&self) -> u64 {
+        self.history.records()
     }
 
     /// `WHERE terminal_id = ? AND stan = ? AND merchant_id = ?
@@ -288,18 +331,17 @@ impl Tables {
         keys: &OriginalKeys,
         kinds: &[RecordKind],
         created_since_ms: u64,
-    ) -> Option<JournalRecord> {
-        let hash = self.original_hash(
+    ) -> Result<Option<JournalRecord>, StorageError> {
+        let hash = original_hash(
             &keys.terminal_id,
             &keys.stan,
             &keys.merchant_id,
             keys.acquirer.as_deref(),
         );
-        let ids = (hash, TransactionId::from_bytes([0; 16]))
-            ..=(hash, TransactionId::from_bytes([0xFF; 16]));
-        self.originals
-            .range(ids)
-            .filter_map(|(_, id)| self.transactions.get(id).map(Box::as_ref))
+        Ok(self
+            .history
+            .originals(hash)?
+            .into_iter()
             .filter(|record| {
                 record.terminal_id == keys.terminal_id
                     && record.stan == Some(keys.stan)
@@ -311,8 +353,7 @@ impl Tables {
                     && record.created_at_ms >= created_since_ms
                     && kinds.contains(&record.kind)
             })
-            .max_by_key(|record| (record.created_at_ms, record.id))
-            .cloned()
+            .max_by_key(|record| (record.created_at_ms, record.id)))
     }
 
     /// The stored answer for a merchant's key.
@@ -321,42 +362,30 @@ impl Tables {
         merchant_id: &str,
         key: &str,
     ) -> Option<IdempotencyEntry> {
-        self.idempotency
+        self.keyed
+            .idempotency
             .get(&(merchant_id.to_owned(), key.to_owned()))
             .map(|(entry, _)| entry.clone())
     }
 
     /// Whether any record was created at or after `since_ms`.
     pub(crate) fn recorded_since(&self, since_ms: u64) -> bool {
-        self.latest_ms.is_some_and(|latest| latest >= since_ms)
-    }
-
-    /// What stands of an approval: its amount less what its first reversal
-    /// gave back (at most all of it); `None` when nothing stands. The SQL
-    /// backends' replay query computes the same.
-    fn standing(&self, original: &JournalRecord) -> Option<Amount> {
-        let given_back = self
-            .reversals
-            .get(&original.id)
-            .and_then(|reversal| self.transactions.get(reversal))
-            .map_or(0, |reversal| reversal.amount.minor());
-        original
-            .amount
-            .minor()
-            .checked_sub(given_back)
-            .filter(|&minor| minor > 0)
-            .and_then(Amount::from_minor)
+        self.keyed
+            .latest_ms
+            .is_some_and(|latest| latest >= since_ms)
     }
 
     /// The replay query: approved authorizations and purchases with a token
-    /// and what stands of each (one wholly reversed is left out), after the
-    /// cursor in `(created_at_ms, id)` order.
+    /// and what stands of each (amount less what its first reversal gave
+    /// back, at most all of it; one wholly reversed is left out), after the
+    /// cursor in `(created_at_ms, id)` order. The SQL backends' replay query
+    /// computes the same.
     pub(crate) fn approved_since(
         &self,
         since_ms: u64,
         after: Option<ReplayCursor>,
         rows_max: u32,
-    ) -> Vec<ReplayRow> {
+    ) -> Result<Vec<ReplayRow>, StorageError> {
         use std::ops::Bound;
         // A cursor before the window starts the window afresh, as the SQL
         // backends do.
@@ -367,31 +396,46 @@ impl Tables {
                 id: TransactionId::from_bytes([0; 16]),
             }),
         };
-        self.approvals
-            .range((from, Bound::Unbounded))
-            .filter_map(|cursor| {
-                let record = self.transactions.get(&cursor.id)?;
-                Some(ReplayRow {
-                    id: record.id,
-                    token: record.token?,
-                    merchant_id: record.merchant_id,
-                    amount: self.standing(record)?,
-                    currency: record.currency,
-                    at_ms: record.created_at_ms,
-                })
-            })
-            .take(usize::try_from(rows_max).unwrap_or(usize::MAX))
-            .collect()
+        let rows_max = usize::try_from(rows_max).unwrap_or(usize::MAX);
+        let mut rows = Vec::new();
+        if rows_max == 0 {
+            return Ok(rows);
+        }
+        self.history.approvals(from, &mut |approval| {
+            let given_back = self
+                .history
+                .reversal(approval.cursor.id)?
+                .map_or(0, |reversal| reversal.amount_minor);
+            let standing = approval
+                .amount
+                .minor()
+                .checked_sub(given_back)
+                .filter(|&minor| minor > 0)
+                .and_then(Amount::from_minor);
+            if let Some(amount) = standing {
+                rows.push(ReplayRow {
+                    id: approval.cursor.id,
+                    token: approval.token,
+                    merchant_id: approval.merchant_id,
+                    amount,
+                    currency: approval.currency,
+                    at_ms: approval.cursor.at_ms,
+                });
+            }
+            Ok(rows.len() < rows_max)
+        })?;
+        Ok(rows)
     }
 
     /// The vault entry for a token.
     pub(crate) fn sealed_pan(&self, token: Token) -> Option<SealedPan> {
-        self.vault.get(&token).cloned()
+        self.keyed.vault.get(&token).cloned()
     }
 
     /// How many vault rows each key id seals, ascending by key id.
     pub(crate) fn vault_rows_per_key(&self) -> Vec<(u32, u64)> {
-        self.vault_keys
+        self.keyed
+            .vault_keys
             .iter()
             .filter(|(_, rows)| **rows > 0)
             .map(|(key_id, rows)| (*key_id, *rows))
@@ -407,7 +451,8 @@ impl Tables {
     ) -> Vec<SealedPan> {
         use std::ops::Bound;
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.vault
+        self.keyed
+            .vault
             .range((from, Bound::Unbounded))
             .map(|(_, sealed)| sealed)
             .filter(|sealed| skip_key_id != Some(sealed.key_id))
@@ -419,52 +464,22 @@ impl Tables {
     /// The compare-and-set of the SQL backends' rewrap: only a row still
     /// as it was read is replaced. Returns how many were.
     pub(crate) fn replace_sealed(&mut self, rows: &[Rewrapped]) -> u64 {
+        let keyed = &mut self.keyed;
         let mut moved = 0;
         for row in rows {
-            if let Some(stored) = self.vault.get_mut(&row.sealed.token)
+            if let Some(stored) = keyed.vault.get_mut(&row.sealed.token)
                 && stored.key_id == row.old_key_id
                 && stored.nonce == row.old_nonce
             {
-                if let Some(count) = self.vault_keys.get_mut(&stored.key_id) {
+                if let Some(count) = keyed.vault_keys.get_mut(&stored.key_id) {
                     *count = count.saturating_sub(1);
                 }
-                *self.vault_keys.entry(row.sealed.key_id).or_insert(0) += 1;
+                *keyed.vault_keys.entry(row.sealed.key_id).or_insert(0) += 1;
                 *stored = row.sealed.clone();
                 moved += 1;
             }
         }
         moved
-    }
-}
-
-/// A record as reads give it back: without its sealed PAN and idempotency
-/// entry, which are stored apart (and not copied only to be dropped).
-fn without_riders(record: &JournalRecord) -> JournalRecord {
-    JournalRecord {
-        id: record.id,
-        created_at_ms: record.created_at_ms,
-        channel: record.channel,
-        kind: record.kind,
-        mti: record.mti,
-        processing_code: record.processing_code,
-        amount: record.amount,
-        currency: record.currency,
-        merchant_id: record.merchant_id,
-        terminal_id: record.terminal_id,
-        stan: record.stan,
-        rrn: record.rrn,
-        transmitted_at: record.transmitted_at,
-        token: record.token,
-        bin: record.bin.clone(),
-        last4: record.last4.clone(),
-        response_code: record.response_code,
-        auth_code: record.auth_code,
-        reason: record.reason,
-        original_id: record.original_id,
-        acquirer: record.acquirer.clone(),
-        timings: record.timings,
-        sealed_pan: None,
-        idempotency: None,
     }
 }
 
