@@ -85,10 +85,10 @@ impl LogHistory {
             next_sequence,
             &self.open,
         )?;
-        tracing::info!(
+        tracing::debug!(
             segment = self.open_number,
             records = closed.records(),
-            "journal: closed a segment and wrote its index"
+            "journal: wrote a closed segment's index"
         );
         self.closed.push(closed);
         self.open = SegmentIndex::default();
