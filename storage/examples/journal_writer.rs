@@ -17,80 +17,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::as_conversions)]
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use protocol::domain::{Channel, Token, TransactionId, pad};
-use protocol::ids::Text;
-use protocol::{Amount, Currency, Mti, ResponseCode};
-use storage::{
-    Journal, JournalConfig, JournalRecord, LogConfig, LogStore, RecordKind, SealedPan, SqliteStore,
-    StageTimings,
-};
+use storage::{Journal, JournalConfig, LogConfig, LogStore, SqliteStore};
 use tokio::time::{Duration, Instant};
-
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
-fn record() -> JournalRecord {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut random = [0u8; 10];
-    random[2..].copy_from_slice(&n.to_be_bytes());
-    let now = 1_790_000_000_000 + n / 16;
-    let mut token = [0u8; 16];
-    token[..8].copy_from_slice(&n.to_be_bytes());
-    let token = Token::from_bytes(token);
-    let stan = format!("{:06}", n % 1_000_000);
-    JournalRecord {
-        id: TransactionId::new(now, random),
-        created_at_ms: now,
-        channel: Channel::Iso,
-        kind: RecordKind::Authorization,
-        mti: Mti::AUTHORIZATION_REQUEST,
-        processing_code: Text::parse(b"000000"),
-        amount: Amount::from_minor(1250).unwrap(),
-        currency: Currency::parse("USD").unwrap(),
-        merchant_id: pad("M0001").unwrap(),
-        terminal_id: pad(&format!("T{:07}", n % 64)).unwrap(),
-        stan: Text::parse(stan.as_bytes()),
-        rrn: Text::parse(b"000000000042"),
-        transmitted_at: Text::parse(b"1122183000"),
-        token: Some(token),
-        bin: Some("41111111".to_owned()),
-        last4: Some("1111".to_owned()),
-        response_code: ResponseCode::Approved,
-        auth_code: Text::parse(b"A1B2C3"),
-        reason: None,
-        original_id: None,
-        acquirer: None,
-        timings: StageTimings {
-            decode_us: 3,
-            decide_us: 5,
-            vault_us: 2,
-        },
-        sealed_pan: Some(SealedPan {
-            token,
-            key_id: 1,
-            nonce: [7; 12],
-            ciphertext: vec![9; 32],
-        }),
-        idempotency: None,
-    }
-}
-
-/// The process's CPU time so far, in seconds (utime + stime).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    // After the command: state is field 3, utime 14 and stime 15.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
 
 struct Figures {
     records_per_s: f64,
@@ -100,14 +33,14 @@ struct Figures {
 
 async fn drive(journal: &Journal, batch: usize, seconds: u64) -> Figures {
     let started = Instant::now();
-    let cpu = cpu_seconds();
+    let cpu = common::cpu_seconds_of_self();
     let stats = journal.stats();
     let mut records = 0u64;
     while started.elapsed() < Duration::from_secs(seconds) {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..batch {
             let journal = journal.clone();
-            let record = record();
+            let record = common::record(true);
             set.spawn(async move { journal.append(record).await });
         }
         while let Some(outcome) = set.join_next().await {
@@ -119,7 +52,7 @@ async fn drive(journal: &Journal, batch: usize, seconds: u64) -> Figures {
     let after = journal.stats();
     Figures {
         records_per_s: records as f64 / elapsed,
-        cpu_us_per_record: (cpu_seconds() - cpu) * 1e6 / records as f64,
+        cpu_us_per_record: (common::cpu_seconds_of_self() - cpu) * 1e6 / records as f64,
         batch_avg: (after.records - stats.records) as f64
             / (after.batches - stats.batches).max(1) as f64,
     }
@@ -136,7 +69,7 @@ fn raw_append(dir: &Path, frame_bytes: usize, batch: usize, seconds: u64) -> Fig
         .unwrap();
     let frame = vec![0x5Au8; frame_bytes];
     let started = std::time::SystemTime::now();
-    let cpu = cpu_seconds();
+    let cpu = common::cpu_seconds_of_self();
     let mut batches = 0u64;
     while started.elapsed().unwrap() < std::time::Duration::from_secs(seconds) {
         file.write_all(&frame).unwrap();
@@ -148,7 +81,7 @@ fn raw_append(dir: &Path, frame_bytes: usize, batch: usize, seconds: u64) -> Fig
     std::fs::remove_file(&path).unwrap();
     Figures {
         records_per_s: records as f64 / elapsed,
-        cpu_us_per_record: (cpu_seconds() - cpu) * 1e6 / records as f64,
+        cpu_us_per_record: (common::cpu_seconds_of_self() - cpu) * 1e6 / records as f64,
         batch_avg: batch as f64,
     }
 }
@@ -188,7 +121,7 @@ async fn memory_per_record(base: &Path, records: usize, segment_bytes: u64) {
             let mut set = tokio::task::JoinSet::new();
             for _ in 0..256 {
                 let journal = journal.clone();
-                let record = record();
+                let record = common::record(true);
                 set.spawn(async move { journal.append(record).await });
             }
             while let Some(outcome) = set.join_next().await {

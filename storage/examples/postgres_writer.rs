@@ -20,80 +20,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::as_conversions)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
 
-use protocol::domain::{Channel, Token, TransactionId, pad};
-use protocol::ids::Text;
-use protocol::{Amount, Currency, Mti, ResponseCode};
 use storage::{
-    Journal, JournalBackend, JournalConfig, JournalRecord, PostgresConfig, PostgresStore,
-    PostgresWriter, RecordKind, SealedPan, StageTimings,
+    Journal, JournalBackend, JournalConfig, PostgresConfig, PostgresStore, PostgresWriter,
 };
 use tokio::time::{Duration, Instant};
-
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh approval; with its card's sealed PAN if `new_card`.
-fn record(new_card: bool) -> JournalRecord {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut random = [0u8; 10];
-    random[2..].copy_from_slice(&n.to_be_bytes());
-    let now = 1_790_000_000_000 + n / 16;
-    let mut token = [0u8; 16];
-    token[..8].copy_from_slice(&n.to_be_bytes());
-    token[8] = 0xA5;
-    let token = Token::from_bytes(token);
-    let stan = format!("{:06}", n % 1_000_000);
-    JournalRecord {
-        id: TransactionId::new(now, random),
-        created_at_ms: now,
-        channel: Channel::Iso,
-        kind: RecordKind::Authorization,
-        mti: Mti::AUTHORIZATION_REQUEST,
-        processing_code: Text::parse(b"000000"),
-        amount: Amount::from_minor(1250).unwrap(),
-        currency: Currency::parse("USD").unwrap(),
-        merchant_id: pad("M0001").unwrap(),
-        terminal_id: pad(&format!("T{:07}", n % 64)).unwrap(),
-        stan: Text::parse(stan.as_bytes()),
-        rrn: Text::parse(b"000000000042"),
-        transmitted_at: Text::parse(b"1122183000"),
-        token: Some(token),
-        bin: Some("41111111".to_owned()),
-        last4: Some("1111".to_owned()),
-        response_code: ResponseCode::Approved,
-        auth_code: Text::parse(b"A1B2C3"),
-        reason: None,
-        original_id: None,
-        acquirer: None,
-        timings: StageTimings {
-            decode_us: 3,
-            decide_us: 5,
-            vault_us: 2,
-        },
-        sealed_pan: new_card.then(|| SealedPan {
-            token,
-            key_id: 1,
-            nonce: [7; 12],
-            ciphertext: vec![9; 32],
-        }),
-        idempotency: None,
-    }
-}
-
-/// utime + stime of one process, in clock ticks.
-fn ticks_of(stat: &str) -> Option<(u32, u64)> {
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // After the command: state is field 3, ppid 4, utime 14 and stime 15.
-    let ppid = fields.get(1)?.parse().ok()?;
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((ppid, ticks))
-}
-
-fn cpu_seconds_of_self() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    ticks_of(&stat).unwrap().1 as f64 / 100.0
-}
 
 /// The postmaster of scripts/test-env's cluster.
 fn postmaster() -> Option<u32> {
@@ -113,7 +45,7 @@ fn cpu_seconds_of_server(postmaster: u32) -> f64 {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        if let Some((ppid, t)) = ticks_of(&stat)
+        if let Some((ppid, t)) = common::ticks_of(&stat)
             && (pid == postmaster || ppid == postmaster)
         {
             ticks += t;
@@ -134,7 +66,7 @@ impl Meter {
         let postmaster = postmaster();
         Meter {
             started: Instant::now(),
-            client: cpu_seconds_of_self(),
+            client: common::cpu_seconds_of_self(),
             server: postmaster.map_or(0.0, cpu_seconds_of_server),
             postmaster,
         }
@@ -144,7 +76,7 @@ impl Meter {
     fn figures(&self, records: u64) -> (f64, f64, f64) {
         let elapsed = self.started.elapsed().as_secs_f64();
         let records = records.max(1) as f64;
-        let client = (cpu_seconds_of_self() - self.client) * 1e6 / records;
+        let client = (common::cpu_seconds_of_self() - self.client) * 1e6 / records;
         let server = self.postmaster.map_or(f64::NAN, |pm| {
             (cpu_seconds_of_server(pm) - self.server) * 1e6 / records
         });
@@ -166,7 +98,7 @@ async fn writer_alone(url: &str, seconds: u64, sizes: &[usize]) {
             let mut records = 0u64;
             let mut batches = 0u64;
             while meter.started.elapsed() < Duration::from_secs(seconds) {
-                let batch: Vec<_> = (0..batch_size).map(|_| record(new_card)).collect();
+                let batch: Vec<_> = (0..batch_size).map(|_| common::record(new_card)).collect();
                 writer.write_batch(&batch).await.unwrap();
                 records += batch_size as u64;
                 batches += 1;
@@ -207,7 +139,7 @@ async fn journal_writers(url: &str, seconds: u64) {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     journal
-                        .append(record((n + task as u64).is_multiple_of(2)))
+                        .append(common::record((n + task as u64).is_multiple_of(2)))
                         .await
                         .unwrap();
                     n += 1;
