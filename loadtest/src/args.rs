@@ -45,12 +45,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH")]
     pub switch: Option<PathBuf>,
     /// Switch configuration (a fresh temporary data directory is used)
-    /// [default: config/bench.toml, or config/bench.postgres.toml with
-    /// `--backend postgres`].
+    /// [default: config/bench.log.toml; config/bench.toml with `--backend
+    /// sqlite`, config/bench.postgres.toml with `--backend postgres`].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The switch's journal: `sqlite` (embedded) or `postgres`.
-    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+    /// The switch's journal: `log` (the embedded segment log, the switch's
+    /// default), `sqlite` (embedded) or `postgres`. It must be the journal
+    /// `--config` names.
+    #[arg(long, default_value = "log", value_parser = ["log", "sqlite", "postgres"])]
     pub backend: String,
     /// PostgreSQL for `--backend postgres`; the switch journals there and
     /// K_copy, K_1 and L_1 are measured in the same database.

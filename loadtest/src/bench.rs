@@ -64,7 +64,10 @@ pub struct BenchConfig {
 /// The switch's journal for the bench.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    /// The embedded default: SQLite in the bench's temporary data directory.
+    /// The embedded default: the segment log in the bench's temporary data
+    /// directory. It has no database: `K_append` is its limit.
+    Log,
+    /// SQLite in the bench's temporary data directory.
     Sqlite,
     /// PostgreSQL at this URL (passed to the switch as `--database-url`),
     /// and with a Redis URL a fleet node (`--redis-url`).
@@ -75,9 +78,10 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The section's name: `sqlite`, `postgres` or `fleet`.
+    /// The section's name: `log`, `sqlite`, `postgres` or `fleet`.
     pub fn name(&self) -> &'static str {
         match self {
+            Backend::Log => "log",
             Backend::Sqlite => "sqlite",
             Backend::Postgres {
                 redis_url: None, ..
@@ -327,21 +331,26 @@ fn measure_all(
     let baselines = runtime
         .block_on(async {
             match &config.backend {
-                Backend::Sqlite => storage::baseline::sqlite(data_dir, size).await,
-                Backend::Postgres { url, .. } => storage::baseline::postgres(url, size).await,
+                Backend::Log => Ok(None),
+                Backend::Sqlite => storage::baseline::sqlite(data_dir, size).await.map(Some),
+                Backend::Postgres { url, .. } => {
+                    storage::baseline::postgres(url, size).await.map(Some)
+                }
             }
         })
         .map_err(|e| Error::Child {
             program: format!("{} baseline", config.backend.name()),
             reason: e.to_string(),
         })?;
-    eprintln!(
-        "K_copy {:.0} rows/s, K_1 {:.0} commits/s, L_1 p50 {:.0} us, p99 {:.0} us",
-        baselines.k_copy_rows_per_s,
-        baselines.k_1_commits_per_s,
-        baselines.l_1_us_p50,
-        baselines.l_1_us_p99
-    );
+    if let Some(baselines) = &baselines {
+        eprintln!(
+            "K_copy {:.0} rows/s, K_1 {:.0} commits/s, L_1 p50 {:.0} us, p99 {:.0} us",
+            baselines.k_copy_rows_per_s,
+            baselines.k_1_commits_per_s,
+            baselines.l_1_us_p50,
+            baselines.l_1_us_p99
+        );
+    }
     let mut record = Vec::new();
     crate::durable::append_record(&sample_frame(&spec, &config.workload), &mut record);
     let each = (config.duration / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));
@@ -444,9 +453,13 @@ fn measure_all(
         duration_s: config.duration.as_secs_f64(),
         ratio_rr: ratio(s_rr, e_rr),
         ratio_pipe: ratio(s_pipe, e_pipe),
-        ratio_pipe_k_copy: ratio(s_pipe, baselines.k_copy_rows_per_s),
-        ratio_pipe_k_1: ratio(s_pipe, baselines.k_1_commits_per_s),
-        ratio_p99_80_l_1: ratio(p99_80, baselines.l_1_us_p50),
+        ratio_pipe_k_copy: baselines
+            .as_ref()
+            .map(|b| ratio(s_pipe, b.k_copy_rows_per_s)),
+        ratio_pipe_k_1: baselines
+            .as_ref()
+            .map(|b| ratio(s_pipe, b.k_1_commits_per_s)),
+        ratio_p99_80_l_1: baselines.as_ref().map(|b| ratio(p99_80, b.l_1_us_p50)),
         journal_batches: journal.map(|(batches, _)| batches),
         journal_records: journal.map(|(_, records)| records),
         baselines,

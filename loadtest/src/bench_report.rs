@@ -37,25 +37,26 @@ pub struct Measurement {
 /// Everything `loadtest bench` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// `sqlite`, `postgres` or `fleet` (PostgreSQL and Redis).
+    /// `log`, `sqlite`, `postgres` or `fleet` (PostgreSQL and Redis).
     pub backend: &'static str,
     pub machine: String,
     pub version: &'static str,
     pub connections: u64,
     pub duration_s: f64,
     pub measurements: Vec<Measurement>,
-    /// The journal database's own limits in the same run.
-    pub baselines: storage::baseline::Baselines,
+    /// The journal database's own limits in the same run; `None` for the
+    /// segment log, which has no database (`k_append` is its limit).
+    pub baselines: Option<storage::baseline::Baselines>,
     /// `S_rr / E_rr`.
     pub ratio_rr: f64,
     /// `S_pipe / E_pipe`.
     pub ratio_pipe: f64,
     /// `S_pipe / K_copy`.
-    pub ratio_pipe_k_copy: f64,
+    pub ratio_pipe_k_copy: Option<f64>,
     /// `S_pipe / K_1`.
-    pub ratio_pipe_k_1: f64,
+    pub ratio_pipe_k_1: Option<f64>,
     /// p99 at 80% of `S_pipe` over `L_1`'s median.
-    pub ratio_p99_80_l_1: f64,
+    pub ratio_p99_80_l_1: Option<f64>,
     /// The switch's journal over the whole run, from its `/metrics`:
     /// commits and the records they carried (`None` if it could not be read).
     pub journal_batches: Option<u64>,
@@ -318,7 +319,6 @@ impl BenchReport {
 
     /// The database's limits and the ratios to them.
     fn baseline_lines(&self) -> String {
-        let b = &self.baselines;
         let batches = match (self.journal_batches, self.journal_records) {
             (Some(batches), Some(records)) if batches > 0 => format!(
                 "journal over the run: {records} records in {batches} commits, {:.1} a commit on average\n",
@@ -327,6 +327,17 @@ impl BenchReport {
             _ => {
                 "journal batch sizes: not read (the switch's /metrics did not answer)\n".to_owned()
             }
+        };
+        let Some((b, k_copy, k_1, l_1)) = self.baselines.as_ref().and_then(|b| {
+            Some((
+                b,
+                self.ratio_pipe_k_copy?,
+                self.ratio_pipe_k_1?,
+                self.ratio_p99_80_l_1?,
+            ))
+        }) else {
+            return batches
+                + "the segment log has no journal database: K_append (below) is its limit\n";
         };
         batches
             + &format!(
@@ -339,9 +350,9 @@ impl BenchReport {
                 b.k_1_commits_per_s,
                 b.l_1_us_p50,
                 b.l_1_us_p99,
-                self.ratio_pipe_k_copy,
-                self.ratio_pipe_k_1,
-                self.ratio_p99_80_l_1
+                k_copy,
+                k_1,
+                l_1
             )
     }
 
@@ -353,7 +364,8 @@ impl BenchReport {
             match self.backend {
                 "fleet" => "a fleet node (PostgreSQL journal, velocity in Redis)",
                 "postgres" => "PostgreSQL journal",
-                _ => "embedded SQLite journal",
+                "sqlite" => "embedded SQLite journal",
+                _ => "the embedded segment log journal",
             }
         ));
         out.push_str(&format!(

@@ -185,19 +185,32 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
                 "a fleet node journals in PostgreSQL: add --backend postgres",
             ));
         }
-        _ => crate::bench::Backend::Sqlite,
+        ("sqlite", _) => crate::bench::Backend::Sqlite,
+        _ => crate::bench::Backend::Log,
     };
     let config_file = args.config.clone().unwrap_or_else(|| match backend {
+        crate::bench::Backend::Log => PathBuf::from("config/bench.log.toml"),
         crate::bench::Backend::Sqlite => PathBuf::from("config/bench.toml"),
         crate::bench::Backend::Postgres {
             redis_url: Some(_), ..
         } => PathBuf::from("config/bench.fleet.toml"),
         crate::bench::Backend::Postgres { .. } => PathBuf::from("config/bench.postgres.toml"),
     });
-    if !config_file.exists() {
+    let config_text = std::fs::read_to_string(&config_file)
+        .map_err(|e| Error::flag("config", format!("{}: {e}", config_file.display())))?;
+    let journal = journal_of(&config_text);
+    let expected = match backend {
+        crate::bench::Backend::Postgres { .. } => "postgres",
+        ref embedded => embedded.name(),
+    };
+    if journal != expected {
         return Err(Error::flag(
             "config",
-            format!("{} does not exist", config_file.display()),
+            format!(
+                "{} journals in `{journal}`, not the bench's --backend `{expected}`: \
+                 give --backend {journal}",
+                config_file.display()
+            ),
         ));
     }
     if !(1..=10_000).contains(&args.connections) {
@@ -304,6 +317,24 @@ where
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The journal a switch configuration names in `[storage] backend`; the
+/// segment log, the switch's default, when it names none.
+fn journal_of(config: &str) -> String {
+    let mut section = "";
+    for line in config.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[storage]"
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == "backend"
+        {
+            return value.trim().trim_matches('"').to_owned();
+        }
+    }
+    "log".to_owned()
 }
 
 /// Checks the shared load flags and builds the run's configuration.
@@ -434,4 +465,33 @@ fn load(target: Target, mix: Mix, args: &LoadArgs) -> Result<ExitCode, Error> {
         });
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_is_read_from_the_storage_section() {
+        assert_eq!(journal_of("[iso]\nlisten = \"x\"\n"), "log");
+        assert_eq!(
+            journal_of("[storage]\nbackend = \"sqlite\"   # embedded\n"),
+            "sqlite"
+        );
+        assert_eq!(
+            journal_of("[fleet]\nbackend = \"redis\"\n[storage]\nbackend = \"postgres\"\n"),
+            "postgres"
+        );
+        assert_eq!(journal_of("# backend = \"sqlite\"\n[storage]\n"), "log");
+        for (file, journal) in [
+            ("bench.toml", "sqlite"),
+            ("bench.log.toml", "log"),
+            ("bench.postgres.toml", "postgres"),
+            ("bench.fleet.toml", "postgres"),
+        ] {
+            let path = format!("{}/../config/{file}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(journal_of(&text), journal, "{file}");
+        }
+    }
 }

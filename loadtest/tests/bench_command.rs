@@ -47,6 +47,8 @@ fn bench_measures_everything_in_one_run_and_writes_its_section_in_place() {
         "bench",
         "--switch",
         switch.to_str().unwrap(),
+        "--backend",
+        "sqlite",
         "--config",
         config,
         "--duration",

@@ -7,7 +7,8 @@ mod common;
 
 use common::loadtest;
 
-const BENCH_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/bench.toml");
+const BENCH_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/bench.log.toml");
+const SQLITE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/bench.toml");
 
 /// Runs `loadtest args`, expects `code`, and returns its one stderr line.
 fn one_line_error(args: &[&str], code: i32) -> String {
@@ -141,6 +142,12 @@ fn bad_values_are_one_line_and_exit_1() {
                 "0s",
             ],
             "--duration",
+        ),
+        (
+            // The default --backend is the segment log; this file names
+            // SQLite.
+            vec!["bench", "--switch", "/bin/true", "--config", SQLITE_CONFIG],
+            "--backend sqlite",
         ),
     ] {
         let line = one_line_error(&args, 1);
