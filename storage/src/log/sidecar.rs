@@ -163,8 +163,14 @@ pub(super) fn write(
 /// against its checksum and the segment it describes, rebuilding what a
 /// crash cut short or lost. An `fsync` here would stall the writer, which
 /// closes segments on its own thread, for the disk's worst case.
+///
+/// The temporary name keeps the file's own extension (`.idx.tmp`,
+/// `.snap.tmp`): a segment's index file (written by a thread of its own)
+/// and its snapshot (by the writer) are written at the same time.
 pub(super) fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
-    let temporary = path.with_extension("tmp");
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
     std::fs::write(&temporary, bytes).map_err(io_error("write a journal index", path))?;
     std::fs::rename(&temporary, path).map_err(io_error("rename a journal index", path))
 }

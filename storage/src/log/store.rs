@@ -178,9 +178,11 @@ impl LogStore {
     }
 
     /// What the index holds in memory: records of the open segment, and
-    /// closed segments, each of which costs a summary only.
+    /// closed segments, each of which costs a summary only. Waits for the
+    /// index files being written.
     pub fn in_memory(&self) -> InMemory {
-        let tables = self.shared.read();
+        let mut tables = self.shared.write();
+        tables.history.settle(true);
         InMemory {
             open_records: tables.history.open_records(),
             closed_segments: crate::convert::count_u64(tables.history.closed().len()),
@@ -200,6 +202,19 @@ pub struct InMemory {
     pub open_records: u64,
     /// Closed segments, each held as a summary of its index file.
     pub closed_segments: u64,
+}
+
+impl Drop for Shared {
+    /// The last reader or writer gone: the index files still being
+    /// written are finished first, so nothing writes in the directory once
+    /// the log is dropped (a test reopening it, or removing it).
+    fn drop(&mut self) {
+        self.tables
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .history
+            .settle(true);
+    }
 }
 
 impl Shared {
@@ -250,6 +265,8 @@ impl Shared {
         written?;
         let (segment, offset) = segments.last_frame();
         let mut tables = self.write();
+        // Index files written since the last commit: their summaries in.
+        tables.history.settle(false);
         if let Some((_, len, next_sequence)) = segments.take_closed() {
             // The frame began the next segment: the one before is closed,
             // indexed in a file and snapshotted before the frame is applied.
@@ -327,6 +344,9 @@ impl JournalBackend for LogWriter {
         if let Err(error) = segments.sync() {
             tracing::warn!(%error, "journal: the last claims could not be synced at close");
         }
+        // The index files still being written are finished, so a log
+        // closed is whole on disk.
+        self.shared.write().history.settle(true);
     }
 }
 
