@@ -65,7 +65,7 @@ impl Phases {
         if config.then.is_empty() && config.deadline.is_none() {
             return None;
         }
-        let deadline_ns = u64::try_from(config.deadline().as_nanos()).unwrap_or(u64::MAX);
+        let deadline_ns = config.deadline_ns();
         let spans = std::iter::once((config.rate.unwrap_or(0.0), config.duration))
             .chain(config.then.iter().map(|phase| (phase.rate, phase.duration)));
         let mut from_s = 0.0;
@@ -147,7 +147,7 @@ impl Phases {
 fn summarize(tally: &Tally, rate: f64, from_s: f64, to_s: f64, deadline_ns: u64) -> PhaseSummary {
     let counts = tally.counts_all();
     let all = tally.latency_all();
-    let good = tally.admitted_ns.count_between(0, deadline_ns);
+    let good = tally.good(deadline_ns);
     PhaseSummary {
         rate_offered: rate,
         from_s,
@@ -155,13 +155,8 @@ fn summarize(tally: &Tally, rate: f64, from_s: f64, to_s: f64, deadline_ns: u64)
         answered: counts.received,
         good,
         goodput: rate_per_s(good, (to_s - from_s).max(1e-9)),
-        shed: tally
-            .outcomes_all()
-            .iter()
-            .filter(|(outcome, _)| outcome.is_shed())
-            .map(|(_, count)| count)
-            .sum(),
-        late: all.count_between(deadline_ns.saturating_add(1), u64::MAX),
+        shed: tally.shed(),
+        late: Tally::late(&all, deadline_ns),
         timeouts: counts.timeouts + counts.dropped,
         errors: counts.errors,
         admitted_us: Percentiles::of(&tally.admitted_ns),

@@ -147,6 +147,11 @@ impl RunConfig {
     pub fn deadline(&self) -> Duration {
         self.deadline.unwrap_or(self.timeout)
     }
+
+    /// [`RunConfig::deadline`] in nanoseconds, as latencies are recorded.
+    pub fn deadline_ns(&self) -> u64 {
+        u64::try_from(self.deadline().as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// What a run measured.
@@ -352,7 +357,7 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
         kinds_tagged: if kinds.len() > 1 { kinds } else { Vec::new() },
         duration: config.measured(),
         warmup: config.warmup,
-        deadline_ns: u64::try_from(config.deadline().as_nanos()).unwrap_or(u64::MAX),
+        deadline_ns: config.deadline_ns(),
         phase_ends_s: std::iter::once(config.duration)
             .chain(config.then.iter().map(|phase| phase.duration))
             .scan(Duration::ZERO, |end, length| {
@@ -527,13 +532,6 @@ impl Harvest<'_> {
             }
         }
         let counts = self.interval.counts_all();
-        let shed = self
-            .interval
-            .outcomes_all()
-            .iter()
-            .filter(|(outcome, _)| outcome.is_shed())
-            .map(|(_, count)| count)
-            .sum();
         let admitted = &self.interval.admitted_ns;
         let point = IntervalPoint {
             end_s: to
@@ -547,9 +545,9 @@ impl Harvest<'_> {
             max_ns: all.max(),
             timeouts: counts.timeouts,
             errors: counts.errors,
-            good: admitted.count_between(0, self.deadline_ns),
-            shed,
-            late: all.count_between(self.deadline_ns.saturating_add(1), u64::MAX),
+            good: self.interval.good(self.deadline_ns),
+            shed: self.interval.shed(),
+            late: Tally::late(&all, self.deadline_ns),
             admitted_p99_ns: admitted.value_at_quantile(0.99),
         };
         self.intervals.push(point);

@@ -304,6 +304,26 @@ impl Tally {
         all
     }
 
+    /// Answers that refused the request ([`Outcome::is_shed`]).
+    pub fn shed(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .filter(|((_, outcome), _)| outcome.is_shed())
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// Answers neither shed nor later than `deadline_ns`.
+    pub fn good(&self, deadline_ns: u64) -> u64 {
+        self.admitted_ns.count_between(0, deadline_ns)
+    }
+
+    /// Answers later than `deadline_ns`, shed or not; `all` is
+    /// [`Tally::latency_all`], which the caller has at hand.
+    pub fn late(all: &Histogram<u64>, deadline_ns: u64) -> u64 {
+        all.count_between(deadline_ns.saturating_add(1), u64::MAX)
+    }
+
     /// Responses by outcome over all kinds.
     pub fn outcomes_all(&self) -> BTreeMap<Outcome, u64> {
         let mut all = BTreeMap::new();

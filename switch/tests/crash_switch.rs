@@ -1337,17 +1337,7 @@ fn a_sqlite_journal_left_by_the_old_default_is_not_passed_over() {
 
     let config_file = dir.path().join("default.toml");
     std::fs::write(&config_file, CONFIG).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
-        .args(["serve", "--config"])
-        .arg(&config_file)
-        .args([
-            "--iso-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data_dir)
+    let output = common::serve_command(&config_file, &data_dir)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

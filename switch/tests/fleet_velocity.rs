@@ -37,6 +37,19 @@ async fn fleet(redis: &str) -> Fleet {
     fleet
 }
 
+/// A connection to the tests' Redis database, and the generation of
+/// velocity built there ([`fleet`]).
+async fn built_generation(redis: &str) -> (redis::aio::MultiplexedConnection, u64) {
+    let client = redis::Client::open(format!("{}/6", redis.trim_end_matches('/'))).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let generation: u64 = redis::cmd("GET")
+        .arg("v:built")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    (connection, generation)
+}
+
 fn unbuilt_fleet(redis: &str) -> Fleet {
     let limits = CardLimits {
         per_minute: WindowLimit {
@@ -70,13 +83,7 @@ async fn windows_count_slide_prune_and_give_back_in_one_hash_per_card() {
         return;
     };
     let fleet = fleet(&redis).await;
-    let client = redis::Client::open(format!("{}/6", redis.trim_end_matches('/'))).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let generation: u64 = redis::cmd("GET")
-        .arg("v:built")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let (mut connection, generation) = built_generation(&redis).await;
 
     // 12:00:05 on some day, in ms: the minute window is 6 buckets of 10 s.
     let t0: u64 = 1_795_000_000_000 - 1_795_000_000_000 % 7_200_000 + 43_205_000;
@@ -380,13 +387,7 @@ async fn only_the_claims_holder_counts_the_approval() {
         return;
     };
     let fleet = fleet(&redis).await;
-    let client = redis::Client::open(format!("{}/6", redis.trim_end_matches('/'))).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let generation: u64 = redis::cmd("GET")
-        .arg("v:built")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let (mut connection, generation) = built_generation(&redis).await;
     let now_ms = 1_795_000_000_000;
     let card = fresh_token(11);
     let counted = async |connection: &mut redis::aio::MultiplexedConnection| -> u64 {

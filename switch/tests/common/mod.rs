@@ -81,6 +81,24 @@ pub struct TestSwitch {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// `switch serve` with `config_file` and `data_dir`, on ports the system
+/// picks.
+pub fn serve_command(config_file: &Path, data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switch"));
+    command
+        .args(["serve", "--config"])
+        .arg(config_file)
+        .args([
+            "--iso-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir);
+    command
+}
+
 impl TestSwitch {
     pub fn start() -> TestSwitch {
         let dir = tempfile::tempdir().unwrap();
@@ -137,17 +155,7 @@ impl TestSwitch {
     ) -> TestSwitch {
         let config_file = dir.join("switch.toml");
         std::fs::write(&config_file, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
-            .args(["serve", "--config"])
-            .arg(&config_file)
-            .args([
-                "--iso-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+        let mut child = serve_command(&config_file, data_dir)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
