@@ -124,6 +124,7 @@ impl StorageError {
 /// | error            | meaning                                   | the switch answers          |
 /// |------------------|-------------------------------------------|-----------------------------|
 /// | `QueueFull`      | shed at once, nothing written             | 91, or HTTP 503             |
+/// | `Expired`        | its deadline came first, nothing written  | 91, or HTTP 503             |
 /// | `Unavailable`    | the batch did not commit, nothing written | 96, or HTTP 503             |
 /// | `Closed`         | the journal is shutting down              | 96, or HTTP 503             |
 /// | `InvalidRecord`  | a bug in the caller: the record is refused | 96, and log it             |
@@ -132,6 +133,10 @@ pub enum JournalError {
     /// The bounded queue in front of the writer is full.
     #[error("the journal queue is full")]
     QueueFull,
+    /// The record's deadline ([`Journal::append_by`](crate::Journal::append_by))
+    /// came before the writer could commit it: it was not written.
+    #[error("the record's deadline passed before the journal could commit it")]
+    Expired,
     /// The batch holding this record was not confirmed committed. Usually
     /// none of it is on disk, but a commit whose answer was lost (a dropped
     /// connection or a passed deadline after COMMIT was sent) may have

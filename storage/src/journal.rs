@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::convert::count_u64;
 use crate::error::{JournalError, StorageError};
@@ -101,6 +102,7 @@ struct Counters {
     failed_batches: AtomicU64,
     failed_records: AtomicU64,
     queue_full: AtomicU64,
+    expired: AtomicU64,
     batch_sizes: [AtomicU64; BATCH_SIZE_BUCKETS],
 }
 
@@ -121,6 +123,8 @@ pub struct JournalStats {
     pub failed_records: u64,
     /// Appends refused with [`JournalError::QueueFull`].
     pub queue_full: u64,
+    /// Appends refused with [`JournalError::Expired`].
+    pub expired: u64,
     /// Records waiting for the writer now.
     pub queue_depth: u64,
     /// Committed batches by size; see [`BATCH_SIZE_BUCKETS`].
@@ -152,6 +156,8 @@ enum Command {
     Append {
         record: JournalRecord,
         reply: oneshot::Sender<Result<AppendOutcome, JournalError>>,
+        /// Past this the record's answer is of no use: it is not written.
+        deadline: Option<Instant>,
     },
     /// Records that go into one batch together.
     AppendAll(
@@ -275,9 +281,31 @@ impl Journal {
     /// caller's timeout, say): a caller that stops waiting knows only that
     /// the record may or may not be committed, never that it is not.
     pub async fn append(&self, record: JournalRecord) -> Result<AppendOutcome, JournalError> {
+        self.append_by(record, None).await
+    }
+
+    /// [`Journal::append`] for a record whose answer is of use only until
+    /// `deadline`: if the writer comes to it too late to commit it by then
+    /// (the deadline less the time its recent batches took to commit), it
+    /// is not written and the answer is [`JournalError::Expired`], at once.
+    /// Once the writer has taken it into a batch it is written whatever
+    /// the time: its answer is then whatever the commit says.
+    pub async fn append_by(
+        &self,
+        record: JournalRecord,
+        deadline: Option<Instant>,
+    ) -> Result<AppendOutcome, JournalError> {
         record.validate()?;
+        if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
+            self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            return Err(JournalError::Expired);
+        }
         let (reply, outcome) = oneshot::channel();
-        self.enqueue(Command::Append { record, reply })?;
+        self.enqueue(Command::Append {
+            record,
+            reply,
+            deadline,
+        })?;
         // A writer that died without answering (it would have to panic) has
         // not committed this record.
         outcome.await.unwrap_or(Err(JournalError::Unavailable))
@@ -404,6 +432,7 @@ impl Journal {
             failed_batches: load(&c.failed_batches),
             failed_records: load(&c.failed_records),
             queue_full: load(&c.queue_full),
+            expired: load(&c.expired),
             queue_depth: self.queue_depth(),
             batch_sizes: std::array::from_fn(|i| load(&c.batch_sizes[i])),
         }
@@ -453,6 +482,9 @@ async fn run_writer<B: JournalBackend>(
     let mut replies = Vec::with_capacity(batch_rows_max);
     let mut claims = Vec::new();
     let mut claim_replies = Vec::new();
+    // How long a batch takes to commit, lately: a record whose deadline
+    // comes sooner than that after the writer reaches it is not written.
+    let mut commit_time = CommitTime::default();
     loop {
         {
             let mut commands = shared.commands.lock().await;
@@ -462,9 +494,19 @@ async fn run_writer<B: JournalBackend>(
             if commands.recv_many(&mut received, batch_rows_max).await == 0 {
                 break;
             }
+            let too_late = commit_time.cutoff();
             for command in received.drain(..) {
                 match command {
-                    Command::Append { record, reply } => {
+                    Command::Append {
+                        record,
+                        reply,
+                        deadline,
+                    } => {
+                        if deadline.is_some_and(|deadline| deadline <= too_late) {
+                            counters.expired.fetch_add(1, Ordering::Relaxed);
+                            let _ = reply.send(Err(JournalError::Expired));
+                            continue;
+                        }
                         batch.push(record);
                         replies.push(reply);
                     }
@@ -497,7 +539,9 @@ async fn run_writer<B: JournalBackend>(
             claims.clear();
         }
         if !batch.is_empty() {
+            let started = Instant::now();
             flush_batch(&mut backend, &batch, &mut replies, &counters).await;
+            commit_time.took(started.elapsed());
             batch.clear();
         }
     }
@@ -561,6 +605,26 @@ async fn flush_claims<B: JournalBackend>(
                 let _ = reply.send(Err(JournalError::Unavailable));
             }
         }
+    }
+}
+
+/// A moving average of how long a batch takes from the writer taking it to
+/// its commit.
+#[derive(Debug, Default)]
+struct CommitTime {
+    average: std::time::Duration,
+}
+
+impl CommitTime {
+    /// Records one batch's time; each counts for an eighth.
+    fn took(&mut self, took: std::time::Duration) {
+        self.average = (self.average * 7 + took) / 8;
+    }
+
+    /// A record whose deadline is at or before this cannot be committed by
+    /// then.
+    fn cutoff(&self) -> Instant {
+        Instant::now() + self.average
     }
 }
 
@@ -698,6 +762,44 @@ mod tests {
         let too_many = journal.append_all((1..=4).map(record).collect()).await;
         assert_eq!(too_many, vec![Err(JournalError::QueueFull); 4]);
         assert_eq!(journal.stats().records, 3, "none of the four written");
+        journal.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_whose_deadline_comes_before_the_writer_can_commit_it_is_not_written() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let backend = SlowBackend {
+            writer: 0,
+            written: Arc::clone(&written),
+            closed: Arc::new(AtomicUsize::new(0)),
+        };
+        let journal = Journal::start(backend, &JournalConfig::default());
+        let now = Instant::now();
+        assert_eq!(
+            journal.append_by(record(1), Some(now)).await,
+            Err(JournalError::Expired),
+            "a deadline already passed is refused at once"
+        );
+        // The first batch takes the writer 20 ms; the second record's
+        // deadline comes in 5, the third's in a second.
+        let first = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.append(record(2)).await }
+        });
+        tokio::task::yield_now().await;
+        let soon = journal.append_by(record(3), Some(now + Duration::from_millis(5)));
+        let later = journal.append_by(record(4), Some(now + Duration::from_secs(1)));
+        let (soon, later) = tokio::join!(soon, later);
+        assert_eq!(first.await.unwrap(), Ok(AppendOutcome::Recorded));
+        assert_eq!(soon, Err(JournalError::Expired));
+        assert_eq!(later, Ok(AppendOutcome::Recorded));
+        assert_eq!(
+            *written.lock().unwrap(),
+            vec![(0, 1), (0, 1)],
+            "the expired record was in neither batch"
+        );
+        let stats = journal.stats();
+        assert_eq!((stats.records, stats.expired), (2, 2));
         journal.close().await;
     }
 

@@ -61,6 +61,11 @@ impl Deadline {
         }
     }
 
+    /// The instant it comes, on tokio's clock (the journal takes it so).
+    pub fn instant(self) -> tokio::time::Instant {
+        self.at
+    }
+
     /// Whether it has come.
     pub fn has_passed(&self) -> bool {
         tokio::time::Instant::now() >= self.at

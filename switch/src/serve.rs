@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::AdmissionRates;
+use crate::admission::{AdmissionRates, LoadLimit};
 use crate::config::{Config, Overrides, StorageSettings};
 use crate::engine::{Engine, EngineParts, OsRandom};
 use crate::fleet::{Fleet, FleetStore};
@@ -278,6 +278,7 @@ fn build_engine(
         duplicates: config.duplicates,
         fleet: fleet.map(|fleet| -> Arc<dyn FleetStore> { Arc::new(fleet) }),
         admission_rates: Arc::new(AdmissionRates::new(&config.merchants)),
+        load_limit: LoadLimit::new(config.overload),
     }));
     Ok(Core {
         clock,

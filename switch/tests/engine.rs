@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actors::{
     BinRange, CardLimits, Clock, ManualClock, MerchantLimits, RuleConfig, ShardConfig, Shards,
@@ -22,7 +23,8 @@ use protocol::ids::{MerchantId, Text};
 use protocol::{Amount, Currency, Expiry, Pan, ResponseCode};
 use storage::memory::MemoryBackend;
 use storage::{AnyStore, Journal, JournalConfig, RecordKind, StoreReader, Vault, VaultKeys};
-use switch::admission::AdmissionRates;
+use switch::admission::{AdmissionRates, LoadLimit, LoadSettings};
+use switch::clock::Deadline;
 use switch::config::DuplicateSettings;
 use switch::engine::acquirer::Acquirer;
 use switch::engine::{
@@ -32,7 +34,7 @@ use switch::engine::{
 use switch::fleet::{
     Approval, Claim, FleetError, FleetFuture, FleetStore, OnRedisDown, Settled, Velocity,
 };
-use switch::ops::metrics::Metrics;
+use switch::ops::metrics::{Metrics, Readings};
 
 /// 2026-09-21, so an expiry of 2025 has passed and 2030 has not.
 const NOW_MS: u64 = 1_790_000_000_000;
@@ -155,6 +157,7 @@ impl Rig {
             },
             fleet,
             admission_rates: Arc::new(AdmissionRates::new(&[])),
+            load_limit: LoadLimit::new(LoadSettings::default()),
         });
         Rig {
             engine,
@@ -209,6 +212,7 @@ impl Rig {
             acquirer,
             processing_code: Some(Text::parse(b"000000").unwrap()),
             decode_us: 17,
+            deadline: None,
         };
         self.engine.authorize(authorization.clone(), received).await
     }
@@ -776,6 +780,166 @@ async fn a_failed_commit_answers_96_and_gives_velocity_back() {
     assert_eq!(outcome.response_code(), ResponseCode::SystemMalfunction);
     let still_full = rig.iso(VISA, 100);
     assert_eq!(code(&rig.authorize(&still_full).await), "65");
+}
+
+/// Requests shed for their deadline on `channel`, as `/metrics` says.
+fn shed_for_deadline(metrics: &Metrics) -> u64 {
+    let text = metrics.render(&Readings::default());
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(r#"switch_shed_total{channel="iso",reason="deadline"}"#))
+        .unwrap();
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+fn within(after: Duration) -> Received<'static> {
+    Received {
+        deadline: Some(Deadline::after(after)),
+        ..Received::default()
+    }
+}
+
+/// A request whose deadline passed before the engine got to it is shed:
+/// 91, neither decided, journaled nor counted against the card, and its
+/// retransmission is decided afresh. A reversal out of time is shed too.
+#[tokio::test(start_paused = true)]
+async fn a_request_out_of_time_is_shed_with_91_and_nothing_is_kept() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    let shed = rig
+        .engine
+        .authorize(request.clone(), within(Duration::ZERO))
+        .await;
+    assert_eq!(
+        shed.decision,
+        Decision::Declined {
+            reason: DeclineReason::Overloaded
+        }
+    );
+    assert_eq!(code(&shed), "91");
+    assert!(
+        rig.engine
+            .store()
+            .transaction(shed.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(shed_for_deadline(&rig.metrics), 1);
+    // The card's three a minute are all free: the retransmission first.
+    let retransmitted = rig.authorize(&request).await;
+    assert_eq!(code(&retransmitted), "00");
+    for expected in ["00", "00", "65"] {
+        let next = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&next).await), expected);
+    }
+    let reversal = rig.iso_reversal(&request, 100);
+    let outcome = rig
+        .engine
+        .reverse_within(reversal, None, Some(Deadline::after(Duration::ZERO)))
+        .await;
+    assert_eq!(
+        outcome,
+        ReversalOutcome::Refused(ReversalRefusal::Overloaded)
+    );
+    assert_eq!(outcome.response_code().as_str(), "91");
+    let still_full = rig.iso(VISA, 100);
+    assert_eq!(
+        code(&rig.authorize(&still_full).await),
+        "65",
+        "nothing given back"
+    );
+}
+
+/// A record still queued for a stalled journal when its deadline comes is
+/// not written: 91, and the velocity its approval took is given back. The
+/// record the writer had already taken is written and answered as
+/// committed.
+#[tokio::test(start_paused = true)]
+async fn a_record_the_journal_cannot_commit_in_time_is_not_written_and_gives_velocity_back() {
+    let mut rig = Rig::new();
+    let first = rig.iso(VISA, 100);
+    let late = rig.iso(VISA, 100);
+    rig.memory.hold_batches();
+    let (first_out, late_out, ()) = tokio::join!(
+        rig.authorize(&first),
+        async {
+            while rig.memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            rig.engine
+                .authorize(late.clone(), within(Duration::from_millis(50)))
+                .await
+        },
+        async {
+            while rig.memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rig.memory.release_batches();
+        },
+    );
+    assert_eq!(code(&first_out), "00");
+    assert_eq!(code(&late_out), "91");
+    assert!(
+        rig.engine
+            .store()
+            .transaction(late_out.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(rig.engine.journal().stats().expired, 1);
+    assert_eq!(shed_for_deadline(&rig.metrics), 1);
+    // One approval stands of three a minute.
+    for expected in ["00", "00", "65"] {
+        let next = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&next).await), expected);
+    }
+}
+
+/// A reversal waiting for its original, in flight behind a stalled journal,
+/// stops waiting at its deadline: 91, nothing journaled or given back. The
+/// acquirer's retry, after the original committed, reverses it.
+#[tokio::test(start_paused = true)]
+async fn a_reversal_out_of_time_while_its_original_is_in_flight_is_shed_and_its_retry_reverses() {
+    let mut rig = Rig::new();
+    let request = rig.iso(VISA, 100);
+    let reversal = rig.iso_reversal(&request, 100);
+    rig.memory.hold_batches();
+    let (original, shed, ()) = tokio::join!(
+        rig.authorize(&request),
+        async {
+            while rig.memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            rig.engine
+                .reverse_within(
+                    reversal.clone(),
+                    None,
+                    Some(Deadline::after(Duration::from_millis(10))),
+                )
+                .await
+        },
+        async {
+            while rig.memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rig.memory.release_batches();
+        },
+    );
+    assert_eq!(code(&original), "00");
+    assert_eq!(shed, ReversalOutcome::Refused(ReversalRefusal::Overloaded));
+    let retried = rig.engine.reverse(reversal, None).await;
+    assert!(
+        matches!(retried, ReversalOutcome::Recorded { original: Some(id), first: true, .. } if id == original.id),
+        "{retried:?}"
+    );
+    for _ in 0..3 {
+        let next = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&next).await), "00");
+    }
 }
 
 /// A fleet whose store never answers, as Redis while it is away.

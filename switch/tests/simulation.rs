@@ -62,7 +62,8 @@ use storage::memory::MemoryBackend;
 use storage::{
     AnyStore, Journal, JournalConfig, RecordKind, StoreReader, StoredTransaction, Vault, VaultKeys,
 };
-use switch::admission::AdmissionRates;
+use switch::admission::{AdmissionRates, LoadLimit, LoadSettings};
+use switch::clock::Deadline;
 use switch::config::DuplicateSettings;
 use switch::engine::acquirer::Acquirer;
 use switch::engine::{
@@ -145,13 +146,36 @@ fn simulate(shape: Shape) {
     let plan = Plan::from_env();
     let mut steps = 0;
     let mut runs = 0;
+    let mut shed = Shed::default();
     for seed in plan.seeds() {
-        steps += run(shape, seed, plan.steps);
+        let (ran, seed_shed) = run(shape, seed, plan.steps);
+        steps += ran;
+        shed.requests += seed_shed.requests;
+        shed.records += seed_shed.records;
         runs += 1;
     }
     eprintln!(
-        "simulation ({shape:?}): {runs} seeds, {steps} steps, every invariant held after each"
+        "simulation ({shape:?}): {runs} seeds, {steps} steps, every invariant held after each; \
+         {} requests shed out of time, {} of them with their record dropped by the journal",
+        shed.requests, shed.records
     );
+    // The deadline paths are walked, not only compiled: requests shed
+    // before their decision and records the writer came to too late.
+    if steps >= 1_000 {
+        assert!(
+            shed.requests > 0 && shed.records > 0,
+            "no request missed its deadline in {steps} steps: {shed:?}"
+        );
+    }
+}
+
+/// Requests shed for their deadline by a run's last nodes.
+#[derive(Debug, Default)]
+struct Shed {
+    /// Answered 91 for their deadline, at any step.
+    requests: u64,
+    /// Of those, records the journal's writer did not write.
+    records: u64,
 }
 
 /// Which seeds to run, from the environment: `SIM_SEED` replays one,
@@ -202,8 +226,9 @@ impl Plan {
 }
 
 /// Runs one seed for `steps` steps on a runtime of its own; returns the
-/// steps run. A failed invariant panics with the seed and step.
-fn run(shape: Shape, seed: u64, steps: u64) -> u64 {
+/// steps run and what its last nodes shed for their deadline. A failed
+/// invariant panics with the seed and step.
+fn run(shape: Shape, seed: u64, steps: u64) -> (u64, Shed) {
     let _seed = SeedOnFailure(seed);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -215,10 +240,14 @@ fn run(shape: Shape, seed: u64, steps: u64) -> u64 {
         for _ in 0..steps {
             sim.step().await;
         }
+        let mut shed = Shed::default();
         for node in &sim.nodes {
+            let metrics = node.engine.metrics();
+            shed.requests += metrics.shed_total(Channel::Iso) + metrics.shed_total(Channel::Http);
+            shed.records += node.engine.journal().stats().expired;
             node.close().await;
         }
-        steps
+        (steps, shed)
     })
 }
 
@@ -310,6 +339,7 @@ impl Node {
                 fleet
             }),
             admission_rates: Arc::new(AdmissionRates::new(&[])),
+            load_limit: LoadLimit::new(LoadSettings::default()),
         });
         Node {
             engine: Arc::new(engine),
@@ -495,6 +525,19 @@ impl Sim {
     /// A number below `n`.
     fn below(&self, n: u64) -> u64 {
         next_u64(&self.random) % n.max(1)
+    }
+
+    /// A request's deadline, on tokio's paused clock: some pass while the
+    /// journal stalls or a copy waits (shed, 91, before their record is
+    /// written, or answered as committed once it is), some never do.
+    fn deadline(&self) -> Option<Deadline> {
+        let after_ms = match self.below(10) {
+            0 => 1,
+            1 => 3,
+            2..5 => 2_000,
+            _ => return None,
+        };
+        Some(Deadline::after(Duration::from_millis(after_ms)))
     }
 
     fn chance(&self, percent: u64) -> bool {
@@ -881,11 +924,13 @@ impl Sim {
         let acquirer = self.senders.get(sender).cloned().flatten();
         let delivered = self.chance(92);
         let seq = self.next_seq();
+        let deadline = self.deadline();
         tokio::spawn(async move {
             let received = Received {
                 acquirer: acquirer.as_deref(),
                 processing_code: None,
                 decode_us: 0,
+                deadline,
             };
             let outcome = engine.authorize(request.clone(), received).await;
             Finished {
@@ -910,9 +955,13 @@ impl Sim {
             request_hash: request_digest(&engine, &request),
             render,
         };
+        let received = Received {
+            deadline: self.deadline(),
+            ..Received::default()
+        };
         tokio::spawn(async move {
             let answer = engine
-                .authorize_idempotent(request.clone(), Received::default(), idempotency)
+                .authorize_idempotent(request.clone(), received, idempotency)
                 .await;
             Finished {
                 seq,
@@ -931,8 +980,11 @@ impl Sim {
         let acquirer = self.senders.get(sender).cloned().flatten();
         let delivered = self.chance(92);
         let seq = self.next_seq();
+        let deadline = self.deadline();
         tokio::spawn(async move {
-            let outcome = engine.reverse(reversal.clone(), acquirer.as_deref()).await;
+            let outcome = engine
+                .reverse_within(reversal.clone(), acquirer.as_deref(), deadline)
+                .await;
             Finished {
                 seq,
                 delivered,

@@ -13,13 +13,20 @@
 //! - [`Lockout`] (`lockout.rs`): failed HTTP authentications counted per
 //!   client origin (peer IP); an origin with too many is refused for a
 //!   while, right key or not.
+//! - [`LoadLimit`] (`load.rs`): how many card requests and reversals are
+//!   worked on at once, adapted to the latency the switch is asked to keep,
+//!   each merchant and acquirer held to its share while it binds, and
+//!   reversals admitted first. Past it a request is refused at once: ISO
+//!   8583 DE39 91, HTTP 503 with `Retry-After`.
 //! - [`RetryAfter`] (`retry_after.rs`): when a refused request may try
 //!   again, the answer of both.
 
+mod load;
 mod lockout;
 mod rate;
 mod retry_after;
 
+pub use load::{Class, LoadLimit, LoadSettings, Permit, Refused};
 pub use lockout::{Lockout, LockoutFailure, LockoutStanding};
 pub use rate::AdmissionRates;
 pub use retry_after::RetryAfter;

@@ -8,7 +8,8 @@ use actors::{BinRange, CardLimits, MerchantLimits, RuleConfig, ShardConfig, Wind
 use protocol::ids::MerchantId;
 
 use super::check::{Check, ConfigError};
-use super::raw::{RawCardLimits, RawDuplicates, RawRules, RawShards, RawWindowLimit};
+use super::raw::{RawCardLimits, RawDuplicates, RawOverload, RawRules, RawShards, RawWindowLimit};
+use crate::admission::LoadSettings;
 
 /// `[rules]`: the largest amount and the blocked BIN ranges.
 pub(super) fn rules(check: &Check, raw: &RawRules) -> Result<RuleConfig, ConfigError> {
@@ -98,5 +99,28 @@ pub(super) fn duplicates(
     Ok(DuplicateSettings {
         window_ms: check.positive("duplicates.window_ms", raw.window_ms)?,
         entries_max: check.positive("duplicates.entries_max", raw.entries_max)?,
+    })
+}
+
+/// `[overload]`: the admission limit's latency target and bounds.
+pub(super) fn overload(check: &Check, raw: &RawOverload) -> Result<LoadSettings, ConfigError> {
+    let limit_min = check.positive("overload.limit_min", raw.limit_min)?;
+    let limit_max = check.positive("overload.limit_max", raw.limit_max)?;
+    if limit_max < limit_min {
+        return Err(check.error("overload.limit_max", "must be at least overload.limit_min"));
+    }
+    if !(limit_min..=limit_max).contains(&raw.limit_initial) {
+        return Err(check.error(
+            "overload.limit_initial",
+            "must be from overload.limit_min to overload.limit_max",
+        ));
+    }
+    Ok(LoadSettings {
+        latency_target_us: check
+            .positive("overload.latency_target_ms", raw.latency_target_ms)?
+            .saturating_mul(1_000),
+        limit_initial: raw.limit_initial,
+        limit_min,
+        limit_max,
     })
 }

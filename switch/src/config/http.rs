@@ -20,6 +20,10 @@ pub struct HttpConfig {
     pub write_timeout_ms: u64,
     /// Connections open at once; one more is closed as soon as it is accepted.
     pub connections_max: usize,
+    /// How long after its handler starts a card request's answer is still
+    /// of use: past it, 503 with `Retry-After` unless its record is already
+    /// being written.
+    pub deadline_ms: u64,
 }
 
 /// HTTPS for the JSON API and the ops routes: `http.listen` speaks TLS.
@@ -48,5 +52,6 @@ pub(super) fn http(
         request_timeout_ms: check.positive("http.request_timeout_ms", raw.request_timeout_ms)?,
         write_timeout_ms: check.positive("http.write_timeout_ms", raw.write_timeout_ms)?,
         connections_max: check.positive("http.connections_max", raw.connections_max)?,
+        deadline_ms: check.positive("http.deadline_ms", raw.deadline_ms)?,
     })
 }

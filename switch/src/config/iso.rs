@@ -33,6 +33,10 @@ pub struct IsoConfig {
     pub write_timeout_ms: u64,
     /// Overrides the dialect's largest frame, in bytes after the length header.
     pub frame_length_max: Option<usize>,
+    /// How long after its frame arrives a request's answer is still of use
+    /// to the acquirer: past it, the request is shed with 91 unless its
+    /// record is already being written.
+    pub deadline_ms: u64,
 }
 
 /// ISO 8583 over TLS 1.2/1.3 on its own listener; every client presents a
@@ -53,6 +57,9 @@ pub struct IsoTlsConfig {
     /// Connections open at once on this listener, apart from the plain
     /// one's, so unauthenticated clients cannot take acquirers' slots.
     pub connections_max: usize,
+    /// As `iso.deadline_ms`, for this listener's acquirers that set none
+    /// of their own.
+    pub deadline_ms: u64,
 }
 
 /// An acquirer identified by its TLS client certificate on `[iso.tls]`.
@@ -67,6 +74,8 @@ pub struct AcquirerConfig {
     pub merchants: Option<Vec<MerchantId>>,
     /// The terminals (DE41) it may send for; `None`: any.
     pub terminals: Option<Vec<TerminalId>>,
+    /// Its own deadline, where its timeouts differ from the listener's.
+    pub deadline_ms: Option<u64>,
 }
 
 /// `[iso]`; `listen` is `--iso-listen` when given, over the file's.
@@ -87,6 +96,10 @@ pub(super) fn iso(
                 handshake_timeout_ms: check
                     .positive("iso.tls.handshake_timeout_ms", tls.handshake_timeout_ms)?,
                 connections_max: check.positive("iso.tls.connections_max", tls.connections_max)?,
+                deadline_ms: check.positive(
+                    "iso.tls.deadline_ms",
+                    tls.deadline_ms.unwrap_or(raw.deadline_ms),
+                )?,
             })
         })
         .transpose()?;
@@ -112,6 +125,7 @@ pub(super) fn iso(
             .frame_length_max
             .map(|value| check.positive("iso.frame_length_max", value))
             .transpose()?,
+        deadline_ms: check.positive("iso.deadline_ms", raw.deadline_ms)?,
     })
 }
 
@@ -172,6 +186,10 @@ pub(super) fn acquirers(
                 acquirer.terminals.as_deref(),
                 "terminal",
             )?,
+            deadline_ms: acquirer
+                .deadline_ms
+                .map(|ms| check.positive(&format!("{key}.deadline_ms"), ms))
+                .transpose()?,
         });
     }
     if iso.tls.is_some() && acquirers.is_empty() {

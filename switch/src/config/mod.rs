@@ -38,6 +38,8 @@ mod vault;
 use std::path::{Path, PathBuf};
 
 use actors::{RuleConfig, ShardConfig};
+
+use crate::admission::LoadSettings;
 use storage::VaultKeys;
 
 pub use access::{AuditSettings, SecuritySettings, StaffKey};
@@ -82,6 +84,8 @@ pub struct Config {
     pub fleet: Option<FleetSettings>,
     /// Acquirers identified by client certificate on `[iso.tls]`.
     pub acquirers: Vec<AcquirerConfig>,
+    /// The admission limit (`[overload]`).
+    pub overload: LoadSettings,
 }
 
 /// Values given on the command line or in the environment, over the file's
@@ -166,6 +170,7 @@ impl Config {
         let card_limits = decisions::card_limits(&check, &raw.card_limits)?;
         let shards = decisions::shards(&check, &raw.shards, card_limits, merchants.limits)?;
         let duplicates = decisions::duplicates(&check, &raw.duplicates)?;
+        let overload = decisions::overload(&check, &raw.overload)?;
         Ok(Config {
             mode: raw.mode,
             data_dir: overrides.data_dir.clone().unwrap_or(raw.data_dir),
@@ -187,6 +192,7 @@ impl Config {
             audit,
             fleet,
             acquirers,
+            overload,
         })
     }
 }

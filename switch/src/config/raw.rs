@@ -66,6 +66,8 @@ pub(super) struct RawConfig {
     pub(super) fleet: Option<RawFleet>,
     #[serde(default)]
     pub(super) acquirers: BTreeMap<String, RawAcquirer>,
+    #[serde(default)]
+    pub(super) overload: RawOverload,
 }
 
 impl RawConfig {
@@ -102,6 +104,8 @@ pub(super) struct RawIso {
     pub(super) idle_timeout_ms: u64,
     #[serde(default = "default_write_timeout_ms")]
     pub(super) write_timeout_ms: u64,
+    #[serde(default = "default_deadline_ms")]
+    pub(super) deadline_ms: u64,
     /// Overrides the dialect's largest frame.
     pub(super) frame_length_max: Option<usize>,
     pub(super) tls: Option<RawIsoTls>,
@@ -122,6 +126,9 @@ fn default_idle_timeout_ms() -> u64 {
 fn default_write_timeout_ms() -> u64 {
     5_000
 }
+fn default_deadline_ms() -> u64 {
+    2_000
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +141,8 @@ pub(super) struct RawIsoTls {
     pub(super) handshake_timeout_ms: u64,
     #[serde(default = "default_connections_max")]
     pub(super) connections_max: usize,
+    /// `iso.deadline_ms` when left out.
+    pub(super) deadline_ms: Option<u64>,
 }
 
 fn default_handshake_timeout_ms() -> u64 {
@@ -146,6 +155,8 @@ pub(super) struct RawAcquirer {
     pub(super) certificate_subject: String,
     pub(super) merchants: Option<Vec<String>>,
     pub(super) terminals: Option<Vec<String>>,
+    /// `iso.tls.deadline_ms` when left out.
+    pub(super) deadline_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +173,8 @@ pub(super) struct RawHttp {
     pub(super) write_timeout_ms: u64,
     #[serde(default = "default_connections_max")]
     pub(super) connections_max: usize,
+    #[serde(default = "default_deadline_ms")]
+    pub(super) deadline_ms: u64,
     pub(super) tls: Option<RawHttpTls>,
 }
 
@@ -299,6 +312,44 @@ pub(super) struct RawRuntime {
     /// 0: one per core.
     #[serde(default)]
     pub(super) worker_threads: usize,
+}
+
+/// `[overload]`: the admission limit (`switch::admission::LoadLimit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOverload {
+    #[serde(default = "default_latency_target_ms")]
+    pub(super) latency_target_ms: u64,
+    #[serde(default = "default_limit_initial")]
+    pub(super) limit_initial: u32,
+    #[serde(default = "default_limit_min")]
+    pub(super) limit_min: u32,
+    #[serde(default = "default_limit_max")]
+    pub(super) limit_max: u32,
+}
+
+impl Default for RawOverload {
+    fn default() -> Self {
+        RawOverload {
+            latency_target_ms: default_latency_target_ms(),
+            limit_initial: default_limit_initial(),
+            limit_min: default_limit_min(),
+            limit_max: default_limit_max(),
+        }
+    }
+}
+
+fn default_latency_target_ms() -> u64 {
+    20
+}
+fn default_limit_initial() -> u32 {
+    512
+}
+fn default_limit_min() -> u32 {
+    16
+}
+fn default_limit_max() -> u32 {
+    65_536
 }
 
 fn default_mailbox_capacity() -> usize {

@@ -15,6 +15,9 @@ pub struct Acquirer {
     pub name: Arc<str>,
     merchants: Option<Vec<MerchantId>>,
     terminals: Option<Vec<TerminalId>>,
+    /// `[acquirers.NAME] deadline_ms`: its own, where its timeouts differ
+    /// from its listener's.
+    pub deadline: Option<std::time::Duration>,
 }
 
 impl Acquirer {
@@ -29,7 +32,14 @@ impl Acquirer {
             name: name.into(),
             merchants,
             terminals,
+            deadline: None,
         }
+    }
+
+    /// The same acquirer, its requests held to `deadline` rather than
+    /// their listener's.
+    pub fn with_deadline(self, deadline: Option<std::time::Duration>) -> Acquirer {
+        Acquirer { deadline, ..self }
     }
 
     /// Whether this acquirer may send requests for `merchant` (DE42) at
@@ -58,6 +68,7 @@ mod tests {
             name: "north".into(),
             merchants: Some(vec![pad("ACME0000001").unwrap()]),
             terminals: Some(vec![pad("TERM0001").unwrap()]),
+            deadline: None,
         };
         let acme = pad("ACME0000001").unwrap();
         let bistro = pad("BISTRO00001").unwrap();

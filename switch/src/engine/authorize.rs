@@ -3,11 +3,13 @@
 
 use std::sync::atomic::Ordering;
 
-use protocol::domain::{Authorization, Decision, DeclineReason, TransactionId, TransactionKind};
+use protocol::domain::{
+    Authorization, Channel, Decision, DeclineReason, TransactionId, TransactionKind,
+};
 use protocol::ids::Text;
 use storage::{AppendOutcome, JournalError, RecordKind, StageTimings, StoreReader};
 
-use crate::clock::Stopwatch;
+use crate::clock::{Deadline, Stopwatch};
 use crate::engine::acquirer::Acquirer;
 use crate::engine::decide;
 use crate::engine::duplicates::Check;
@@ -15,6 +17,7 @@ use crate::engine::fleet_settle::{Settle, settle};
 use crate::engine::idempotency::{self, Idempotent};
 use crate::engine::parts::Engine;
 use crate::engine::record::{Answer, CardFacts, CardOutcome, Draft, IdempotencyRequest};
+use crate::ops::metrics::Shed;
 
 /// What an ingress knows of a card request beyond the domain
 /// [`Authorization`]: who sent it, its wire extras for the journal, and how
@@ -28,6 +31,11 @@ pub struct Received<'a> {
     pub processing_code: Option<Text<6>>,
     /// Time the ingress spent decoding the request, recorded with it.
     pub decode_us: u64,
+    /// When its answer stops being of use (the listener's or acquirer's
+    /// `deadline_ms` after it arrived): past it the request is shed, 91
+    /// (HTTP 503), unless its record is already being written. `None`: no
+    /// deadline.
+    pub deadline: Option<Deadline>,
 }
 
 impl Engine {
@@ -106,6 +114,14 @@ impl Engine {
         if let Some(refused) = self.refuse_before_replay(&authorization, token) {
             return Ok(refused);
         }
+        let deadline = received.deadline;
+        let past_deadline = || deadline.is_some_and(|deadline| deadline.has_passed());
+        if past_deadline() {
+            world
+                .metrics
+                .count_shed(authorization.channel, Shed::Deadline);
+            return Ok(self.undecided(&authorization, token, DeclineReason::Overloaded));
+        }
 
         let slot = match self
             .duplicates
@@ -116,6 +132,15 @@ impl Engine {
             Check::Answered(first) => return Ok(first),
             Check::Refused(refusal) => return Ok(refusal),
         };
+        // The duplicate check may have waited for a copy in flight: nothing
+        // is reserved yet, so a request out of time costs nothing more.
+        if past_deadline() {
+            world
+                .metrics
+                .count_shed(authorization.channel, Shed::Deadline);
+            let reason = DeclineReason::Overloaded;
+            return Ok(slot.refused(world, &authorization, token, reason).await);
+        }
 
         let decided =
             decide::decide(world, &self.rules, &authorization, token, received.acquirer).await;
@@ -166,7 +191,10 @@ impl Engine {
         }
         .record();
 
-        let appended = world.append(authorization.channel, record).await;
+        // The writer does not write a record it cannot commit before the
+        // deadline (Expired, below); one it has taken is answered as
+        // committed, whatever the time.
+        let appended = world.append(authorization.channel, record, deadline).await;
         if let Ok(AppendOutcome::IdempotencyKeyTaken { by }) = appended {
             // Not written: another request holds the key now. Nothing of
             // this decision stands, so its velocity is given back.
@@ -195,7 +223,7 @@ impl Engine {
                 // approval took is given back.
                 let outcome = CardOutcome {
                     decision: Decision::Declined {
-                        reason: self.not_recorded(&error),
+                        reason: self.not_recorded(authorization.channel, &error),
                     },
                     ..outcome
                 };
@@ -212,7 +240,7 @@ impl Engine {
                 // extra approval.
                 let outcome = CardOutcome {
                     decision: Decision::Declined {
-                        reason: self.not_recorded(&error),
+                        reason: self.not_recorded(authorization.channel, &error),
                     },
                     ..outcome
                 };
@@ -254,18 +282,45 @@ impl Engine {
     }
 
     /// Why a record that failed to append is declined, counted: a full queue
-    /// is load shed at once (91, HTTP 503); a failed commit is 96.
-    fn not_recorded(&self, error: &JournalError) -> DeclineReason {
+    /// or a deadline the writer could not meet is load shed (91, HTTP 503);
+    /// a failed commit is 96.
+    pub(super) fn not_recorded(&self, channel: Channel, error: &JournalError) -> DeclineReason {
         let metrics = &self.world.metrics;
-        let reason = if matches!(error, JournalError::QueueFull) {
-            metrics.shed.fetch_add(1, Ordering::Relaxed);
-            DeclineReason::Overloaded
-        } else {
-            metrics.journal_failures.fetch_add(1, Ordering::Relaxed);
-            DeclineReason::JournalUnavailable
+        let reason = match error {
+            JournalError::QueueFull => {
+                metrics.count_shed(channel, Shed::JournalQueue);
+                DeclineReason::Overloaded
+            }
+            JournalError::Expired => {
+                metrics.count_shed(channel, Shed::Deadline);
+                DeclineReason::Overloaded
+            }
+            _ => {
+                metrics.journal_failures.fetch_add(1, Ordering::Relaxed);
+                DeclineReason::JournalUnavailable
+            }
         };
         tracing::warn!(%error, code = %reason.response_code(), "journal append failed");
         reason
+    }
+}
+
+impl Engine {
+    /// `reason`, answered to a request neither decided nor recorded.
+    pub(super) fn undecided(
+        &self,
+        authorization: &Authorization,
+        token: protocol::domain::Token,
+        reason: DeclineReason,
+    ) -> CardOutcome {
+        let now_ms = self.world.clock.now_ms();
+        CardOutcome::of(
+            authorization,
+            token,
+            self.world.transaction_id(now_ms),
+            now_ms,
+            Decision::Declined { reason },
+        )
     }
 }
 

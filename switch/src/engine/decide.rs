@@ -15,8 +15,6 @@
 //! [`Reservation`] back when the record fails, and a reversal gives its
 //! original's back the same way.
 
-use std::sync::atomic::Ordering;
-
 use actors::{CardCheck, GiveBack, RuleConfig};
 use protocol::Amount;
 use protocol::domain::{Authorization, Decision, DeclineReason, Token};
@@ -26,7 +24,7 @@ use crate::clock::Stopwatch;
 use crate::engine::acquirer::Acquirer;
 use crate::engine::ids;
 use crate::engine::world::World;
-use crate::ops::metrics::Stage;
+use crate::ops::metrics::{Shed, Stage};
 
 /// Velocity an approval counted: what is given back if it is not recorded,
 /// or when it is reversed.
@@ -100,7 +98,9 @@ pub(crate) async fn decide(
             reason: DeclineReason::Overloaded,
         })
     {
-        world.metrics.shed.fetch_add(1, Ordering::Relaxed);
+        world
+            .metrics
+            .count_shed(authorization.channel, Shed::Mailbox);
     }
     let reservation = local.is_approved().then_some(Reservation {
         token,

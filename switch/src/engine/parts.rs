@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use actors::{Clock, RuleConfig, Shards};
 use storage::{AnyStore, Journal, StoreReader, Vault};
 
-use crate::admission::AdmissionRates;
+use crate::admission::{AdmissionRates, LoadLimit};
 use crate::config::DuplicateSettings;
 use crate::engine::duplicates::Duplicates;
 use crate::engine::idempotency::KeysInFlight;
@@ -36,6 +36,8 @@ pub struct EngineParts {
     pub fleet: Option<Arc<dyn FleetStore>>,
     /// Per-merchant admission rates, checked by both ingresses.
     pub admission_rates: Arc<AdmissionRates>,
+    /// How much is worked on at once (`[overload]`).
+    pub load_limit: LoadLimit,
 }
 
 impl std::fmt::Debug for EngineParts {
@@ -52,6 +54,7 @@ pub struct Engine {
     /// Idempotency keys being decided on this node.
     pub(crate) keys_in_flight: KeysInFlight,
     admission_rates: Arc<AdmissionRates>,
+    load_limit: LoadLimit,
     /// Set once velocity is replayed; nothing is decided before.
     ready: AtomicBool,
     database_answers: AtomicBool,
@@ -78,6 +81,7 @@ impl Engine {
             duplicates,
             fleet,
             admission_rates,
+            load_limit,
         } = parts;
         Engine {
             world: World {
@@ -94,6 +98,7 @@ impl Engine {
             duplicates: Duplicates::new(duplicates),
             keys_in_flight: KeysInFlight::default(),
             admission_rates,
+            load_limit,
             ready: AtomicBool::new(false),
             database_answers: AtomicBool::new(true),
             redis_answers: AtomicBool::new(true),
@@ -104,6 +109,12 @@ impl Engine {
     /// handing a request over).
     pub fn admission_rates(&self) -> &AdmissionRates {
         &self.admission_rates
+    }
+
+    /// The admission limit both ingresses take a permit from for each
+    /// card request and reversal, before handing it over.
+    pub fn load_limit(&self) -> &LoadLimit {
+        &self.load_limit
     }
 
     pub fn metrics(&self) -> &Metrics {

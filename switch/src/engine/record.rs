@@ -118,6 +118,10 @@ pub enum ReversalRefusal {
     AmountOutOfRange,
     /// Velocity is not replayed yet: 91, nothing journaled or given back.
     Starting,
+    /// Shed: its deadline came, or the journal's queue was full, before it
+    /// was written. 91 (HTTP 503), nothing journaled or given back; the
+    /// acquirer's retry is decided afresh.
+    Overloaded,
 }
 
 impl ReversalOutcome {
@@ -139,6 +143,7 @@ impl ReversalOutcome {
                 }
                 ReversalRefusal::AmountOutOfRange => ResponseCode::InvalidAmount,
                 ReversalRefusal::Starting => DeclineReason::Starting.response_code(),
+                ReversalRefusal::Overloaded => DeclineReason::Overloaded.response_code(),
             },
         }
     }

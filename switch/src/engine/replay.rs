@@ -16,7 +16,7 @@
 //! is accepted only after replay.
 
 use actors::Restore;
-use protocol::domain::{Authorization, Decision, DeclineReason, Token};
+use protocol::domain::{Authorization, DeclineReason, Token};
 use storage::StorageError;
 
 use crate::engine::parts::Engine;
@@ -69,15 +69,6 @@ impl Engine {
         if self.replayed() {
             return None;
         }
-        let now_ms = self.world.clock.now_ms();
-        Some(CardOutcome::of(
-            authorization,
-            token,
-            self.world.transaction_id(now_ms),
-            now_ms,
-            Decision::Declined {
-                reason: DeclineReason::Starting,
-            },
-        ))
+        Some(self.undecided(authorization, token, DeclineReason::Starting))
     }
 }

@@ -22,14 +22,18 @@ use std::sync::atomic::Ordering;
 use protocol::domain::{OriginalRef, Reversal, ReversalKind, ReversedAmount, TransactionId};
 use protocol::ids::TerminalId;
 use protocol::{Amount, Currency};
-use storage::{AppendOutcome, JournalRecord, OriginalKeys, RecordKind, StageTimings, StoreReader};
+use storage::{
+    AppendOutcome, JournalError, JournalRecord, OriginalKeys, RecordKind, StageTimings, StoreReader,
+};
 
+use crate::clock::Deadline;
 use crate::engine::acquirer::Acquirer;
 use crate::engine::authorize::Committed;
 use crate::engine::decide::{self, Reservation};
 use crate::engine::parts::Engine;
 use crate::engine::record::{Answer, CardFacts, Draft, ReversalOutcome, ReversalRefusal};
 use crate::engine::world::World;
+use crate::ops::metrics::Shed;
 
 /// How far back a reversal by acquirer keys looks for its original.
 const REVERSAL_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
@@ -48,7 +52,21 @@ impl Engine {
         reversal: Reversal,
         acquirer: Option<&Acquirer>,
     ) -> ReversalOutcome {
-        self.try_reverse(&reversal, acquirer)
+        self.reverse_within(reversal, acquirer, None).await
+    }
+
+    /// [`Engine::reverse`] for a reversal whose answer is of use only until
+    /// `deadline`: past it, before its record is written, it is shed (91,
+    /// HTTP 503) with nothing journaled or given back, and the acquirer's
+    /// retry is decided afresh. A wait for an original in flight ends at
+    /// the deadline too.
+    pub async fn reverse_within(
+        &self,
+        reversal: Reversal,
+        acquirer: Option<&Acquirer>,
+        deadline: Option<Deadline>,
+    ) -> ReversalOutcome {
+        self.try_reverse(&reversal, acquirer, deadline)
             .await
             .unwrap_or_else(ReversalOutcome::Refused)
     }
@@ -57,12 +75,20 @@ impl Engine {
         &self,
         reversal: &Reversal,
         acquirer: Option<&Acquirer>,
+        deadline: Option<Deadline>,
     ) -> Result<ReversalOutcome, ReversalRefusal> {
         let world = &self.world;
         // Before replay the original's velocity is not back in the actors:
         // a give-back now would be undone when replay restores it.
         if !self.replayed() {
             return Err(ReversalRefusal::Starting);
+        }
+        let shed = || {
+            world.metrics.count_shed(reversal.channel, Shed::Deadline);
+            ReversalRefusal::Overloaded
+        };
+        if deadline.is_some_and(|deadline| deadline.has_passed()) {
+            return Err(shed());
         }
         // An acquirer reverses only its own merchants' and terminals'
         // requests: anything else is answered 58 and neither journaled nor
@@ -90,7 +116,14 @@ impl Engine {
                     merchant_id: reversal.merchant_id,
                     acquirer: acquirer.map(|acquirer| acquirer.name.to_string()),
                 };
-                self.duplicates.wait_for_in_flight(world, &keys).await;
+                let waiting = self.duplicates.wait_for_in_flight(world, &keys);
+                match deadline {
+                    Some(deadline) => tokio::select! {
+                        () = waiting => {}
+                        () = deadline.sleep() => return Err(shed()),
+                    },
+                    None => waiting.await,
+                }
                 find_by_keys(world, &keys).await?
             }
             OriginalRef::Id(id) => find_by_id(world, reversal, id).await?,
@@ -126,7 +159,7 @@ impl Engine {
         }
         .record();
 
-        let first = match world.append(reversal.channel, record).await {
+        let first = match world.append(reversal.channel, record, deadline).await {
             Ok(AppendOutcome::Recorded) => true,
             Ok(AppendOutcome::AlreadyReversed { .. }) => false,
             // A reversal carries no idempotency key, so no backend refuses
@@ -135,6 +168,11 @@ impl Engine {
             Ok(AppendOutcome::IdempotencyKeyTaken { by }) => {
                 tracing::error!(%by, "a reversal was refused for an idempotency key it cannot carry");
                 return Err(ReversalRefusal::JournalFailed);
+            }
+            // Never written: shed, the acquirer's retry decided afresh.
+            Err(error @ (JournalError::QueueFull | JournalError::Expired)) => {
+                self.not_recorded(reversal.channel, &error);
+                return Err(ReversalRefusal::Overloaded);
             }
             // A failed commit may have committed: read back, as for an
             // authorization, before anything is answered or given back.

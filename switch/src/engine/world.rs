@@ -11,7 +11,7 @@ use actors::{Clock, Shards};
 use protocol::domain::{Channel, TransactionId};
 use storage::{AnyStore, AppendOutcome, Journal, JournalError, JournalRecord, Vault};
 
-use crate::clock::Stopwatch;
+use crate::clock::{Deadline, Stopwatch};
 use crate::engine::ids::{self, Random};
 use crate::fleet::FleetStore;
 use crate::ops::metrics::{Metrics, Stage};
@@ -37,14 +37,20 @@ impl World {
         ids::transaction_id(self.random.as_ref(), now_ms)
     }
 
-    /// Appends `record` and waits for its commit, timing the wait.
+    /// Appends `record` and waits for its commit, timing the wait. With a
+    /// `deadline`, a record the writer cannot commit by then is not
+    /// written ([`JournalError::Expired`]).
     pub(crate) async fn append(
         &self,
         channel: Channel,
         record: JournalRecord,
+        deadline: Option<Deadline>,
     ) -> Result<AppendOutcome, JournalError> {
         let waiting = Stopwatch::start();
-        let appended = self.journal.append(record).await;
+        let appended = self
+            .journal
+            .append_by(record, deadline.map(Deadline::instant))
+            .await;
         self.metrics
             .record(channel, Stage::JournalWait, waiting.elapsed_us());
         appended

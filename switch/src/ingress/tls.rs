@@ -179,11 +179,14 @@ impl Acquirers {
             .map(|config| {
                 (
                     config.certificate_subject.to_ascii_lowercase(),
-                    Arc::new(Acquirer::new(
-                        config.name.clone(),
-                        config.merchants.clone(),
-                        config.terminals.clone(),
-                    )),
+                    Arc::new(
+                        Acquirer::new(
+                            config.name.clone(),
+                            config.merchants.clone(),
+                            config.terminals.clone(),
+                        )
+                        .with_deadline(config.deadline_ms.map(Duration::from_millis)),
+                    ),
                 )
             })
             .collect();
@@ -454,6 +457,7 @@ mod tests {
             certificate_subject: subject.to_owned(),
             merchants: Some(vec![pad("ACME0000001").unwrap()]),
             terminals: None,
+            deadline_ms: None,
         }
     }
 

@@ -56,6 +56,8 @@ pub(super) async fn scrape_metrics(State(state): State<Arc<HttpState>>) -> Respo
         audit_write_failures_total: state.audit.write_failures(),
         http_lockouts_total: state.lockout.lockouts_total(),
         http_lockout_origins: u64::try_from(state.lockout.origins()).unwrap_or(u64::MAX),
+        admission_limit: u64::from(engine.load_limit().limit()),
+        admission_in_flight: u64::from(engine.load_limit().in_flight()),
     };
     let mut response = (StatusCode::OK, engine.metrics().render(&readings)).into_response();
     response.headers_mut().insert(

@@ -18,6 +18,7 @@ use protocol::encoding::to_hex;
 use protocol::json::{self, FieldError};
 use storage::{DigestPurpose, StoreReader};
 
+use crate::admission::{Class, Permit, Refused};
 use crate::clock::Stopwatch;
 use crate::engine::{
     CardOutcome, IdempotencyRequest, Idempotent, Received, ReversalOutcome, ReversalRefusal,
@@ -27,11 +28,15 @@ use crate::ingress::http::problem::{
     field_problem, json_response, parse_body, problem, unavailable,
 };
 use crate::ingress::http::state::HttpState;
-use crate::ops::metrics::Stage;
+use crate::ops::metrics::{Shed, Stage};
 use crate::ops::time::rfc3339;
 
 /// Why a card request is answered 503 while the switch starts.
 const STARTING: &str = "the switch is starting: card limits are being restored from the journal";
+
+/// Why a request is answered 503 when shed: refused at the admission
+/// limit, or out of time before its record was written.
+const OVERLOADED: &str = "the switch is at capacity: nothing was decided";
 
 /// The reply to an authorization, as stored for idempotent replays.
 fn render_authorization(outcome: &CardOutcome) -> (u16, String) {
@@ -174,8 +179,13 @@ async fn authorize_request(
     engine
         .metrics()
         .record(Channel::Http, Stage::Decode, decode_us);
+    let _permit = match admit(&state, Class::Card, merchant_id.as_str()) {
+        Ok(permit) => permit,
+        Err(response) => return response,
+    };
     let received = Received {
         decode_us,
+        deadline: Some(state.deadline_after(started)),
         ..Received::default()
     };
     let outcome = match idempotency {
@@ -229,16 +239,14 @@ async fn authorize_request(
     engine
         .metrics()
         .count_response(Channel::Http, outcome.response_code());
-    engine
-        .metrics()
-        .record(Channel::Http, Stage::Total, started.elapsed_us());
+    state.answered(started);
     match outcome.decision {
         Decision::Declined { reason } if reason.asks_for_retry() => unavailable(match reason {
             DeclineReason::JournalUnavailable => {
                 "the journal could not record the transaction; nothing was approved"
             }
             DeclineReason::Starting => STARTING,
-            _ => "the switch is at capacity",
+            _ => OVERLOADED,
         }),
         _ => {
             let (status, body) = render_authorization(&outcome);
@@ -248,6 +256,28 @@ async fn authorize_request(
             )
         }
     }
+}
+
+/// A permit from the admission limit for a request of `merchant`, or the
+/// 503 it is shed with, counted.
+#[allow(clippy::result_large_err)]
+fn admit<'a>(state: &'a HttpState, class: Class, merchant: &str) -> Result<Permit<'a>, Response> {
+    let metrics = state.engine.metrics();
+    state
+        .engine
+        .load_limit()
+        .admit(class, merchant.as_bytes(), None)
+        .map_err(|refused| {
+            metrics.count_shed(
+                Channel::Http,
+                match refused {
+                    Refused::Limit => Shed::AdmissionLimit,
+                    Refused::FairShare => Shed::FairShare,
+                },
+            );
+            metrics.count_response(Channel::Http, DeclineReason::Overloaded.response_code());
+            unavailable(OVERLOADED)
+        })
 }
 
 fn transaction_json(stored: &storage::StoredTransaction) -> json::Transaction {
@@ -371,13 +401,22 @@ pub(super) async fn reverse_authorization(
         terminal_id: None,
         keys: None,
     };
-    let outcome = state.engine.reverse(reversal, None).await;
+    let _permit = match admit(&state, Class::Reversal, merchant_id.as_str()) {
+        Ok(permit) => permit,
+        Err(response) => return response,
+    };
+    let deadline = state.deadline_after(started);
+    let outcome = state
+        .engine
+        .reverse_within(reversal, None, Some(deadline))
+        .await;
     let original = match outcome {
         ReversalOutcome::Recorded { original, .. } => original,
         ReversalOutcome::Refused(refusal) => match refusal {
             ReversalRefusal::UnknownOriginal => return not_found(),
             ReversalRefusal::LookupFailed => return unavailable("the journal cannot be read"),
             ReversalRefusal::Starting => return unavailable(STARTING),
+            ReversalRefusal::Overloaded => return unavailable(OVERLOADED),
             ReversalRefusal::NotReversible => {
                 return problem(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -403,10 +442,7 @@ pub(super) async fn reverse_authorization(
         .engine
         .metrics()
         .count_response(Channel::Http, outcome.response_code());
-    state
-        .engine
-        .metrics()
-        .record(Channel::Http, Stage::Total, started.elapsed_us());
+    state.answered(started);
     let Some(original) = original else {
         return unavailable("the journal could not record the reversal");
     };

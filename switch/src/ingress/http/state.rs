@@ -5,14 +5,18 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actors::Clock;
+use protocol::domain::Channel;
 
 use crate::admission::Lockout;
+use crate::clock::{Deadline, Stopwatch};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::ingress::http::principal::ApiKeys;
 use crate::ops::audit::Audit;
+use crate::ops::metrics::Stage;
 use crate::ops::vault::VaultControl;
 
 /// Shared state of the HTTP handlers.
@@ -28,6 +32,8 @@ pub struct HttpState {
     pub(super) successes_recorded: Mutex<HashMap<(usize, IpAddr), u64>>,
     /// Vault key reloads and the rewrap job (`/admin/vault*`).
     vault: Arc<VaultControl>,
+    /// `http.deadline_ms`: how long a card request's answer is of use.
+    deadline: Duration,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -55,6 +61,27 @@ impl HttpState {
             success_interval_ms: config.audit.success_interval_ms,
             successes_recorded: Mutex::new(HashMap::new()),
             vault,
+            deadline: Duration::from_millis(config.http.deadline_ms),
+        }
+    }
+
+    /// The deadline of a request whose handler started at `started`.
+    pub(super) fn deadline_after(&self, started: Stopwatch) -> Deadline {
+        Deadline::after(self.deadline.saturating_sub(started.elapsed()))
+    }
+
+    /// Times a card request or reversal answered, counting it if it missed
+    /// its deadline.
+    pub(super) fn answered(&self, started: Stopwatch) {
+        let elapsed = started.elapsed();
+        let metrics = self.engine.metrics();
+        metrics.record(
+            Channel::Http,
+            Stage::Total,
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        );
+        if elapsed > self.deadline {
+            metrics.count_deadline_missed(Channel::Http);
         }
     }
 

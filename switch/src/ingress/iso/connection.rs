@@ -44,20 +44,21 @@ use protocol::{Message, ResponseCode, Spec, iso};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Quiet, Stopwatch};
+use crate::admission::{Class, Permit, Refused};
+use crate::clock::{Deadline, Quiet, Stopwatch};
 use crate::config::IsoConfig;
 use crate::engine::Engine;
 use crate::engine::acquirer::Acquirer;
 use crate::ingress::iso::mapping;
 use crate::ingress::iso::order::Arrivals;
-use crate::ops::metrics::{Closed, Listener, Stage};
+use crate::ops::metrics::{Closed, Listener, Shed, Stage};
 
 /// Bytes of answers gathered before the task stops collecting and writes.
 const OUT_HIGH_WATER: usize = 64 * 1024;
 
 /// A frame cut off the stream and decoded, waiting to be answered.
 #[derive(Debug)]
-struct Decoded {
+struct Decoded<'a> {
     number: u64,
     /// Boxed: a message is a kilobyte of field slots, and a request is
     /// moved several times on its way into the answer futures (held back
@@ -68,9 +69,12 @@ struct Decoded {
     decode_us: u64,
     /// From the moment the frame was cut off the stream.
     received: Stopwatch,
+    /// Its place in the admission limit, held until it is answered: card
+    /// requests and reversals only.
+    permit: Option<Permit<'a>>,
 }
 
-impl Decoded {
+impl Decoded<'_> {
     /// A reversal waits for the requests that arrived before it.
     fn is_reversal(&self) -> bool {
         self.decoded.is_ok() && self.message.mti().class() == 4
@@ -117,6 +121,17 @@ where
     let framing = spec.framing();
     let idle = Duration::from_millis(config.idle_timeout_ms);
     let write_timeout = Duration::from_millis(config.write_timeout_ms);
+    // An acquirer's own deadline, else its listener's.
+    let deadline = match acquirer {
+        Some(acquirer) => acquirer.deadline.unwrap_or(Duration::from_millis(
+            config
+                .tls
+                .as_ref()
+                .map_or(config.deadline_ms, |tls| tls.deadline_ms),
+        )),
+        None => Duration::from_millis(config.deadline_ms),
+    };
+    let limits = Limits { deadline };
 
     let mut buffer = BytesMut::with_capacity(8 * 1024);
     let mut arrivals = Arrivals::default();
@@ -147,20 +162,39 @@ where
                 Ok(Some(bounds)) => {
                     let received = Stopwatch::start();
                     let frame = buffer.split_to(bounds.total());
-                    let request = decode(
+                    let mut request = decode(
                         engine,
                         spec,
                         &frame[bounds.header..],
                         arrivals.arrive(),
                         received,
                     );
+                    match admit(engine, acquirer, &request) {
+                        Ok(permit) => request.permit = permit,
+                        Err(refused) => {
+                            // Refused at the door: answered 91 now, in this
+                            // turn's write, without a future of its own.
+                            if let Some(response) = shed(engine, &request.message, refused)
+                                && !ending.write_failed
+                            {
+                                if out.is_empty() {
+                                    write_quiet.touch();
+                                }
+                                frame_into(engine, spec, &response, received, &limits, &mut out);
+                            }
+                            if let Some(held) = arrivals.answered(request.number) {
+                                answering.push(Box::pin(answer(engine, acquirer, held, &limits)));
+                            }
+                            continue;
+                        }
+                    }
                     let start = if request.is_reversal() {
                         arrivals.start_in_order(request.number, request)
                     } else {
                         Some(request)
                     };
                     if let Some(request) = start {
-                        answering.push(Box::pin(answer(engine, acquirer, request)));
+                        answering.push(Box::pin(answer(engine, acquirer, request, &limits)));
                     }
                 }
                 Ok(None) => break,
@@ -191,11 +225,11 @@ where
                             if out.is_empty() {
                                 write_quiet.touch();
                             }
-                            frame_into(engine, spec, &response, received, &mut out);
+                            frame_into(engine, spec, &response, received, &limits, &mut out);
                         }
                     }
                     if let Some(request) = arrivals.answered(number) {
-                        answering.push(Box::pin(answer(engine, acquirer, request)));
+                        answering.push(Box::pin(answer(engine, acquirer, request, &limits)));
                     }
                     if out.len() < OUT_HIGH_WATER {
                         ready = answering.next().now_or_never().flatten();
@@ -282,13 +316,13 @@ async fn push_out<W: AsyncWrite + Unpin>(writer: &mut W, out: &[u8]) -> std::io:
 
 /// Decodes one frame's payload. The decode stage is the decode alone; the
 /// total counts from `received`, when the frame was cut off the stream.
-fn decode(
+fn decode<'a>(
     engine: &Engine,
     spec: &Spec,
     payload: &[u8],
     number: u64,
     received: Stopwatch,
-) -> Decoded {
+) -> Decoded<'a> {
     let decoding = Stopwatch::start();
     let mut message = Box::new(Message::with_capacity(payload.len() * 2));
     let decoded = message.decode_into(spec, payload);
@@ -302,24 +336,82 @@ fn decode(
         decoded,
         decode_us,
         received,
+        permit: None,
     }
+}
+
+/// What a connection holds its requests to.
+#[derive(Debug)]
+struct Limits {
+    /// From the frame's arrival to its answer's leaving.
+    deadline: Duration,
+}
+
+/// A card request's or reversal's permit from the admission limit, taken
+/// before anything else is done for it; other messages need none.
+fn admit<'a>(
+    engine: &'a Engine,
+    acquirer: Option<&Acquirer>,
+    request: &Decoded<'_>,
+) -> Result<Option<Permit<'a>>, Refused> {
+    let mti = request.message.mti();
+    if request.decoded.is_err() || mti.is_response() {
+        return Ok(None);
+    }
+    let class = match mti.class() {
+        1 | 2 => Class::Card,
+        4 => Class::Reversal,
+        _ => return Ok(None),
+    };
+    let merchant = request.message.get(42).unwrap_or_default();
+    engine
+        .load_limit()
+        .admit(class, merchant, acquirer.map(|acquirer| &*acquirer.name))
+        .map(Some)
+}
+
+/// The 91 a request refused at the door is answered with, counted.
+fn shed(engine: &Engine, message: &Message, refused: Refused) -> Option<Message> {
+    let reason = match refused {
+        Refused::Limit => Shed::AdmissionLimit,
+        Refused::FairShare => Shed::FairShare,
+    };
+    engine.metrics().count_shed(Channel::Iso, reason);
+    let response = iso::response(message, ResponseCode::IssuerUnavailable, None)?;
+    count_response(engine, &response);
+    Some(response)
 }
 
 /// One request's answer: its arrival number, the response if the message
 /// deserves one, and the time since its frame was cut off the stream.
 type Answered = (u64, Option<Message>, Stopwatch);
 
-/// Answers one decoded request.
-async fn answer(engine: &Engine, acquirer: Option<&Acquirer>, request: Decoded) -> Answered {
+/// Answers one decoded request; its permit is given back as the answer is
+/// ready.
+async fn answer(
+    engine: &Engine,
+    acquirer: Option<&Acquirer>,
+    request: Decoded<'_>,
+    limits: &Limits,
+) -> Answered {
     let Decoded {
         number,
         message,
         decoded,
         decode_us,
         received,
+        permit,
     } = request;
     let response = match decoded {
-        Ok(()) => mapping::answer(engine, &message, acquirer, decode_us).await,
+        Ok(()) => {
+            // From the frame's arrival: a request held behind a reversal, or
+            // waiting in the connection's buffer, has been waiting all along.
+            let deadline = limits.deadline.checked_sub(received.elapsed());
+            let deadline = Deadline::after(deadline.unwrap_or_default());
+            let response = mapping::answer(engine, &message, acquirer, decode_us, deadline).await;
+            drop(permit);
+            response
+        }
         Err(error) => {
             engine
                 .metrics()
@@ -347,18 +439,29 @@ fn count_response(engine: &Engine, response: &Message) {
     engine.metrics().count_response(Channel::Iso, code);
 }
 
-/// Appends a response to `out` as a frame.
+/// Appends a response to `out` as a frame; one that leaves after its
+/// request's deadline is counted.
 fn frame_into(
     engine: &Engine,
     spec: &Spec,
     response: &Message,
     received: Stopwatch,
+    limits: &Limits,
     out: &mut Vec<u8>,
 ) {
     match response.encode_frame(spec, out) {
-        Ok(()) => engine
-            .metrics()
-            .record(Channel::Iso, Stage::Total, received.elapsed_us()),
+        Ok(()) => {
+            let elapsed = received.elapsed();
+            let metrics = engine.metrics();
+            metrics.record(
+                Channel::Iso,
+                Stage::Total,
+                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            );
+            if elapsed > limits.deadline {
+                metrics.count_deadline_missed(Channel::Iso);
+            }
+        }
         // The response echoes request fields the dialect accepted, so this
         // is a bug; say so rather than leave the acquirer waiting silently.
         Err(error) => tracing::error!(%error, "response could not be encoded"),

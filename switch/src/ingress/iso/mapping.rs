@@ -13,6 +13,7 @@ use protocol::iso::{
 };
 use protocol::{Message, ResponseCode};
 
+use crate::clock::Deadline;
 use crate::engine::acquirer::Acquirer;
 use crate::engine::{Engine, Received};
 
@@ -27,6 +28,7 @@ pub(super) async fn answer(
     message: &Message,
     acquirer: Option<&Acquirer>,
     decode_us: u64,
+    deadline: Deadline,
 ) -> Option<Message> {
     match Request::parse(message) {
         Ok(Request::Network(request)) => {
@@ -57,6 +59,7 @@ pub(super) async fn answer(
                 acquirer,
                 processing_code: Some(processing_code),
                 decode_us,
+                deadline: Some(deadline),
             };
             let outcome = engine.authorize(authorization, received).await;
             iso::response(
@@ -68,7 +71,9 @@ pub(super) async fn answer(
         Ok(Request::Reversal(request)) => {
             let reversal = reversal(&request);
             drop(request);
-            let outcome = engine.reverse(reversal, acquirer).await;
+            let outcome = engine
+                .reverse_within(reversal, acquirer, Some(deadline))
+                .await;
             iso::response(message, outcome.response_code(), None)
         }
         Err(protocol::DecodeError::UnsupportedMti { .. }) => {

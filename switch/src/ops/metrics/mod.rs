@@ -13,5 +13,5 @@
 mod record;
 mod render;
 
-pub use record::{Closed, Listener, Metrics, Refusal, Stage};
+pub use record::{Closed, Listener, Metrics, Refusal, Shed, Stage};
 pub use render::{Percentiles, Readings};

@@ -114,6 +114,49 @@ impl Closed {
     }
 }
 
+/// Why a card request or reversal was shed: answered 91 (HTTP 503) without
+/// being decided, or with its decision given back before it was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// Refused at the door: the admission limit was reached.
+    AdmissionLimit,
+    /// Refused at the door: the limit binds and its merchant or acquirer
+    /// holds its share.
+    FairShare,
+    /// Its deadline came before it could be answered in time.
+    Deadline,
+    /// The journal's queue was full.
+    JournalQueue,
+    /// A shard's mailbox was full.
+    Mailbox,
+}
+
+pub(super) const SHEDS: [Shed; 5] = [
+    Shed::AdmissionLimit,
+    Shed::FairShare,
+    Shed::Deadline,
+    Shed::JournalQueue,
+    Shed::Mailbox,
+];
+
+impl Shed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shed::AdmissionLimit => "admission_limit",
+            Shed::FairShare => "fair_share",
+            Shed::Deadline => "deadline",
+            Shed::JournalQueue => "journal_queue",
+            Shed::Mailbox => "mailbox",
+        }
+    }
+
+    // A fieldless enum's discriminant is its place in `SHEDS`: nothing to lose.
+    #[allow(clippy::as_conversions)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Why an HTTP request was refused before its handler ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -174,8 +217,10 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     /// Journal appends that failed (answered 96 / 503).
     pub journal_failures: AtomicU64,
-    /// Requests shed because a journal queue or shard mailbox was full.
-    pub shed: AtomicU64,
+    /// `[channel][reason]`: requests shed, answered 91 or HTTP 503.
+    pub(super) shed: [[AtomicU64; SHEDS.len()]; 2],
+    /// `[channel]`: answers that left after their request's deadline.
+    pub(super) deadline_missed: [AtomicU64; 2],
     /// Duplicates answered with the original response.
     pub duplicates: AtomicU64,
     /// Redis calls (fleet velocity) that failed or timed out.
@@ -218,7 +263,8 @@ impl Default for Metrics {
             connections_closed: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             connections_open: AtomicU64::new(0),
             journal_failures: AtomicU64::new(0),
-            shed: AtomicU64::new(0),
+            shed: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            deadline_missed: std::array::from_fn(|_| AtomicU64::new(0)),
             duplicates: AtomicU64::new(0),
             fleet_errors: AtomicU64::new(0),
             fleet_fallbacks: AtomicU64::new(0),
@@ -242,6 +288,31 @@ impl Metrics {
             && let Ok(mut histogram) = cell.lock()
         {
             histogram.saturating_record(us.max(1));
+        }
+    }
+
+    /// Counts one request shed for `reason`.
+    pub fn count_shed(&self, channel: Channel, reason: Shed) {
+        if let Some(counter) = self
+            .shed
+            .get(channel_index(channel))
+            .and_then(|row| row.get(reason.index()))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests shed on `channel`, every reason together.
+    pub fn shed_total(&self, channel: Channel) -> u64 {
+        self.shed
+            .get(channel_index(channel))
+            .map_or(0, |row| row.iter().map(|c| c.load(Ordering::Relaxed)).sum())
+    }
+
+    /// Counts one answer that left after its request's deadline.
+    pub fn count_deadline_missed(&self, channel: Channel) {
+        if let Some(counter) = self.deadline_missed.get(channel_index(channel)) {
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 

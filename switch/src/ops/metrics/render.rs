@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 
 use crate::ingress::tls::{RefusalReason, TlsListener};
 use crate::ops::metrics::Metrics;
-use crate::ops::metrics::record::{CHANNELS, CLOSED, CODES, LISTENERS, REFUSALS, channel_index};
+use crate::ops::metrics::record::{
+    CHANNELS, CLOSED, CODES, LISTENERS, REFUSALS, SHEDS, channel_index,
+};
 
 /// Bucket bounds of the Prometheus histograms: in microseconds, and as the
 /// `le` label writes them in seconds.
@@ -58,6 +60,10 @@ pub struct Readings {
     pub http_lockouts_total: u64,
     /// Client origins the lockout table tracks now.
     pub http_lockout_origins: u64,
+    /// The admission limit now.
+    pub admission_limit: u64,
+    /// Card requests and reversals admitted and not answered.
+    pub admission_in_flight: u64,
 }
 
 /// Percentiles of one histogram, for the admin view.
@@ -131,11 +137,6 @@ impl Metrics {
                 &self.journal_failures,
             ),
             (
-                "switch_shed_total",
-                "Requests shed at a full queue or mailbox.",
-                &self.shed,
-            ),
-            (
                 "switch_duplicates_total",
                 "Duplicates answered with the original response.",
                 &self.duplicates,
@@ -159,6 +160,7 @@ impl Metrics {
                 value.load(Ordering::Relaxed),
             );
         }
+        self.render_overload(&mut out, readings);
         write_one(
             &mut out,
             "gauge",
@@ -305,6 +307,56 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Sheds by channel and reason, deadline misses, and the admission
+    /// limit.
+    fn render_overload(&self, out: &mut String, readings: &Readings) {
+        let _ = writeln!(
+            out,
+            "# HELP switch_shed_total Card requests and reversals shed (91, HTTP 503), by channel and reason.\n# TYPE switch_shed_total counter"
+        );
+        for channel in CHANNELS {
+            if let Some(row) = self.shed.get(channel_index(channel)) {
+                for (reason, counter) in SHEDS.iter().zip(row) {
+                    let _ = writeln!(
+                        out,
+                        "switch_shed_total{{channel=\"{}\",reason=\"{}\"}} {}",
+                        channel.as_str(),
+                        reason.as_str(),
+                        counter.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switch_deadline_missed_total Answers sent after their request's deadline, by channel.\n# TYPE switch_deadline_missed_total counter"
+        );
+        for channel in CHANNELS {
+            if let Some(counter) = self.deadline_missed.get(channel_index(channel)) {
+                let _ = writeln!(
+                    out,
+                    "switch_deadline_missed_total{{channel=\"{}\"}} {}",
+                    channel.as_str(),
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
+        write_one(
+            out,
+            "gauge",
+            "switch_admission_limit",
+            "Card requests and reversals the switch admits at once now.",
+            readings.admission_limit,
+        );
+        write_one(
+            out,
+            "gauge",
+            "switch_admission_in_flight",
+            "Card requests and reversals admitted and not answered yet.",
+            readings.admission_in_flight,
+        );
     }
 
     /// Connections refused at a listener's limit, and closed by the switch.
@@ -508,10 +560,13 @@ mod tests {
                 "# TYPE switch_frames_unframeable_total counter",
                 "# TYPE switch_messages_malformed_total counter",
                 "# TYPE switch_journal_failures_total counter",
-                "# TYPE switch_shed_total counter",
                 "# TYPE switch_duplicates_total counter",
                 "# TYPE switch_fleet_errors_total counter",
                 "# TYPE switch_fleet_fallbacks_total counter",
+                "# TYPE switch_shed_total counter",
+                "# TYPE switch_deadline_missed_total counter",
+                "# TYPE switch_admission_limit gauge",
+                "# TYPE switch_admission_in_flight gauge",
                 "# TYPE switch_fleet_velocity_generation gauge",
                 "# TYPE switch_connections_refused_total counter",
                 "# TYPE switch_connections_closed_total counter",
