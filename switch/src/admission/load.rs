@@ -14,12 +14,19 @@
 //! window (100 ms and at least 16 answers) the average time from admission
 //! to answer is compared with `latency_target_ms`:
 //!
-//! - above it, the limit is scaled by target ÷ average (the limit that
-//!   would have met the target at the window's throughput), by at most a
-//!   fifth per window, so one slow fsync does not empty the switch;
+//! - above it for two windows running, the limit is scaled by target ÷
+//!   average (the limit that would have met the target at the window's
+//!   throughput), by at most a fifth per window: a standing queue, not one
+//!   slow fsync or a segment's close, which a switch under its peak rides
+//!   out with its requests still well within their deadlines;
 //! - below nine tenths of it, and the limit refused someone in the window,
 //!   the limit grows by a tenth: more in flight means larger group commits,
-//!   and the switch finds how far that pays.
+//!   and the switch finds how far that pays. Below nine tenths and refusing
+//!   no one, a limit cut in an overload grows back to `limit_initial`,
+//!   so the next stall under ordinary load finds room again.
+//!
+//! `limit_initial` (4 096) is the room a switch under ordinary load has
+//! for a stall: at 10 000 requests a second, 400 ms of them.
 //!
 //! Between `limit_min` and `limit_max`. This is the gradient family of
 //! adaptive concurrency limits (TCP Vegas, Netflix's concurrency-limits),
@@ -61,7 +68,7 @@ impl Default for LoadSettings {
     fn default() -> Self {
         LoadSettings {
             latency_target_us: 20_000,
-            limit_initial: 512,
+            limit_initial: 4_096,
             limit_min: 16,
             limit_max: 65_536,
         }
@@ -154,6 +161,8 @@ struct Window {
     latency_sum_us: AtomicU64,
     /// Card requests that found the limit reached.
     limited: AtomicU64,
+    /// The window before was over the target.
+    over: std::sync::atomic::AtomicBool,
 }
 
 /// The switch's admission limit; one per process, shared by both
@@ -296,11 +305,15 @@ impl LoadLimit {
         let limited = window.limited.swap(0, Ordering::Relaxed) > 0;
         let limit = u64::from(self.limit());
         let target = self.settings.latency_target_us.max(1);
-        let next = if average_us > target {
+        let over = average_us > target;
+        let over_before = window.over.swap(over, Ordering::Relaxed);
+        let initial = u64::from(self.settings.limit_initial);
+        let next = if over && over_before {
             // Target over average, but never below four fifths at once.
             (limit * target / average_us.max(1)).max(limit * 4 / 5)
-        } else if limited && average_us < target * 9 / 10 {
-            limit + (limit / 10).max(1)
+        } else if average_us < target * 9 / 10 && (limited || limit < initial) {
+            let grown = limit + (limit / 10).max(1);
+            if limited { grown } else { grown.min(initial) }
         } else {
             limit
         };
@@ -425,12 +438,17 @@ mod tests {
     #[test]
     fn the_limit_falls_when_answers_take_longer_than_the_target_and_grows_when_it_binds() {
         let load = load(100);
-        // A window of slow answers: 16 answers averaging 80 ms.
-        load.window.answers.store(16, Ordering::Relaxed);
-        load.window
-            .latency_sum_us
-            .store(16 * 80_000, Ordering::Relaxed);
-        load.adjust();
+        // Windows of slow answers: 16 answers averaging 80 ms.
+        let slow = || {
+            load.window.answers.store(16, Ordering::Relaxed);
+            load.window
+                .latency_sum_us
+                .store(16 * 80_000, Ordering::Relaxed);
+            load.adjust();
+        };
+        slow();
+        assert_eq!(load.limit(), 100, "one slow window is a stall, not a queue");
+        slow();
         assert_eq!(load.limit(), 80, "by a fifth at most per window");
         load.window.answers.store(16, Ordering::Relaxed);
         load.window
@@ -438,20 +456,24 @@ mod tests {
             .store(16 * 22_000, Ordering::Relaxed);
         load.adjust();
         assert_eq!(load.limit(), 72, "target over average: 80 x 20/22");
-        // Fast answers, but nobody refused: no reason to grow.
-        load.window.answers.store(16, Ordering::Relaxed);
-        load.window
-            .latency_sum_us
-            .store(16 * 1_000, Ordering::Relaxed);
-        load.adjust();
-        assert_eq!(load.limit(), 72);
+        // Fast answers, nobody refused: back toward the initial limit, no
+        // further.
+        for expected in [79, 86, 94, 100, 100] {
+            load.window.answers.store(16, Ordering::Relaxed);
+            load.window
+                .latency_sum_us
+                .store(16 * 1_000, Ordering::Relaxed);
+            load.adjust();
+            assert_eq!(load.limit(), expected);
+        }
+        // Fast answers and the limit refusing some: past it.
         load.window.answers.store(16, Ordering::Relaxed);
         load.window
             .latency_sum_us
             .store(16 * 1_000, Ordering::Relaxed);
         load.window.limited.store(3, Ordering::Relaxed);
         load.adjust();
-        assert_eq!(load.limit(), 79);
+        assert_eq!(load.limit(), 110);
     }
 
     #[test]

@@ -343,7 +343,7 @@ fn default_latency_target_ms() -> u64 {
     20
 }
 fn default_limit_initial() -> u32 {
-    512
+    4_096
 }
 fn default_limit_min() -> u32 {
     16
