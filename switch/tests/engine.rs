@@ -860,25 +860,14 @@ async fn a_record_the_journal_cannot_commit_in_time_is_not_written_and_gives_vel
     let mut rig = Rig::new();
     let first = rig.iso(VISA, 100);
     let late = rig.iso(VISA, 100);
-    rig.memory.hold_batches();
-    let (first_out, late_out, ()) = tokio::join!(
+    let (first_out, late_out) = behind_a_disk_stalled_for(
+        &rig.memory,
+        Duration::from_millis(100),
         rig.authorize(&first),
-        async {
-            while rig.memory.batches_held() == 0 {
-                tokio::task::yield_now().await;
-            }
-            rig.engine
-                .authorize(late.clone(), within(Duration::from_millis(50)))
-                .await
-        },
-        async {
-            while rig.memory.batches_held() == 0 {
-                tokio::task::yield_now().await;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            rig.memory.release_batches();
-        },
-    );
+        rig.engine
+            .authorize(late.clone(), within(Duration::from_millis(50))),
+    )
+    .await;
     assert_eq!(code(&first_out), "00");
     assert_eq!(code(&late_out), "91");
     assert!(
@@ -906,29 +895,17 @@ async fn a_reversal_out_of_time_while_its_original_is_in_flight_is_shed_and_its_
     let mut rig = Rig::new();
     let request = rig.iso(VISA, 100);
     let reversal = rig.iso_reversal(&request, 100);
-    rig.memory.hold_batches();
-    let (original, shed, ()) = tokio::join!(
+    let (original, shed) = behind_a_disk_stalled_for(
+        &rig.memory,
+        Duration::from_millis(100),
         rig.authorize(&request),
-        async {
-            while rig.memory.batches_held() == 0 {
-                tokio::task::yield_now().await;
-            }
-            rig.engine
-                .reverse_within(
-                    reversal.clone(),
-                    None,
-                    Some(Deadline::after(Duration::from_millis(10))),
-                )
-                .await
-        },
-        async {
-            while rig.memory.batches_held() == 0 {
-                tokio::task::yield_now().await;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            rig.memory.release_batches();
-        },
-    );
+        rig.engine.reverse_within(
+            reversal.clone(),
+            None,
+            Some(Deadline::after(Duration::from_millis(10))),
+        ),
+    )
+    .await;
     assert_eq!(code(&original), "00");
     assert_eq!(shed, ReversalOutcome::Refused(ReversalRefusal::Overloaded));
     let retried = rig.engine.reverse(reversal, None).await;
@@ -1322,6 +1299,38 @@ async fn behind_a_stalled_disk<A, B>(
             for _ in 0..200 {
                 tokio::task::yield_now().await;
             }
+            memory.release_batches();
+        },
+    );
+    (first, then)
+}
+
+/// Runs `first` until its record waits at a stalled disk, then `then`
+/// beside it, and lets the disk go after `stall` on tokio's (paused)
+/// clock: long enough for a deadline in `then` to pass.
+async fn behind_a_disk_stalled_for<A, B>(
+    memory: &MemoryBackend,
+    stall: Duration,
+    first: impl std::future::Future<Output = A>,
+    then: impl std::future::Future<Output = B>,
+) -> (A, B) {
+    memory.hold_batches();
+    let held = async {
+        while memory.batches_held() == 0 {
+            tokio::task::yield_now().await;
+        }
+    };
+    let (first, then, ()) = tokio::join!(
+        first,
+        async {
+            held.await;
+            then.await
+        },
+        async {
+            while memory.batches_held() == 0 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(stall).await;
             memory.release_batches();
         },
     );

@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::ingress::http::principal::ApiKeys;
 use crate::ops::audit::Audit;
-use crate::ops::metrics::Stage;
 use crate::ops::vault::VaultControl;
 
 /// Shared state of the HTTP handlers.
@@ -73,16 +72,9 @@ impl HttpState {
     /// Times a card request or reversal answered, counting it if it missed
     /// its deadline.
     pub(super) fn answered(&self, started: Stopwatch) {
-        let elapsed = started.elapsed();
-        let metrics = self.engine.metrics();
-        metrics.record(
-            Channel::Http,
-            Stage::Total,
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        );
-        if elapsed > self.deadline {
-            metrics.count_deadline_missed(Channel::Http);
-        }
+        self.engine
+            .metrics()
+            .record_answer(Channel::Http, started.elapsed(), self.deadline);
     }
 
     /// The vault's reload and rewrap control.

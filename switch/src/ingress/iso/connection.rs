@@ -451,16 +451,9 @@ fn frame_into(
 ) {
     match response.encode_frame(spec, out) {
         Ok(()) => {
-            let elapsed = received.elapsed();
-            let metrics = engine.metrics();
-            metrics.record(
-                Channel::Iso,
-                Stage::Total,
-                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            );
-            if elapsed > limits.deadline {
-                metrics.count_deadline_missed(Channel::Iso);
-            }
+            engine
+                .metrics()
+                .record_answer(Channel::Iso, received.elapsed(), limits.deadline);
         }
         // The response echoes request fields the dialect accepted, so this
         // is a bug; say so rather than leave the acquirer waiting silently.

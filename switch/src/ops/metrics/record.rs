@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use protocol::ResponseCode;
@@ -309,9 +310,17 @@ impl Metrics {
             .map_or(0, |row| row.iter().map(|c| c.load(Ordering::Relaxed)).sum())
     }
 
-    /// Counts one answer that left after its request's deadline.
-    pub fn count_deadline_missed(&self, channel: Channel) {
-        if let Some(counter) = self.deadline_missed.get(channel_index(channel)) {
+    /// Records an answer leaving `elapsed` after its request arrived: its
+    /// total time, and whether it missed the request's `deadline`.
+    pub fn record_answer(&self, channel: Channel, elapsed: Duration, deadline: Duration) {
+        self.record(
+            channel,
+            Stage::Total,
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        );
+        if elapsed > deadline
+            && let Some(counter) = self.deadline_missed.get(channel_index(channel))
+        {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     }
