@@ -371,7 +371,10 @@ fn ops_endpoints() {
         "switch_stage_seconds_count{channel=\"http\",stage=\"journal_wait\"} 1",
         "switch_responses_total{channel=\"http\",code=\"00\"} 1",
         "switch_shard_mailbox_depth",
-        "switch_shed_total 0",
+        "switch_shed_total{channel=\"http\",reason=\"admission_limit\"} 0",
+        "switch_deadline_missed_total{channel=\"http\"} 0",
+        "switch_admission_limit 4096",
+        "switch_admission_in_flight 0",
     ] {
         assert!(
             metrics.body.contains(expected),
