@@ -10,7 +10,7 @@
 //!
 //! What it reports and the goals it checks are in
 //! [`crate::overload_report`]; `loadtest bench` runs a shorter scenario
-//! through [`run`] against its switch.
+//! through [`run()`] against its switch.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -209,6 +209,14 @@ pub fn command(args: &OverloadArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Says on stderr what is about to run, where progress is shown: stderr
+/// is otherwise kept for the one line of an error.
+fn say(config: &RunConfig, line: String) {
+    if config.progress != ProgressMode::Off {
+        eprintln!("{line}");
+    }
+}
+
 /// Runs `config` on a runtime of its own.
 fn run_once(config: &RunConfig) -> Result<run::RunResult, Error> {
     let runtime = run::runtime(config)?;
@@ -229,9 +237,12 @@ fn measure_peak(
         in_flight,
         ..scenario.base.clone()
     };
-    eprintln!(
-        "peak: closed loop for {duration:?}, {} connections x {in_flight} in flight ...",
-        config.connections
+    say(
+        &config,
+        format!(
+            "peak: closed loop for {duration:?}, {} connections x {in_flight} in flight ...",
+            config.connections
+        ),
     );
     let result = run_once(&config)?;
     let seconds = duration.as_secs_f64();
@@ -253,7 +264,7 @@ fn measure_peak(
             ),
         });
     }
-    eprintln!("peak: {:.1} req/s", peak.rate);
+    say(&config, format!("peak: {:.1} req/s", peak.rate));
     Ok(peak)
 }
 
@@ -289,15 +300,18 @@ pub fn run(scenario: &Scenario) -> Result<OverloadReport, Error> {
         measure_start_to: Some(start_to),
         ..scenario.base.clone()
     };
-    eprintln!(
-        "phases: {:.0}/s for {:?}, {:.0}/s for {:?}, {:.0}/s for {:?}, deadline {:?} ...",
-        calm.rate,
-        calm.duration,
-        overload.rate,
-        overload.duration,
-        recover.rate,
-        recover.duration,
-        scenario.deadline
+    say(
+        &config,
+        format!(
+            "phases: {:.0}/s for {:?}, {:.0}/s for {:?}, {:.0}/s for {:?}, deadline {:?} ...",
+            calm.rate,
+            calm.duration,
+            overload.rate,
+            overload.duration,
+            recover.rate,
+            recover.duration,
+            scenario.deadline
+        ),
     );
     let channel = match config.target {
         Target::Iso { .. } => "iso",
@@ -332,8 +346,7 @@ pub fn run(scenario: &Scenario) -> Result<OverloadReport, Error> {
         }
         _ => (vec![None; 3], None),
     };
-    let phases = Phases::of(&config, &result)
-        .ok_or_else(|| Error::Start(std::io::Error::other("a run in phases has phases")))?;
+    let phases = Phases::from_run(&config, &result);
     let overload_phases: Vec<OverloadPhase> = [calm, overload, recover]
         .iter()
         .zip(phases.phases)
