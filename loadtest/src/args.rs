@@ -35,8 +35,114 @@ pub enum Command {
     Issuer(IssuerArgs),
     /// Echo and durable echo baselines against the switch, same frames, one
     /// command: E_rr, E_pipe, D_rr, D_pipe, the switch's peaks, open-loop
-    /// latency and CPU per request of all three at one rate and at 50%.
+    /// latency and CPU per request of all three at one rate and at 50%,
+    /// and a short overload scenario.
     Bench(BenchArgs),
+    /// The overload scenario in one command: the target's own peak
+    /// (closed loop), then open loop at 50% of it, FACTOR times it and
+    /// 50% again against a deadline; goodput, sheds (by the switch's
+    /// reasons with --metrics-url), late answers, admitted p99, recovery,
+    /// and the goals of issue 13.
+    Overload(OverloadArgs),
+}
+
+/// Requests outstanding per connection in the overload scenario's phases,
+/// by default: 8 connections hold 4 096, as many as issue 13's 64 x 64 run
+/// did, so a switch that queues instead of shedding is offered the
+/// overload and not throttled by the load tester.
+pub const OVERLOAD_IN_FLIGHT_DEFAULT: usize = 512;
+
+#[derive(Debug, Args)]
+pub struct OverloadArgs {
+    /// The switch's ISO 8583 listener, HOST:PORT; with `--protocol http`
+    /// its HTTP listener, http://HOST:PORT (path defaults to
+    /// /v1/authorizations).
+    #[arg(long, value_name = "HOST:PORT|URL")]
+    pub target: String,
+    /// `iso` (ISO 8583 over TCP) or `http` (the JSON API).
+    #[arg(long, default_value = "iso", value_parser = ["iso", "http"])]
+    pub protocol: String,
+    /// ISO 8583 dialect: a built-in (iso87, iso87-hex) or a spec file.
+    #[arg(long, default_value = "iso87")]
+    pub spec: String,
+    /// ISO 8583 request types and their weights (0100, 0200, 0400, 0800).
+    #[arg(long, default_value = "0100=100", value_parser = Mix::parse, value_name = "MTI=W,..")]
+    pub mix: Mix,
+    /// The merchant's API key (`--protocol http`).
+    #[arg(
+        long,
+        env = "LOADTEST_API_KEY",
+        hide_env_values = true,
+        default_value = "dev-merchant-key-acme"
+    )]
+    pub api_key: String,
+    /// The peak in requests/s, instead of measuring it.
+    #[arg(long, value_parser = parse_open_rate, value_name = "RATE")]
+    pub peak: Option<f64>,
+    /// How long the closed-loop run that measures the peak lasts.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub peak_duration: Duration,
+    /// Requests outstanding per connection in the peak run (as `loadtest
+    /// bench` measures S_pipe).
+    #[arg(long, default_value_t = 16)]
+    pub peak_in_flight: usize,
+    /// The overload phase offers this many times the peak.
+    #[arg(long, default_value_t = 3.0)]
+    pub factor: f64,
+    /// The first phase, at 50% of the peak.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub calm: Duration,
+    /// The overload phase, at FACTOR times the peak.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub overload: Duration,
+    /// The last phase, at 50% of the peak again: how the target recovers.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub recover: Duration,
+    /// How long an answer stays useful to the acquirer: later ones are
+    /// late, not goodput.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// Load at 50% before the first phase; not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// TCP connections.
+    #[arg(long, default_value_t = 8)]
+    pub connections: u64,
+    /// Requests outstanding per connection at most in the phases: room for
+    /// the overload to queue, so the load tester offers what it is asked.
+    #[arg(long, default_value_t = OVERLOAD_IN_FLIGHT_DEFAULT)]
+    pub in_flight: usize,
+    /// A request not answered this long after its intended send time is a
+    /// timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The switch's HTTP listener (http://HOST:PORT; path defaults to
+    /// /metrics): its Prometheus text is read at each phase's start and
+    /// end, for sheds by reason, answers after their deadline and the
+    /// admission limit.
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
+    /// Bearer key for --metrics-url: the switch's operator key.
+    #[arg(
+        long,
+        env = "LOADTEST_ADMIN_KEY",
+        hide_env_values = true,
+        default_value = "dev-admin-key"
+    )]
+    pub metrics_key: String,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Write the results as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Print progress even when stderr is not a terminal (one line a second).
+    #[arg(long, conflicts_with = "no_progress")]
+    pub progress: bool,
+    /// No progress line, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +204,27 @@ pub struct BenchArgs {
     /// Print progress even when stderr is not a terminal.
     #[arg(long)]
     pub progress: bool,
+    /// Skip the overload scenario at the end.
+    #[arg(long)]
+    pub no_overload: bool,
+    /// The overload scenario's first phase, at 50% of S_pipe.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub overload_calm: Duration,
+    /// Its overload phase, at --overload-factor times S_pipe.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub overload_duration: Duration,
+    /// Its last phase, at 50% of S_pipe again.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub overload_recover: Duration,
+    /// How many times S_pipe the overload phase offers.
+    #[arg(long, default_value_t = 3.0)]
+    pub overload_factor: f64,
+    /// Its deadline: later answers are late, not goodput.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub overload_deadline: Duration,
+    /// Requests outstanding per connection at most in its phases.
+    #[arg(long, default_value_t = OVERLOAD_IN_FLIGHT_DEFAULT)]
+    pub overload_in_flight: usize,
 }
 
 #[derive(Debug, Args)]
@@ -149,8 +276,8 @@ pub struct LoadArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// After --duration at --rate, go on at RATE for DURATION (`60k:30s`);
-    /// repeat for more phases. The overload scenario is three phases: half
-    /// the switch's peak, three times it, half again.
+    /// repeat for more phases (`loadtest overload` runs the overload
+    /// scenario's phases from a measured peak).
     #[arg(long, value_name = "RATE:DURATION", value_parser = parse_phase)]
     pub then: Vec<RatePhase>,
     /// How long an answer stays useful to the acquirer: answers later than
@@ -171,30 +298,8 @@ pub struct LoadArgs {
     /// timeout.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Distinct cards (the demo config approves 5 per card per minute).
-    #[arg(long, default_value_t = 10_000)]
-    pub cards: u64,
-    /// Zipf exponent of card popularity; 0 is uniform.
-    #[arg(long, default_value_t = 0.0)]
-    pub zipf: f64,
-    /// Amounts in minor units: N, MIN-MAX, or lognormal:MEDIAN:SIGMA.
-    #[arg(long, default_value = "lognormal:2500:1.0")]
-    pub amount: String,
-    /// Fraction of requests whose PAN fails the Luhn check.
-    #[arg(long, default_value_t = 0.0)]
-    pub invalid_cards: f64,
-    /// Merchant ids (DE42, space-padded to 15), comma-separated.
-    #[arg(long, default_value = "ACME0000001", value_delimiter = ',')]
-    pub merchants: Vec<String>,
-    /// Merchant category code (DE18, `mcc`).
-    #[arg(long, default_value = "5411")]
-    pub mcc: String,
-    /// Currency, ISO 4217 numeric (DE49).
-    #[arg(long, default_value_t = 840)]
-    pub currency: u16,
-    /// Seed of the workload: same seed, same cards, amounts and types.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
     /// Write the results as JSON (percentiles in microseconds).
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -229,6 +334,36 @@ pub struct LoadArgs {
     pub no_progress: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+/// What is sent: cards, amounts, merchants (shared by `iso`, `http` and
+/// `overload`).
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    /// Distinct cards (the demo config approves 5 per card per minute).
+    #[arg(long, default_value_t = 10_000)]
+    pub cards: u64,
+    /// Zipf exponent of card popularity; 0 is uniform.
+    #[arg(long, default_value_t = 0.0)]
+    pub zipf: f64,
+    /// Amounts in minor units: N, MIN-MAX, or lognormal:MEDIAN:SIGMA.
+    #[arg(long, default_value = "lognormal:2500:1.0")]
+    pub amount: String,
+    /// Fraction of requests whose PAN fails the Luhn check.
+    #[arg(long, default_value_t = 0.0)]
+    pub invalid_cards: f64,
+    /// Merchant ids (DE42, space-padded to 15), comma-separated.
+    #[arg(long, default_value = "ACME0000001", value_delimiter = ',')]
+    pub merchants: Vec<String>,
+    /// Merchant category code (DE18, `mcc`).
+    #[arg(long, default_value = "5411")]
+    pub mcc: String,
+    /// Currency, ISO 4217 numeric (DE49).
+    #[arg(long, default_value_t = 840)]
+    pub currency: u16,
+    /// Seed of the workload: same seed, same cards, amounts and types.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// TLS for the load's connections (an https:// target implies --tls).
@@ -354,7 +489,14 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
     Ok(Rate::PerSecond(rate))
 }
 
-/// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, or bare seconds.
+/// Parses an open-loop rate (`--peak`): as `--rate`, without `max`.
+pub fn parse_open_rate(text: &str) -> Result<f64, String> {
+    match parse_rate(text)? {
+        Rate::PerSecond(rate) => Ok(rate),
+        Rate::Max => Err("give requests per second".to_owned()),
+    }
+}
+
 /// Parses a `--then` phase, `RATE:DURATION` (as `60k:30s`).
 pub fn parse_phase(text: &str) -> Result<RatePhase, String> {
     let (rate, duration) = text
@@ -370,6 +512,7 @@ pub fn parse_phase(text: &str) -> Result<RatePhase, String> {
     Ok(RatePhase { rate, duration })
 }
 
+/// Parses `10s`, `500ms`, `250us`, `2m`, `1h`, or bare seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("`{text}` is not a duration such as 10s, 500ms or 2m");
     let split = text

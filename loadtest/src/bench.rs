@@ -36,9 +36,10 @@ use std::time::Duration;
 
 use protocol::Spec;
 
-use crate::bench_report::{BenchReport, Measurement, goals, ratio};
+use crate::bench_report::{BenchReport, Measurement, goals};
 use crate::cpu::CpuReading;
 use crate::error::Error;
+use crate::goals::ratio;
 use crate::run::{self, ProgressMode, RunConfig, Target};
 use crate::units::{format_ns, to_u64_saturating};
 use crate::workload::Workload;
@@ -59,6 +60,17 @@ pub struct BenchConfig {
     pub backend: Backend,
     /// The open-loop rate E, D and the switch are compared at, requests/s.
     pub open_rate: f64,
+    /// The overload scenario at the end, from S_pipe (`None`:
+    /// `--no-overload`).
+    pub overload: Option<OverloadConfig>,
+}
+
+/// The bench's overload scenario: its phases, deadline and in-flight.
+#[derive(Debug, Clone)]
+pub struct OverloadConfig {
+    pub plan: crate::overload::Plan,
+    pub deadline: Duration,
+    pub in_flight: usize,
 }
 
 /// The switch's journal for the bench.
@@ -94,9 +106,7 @@ impl Backend {
 /// What the switch's `/metrics` says of its journal: batches and records.
 fn journal_figures(http: &str) -> Option<(u64, u64)> {
     let url = crate::http::HttpUrl::parse(&format!("http://{http}/metrics")).ok()?;
-    // The published development admin key of config/bench*.toml.
-    let key = std::env::var("LOADTEST_ADMIN_KEY").unwrap_or_else(|_| "dev-admin-key".to_owned());
-    let body = crate::http::get(&url, &key).ok()?;
+    let body = crate::http::get(&url, &admin_key()).ok()?;
     let text = String::from_utf8(body).ok()?;
     let value = |name: &str| -> Option<u64> {
         text.lines()
@@ -108,6 +118,12 @@ fn journal_figures(http: &str) -> Option<(u64, u64)> {
         value("switch_journal_batches_total")?,
         value("switch_journal_records_total")?,
     ))
+}
+
+/// The switch's operator key: the published development key of
+/// config/bench*.toml unless `LOADTEST_ADMIN_KEY` says otherwise.
+fn admin_key() -> String {
+    std::env::var("LOADTEST_ADMIN_KEY").unwrap_or_else(|_| "dev-admin-key".to_owned())
 }
 
 /// A child server, killed when dropped.
@@ -383,6 +399,7 @@ fn measure_all(
         ack_log: None,
         hlog: None,
         tls: None,
+        measure_start_to: None,
     };
     let first = |addresses: &[String]| addresses.first().cloned().unwrap_or_default();
     // Each measured server: the name's letter, the target's name, where.
@@ -433,14 +450,39 @@ fn measure_all(
     }
     let eighty = (s_pipe * 0.8).max(1.0).round();
     measure(&switch, "open_80", Some(eighty), config.in_flight)?;
-    let journal = journal_figures(
-        servers
-            .switch
-            .0
-            .get(1)
-            .map(String::as_str)
-            .unwrap_or_default(),
-    );
+    let switch_http = servers
+        .switch
+        .0
+        .get(1)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let journal = journal_figures(switch_http);
+    // Last: the overload leaves the switch's queues and journal as it
+    // leaves them, so nothing measured after it.
+    let overload = match &config.overload {
+        Some(overload) => {
+            let base = RunConfig {
+                timeout: Duration::from_secs(5),
+                ..run_config(&switch.2, None, overload.in_flight)
+            };
+            let url = crate::http::HttpUrl::parse(&format!("http://{switch_http}")).map_err(
+                |reason| Error::Child {
+                    program: "switch".to_owned(),
+                    reason: format!("its HTTP address: {reason}"),
+                },
+            )?;
+            let scenario = crate::overload::Scenario {
+                base,
+                peak: crate::overload::Peak::Given(s_pipe),
+                plan: overload.plan,
+                deadline: overload.deadline,
+                metrics: Some(crate::metrics::MetricsSource::new(url, admin_key())),
+            };
+            eprintln!("overload: {}x S_pipe ...", overload.plan.factor);
+            Some(crate::overload::run(&scenario)?)
+        }
+        None => None,
+    };
     let p99_80 = measurements
         .iter()
         .find(|m| m.name == "S_open_80")
@@ -467,6 +509,7 @@ fn measure_all(
         k_append,
         k_append_record_bytes: record.len(),
         measurements,
+        overload,
     })
 }
 

@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use crate::durable::AppendRate;
 use crate::error::Error;
+use crate::goals::{GoalCheck, GoalUnit, ratio};
+use crate::overload_report::OverloadReport;
 use crate::run::{RunConfig, RunResult};
 use crate::stats::{Percentiles, rate_per_s};
 use crate::units::{format_ns, to_f64, to_u64_saturating};
@@ -68,59 +70,9 @@ pub struct BenchReport {
     pub k_append_record_bytes: usize,
     /// The goals of issue 12, the switch against the durable echo.
     pub goals: Vec<GoalCheck>,
-}
-
-/// One goal: the switch's figure beside the limit the durable echo sets.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GoalCheck {
-    /// What is compared, e.g. `S_rr / D_rr` or `p50 S_open vs D_open`.
-    pub measure: String,
-    /// The ratio, or the switch's latency (µs).
-    pub value: f64,
-    /// The bound the goal sets, in the unit of `value`.
-    pub limit: f64,
-    /// `true`: `value` must reach `limit`; `false`: stay at or under it.
-    pub at_least: bool,
-    /// The goal as written in issue 12.
-    pub goal: &'static str,
-    pub met: bool,
-}
-
-impl GoalCheck {
-    /// `value` and `limit` as text: ratios to three decimals, latencies
-    /// (µs) whole.
-    fn figures(&self) -> (String, String) {
-        if self.measure.contains("µs") {
-            (format!("{:.0}", self.value), format!("{:.0}", self.limit))
-        } else {
-            (format!("{:.3}", self.value), format!("{:.3}", self.limit))
-        }
-    }
-
-    fn new(measure: String, value: f64, limit: f64, at_least: bool, goal: &'static str) -> Self {
-        let met = if at_least {
-            value >= limit
-        } else {
-            value <= limit
-        };
-        GoalCheck {
-            measure,
-            value,
-            limit,
-            at_least,
-            goal,
-            met,
-        }
-    }
-}
-
-/// `a / b` to three decimals, 0 when `b` is not positive.
-pub fn ratio(a: f64, b: f64) -> f64 {
-    if b > 0.0 {
-        (a / b * 1000.0).round() / 1000.0
-    } else {
-        0.0
-    }
+    /// The overload scenario from S_pipe, with the goals of issue 13
+    /// (`None`: `--no-overload`).
+    pub overload: Option<OverloadReport>,
 }
 
 /// The goals of issue 12 from the bench's measurements: peaks of the
@@ -142,6 +94,7 @@ pub fn goals(measurements: &[Measurement]) -> Vec<GoalCheck> {
                 limit,
                 true,
                 goal,
+                GoalUnit::Ratio,
             ));
         }
     }
@@ -160,6 +113,7 @@ pub fn goals(measurements: &[Measurement]) -> Vec<GoalCheck> {
                 1.3,
                 false,
                 "≤ 1.3",
+                GoalUnit::Ratio,
             ));
         }
         let (s, d) = (&sm.latency_us, &dm.latency_us);
@@ -170,6 +124,7 @@ pub fn goals(measurements: &[Measurement]) -> Vec<GoalCheck> {
                 1.5 * d_value + 500.0,
                 false,
                 "≤ 1.5 × D's + 0.5 ms",
+                GoalUnit::Microseconds,
             ));
         }
         goals.push(GoalCheck::new(
@@ -178,6 +133,7 @@ pub fn goals(measurements: &[Measurement]) -> Vec<GoalCheck> {
             1.5 * d.p99,
             false,
             "≤ 1.5 × D's",
+            GoalUnit::Microseconds,
         ));
     }
     goals
@@ -295,6 +251,10 @@ impl BenchReport {
             ));
         }
         out.push_str(&self.k_append_line());
+        if let Some(overload) = &self.overload {
+            out.push_str("\nissue 13: the switch overloaded, from S_pipe\n");
+            out.push_str(&overload.table());
+        }
         out
     }
 
@@ -412,6 +372,10 @@ impl BenchReport {
         }
         out.push('\n');
         out.push_str(&self.k_append_line());
+        if let Some(overload) = &self.overload {
+            out.push('\n');
+            out.push_str(&overload.markdown());
+        }
         out
     }
 }
@@ -447,6 +411,7 @@ pub fn write(path: &Path, text: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::goals::ratio;
 
     fn measurement(name: &str, rate: f64, p: [f64; 3], cpu_us: f64) -> Measurement {
         Measurement {

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::args::{BenchArgs, Cli, Command, LoadArgs, Rate};
 use crate::echo::{self, EchoConfig, Stall};
 use crate::error::Error;
+use crate::flags::{check_connections, check_http_mix, http_target, workload};
 use crate::http::{self, HttpUrl};
 use crate::issuer::{self, IssuerConfig};
 use crate::report::{Summary, WorkloadLabels};
@@ -85,18 +86,7 @@ fn execute(command: Command) -> Result<ExitCode, Error> {
             load(target, args.mix, &args.load)
         }
         Command::Http(args) => {
-            let url =
-                HttpUrl::parse(&args.target).map_err(|reason| Error::flag("target", reason))?;
-            let url = if url.path == "/" {
-                url.with_path("/v1/authorizations")
-            } else {
-                url
-            };
-            let target = Target::Http {
-                url,
-                api_key: args.api_key.clone(),
-                idempotency_keys: args.idempotency_keys,
-            };
+            let target = http_target(&args.target, &args.api_key, args.idempotency_keys)?;
             load(target, Mix::default(), &args.load)
         }
         Command::Echo(args) => {
@@ -155,6 +145,7 @@ fn execute(command: Command) -> Result<ExitCode, Error> {
             serve(&args.listen, |listener| issuer::serve(listener, config))
         }
         Command::Bench(args) => bench(&args),
+        Command::Overload(args) => crate::overload::command(&args),
     }
 }
 
@@ -213,15 +204,31 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
             ),
         ));
     }
-    if !(1..=10_000).contains(&args.connections) {
-        return Err(Error::flag("connections", "must be from 1 to 10000"));
-    }
-    if !(1..=4096).contains(&args.in_flight) {
-        return Err(Error::flag("in-flight", "must be from 1 to 4096"));
-    }
+    check_connections(args.connections, args.in_flight, "in-flight")?;
+    check_connections(
+        args.connections,
+        args.overload_in_flight,
+        "overload-in-flight",
+    )?;
     if args.duration.is_zero() {
         return Err(Error::flag("duration", "must be more than 0"));
     }
+    let overload = if args.no_overload {
+        None
+    } else {
+        let plan = crate::overload::Plan {
+            factor: args.overload_factor,
+            calm: args.overload_calm,
+            overload: args.overload_duration,
+            recover: args.overload_recover,
+        };
+        plan.check(args.overload_deadline, Duration::from_secs(5))?;
+        Some(crate::bench::OverloadConfig {
+            plan,
+            deadline: args.overload_deadline,
+            in_flight: args.overload_in_flight,
+        })
+    };
     if !(args.open_rate.is_finite() && args.open_rate >= 1.0) {
         return Err(Error::flag("open-rate", "must be at least 1 request/s"));
     }
@@ -250,6 +257,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, Error> {
         progress: ProgressMode::choose(args.progress, false),
         backend,
         open_rate: args.open_rate,
+        overload,
     };
     let report = crate::bench::bench(&config)?;
     print!("{}", report.table());
@@ -339,12 +347,7 @@ fn journal_of(config: &str) -> String {
 
 /// Checks the shared load flags and builds the run's configuration.
 pub fn run_config(target: Target, mix: Mix, args: &LoadArgs) -> Result<RunConfig, Error> {
-    if !(1..=10_000).contains(&args.connections) {
-        return Err(Error::flag("connections", "must be from 1 to 10000"));
-    }
-    if !(1..=4096).contains(&args.in_flight) {
-        return Err(Error::flag("in-flight", "must be from 1 to 4096"));
-    }
+    check_connections(args.connections, args.in_flight, "in-flight")?;
     if args.duration.is_zero() {
         return Err(Error::flag("duration", "must be more than 0"));
     }
@@ -368,30 +371,8 @@ pub fn run_config(target: Target, mix: Mix, args: &LoadArgs) -> Result<RunConfig
     }
     let https = matches!(&target, Target::Http { url, .. } if url.tls);
     let tls = args.tls.options(https)?;
-    if let Target::Http { .. } = target
-        && mix.kinds().any(|k| k != Kind::Authorization)
-    {
-        return Err(Error::flag(
-            "mix",
-            "the JSON API load sends authorizations only",
-        ));
-    }
-    let amounts =
-        AmountDistribution::parse(&args.amount).map_err(|reason| Error::flag("amount", reason))?;
-    let workload = Workload::new(
-        args.seed,
-        args.cards,
-        args.zipf,
-        amounts,
-        mix,
-        &args.merchants,
-        args.invalid_cards,
-        args.currency,
-        &args.mcc,
-    )?;
-    if protocol::Currency::from_numeric(args.currency).is_none() {
-        return Err(Error::flag("currency", "not an ISO 4217 numeric code"));
-    }
+    check_http_mix(&target, &mix)?;
+    let workload = workload(mix, &args.workload)?;
     Ok(RunConfig {
         target,
         rate: match args.rate {
@@ -410,6 +391,7 @@ pub fn run_config(target: Target, mix: Mix, args: &LoadArgs) -> Result<RunConfig
         ack_log: args.ack_log.clone(),
         hlog: args.hlog.clone(),
         tls,
+        measure_start_to: None,
     })
 }
 
@@ -425,9 +407,9 @@ fn load(target: Target, mix: Mix, args: &LoadArgs) -> Result<ExitCode, Error> {
     let result = runtime.block_on(run::run(&config))?;
     let stages = admin.map(|url| http::fetch_admin_latency(&url, &args.admin_key));
     let labels = WorkloadLabels {
-        amount: args.amount.clone(),
+        amount: args.workload.amount.clone(),
         mix: mix_label,
-        zipf: args.zipf,
+        zipf: args.workload.zipf,
     };
     let summary = Summary::new(&config, &labels, &result, stages);
     print!("{}", summary.table());

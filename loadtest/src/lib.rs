@@ -8,7 +8,8 @@
 //! - [`args`]: the flags, as clap types, and the parsers of their values.
 //! - [`cli`]: each subcommand: its flags checked together into a
 //!   [`run::RunConfig`], a bench or a server configuration, then run;
-//!   one-line errors that name the flag.
+//!   one-line errors that name the flag; [`flags`]: the checks of the
+//!   flags several subcommands share.
 //! - [`workload`]: what request number `i` is (type, card, amount,
 //!   merchant), a pure function of `--seed` and `i`; Luhn-valid PANs.
 //! - [`rng`]: the seeded generator, Zipf and normal samplers behind it.
@@ -35,12 +36,19 @@
 //!   [`phases`]: a run's rate phases (`--then`) against a deadline
 //!   (`--deadline`): goodput, sheds, late answers, admitted p99 and the
 //!   recovery of the overload scenario; [`plot`]: the `--plot` SVG.
+//! - [`overload`]: `loadtest overload`, the overload scenario in one
+//!   command (the target's peak, then 50%, 3x and 50% of it against a
+//!   deadline); [`overload_report`]: what it reports and the goals of
+//!   issue 13; [`metrics`]: the switch's Prometheus text read at each
+//!   phase's start and end (sheds by reason, deadline misses, the
+//!   admission limit).
 //! - [`echo`] and [`issuer`]: `loadtest echo` (the same frames echoed, the
 //!   machine's own limit; with `--durable`, only once each request's record
 //!   is synced to a file, the durable limit) and `loadtest issuer` (an issuer host simulator).
 //! - [`bench`](mod@bench): `loadtest bench`, the echo baselines and the switch measured
 //!   in one run, as ratios; [`bench_report`]: its figures as a table, JSON
-//!   and a Markdown section.
+//!   and a Markdown section; [`goals`]: a goal checked against a figure,
+//!   for the bench's and the overload scenario's.
 //! - [`durable`]: the durable echo's journal thread and `K_append`, the
 //!   disk's own limit for those records; [`cpu`]: CPU time of a process
 //!   from `/proc`, for CPU per request.
@@ -58,9 +66,14 @@ pub mod cpu;
 pub mod durable;
 pub mod echo;
 pub mod error;
+pub mod flags;
+pub mod goals;
 pub mod http;
 pub mod iso;
 pub mod issuer;
+pub mod metrics;
+pub mod overload;
+pub mod overload_report;
 pub mod phases;
 pub mod plot;
 pub mod report;

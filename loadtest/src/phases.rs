@@ -65,6 +65,11 @@ impl Phases {
         if config.then.is_empty() && config.deadline.is_none() {
             return None;
         }
+        Some(Phases::from_run(config, result))
+    }
+
+    /// The phases of `result`, however many it had.
+    pub fn from_run(config: &RunConfig, result: &RunResult) -> Phases {
         let deadline_ns = config.deadline_ns();
         let spans = std::iter::once((config.rate.unwrap_or(0.0), config.duration))
             .chain(config.then.iter().map(|phase| (phase.rate, phase.duration)));
@@ -84,11 +89,11 @@ impl Phases {
             }
             _ => None,
         };
-        Some(Phases {
+        Phases {
             deadline_ms: config.deadline().as_secs_f64() * 1e3,
             phases,
             recovery_s,
-        })
+        }
     }
 
     /// The table printed after the run's own.

@@ -99,6 +99,10 @@ pub struct RunConfig {
     pub hlog: Option<PathBuf>,
     /// TLS (and a client certificate) for every connection.
     pub tls: Option<TlsOptions>,
+    /// Told when measuring starts (once every connection is up), so what
+    /// is read beside the run, as the switch's metrics at each phase's
+    /// start, lines up with the measured phases.
+    pub measure_start_to: Option<std::sync::mpsc::Sender<Instant>>,
 }
 
 /// One second of the measured run.
@@ -269,6 +273,10 @@ pub async fn run(config: &RunConfig) -> Result<RunResult, Error> {
         then: config.then.clone(),
     });
     let measure_start = schedule.measure_start();
+    if let Some(to) = &config.measure_start_to {
+        // Nobody listening any more is no reason to stop the run.
+        let _ = to.send(measure_start);
+    }
     let measure_started_at =
         SystemTime::now() + measure_start.saturating_duration_since(Instant::now());
 

@@ -319,9 +319,13 @@ impl Tally {
     }
 
     /// Answers later than `deadline_ns`, shed or not; `all` is
-    /// [`Tally::latency_all`], which the caller has at hand.
+    /// [`Tally::latency_all`], which the caller has at hand. The complement
+    /// of the count [`Tally::good`] takes: the histogram's buckets near the
+    /// deadline hold answers from both sides of it (0.1% precision), and
+    /// `count_between` counts a range's edge buckets whole, so counting
+    /// from just past the deadline counted that bucket twice.
     pub fn late(all: &Histogram<u64>, deadline_ns: u64) -> u64 {
-        all.count_between(deadline_ns.saturating_add(1), u64::MAX)
+        all.len().saturating_sub(all.count_between(0, deadline_ns))
     }
 
     /// Responses by outcome over all kinds.
@@ -358,6 +362,27 @@ mod tests {
         assert!((p.p99 - 990.0).abs() < 1.0, "{p:?}");
         assert!((p.max - 1000.0).abs() < 1.0, "{p:?}");
         assert_eq!(Percentiles::of(&histogram()).count, 0);
+    }
+
+    #[test]
+    fn an_answer_near_the_deadline_is_good_or_late_never_both() {
+        // A histogram bucket near 100 ms spans tens of microseconds: one
+        // answer just inside the deadline and one just past it share it.
+        let deadline_ns = 100_000_000;
+        let mut tally = Tally::default();
+        for latency_ns in [
+            1_000_000,
+            deadline_ns - 10_000,
+            deadline_ns + 10_000,
+            150_000_000,
+        ] {
+            tally.record_response(Kind::Authorization, Outcome::Code(*b"00"), latency_ns);
+        }
+        let all = tally.latency_all();
+        let (good, late) = (tally.good(deadline_ns), Tally::late(&all, deadline_ns));
+        assert_eq!(good + late, 4, "good {good} + late {late}");
+        assert_eq!(good, 2);
+        assert_eq!(late, 2);
     }
 
     #[test]

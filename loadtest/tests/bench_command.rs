@@ -61,6 +61,12 @@ fn bench_measures_everything_in_one_run_and_writes_its_section_in_place() {
         "4",
         "--cards",
         "1000",
+        "--overload-calm",
+        "1s",
+        "--overload-duration",
+        "1s",
+        "--overload-recover",
+        "1s",
         "--report",
         report.to_str().unwrap(),
         "--docs",
@@ -172,6 +178,21 @@ fn bench_measures_everything_in_one_run_and_writes_its_section_in_place() {
     assert!(baselines["k_1_commits_per_s"].as_f64().unwrap() > 0.0);
     assert!(baselines["l_1_us_p50"].as_f64().unwrap() > 0.0);
 
+    // The overload scenario from S_pipe, last: three phases, the switch's
+    // metrics read at their boundaries, the four goals of issue 13.
+    let overload = &report["overload"];
+    let s_pipe = report["measurements"][5]["rate_achieved"].as_f64().unwrap();
+    assert_eq!(overload["peak"]["rate"].as_f64().unwrap(), s_pipe);
+    let phases = overload["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["calm", "overload", "recover"]);
+    for phase in phases {
+        assert!(phase["answered"].as_u64().unwrap() > 0, "{phase}");
+        assert!(phase["switch"].is_object(), "metrics read: {overload}");
+    }
+    assert!(overload["metrics_error"].is_null(), "{overload}");
+    assert_eq!(overload["goals"].as_array().unwrap().len(), 4, "{overload}");
+
     // Two runs, one section: the second replaced the first in place.
     let text = std::fs::read_to_string(&document).unwrap();
     assert!(text.starts_with("# Benchmarks\n\nkept\n"), "{text}");
@@ -183,4 +204,6 @@ fn bench_measures_everything_in_one_run_and_writes_its_section_in_place() {
     assert!(text.contains("| D_pipe | durable |"), "{text}");
     assert!(text.contains("| S_rr / D_rr |"), "{text}");
     assert!(text.contains("K_append"), "{text}");
+    assert!(text.contains("| overload |"), "{text}");
+    assert!(text.contains("| goodput in overload / peak |"), "{text}");
 }

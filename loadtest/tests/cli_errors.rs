@@ -45,6 +45,14 @@ fn bad_flags_are_one_line_and_exit_2() {
         (vec!["iso", "--target", &target, "--mix", "0300=1"], "--mix"),
         (vec!["iso"], "--target"),
         (vec!["frobnicate"], "frobnicate"),
+        (
+            vec!["overload", "--target", &target, "--peak", "max"],
+            "--peak",
+        ),
+        (
+            vec!["overload", "--target", &target, "--protocol", "smtp"],
+            "--protocol",
+        ),
     ] {
         let line = one_line_error(&args, 2);
         assert!(line.contains(names), "{args:?}: {line}");
@@ -105,6 +113,34 @@ fn bad_values_are_one_line_and_exit_1() {
             "--deadline",
         ),
         (vec!["http", "--target", "ftp://127.0.0.1:1"], "--target"),
+        (
+            vec!["overload", "--target", &target, "--factor", "0.5"],
+            "--factor",
+        ),
+        (
+            vec!["overload", "--target", &target, "--calm", "500ms"],
+            "--calm",
+        ),
+        (
+            vec!["overload", "--target", &target, "--deadline", "6s"],
+            "--deadline",
+        ),
+        (
+            vec!["overload", "--target", &target, "--in-flight", "0"],
+            "--in-flight",
+        ),
+        (
+            vec!["overload", "--target", &target, "--metrics-url", "ftp://x"],
+            "--metrics-url",
+        ),
+        (
+            vec!["overload", "--protocol", "http", "--target", "ftp://x"],
+            "--target",
+        ),
+        (
+            vec!["overload", "--target", &target, "--peak", "100"],
+            target.as_str(),
+        ),
         (vec!["http", "--target", "https://127.0.0.1:1"], "--tls-ca"),
         (vec!["echo", "--listen", "256.0.0.1:0"], "256.0.0.1:0"),
         (
@@ -175,7 +211,7 @@ fn help_lists_the_subcommands() {
     let output = loadtest(&["--help"]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["iso", "http", "echo", "issuer"] {
+    for command in ["iso", "http", "echo", "issuer", "bench", "overload"] {
         assert!(help.contains(command), "{help}");
     }
 }
