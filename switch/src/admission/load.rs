@@ -153,16 +153,85 @@ impl Owners {
     }
 }
 
+/// Latency buckets of a window: four per doubling of microseconds, so a
+/// bucket's value is known to within a fifth, from 1 µs to past a minute.
+const LATENCY_BUCKETS: usize = 104;
+
+/// The bucket of `us`.
+fn latency_bucket(us: u64) -> usize {
+    let us = us.max(1);
+    let octave = us.ilog2();
+    let quarter = if octave >= 2 {
+        (us >> (octave - 2)) & 3
+    } else {
+        // Below 4 µs each value has a bucket of its own.
+        us - (1 << octave)
+    };
+    usize::try_from(u64::from(octave) * 4 + quarter)
+        .unwrap_or(usize::MAX)
+        .min(LATENCY_BUCKETS - 1)
+}
+
+/// The middle of bucket `index`, in microseconds.
+fn bucket_middle_us(index: usize) -> u64 {
+    let (octave, quarter) = (index / 4, u64::try_from(index % 4).unwrap_or(0));
+    if octave < 2 {
+        (1 << octave) + quarter
+    } else {
+        let width = 1u64 << (octave - 2);
+        (4 + quarter) * width + width / 2
+    }
+}
+
 /// The answers of the window being measured.
-#[derive(Default)]
 struct Window {
     started_us: AtomicU64,
     answers: AtomicU64,
-    latency_sum_us: AtomicU64,
+    /// Answers by [`latency_bucket`]: the window's median is its signal,
+    /// which one stalled batch among a hundred does not move.
+    latencies: [AtomicU32; LATENCY_BUCKETS],
     /// Card requests that found the limit reached.
     limited: AtomicU64,
     /// The window before was over the target.
     over: std::sync::atomic::AtomicBool,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            started_us: AtomicU64::new(monotonic_us()),
+            answers: AtomicU64::new(0),
+            latencies: std::array::from_fn(|_| AtomicU32::new(0)),
+            limited: AtomicU64::new(0),
+            over: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn record(&self, latency_us: u64) -> u64 {
+        if let Some(bucket) = self.latencies.get(latency_bucket(latency_us)) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        self.answers.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The median of the window's answers, and empties it.
+    fn take_median_us(&self) -> u64 {
+        let counts: Vec<u32> = self
+            .latencies
+            .iter()
+            .map(|bucket| bucket.swap(0, Ordering::Relaxed))
+            .collect();
+        self.answers.store(0, Ordering::Relaxed);
+        let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
+        let mut seen = 0;
+        for (index, &n) in counts.iter().enumerate() {
+            seen += u64::from(n);
+            if seen * 2 >= total && total > 0 {
+                return bucket_middle_us(index);
+            }
+        }
+        0
+    }
 }
 
 /// The switch's admission limit; one per process, shared by both
@@ -202,10 +271,7 @@ impl LoadLimit {
             in_flight: AtomicU32::new(0),
             merchants: Owners::new(),
             acquirers: Owners::new(),
-            window: Window {
-                started_us: AtomicU64::new(monotonic_us()),
-                ..Window::default()
-            },
+            window: Window::new(),
             settings,
         }
     }
@@ -281,10 +347,7 @@ impl LoadLimit {
         }
         let now_us = monotonic_us();
         let window = &self.window;
-        let answers = window.answers.fetch_add(1, Ordering::Relaxed) + 1;
-        window
-            .latency_sum_us
-            .fetch_add(now_us.saturating_sub(permit.admitted_us), Ordering::Relaxed);
+        let answers = window.record(now_us.saturating_sub(permit.admitted_us));
         let started_us = window.started_us.load(Ordering::Relaxed);
         if answers >= WINDOW_ANSWERS_MIN
             && now_us.saturating_sub(started_us) >= WINDOW_US
@@ -300,19 +363,21 @@ impl LoadLimit {
     /// Moves the limit by the window just ended, and starts the next.
     fn adjust(&self) {
         let window = &self.window;
-        let answers = window.answers.swap(0, Ordering::Relaxed).max(1);
-        let average_us = window.latency_sum_us.swap(0, Ordering::Relaxed) / answers;
+        let median_us = window.take_median_us().max(1);
         let limited = window.limited.swap(0, Ordering::Relaxed) > 0;
         let limit = u64::from(self.limit());
         let target = self.settings.latency_target_us.max(1);
-        let over = average_us > target;
+        let over = median_us > target;
         let over_before = window.over.swap(over, Ordering::Relaxed);
         let initial = u64::from(self.settings.limit_initial);
+        // Little's law: at the window's throughput, limit x target / median
+        // would have answered in the target. Moved by at most a fifth down
+        // and a quarter up per window.
+        let toward = limit * target / median_us;
         let next = if over && over_before {
-            // Target over average, but never below four fifths at once.
-            (limit * target / average_us.max(1)).max(limit * 4 / 5)
-        } else if average_us < target * 9 / 10 && (limited || limit < initial) {
-            let grown = limit + (limit / 10).max(1);
+            toward.max(limit * 4 / 5)
+        } else if median_us < target * 9 / 10 && (limited || limit < initial) {
+            let grown = toward.clamp(limit + 1, limit + limit / 4 + 1);
             if limited { grown } else { grown.min(initial) }
         } else {
             limit
@@ -435,63 +500,73 @@ mod tests {
         );
     }
 
+    /// A window of 16 answers of `latency_us`, the limit refusing someone
+    /// in it or not, then the limit moved by it.
+    fn window(load: &LoadLimit, latency_us: u64, limited: bool) -> u32 {
+        for _ in 0..16 {
+            load.window.record(latency_us);
+        }
+        load.window
+            .limited
+            .store(u64::from(limited), Ordering::Relaxed);
+        load.adjust();
+        load.limit()
+    }
+
+    #[test]
+    fn a_latency_is_bucketed_to_within_a_fifth() {
+        for us in (1..200_000).chain([1 << 20, 3_000_000, 60_000_000]) {
+            let middle = bucket_middle_us(latency_bucket(us));
+            assert!(
+                middle.abs_diff(us) * 5 <= us.max(4),
+                "{us} µs read as {middle}"
+            );
+        }
+    }
+
     #[test]
     fn the_limit_falls_when_answers_take_longer_than_the_target_and_grows_when_it_binds() {
         let load = load(100);
-        // Windows of slow answers: 16 answers averaging 80 ms.
-        let slow = || {
-            load.window.answers.store(16, Ordering::Relaxed);
-            load.window
-                .latency_sum_us
-                .store(16 * 80_000, Ordering::Relaxed);
-            load.adjust();
-        };
-        slow();
-        assert_eq!(load.limit(), 100, "one slow window is a stall, not a queue");
-        slow();
-        assert_eq!(load.limit(), 80, "by a fifth at most per window");
-        load.window.answers.store(16, Ordering::Relaxed);
-        load.window
-            .latency_sum_us
-            .store(16 * 22_000, Ordering::Relaxed);
-        load.adjust();
-        assert_eq!(load.limit(), 72, "target over average: 80 x 20/22");
-        // Fast answers, nobody refused: back toward the initial limit, no
-        // further.
-        for expected in [79, 86, 94, 100, 100] {
-            load.window.answers.store(16, Ordering::Relaxed);
-            load.window
-                .latency_sum_us
-                .store(16 * 1_000, Ordering::Relaxed);
-            load.adjust();
-            assert_eq!(load.limit(), expected);
-        }
+        // 73 728 µs is a bucket's middle, the median exactly.
+        assert_eq!(
+            window(&load, 73_728, false),
+            100,
+            "one slow window is a stall, not a queue"
+        );
+        assert_eq!(window(&load, 73_728, false), 80, "by a fifth at most");
+        assert_eq!(window(&load, 22_528, false), 71, "80 x 20 000 / 22 528");
+        // Fast answers, nobody refused: back to the initial limit, by a
+        // quarter at most per window, and no further.
+        assert_eq!(window(&load, 960, false), 89);
+        assert_eq!(window(&load, 960, false), 100);
+        assert_eq!(window(&load, 960, false), 100);
         // Fast answers and the limit refusing some: past it.
-        load.window.answers.store(16, Ordering::Relaxed);
-        load.window
-            .latency_sum_us
-            .store(16 * 1_000, Ordering::Relaxed);
-        load.window.limited.store(3, Ordering::Relaxed);
-        load.adjust();
-        assert_eq!(load.limit(), 110);
+        assert_eq!(window(&load, 960, true), 126);
+        // A median under the target but near it: held where it is.
+        assert_eq!(window(&load, 18_944, true), 126);
+    }
+
+    #[test]
+    fn the_median_is_the_signal_and_a_few_stalled_answers_do_not_move_it() {
+        let load = load(100);
+        for _ in 0..2 {
+            for _ in 0..10 {
+                load.window.record(2_000_000);
+            }
+            assert_eq!(window(&load, 960, true), 126, "the median: 960 µs");
+            load.limit.store(100, Ordering::Relaxed);
+        }
     }
 
     #[test]
     fn the_limit_stays_within_its_bounds() {
         let load = load(5);
         for _ in 0..20 {
-            load.window.answers.store(16, Ordering::Relaxed);
-            load.window
-                .latency_sum_us
-                .store(16 * 1_000_000, Ordering::Relaxed);
-            load.adjust();
+            window(&load, 1_000_000, false);
         }
         assert_eq!(load.limit(), 4);
         for _ in 0..200 {
-            load.window.answers.store(16, Ordering::Relaxed);
-            load.window.latency_sum_us.store(16, Ordering::Relaxed);
-            load.window.limited.store(1, Ordering::Relaxed);
-            load.adjust();
+            window(&load, 1, true);
         }
         assert_eq!(load.limit(), 1000);
     }
