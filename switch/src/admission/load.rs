@@ -199,6 +199,8 @@ struct Window {
     limited: AtomicU64,
     /// The window before was over the target.
     over: std::sync::atomic::AtomicBool,
+    /// The limit refused a card request in this window or the last.
+    refusing: std::sync::atomic::AtomicBool,
     /// The longest the runtime was late to wake a timer in the window
     /// ([`LoadLimit::watch_lag`]).
     lag_us: AtomicU64,
@@ -212,6 +214,7 @@ impl Window {
             latencies: std::array::from_fn(|_| AtomicU32::new(0)),
             limited: AtomicU64::new(0),
             over: std::sync::atomic::AtomicBool::new(false),
+            refusing: std::sync::atomic::AtomicBool::new(false),
             lag_us: AtomicU64::new(0),
         }
     }
@@ -295,6 +298,14 @@ impl LoadLimit {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Whether the limit binds: it is reached, or it refused card requests
+    /// in this window or the last. In an overload the requests in flight
+    /// hover just under the limit between refusals, so being at it is not
+    /// enough to say.
+    pub fn binds(&self) -> bool {
+        self.in_flight() >= self.limit() || self.window.refusing.load(Ordering::Relaxed)
+    }
+
     /// A permit for a request of `class` for `merchant` (its id's bytes)
     /// from `acquirer` (a mutual-TLS client's name; `None` on plain TCP and
     /// HTTP), or why not.
@@ -318,6 +329,7 @@ impl LoadLimit {
             }
             Class::Card if total >= limit => {
                 self.window.limited.fetch_add(1, Ordering::Relaxed);
+                self.window.refusing.store(true, Ordering::Relaxed);
                 if total >= limit.saturating_add(headroom) {
                     return Err(Refused::Limit);
                 }
@@ -395,6 +407,7 @@ impl LoadLimit {
             .max(window.lag_us.swap(0, Ordering::Relaxed))
             .max(1);
         let limited = window.limited.swap(0, Ordering::Relaxed) > 0;
+        window.refusing.store(limited, Ordering::Relaxed);
         let limit = u64::from(self.limit());
         let target = self.settings.latency_target_us.max(1);
         let over = median_us > target;
@@ -460,13 +473,17 @@ mod tests {
             .map(|_| load.admit(Class::Card, b"M1", None).unwrap())
             .collect();
         assert_eq!(load.in_flight(), 10);
+        assert!(load.binds());
         assert_eq!(
             load.admit(Class::Card, b"M1", None).err(),
             Some(Refused::Limit)
         );
         drop(permits);
         assert_eq!(load.in_flight(), 0);
+        assert!(load.binds(), "it refused in this window");
         assert!(load.admit(Class::Card, b"M1", None).is_ok());
+        window(&load, 960, false);
+        assert!(!load.binds(), "a window without refusals");
     }
 
     #[test]

@@ -12,7 +12,11 @@
 //! so their order may differ from the requests'.
 //!
 //! `iso.in_flight_max` bounds the requests a connection has open: at the
-//! bound the task stops reading, and TCP pushes back on the acquirer. A peer
+//! bound the task stops reading, and TCP pushes back on the acquirer. But
+//! while the admission limit binds (the switch is overloaded) it reads on
+//! and refuses the card requests past the bound with 91 at once: requests
+//! left unread in the kernel's buffers would wait there unseen by their
+//! deadline, and reach the switch after the acquirer gave up. A peer
 //! that takes none of its answers for `iso.write_timeout_ms` is closed, and
 //! one that sends nothing for `iso.idle_timeout_ms` too.
 //!
@@ -156,12 +160,13 @@ where
 
     loop {
         // Cut, decode and start every whole frame buffered, as far as the
-        // in-flight bound allows.
-        while !ending.stop_reading && arrivals.open() < config.in_flight_max {
+        // in-flight bound allows, or, overloaded, refusing past it.
+        while !ending.stop_reading && room(engine, config, &arrivals, &out) {
             match framing.check(&buffer) {
                 Ok(Some(bounds)) => {
                     let received = Stopwatch::start();
                     let frame = buffer.split_to(bounds.total());
+                    let at_bound = arrivals.open() >= config.in_flight_max;
                     let mut request = decode(
                         engine,
                         spec,
@@ -169,7 +174,7 @@ where
                         arrivals.arrive(),
                         received,
                     );
-                    match admit(engine, acquirer, &request) {
+                    match admit(engine, acquirer, &request, at_bound) {
                         Ok(permit) => request.permit = permit,
                         Err(refused) => {
                             // Refused at the door: answered 91 now, in this
@@ -211,7 +216,7 @@ where
         if ending.stop_reading && answering.is_empty() && !writing {
             break;
         }
-        let reading = !ending.stop_reading && arrivals.open() < config.in_flight_max;
+        let reading = !ending.stop_reading && room(engine, config, &arrivals, &out);
         let flushing = unflushed && out.is_empty() && !ending.write_failed;
         tokio::select! {
             biased;
@@ -347,18 +352,31 @@ struct Limits {
     deadline: Duration,
 }
 
+/// Whether the connection takes another frame: under its in-flight bound,
+/// or past it while the switch is overloaded, refusing its card requests,
+/// as long as the answers already waiting for the peer stay under the high
+/// water.
+fn room(engine: &Engine, config: &IsoConfig, arrivals: &Arrivals<Decoded<'_>>, out: &[u8]) -> bool {
+    arrivals.open() < config.in_flight_max
+        || (engine.load_limit().binds() && out.len() < OUT_HIGH_WATER)
+}
+
 /// A card request's or reversal's permit from the admission limit, taken
-/// before anything else is done for it; other messages need none.
+/// before anything else is done for it; other messages need none. A card
+/// request past the connection's bound (`at_bound`, read only because the
+/// limit binds) is refused.
 fn admit<'a>(
     engine: &'a Engine,
     acquirer: Option<&Acquirer>,
     request: &Decoded<'_>,
+    at_bound: bool,
 ) -> Result<Option<Permit<'a>>, Refused> {
     let mti = request.message.mti();
     if request.decoded.is_err() || mti.is_response() {
         return Ok(None);
     }
     let class = match mti.class() {
+        1 | 2 if at_bound => return Err(Refused::Limit),
         1 | 2 => Class::Card,
         4 => Class::Reversal,
         _ => return Ok(None),
