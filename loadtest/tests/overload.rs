@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::{Server, f, load_report, n};
+use common::{Server, assert_echo_phase, f, load_report, n};
 
 /// Serves Prometheus text on 127.0.0.1 to the bearer `key`: scrape `k`
 /// (from 1) says `switch_shed_total{channel="iso",reason="admission_limit"}`
@@ -116,19 +116,7 @@ fn the_scenario_runs_from_the_measured_peak_and_reads_the_switch_at_each_boundar
             .iter()
             .zip([(half, 0.0, 1.0), (triple, 1.0, 2.0), (half, 2.0, 4.0)])
     {
-        assert_eq!(f(phase, "rate_offered"), rate, "{phase}");
-        assert_eq!(
-            (f(phase, "from_s"), f(phase, "to_s")),
-            (from, to),
-            "{phase}"
-        );
-        // The echo sheds nothing: every answer is good or late.
-        assert_eq!(n(phase, "shed"), 0, "{phase}");
-        assert_eq!(
-            n(phase, "good") + n(phase, "late"),
-            n(phase, "answered"),
-            "{phase}"
-        );
+        assert_echo_phase(phase, rate, from, to);
         assert!(f(phase, "rate_sent") > 0.0, "{phase}");
         // Four scrapes (each phase's start, and the end), 10 apart for
         // the iso channel; the http channel's are not counted.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Server, assert_counts_add_up, f, load_report, n};
+use common::{Server, assert_counts_add_up, assert_echo_phase, f, load_report, n};
 
 #[test]
 fn each_phase_counts_its_goodput_and_its_late_answers() {
@@ -44,19 +44,7 @@ fn each_phase_counts_its_goodput_and_its_late_answers() {
     assert_eq!(f(&report, "phases.deadline_ms"), 100.0);
     let mut answered = 0;
     for (phase, (rate, from, to)) in phases.iter().zip([(200.0, 0.0, 2.0), (600.0, 2.0, 4.0)]) {
-        assert_eq!(f(phase, "rate_offered"), rate, "{phase}");
-        assert_eq!(
-            (f(phase, "from_s"), f(phase, "to_s")),
-            (from, to),
-            "{phase}"
-        );
-        // The echo sheds nothing: every answer is good or late.
-        assert_eq!(n(phase, "shed"), 0, "{phase}");
-        assert_eq!(
-            n(phase, "good") + n(phase, "late"),
-            n(phase, "answered"),
-            "{phase}"
-        );
+        assert_echo_phase(phase, rate, from, to);
         assert!(
             n(phase, "late") > 0,
             "the stalls made no answer late: {phase}"

@@ -126,3 +126,20 @@ pub fn assert_counts_add_up(summary: &serde_json::Value) {
     assert_eq!(responses, received, "responses by code add up: {summary}");
     assert_eq!(n(summary, "latency_us.count"), received, "{summary}");
 }
+
+/// A phase of a run's JSON spans `from`..`to` seconds at `rate`, and the
+/// echo shed none of it: every answer was good or late.
+pub fn assert_echo_phase(phase: &serde_json::Value, rate: f64, from: f64, to: f64) {
+    assert_eq!(f(phase, "rate_offered"), rate, "{phase}");
+    assert_eq!(
+        (f(phase, "from_s"), f(phase, "to_s")),
+        (from, to),
+        "{phase}"
+    );
+    assert_eq!(n(phase, "shed"), 0, "{phase}");
+    assert_eq!(
+        n(phase, "good") + n(phase, "late"),
+        n(phase, "answered"),
+        "{phase}"
+    );
+}
