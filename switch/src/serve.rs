@@ -415,14 +415,6 @@ async fn replay_then_ready(
     tasks
         .tracker
         .spawn(async move { engine.watch_database(shutdown).await });
-    let engine = Arc::clone(&core.engine);
-    let shutdown = tasks.shutdown.clone();
-    tasks.tracker.spawn(async move {
-        tokio::select! {
-            () = engine.load_limit().watch_lag() => {}
-            () = shutdown.cancelled() => {}
-        }
-    });
     Ok(replayed)
 }
 

@@ -11,11 +11,11 @@
 //!
 //! **The limit** follows Little's law: requests in flight are throughput
 //! times latency, so at a given throughput the limit sets the latency. Every
-//! window (100 ms and at least 16 answers) the median time from admission
+//! window (100 ms and at least 16 answers) the average time from admission
 //! to answer is compared with `latency_target_ms`:
 //!
 //! - above it for two windows running, the limit is scaled by target ÷
-//!   median (the limit that would have met the target at the window's
+//!   average (the limit that would have met the target at the window's
 //!   throughput), by at most a fifth per window: a standing queue, not one
 //!   slow fsync or a segment's close, which a switch under its peak rides
 //!   out with its requests still well within their deadlines;
@@ -32,11 +32,6 @@
 //! adaptive concurrency limits (TCP Vegas, Netflix's concurrency-limits),
 //! with the target given rather than inferred: the latency an operator
 //! wants under load is a promise to acquirers, not a property of the disk.
-//!
-//! The window's time is its median answer time, or, if later, how late
-//! the runtime woke a timer in it (`watch_lag`): a worker busy with
-//! admitted requests reads its sockets late, and requests wait in the
-//! kernel's buffers where no answer time sees them.
 //!
 //! **Fairness.** While the limit binds, a merchant (DE42, or an HTTP key's
 //! merchant) or acquirer (a mutual-TLS client's name) is admitted only
@@ -61,7 +56,7 @@ use crate::clock::monotonic_us;
 /// What the admission limit is configured with (`[overload]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadSettings {
-    /// The median time from admission to answer the limit aims at.
+    /// The average time from admission to answer the limit aims at.
     pub latency_target_us: u64,
     /// The limit at start.
     pub limit_initial: u32,
@@ -201,9 +196,6 @@ struct Window {
     over: std::sync::atomic::AtomicBool,
     /// The limit refused a card request in this window or the last.
     refusing: std::sync::atomic::AtomicBool,
-    /// The longest the runtime was late to wake a timer in the window
-    /// ([`LoadLimit::watch_lag`]).
-    lag_us: AtomicU64,
 }
 
 impl Window {
@@ -215,7 +207,6 @@ impl Window {
             limited: AtomicU64::new(0),
             over: std::sync::atomic::AtomicBool::new(false),
             refusing: std::sync::atomic::AtomicBool::new(false),
-            lag_us: AtomicU64::new(0),
         }
     }
 
@@ -381,31 +372,10 @@ impl LoadLimit {
         }
     }
 
-    /// Wakes every 5 ms for as long as the switch runs and notes how late
-    /// each wake-up was. A runtime whose workers are busy with admitted
-    /// requests reads its sockets late, and requests wait in the kernel's
-    /// buffers, unseen by any answer time and unrefused: the lateness is
-    /// their wait, and the limit takes it for an answer time.
-    pub async fn watch_lag(&self) {
-        let every = std::time::Duration::from_millis(5);
-        loop {
-            let sleeping = crate::clock::Stopwatch::start();
-            tokio::time::sleep(every).await;
-            let late_us = u64::try_from(sleeping.elapsed().saturating_sub(every).as_micros())
-                .unwrap_or(u64::MAX);
-            self.window.lag_us.fetch_max(late_us, Ordering::Relaxed);
-        }
-    }
-
     /// Moves the limit by the window just ended, and starts the next.
     fn adjust(&self) {
         let window = &self.window;
-        // A runtime too busy to read its sockets holds requests where no
-        // answer time sees them: its lateness counts as theirs.
-        let median_us = window
-            .take_median_us()
-            .max(window.lag_us.swap(0, Ordering::Relaxed))
-            .max(1);
+        let median_us = window.take_median_us().max(1);
         let limited = window.limited.swap(0, Ordering::Relaxed) > 0;
         window.refusing.store(limited, Ordering::Relaxed);
         let limit = u64::from(self.limit());
@@ -603,16 +573,6 @@ mod tests {
             assert_eq!(window(&load, 960, true), 126, "the median: 960 µs");
             load.limit.store(100, Ordering::Relaxed);
         }
-    }
-
-    #[test]
-    fn a_runtime_late_to_wake_counts_as_slow_answers() {
-        let load = load(100);
-        for _ in 0..2 {
-            load.window.lag_us.fetch_max(73_728, Ordering::Relaxed);
-            window(&load, 960, true);
-        }
-        assert_eq!(load.limit(), 80, "two windows of a late runtime cut it");
     }
 
     #[test]
