@@ -100,6 +100,12 @@ async fn authorize_request(
             None,
         );
     };
+    // At the door, before the body is read: over the limit, a refusal
+    // costs no JSON parsing and no hashing.
+    let _permit = match admit(&state, Class::Card, merchant_id.as_str()) {
+        Ok(permit) => permit,
+        Err(response) => return response,
+    };
     let request: json::AuthorizationRequest = match parse_body(&body) {
         Ok(request) => request,
         Err(response) => return response,
@@ -179,10 +185,6 @@ async fn authorize_request(
     engine
         .metrics()
         .record(Channel::Http, Stage::Decode, decode_us);
-    let _permit = match admit(&state, Class::Card, merchant_id.as_str()) {
-        Ok(permit) => permit,
-        Err(response) => return response,
-    };
     let received = Received {
         decode_us,
         deadline: Some(state.deadline_after(started)),
@@ -374,6 +376,10 @@ pub(super) async fn reverse_authorization(
             None,
         );
     };
+    let _permit = match admit(&state, Class::Reversal, merchant_id.as_str()) {
+        Ok(permit) => permit,
+        Err(response) => return response,
+    };
     let request: json::ReversalRequest = if body.is_empty() {
         json::ReversalRequest::default()
     } else {
@@ -400,10 +406,6 @@ pub(super) async fn reverse_authorization(
         merchant_id,
         terminal_id: None,
         keys: None,
-    };
-    let _permit = match admit(&state, Class::Reversal, merchant_id.as_str()) {
-        Ok(permit) => permit,
-        Err(response) => return response,
     };
     let deadline = state.deadline_after(started);
     let outcome = state
