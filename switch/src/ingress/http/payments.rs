@@ -18,7 +18,7 @@ use protocol::encoding::to_hex;
 use protocol::json::{self, FieldError};
 use storage::{DigestPurpose, StoreReader};
 
-use crate::admission::{Class, Permit, Refused};
+use crate::admission::{Class, Permit};
 use crate::clock::Stopwatch;
 use crate::engine::{
     CardOutcome, IdempotencyRequest, Idempotent, Received, ReversalOutcome, ReversalRefusal,
@@ -28,7 +28,7 @@ use crate::ingress::http::problem::{
     field_problem, json_response, parse_body, problem, unavailable,
 };
 use crate::ingress::http::state::HttpState;
-use crate::ops::metrics::{Shed, Stage};
+use crate::ops::metrics::Stage;
 use crate::ops::time::rfc3339;
 
 /// Why a card request is answered 503 while the switch starts.
@@ -270,13 +270,7 @@ fn admit<'a>(state: &'a HttpState, class: Class, merchant: &str) -> Result<Permi
         .load_limit()
         .admit(class, merchant.as_bytes(), None)
         .map_err(|refused| {
-            metrics.count_shed(
-                Channel::Http,
-                match refused {
-                    Refused::Limit => Shed::AdmissionLimit,
-                    Refused::FairShare => Shed::FairShare,
-                },
-            );
+            metrics.count_shed(Channel::Http, refused.into());
             metrics.count_response(Channel::Http, DeclineReason::Overloaded.response_code());
             unavailable(OVERLOADED)
         })

@@ -55,7 +55,7 @@ use crate::engine::Engine;
 use crate::engine::acquirer::Acquirer;
 use crate::ingress::iso::mapping;
 use crate::ingress::iso::order::Arrivals;
-use crate::ops::metrics::{Closed, Listener, Shed, Stage};
+use crate::ops::metrics::{Closed, Listener, Stage};
 
 /// Bytes of answers gathered before the task stops collecting and writes.
 const OUT_HIGH_WATER: usize = 64 * 1024;
@@ -390,11 +390,7 @@ fn admit<'a>(
 
 /// The 91 a request refused at the door is answered with, counted.
 fn shed(engine: &Engine, message: &Message, refused: Refused) -> Option<Message> {
-    let reason = match refused {
-        Refused::Limit => Shed::AdmissionLimit,
-        Refused::FairShare => Shed::FairShare,
-    };
-    engine.metrics().count_shed(Channel::Iso, reason);
+    engine.metrics().count_shed(Channel::Iso, refused.into());
     let response = iso::response(message, ResponseCode::IssuerUnavailable, None)?;
     count_response(engine, &response);
     Some(response)

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use protocol::ResponseCode;
 use protocol::domain::Channel;
 
+use crate::admission::Refused;
 use crate::ingress::tls::{RefusalReason, TlsListener};
 
 /// A stage of a request's path through the switch.
@@ -130,6 +131,16 @@ pub enum Shed {
     JournalQueue,
     /// A shard's mailbox was full.
     Mailbox,
+}
+
+/// A refusal at the door, as `switch_shed_total` counts it.
+impl From<Refused> for Shed {
+    fn from(refused: Refused) -> Shed {
+        match refused {
+            Refused::Limit => Shed::AdmissionLimit,
+            Refused::FairShare => Shed::FairShare,
+        }
+    }
 }
 
 pub(super) const SHEDS: [Shed; 5] = [
