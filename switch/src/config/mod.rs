@@ -170,7 +170,7 @@ impl Config {
         let card_limits = decisions::card_limits(&check, &raw.card_limits)?;
         let shards = decisions::shards(&check, &raw.shards, card_limits, merchants.limits)?;
         let duplicates = decisions::duplicates(&check, &raw.duplicates)?;
-        let overload = decisions::overload(&check, &raw.overload)?;
+        let overload = decisions::overload(&check, &raw.overload, storage.backend())?;
         Ok(Config {
             mode: raw.mode,
             data_dir: overrides.data_dir.clone().unwrap_or(raw.data_dir),

@@ -318,8 +318,9 @@ pub(super) struct RawRuntime {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOverload {
-    #[serde(default = "default_latency_target_ms")]
-    pub(super) latency_target_ms: u64,
+    /// Absent: the journal's default (`decisions::overload`).
+    #[serde(default)]
+    pub(super) latency_target_ms: Option<u64>,
     #[serde(default = "default_limit_initial")]
     pub(super) limit_initial: u32,
     #[serde(default = "default_limit_min")]
@@ -331,7 +332,7 @@ pub(super) struct RawOverload {
 impl Default for RawOverload {
     fn default() -> Self {
         RawOverload {
-            latency_target_ms: default_latency_target_ms(),
+            latency_target_ms: None,
             limit_initial: default_limit_initial(),
             limit_min: default_limit_min(),
             limit_max: default_limit_max(),
@@ -339,9 +340,6 @@ impl Default for RawOverload {
     }
 }
 
-fn default_latency_target_ms() -> u64 {
-    20
-}
 fn default_limit_initial() -> u32 {
     4_096
 }

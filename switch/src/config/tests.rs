@@ -114,6 +114,25 @@ fn the_segment_log_is_chosen_with_its_segment_size() {
 }
 
 #[test]
+fn the_latency_target_follows_the_journal_unless_set() {
+    let target_ms = |text: &str| parse(text, &no_env).unwrap().overload.latency_target_us / 1_000;
+    let log = include_str!("../../../config/bench.log.toml");
+    let sqlite = include_str!("../../../config/bench.toml");
+    let postgres = format!(
+        "{SHIPPED}\n[storage]\nbackend = \"postgres\"\ndatabase_url = \"dev:postgres://switch@127.0.0.1/switch\"\n"
+    );
+    assert_eq!(target_ms(SHIPPED), 20, "the segment log");
+    assert_eq!(target_ms(log), 20);
+    assert_eq!(target_ms(sqlite), 40);
+    assert_eq!(target_ms(&postgres), 20);
+    let set = format!("{sqlite}\n[overload]\nlatency_target_ms = 25\n");
+    assert_eq!(target_ms(&set), 25, "a target set is kept");
+    let zero = format!("{sqlite}\n[overload]\nlatency_target_ms = 0\n");
+    let error = parse(&zero, &no_env).unwrap_err().to_string();
+    assert!(error.contains("overload.latency_target_ms"), "{error}");
+}
+
+#[test]
 fn the_shipped_postgres_and_bench_configurations_load() {
     let postgres = include_str!("../../../config/switch.postgres.toml");
     let error = parse(postgres, &no_env).unwrap_err().to_string();
