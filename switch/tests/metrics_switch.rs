@@ -7,6 +7,8 @@
 //! promtool comes from Debian's `prometheus` package, which
 //! `scripts/test-env` installs; without it these tests fail, saying so.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -341,7 +341,8 @@ impl Metrics {
                 channel.as_str(),
                 stage.as_str()
             );
-            // The HdrHistogram counts between two bounds, each value once.
+            // The HdrHistogram answers how many values lie up to a bound;
+            // a bucket's own count is the difference from the bound below.
             let mut below = 0u64;
             let buckets = STAGE_BOUNDS_US.map(|bound_us| {
                 let cumulative = histogram.count_between(0, bound_us);
