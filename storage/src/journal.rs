@@ -88,11 +88,30 @@ pub trait JournalBackend: Send + 'static {
     }
 }
 
-/// Batch-size histogram buckets: bucket `i` counts batches of
-/// `2^i ..= 2^(i+1) - 1` records; the last bucket takes everything larger.
-pub const BATCH_SIZE_BUCKETS: usize = 14;
+/// Upper bounds of the batch-size buckets, in records: powers of two, so
+/// bucket `i` counts batches of more than `2^(i-1)` and at most `2^i`
+/// records. A Prometheus histogram's `le` bounds as they are.
+pub const BATCH_ROWS_BOUNDS: [u64; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 
-/// Counters of the writer, read with [`Journal::stats`].
+/// Batch-size buckets: one per bound in [`BATCH_ROWS_BOUNDS`], and a last
+/// one for every batch larger than the largest bound.
+pub const BATCH_SIZE_BUCKETS: usize = BATCH_ROWS_BOUNDS.len() + 1;
+
+/// Upper bounds of the commit-time buckets, in microseconds: from a
+/// commit that only writes to the page cache (100 us) past the disk's
+/// `fdatasync` stalls (100-300 ms) to a database's lock timeout (seconds).
+pub const COMMIT_TIME_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Commit-time buckets: one per bound in [`COMMIT_TIME_BOUNDS_US`], and a
+/// last one for every commit slower than the largest bound.
+pub const COMMIT_TIME_BUCKETS: usize = COMMIT_TIME_BOUNDS_US.len() + 1;
+
+/// Counters of the writer, read with [`Journal::stats`]. Each is written
+/// once per batch, never per record, and by atomics only: the writers
+/// take no lock to count.
 #[derive(Debug, Default)]
 struct Counters {
     batches: AtomicU64,
@@ -104,10 +123,12 @@ struct Counters {
     queue_full: AtomicU64,
     expired: AtomicU64,
     batch_sizes: [AtomicU64; BATCH_SIZE_BUCKETS],
+    commit_times: [AtomicU64; COMMIT_TIME_BUCKETS],
+    commit_time_us_sum: AtomicU64,
 }
 
 /// A snapshot of the journal's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JournalStats {
     /// Committed batches.
     pub batches: u64,
@@ -127,8 +148,13 @@ pub struct JournalStats {
     pub expired: u64,
     /// Records waiting for the writer now.
     pub queue_depth: u64,
-    /// Committed batches by size; see [`BATCH_SIZE_BUCKETS`].
+    /// Committed batches by size, not cumulative; see [`BATCH_ROWS_BOUNDS`].
     pub batch_sizes: [u64; BATCH_SIZE_BUCKETS],
+    /// Committed batches by the time their backend took to write and
+    /// commit them, not cumulative; see [`COMMIT_TIME_BOUNDS_US`].
+    pub commit_times: [u64; COMMIT_TIME_BUCKETS],
+    /// The time every committed batch took to commit, added up.
+    pub commit_time_us_sum: u64,
 }
 
 impl JournalStats {
@@ -435,6 +461,8 @@ impl Journal {
             expired: load(&c.expired),
             queue_depth: self.queue_depth(),
             batch_sizes: std::array::from_fn(|i| load(&c.batch_sizes[i])),
+            commit_times: std::array::from_fn(|i| load(&c.commit_times[i])),
+            commit_time_us_sum: load(&c.commit_time_us_sum),
         }
     }
 
@@ -539,24 +567,28 @@ async fn run_writer<B: JournalBackend>(
             claims.clear();
         }
         if !batch.is_empty() {
-            let started = Instant::now();
-            flush_batch(&mut backend, &batch, &mut replies, &counters).await;
-            commit_time.took(started.elapsed());
+            let took = flush_batch(&mut backend, &batch, &mut replies, &counters).await;
+            commit_time.took(took);
             batch.clear();
         }
     }
     backend.close().await;
 }
 
+/// Writes and commits `batch`, answers its callers, and returns how long
+/// the backend took: the one place every backend's commit is timed.
 async fn flush_batch<B: JournalBackend>(
     backend: &mut B,
     batch: &[JournalRecord],
     replies: &mut Vec<oneshot::Sender<Result<AppendOutcome, JournalError>>>,
     counters: &Counters,
-) {
-    match backend.write_batch(batch).await {
+) -> std::time::Duration {
+    let started = Instant::now();
+    let written = backend.write_batch(batch).await;
+    let took = started.elapsed();
+    match written {
         Ok(outcomes) if outcomes.len() == batch.len() => {
-            record_batch(counters, batch.len());
+            record_batch(counters, batch.len(), took);
             // A caller that gave up waiting has dropped its receiver; its
             // record is committed all the same.
             for (reply, outcome) in replies.drain(..).zip(outcomes) {
@@ -580,6 +612,7 @@ async fn flush_batch<B: JournalBackend>(
             flush_batch_on_error(batch.len(), replies, counters);
         }
     }
+    took
 }
 
 async fn flush_claims<B: JournalBackend>(
@@ -642,7 +675,8 @@ fn flush_batch_on_error(
     }
 }
 
-fn record_batch(counters: &Counters, rows: usize) {
+/// Counts one committed batch of `rows` records that took `took` to commit.
+fn record_batch(counters: &Counters, rows: usize, took: std::time::Duration) {
     let rows = count_u64(rows);
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters.records.fetch_add(rows, Ordering::Relaxed);
@@ -650,12 +684,29 @@ fn record_batch(counters: &Counters, rows: usize) {
     counters
         .batch_rows_largest
         .fetch_max(rows, Ordering::Relaxed);
-    let bucket = usize::try_from(rows.max(1).ilog2())
-        .unwrap_or(usize::MAX)
-        .min(BATCH_SIZE_BUCKETS - 1);
-    if let Some(counter) = counters.batch_sizes.get(bucket) {
+    if let Some(counter) = counters
+        .batch_sizes
+        .get(bucket_of(&BATCH_ROWS_BOUNDS, rows))
+    {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+    let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    if let Some(counter) = counters
+        .commit_times
+        .get(bucket_of(&COMMIT_TIME_BOUNDS_US, took_us))
+    {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    counters
+        .commit_time_us_sum
+        .fetch_add(took_us, Ordering::Relaxed);
+}
+
+/// The bucket `value` falls in: the first whose upper bound in `bounds`
+/// (ascending) is at least `value`, or `bounds.len()`, the bucket past the
+/// largest bound.
+fn bucket_of(bounds: &[u64], value: u64) -> usize {
+    bounds.partition_point(|&bound| bound < value)
 }
 
 #[cfg(test)]
@@ -801,6 +852,48 @@ mod tests {
         let stats = journal.stats();
         assert_eq!((stats.records, stats.expired), (2, 2));
         journal.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_committed_batch_is_counted_by_its_size_and_its_commit_time() {
+        let backend = SlowBackend {
+            writer: 0,
+            written: Arc::new(Mutex::new(Vec::new())),
+            closed: Arc::new(AtomicUsize::new(0)),
+        };
+        let journal = Journal::start(backend, &JournalConfig::default());
+        let three = journal
+            .append_all(vec![record(1), record(2), record(3)])
+            .await;
+        assert_eq!(three, vec![Ok(AppendOutcome::Recorded); 3]);
+        assert_eq!(journal.append(record(4)).await, Ok(AppendOutcome::Recorded));
+        let stats = journal.stats();
+        let mut sizes = [0; BATCH_SIZE_BUCKETS];
+        sizes[0] = 1; // one record: at most 1
+        sizes[2] = 1; // three records: more than 2, at most 4
+        assert_eq!(stats.batch_sizes, sizes);
+        // The backend takes 20 ms of the paused clock: more than 10 ms, at
+        // most 25 ms.
+        let mut times = [0; COMMIT_TIME_BUCKETS];
+        times[7] = 2;
+        assert_eq!(COMMIT_TIME_BOUNDS_US[7], 25_000);
+        assert_eq!(stats.commit_times, times);
+        assert_eq!(stats.commit_time_us_sum, 40_000);
+        journal.close().await;
+    }
+
+    #[test]
+    fn a_value_falls_in_the_first_bucket_whose_bound_holds_it() {
+        assert_eq!(bucket_of(&BATCH_ROWS_BOUNDS, 0), 0);
+        assert_eq!(bucket_of(&BATCH_ROWS_BOUNDS, 1), 0);
+        assert_eq!(bucket_of(&BATCH_ROWS_BOUNDS, 2), 1);
+        assert_eq!(bucket_of(&BATCH_ROWS_BOUNDS, 3), 2);
+        assert_eq!(bucket_of(&BATCH_ROWS_BOUNDS, 4096), 12);
+        assert_eq!(bucket_of(&BATCH_ROWS_BOUNDS, 4097), BATCH_SIZE_BUCKETS - 1);
+        assert_eq!(
+            bucket_of(&COMMIT_TIME_BOUNDS_US, u64::MAX),
+            COMMIT_TIME_BUCKETS - 1
+        );
     }
 
     /// A backend whose write blocks its thread until the test lets it go.

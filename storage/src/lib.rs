@@ -82,7 +82,9 @@ pub mod vault;
 
 pub use any_store::AnyStore;
 pub use error::{JournalError, StorageError};
-pub use journal::{Journal, JournalBackend, JournalConfig, JournalStats};
+pub use journal::{
+    BATCH_ROWS_BOUNDS, COMMIT_TIME_BOUNDS_US, Journal, JournalBackend, JournalConfig, JournalStats,
+};
 pub use log::{LogConfig, LogStore};
 pub use postgres::{PostgresConfig, PostgresStore, PostgresWriter};
 pub use record::{

@@ -46,10 +46,7 @@ pub(super) async fn scrape_metrics(State(state): State<Arc<HttpState>>) -> Respo
         )
         .unwrap_or(u64::MAX),
         shard_shed_total: shards.shed_total,
-        journal_batches_total: journal.batches,
-        journal_records_total: journal.records,
-        journal_batch_size_last: journal.batch_rows_last,
-        journal_queue_depth: journal.queue_depth,
+        journal,
         ready: engine.is_ready(),
         audit_entries_total: state.audit.written(),
         audit_dropped_total: state.audit.dropped(),

@@ -10,29 +10,19 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use storage::{BATCH_ROWS_BOUNDS, COMMIT_TIME_BOUNDS_US, JournalStats};
+
 use crate::ingress::tls::{RefusalReason, TlsListener};
 use crate::ops::metrics::Metrics;
 use crate::ops::metrics::record::{
     CHANNELS, CLOSED, CODES, LISTENERS, REFUSALS, SHEDS, channel_index,
 };
 
-/// Bucket bounds of the Prometheus histograms: in microseconds, and as the
-/// `le` label writes them in seconds.
-const BUCKETS: [(u64, &str); 14] = [
-    (50, "0.00005"),
-    (100, "0.0001"),
-    (250, "0.00025"),
-    (500, "0.0005"),
-    (1_000, "0.001"),
-    (2_500, "0.0025"),
-    (5_000, "0.005"),
-    (10_000, "0.01"),
-    (25_000, "0.025"),
-    (50_000, "0.05"),
-    (100_000, "0.1"),
-    (250_000, "0.25"),
-    (500_000, "0.5"),
-    (1_000_000, "1"),
+/// Bucket bounds of the stage histograms, in microseconds; the `le` label
+/// writes them in seconds ([`seconds_text`]).
+const STAGE_BOUNDS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
 ];
 
 /// Values `/metrics` reads from other components when it is scraped.
@@ -42,13 +32,10 @@ pub struct Readings {
     pub shard_mailbox_depth: u64,
     /// Requests shed at a full shard mailbox.
     pub shard_shed_total: u64,
-    pub journal_batches_total: u64,
-    pub journal_records_total: u64,
-    /// Records in the last journal batch.
-    pub journal_batch_size_last: u64,
-    /// Records waiting for the journal writer.
-    pub journal_queue_depth: u64,
-    /// The journal is open and replay is done.
+    /// The journal's batches, records, histograms and queue.
+    pub journal: JournalStats,
+    /// What `/health/ready` says: velocity replayed, the journal writer
+    /// running, the database (and a fleet's Redis) answering.
     pub ready: bool,
     /// Audit log entries written and synced.
     pub audit_entries_total: u64,
@@ -87,12 +74,96 @@ fn write_one(out: &mut String, kind: &str, name: &str, help: &str, value: u64) {
     );
 }
 
+/// A duration in microseconds as decimal seconds, exactly (`2500` is
+/// `0.0025`): the unit Prometheus expects in `le` labels and `_sum`s.
+fn seconds_text(us: u64) -> String {
+    let (seconds, fraction_us) = (us / 1_000_000, us % 1_000_000);
+    if fraction_us == 0 {
+        return seconds.to_string();
+    }
+    let fraction = format!("{fraction_us:06}");
+    format!("{seconds}.{}", fraction.trim_end_matches('0'))
+}
+
+/// One series of a histogram: a `_bucket` line per bound with `le`, then
+/// `+Inf`, `_sum` and `_count`. `buckets` are `(le, count)`, the counts
+/// not cumulative; the last one counts what lies past every bound, so the
+/// `+Inf` bucket and `_count` are all of them added up. `labels` are the
+/// series' own (`channel="iso"`), or empty.
+fn write_histogram_series(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    buckets: impl IntoIterator<Item = (String, u64)>,
+    above_every_bound: u64,
+    sum: &str,
+) {
+    let separator = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0u64;
+    for (le, count) in buckets {
+        cumulative = cumulative.saturating_add(count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{separator}le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let count = cumulative.saturating_add(above_every_bound);
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {count}"
+    );
+    let braced = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braced} {sum}");
+    let _ = writeln!(out, "{name}_count{braced} {count}");
+}
+
 /// A histogram's count as the float its `_sum` is computed in.
 // Exact up to 2^53 observations; past that the exposition format's float
 // sum is approximate anyway.
 #[allow(clippy::as_conversions)]
 fn count_f64(count: u64) -> f64 {
     count as f64
+}
+
+/// The journal's histograms: records per committed batch, and seconds per
+/// commit.
+fn render_journal_histograms(out: &mut String, journal: &JournalStats) {
+    let _ = writeln!(
+        out,
+        "# HELP switch_journal_batch_records Records per committed journal batch.\n# TYPE switch_journal_batch_records histogram"
+    );
+    let (sizes, larger) = journal.batch_sizes.split_at(BATCH_ROWS_BOUNDS.len());
+    write_histogram_series(
+        out,
+        "switch_journal_batch_records",
+        "",
+        BATCH_ROWS_BOUNDS
+            .iter()
+            .zip(sizes)
+            .map(|(bound, count)| (bound.to_string(), *count)),
+        larger.iter().sum(),
+        &journal.records.to_string(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switch_journal_commit_seconds Time the journal backend took to write and commit one batch, per committed batch.\n# TYPE switch_journal_commit_seconds histogram"
+    );
+    let (times, slower) = journal.commit_times.split_at(COMMIT_TIME_BOUNDS_US.len());
+    write_histogram_series(
+        out,
+        "switch_journal_commit_seconds",
+        "",
+        COMMIT_TIME_BOUNDS_US
+            .iter()
+            .zip(times)
+            .map(|(bound_us, count)| (seconds_text(*bound_us), *count)),
+        slower.iter().sum(),
+        &seconds_text(journal.commit_time_us_sum),
+    );
 }
 
 impl Metrics {
@@ -177,47 +248,51 @@ impl Metrics {
             "ISO 8583 connections open.",
             self.connections_open.load(Ordering::Relaxed),
         );
-        // The shard and journal values are all typed as gauges, the totals
-        // among them included: they are read, not counted, here.
-        for (name, help, value) in [
+        // Counters the shards and the journal keep are read, not counted,
+        // here; they are typed by what they are, counters or gauges.
+        for (kind, name, help, value) in [
             (
+                "gauge",
                 "switch_shard_mailbox_depth",
                 "Messages waiting in all shard mailboxes.",
                 readings.shard_mailbox_depth,
             ),
             (
+                "counter",
                 "switch_shard_shed_total",
                 "Requests shed at a full shard mailbox.",
                 readings.shard_shed_total,
             ),
             (
+                "counter",
                 "switch_journal_batches_total",
                 "Journal batches committed.",
-                readings.journal_batches_total,
+                readings.journal.batches,
             ),
             (
+                "counter",
                 "switch_journal_records_total",
                 "Journal records committed.",
-                readings.journal_records_total,
-            ),
-            (
-                "switch_journal_batch_size_last",
-                "Records in the last journal batch.",
-                readings.journal_batch_size_last,
-            ),
-            (
-                "switch_journal_queue_depth",
-                "Records waiting for the journal writer.",
-                readings.journal_queue_depth,
-            ),
-            (
-                "switch_ready",
-                "1 once the journal is open and replay is done.",
-                u64::from(readings.ready),
+                readings.journal.records,
             ),
         ] {
-            write_one(&mut out, "gauge", name, help, value);
+            write_one(&mut out, kind, name, help, value);
         }
+        render_journal_histograms(&mut out, &readings.journal);
+        write_one(
+            &mut out,
+            "gauge",
+            "switch_journal_queue_depth",
+            "Records waiting for the journal writer.",
+            readings.journal.queue_depth,
+        );
+        write_one(
+            &mut out,
+            "gauge",
+            "switch_ready",
+            "1 while /health/ready answers 200 (velocity replayed, the journal writer running, the database and a fleet's Redis answering); 0 otherwise.",
+            u64::from(readings.ready),
+        );
         self.render_access(&mut out);
         for (name, help, value) in [
             (
@@ -266,24 +341,23 @@ impl Metrics {
                 channel.as_str(),
                 stage.as_str()
             );
-            for (bound_us, bound_label) in BUCKETS {
-                let count = histogram.count_between(0, bound_us);
-                let _ = writeln!(
-                    out,
-                    "switch_stage_seconds_bucket{{{labels},le=\"{bound_label}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "switch_stage_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                histogram.len()
-            );
+            // The HdrHistogram answers how many values lie up to a bound;
+            // a bucket's own count is the difference from the bound below.
+            let mut below = 0u64;
+            let buckets = STAGE_BOUNDS_US.map(|bound_us| {
+                let cumulative = histogram.count_between(0, bound_us);
+                let count = cumulative.saturating_sub(below);
+                below = cumulative;
+                (seconds_text(bound_us), count)
+            });
             let sum_s = histogram.mean() * count_f64(histogram.len()) / 1_000_000.0;
-            let _ = writeln!(out, "switch_stage_seconds_sum{{{labels}}} {sum_s}");
-            let _ = writeln!(
+            write_histogram_series(
                 out,
-                "switch_stage_seconds_count{{{labels}}} {}",
-                histogram.len()
+                "switch_stage_seconds",
+                &labels,
+                buckets,
+                histogram.len().saturating_sub(below),
+                &sum_s.to_string(),
             );
         });
     }
@@ -536,10 +610,61 @@ mod tests {
     }
 
     #[test]
-    fn bucket_labels_are_their_bounds_in_seconds() {
-        for (bound_us, label) in BUCKETS {
+    fn bucket_bounds_are_written_in_seconds_exactly() {
+        for (bound_us, label) in [
+            (50, "0.00005"),
+            (2_500, "0.0025"),
+            (250_000, "0.25"),
+            (1_000_000, "1"),
+            (2_500_000, "2.5"),
+            (10_000_000, "10"),
+            (0, "0"),
+        ] {
+            assert_eq!(seconds_text(bound_us), label);
+        }
+        for bound_us in STAGE_BOUNDS_US.into_iter().chain(COMMIT_TIME_BOUNDS_US) {
             let bound_s = f64::from(u32::try_from(bound_us).unwrap()) / 1_000_000.0;
-            assert_eq!(format!("{bound_s}"), label);
+            assert_eq!(seconds_text(bound_us), format!("{bound_s}"));
+        }
+    }
+
+    #[test]
+    fn journal_stats_render_as_cumulative_histograms_with_sum_and_count() {
+        let mut journal = JournalStats {
+            batches: 3,
+            records: 4_103,
+            commit_time_us_sum: 1_502_500,
+            ..JournalStats::default()
+        };
+        // Batches of 1 and 2 records, and one of 4100, past every bound.
+        journal.batch_sizes[0] = 1;
+        journal.batch_sizes[1] = 1;
+        journal.batch_sizes[BATCH_ROWS_BOUNDS.len()] = 1;
+        // Commits of 2.5 ms (at most 2.5 ms) and 1.5 s (twice).
+        journal.commit_times[4] = 1;
+        journal.commit_times[13] = 2;
+        let text = Metrics::default().render(&Readings {
+            journal,
+            ..Readings::default()
+        });
+        for expected in [
+            "switch_journal_batch_records_bucket{le=\"1\"} 1\n",
+            "switch_journal_batch_records_bucket{le=\"2\"} 2\n",
+            "switch_journal_batch_records_bucket{le=\"4096\"} 2\n",
+            "switch_journal_batch_records_bucket{le=\"+Inf\"} 3\n",
+            "switch_journal_batch_records_sum 4103\n",
+            "switch_journal_batch_records_count 3\n",
+            "switch_journal_commit_seconds_bucket{le=\"0.001\"} 0\n",
+            "switch_journal_commit_seconds_bucket{le=\"0.0025\"} 1\n",
+            "switch_journal_commit_seconds_bucket{le=\"1\"} 1\n",
+            "switch_journal_commit_seconds_bucket{le=\"2.5\"} 3\n",
+            "switch_journal_commit_seconds_bucket{le=\"+Inf\"} 3\n",
+            "switch_journal_commit_seconds_sum 1.5025\n",
+            "switch_journal_commit_seconds_count 3\n",
+            "switch_journal_batches_total 3\n",
+            "switch_journal_records_total 4103\n",
+        ] {
+            assert!(text.contains(expected), "{expected} in\n{text}");
         }
     }
 
@@ -574,10 +699,11 @@ mod tests {
                 "# TYPE switch_tls_handshakes_refused_total counter",
                 "# TYPE switch_connections_open gauge",
                 "# TYPE switch_shard_mailbox_depth gauge",
-                "# TYPE switch_shard_shed_total gauge",
-                "# TYPE switch_journal_batches_total gauge",
-                "# TYPE switch_journal_records_total gauge",
-                "# TYPE switch_journal_batch_size_last gauge",
+                "# TYPE switch_shard_shed_total counter",
+                "# TYPE switch_journal_batches_total counter",
+                "# TYPE switch_journal_records_total counter",
+                "# TYPE switch_journal_batch_records histogram",
+                "# TYPE switch_journal_commit_seconds histogram",
                 "# TYPE switch_journal_queue_depth gauge",
                 "# TYPE switch_ready gauge",
                 "# TYPE switch_http_refusals_total counter",
