@@ -213,6 +213,7 @@ impl Rig {
             processing_code: Some(Text::parse(b"000000").unwrap()),
             decode_us: 17,
             deadline: None,
+            policy: None,
         };
         self.engine.authorize(authorization.clone(), received).await
     }

@@ -22,6 +22,10 @@
 //! - [`Config::parse`] calls them in order and gathers the results; [`check`]
 //!   holds what every section shares (the error type, addresses, numbers
 //!   that must not be zero, amounts).
+//!
+//! A running switch reads its file again on SIGHUP or `POST /admin/reload`;
+//! [`reload`] says which settings may change then ([`LiveChanges`]) and
+//! which are fixed at start ([`fixed_changes`]).
 
 mod access;
 mod check;
@@ -32,6 +36,7 @@ mod iso;
 mod journal;
 mod merchants;
 mod raw;
+mod reload;
 mod secret;
 mod vault;
 
@@ -51,6 +56,7 @@ pub use iso::{AcquirerConfig, IsoConfig, IsoTlsConfig};
 pub use journal::StorageSettings;
 pub use merchants::{MerchantConfig, RateLimit};
 pub use raw::Backend;
+pub use reload::{LiveChanges, fixed_changes};
 pub use secret::DEV_SECRETS;
 
 use check::Check;

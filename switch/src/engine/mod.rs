@@ -43,6 +43,9 @@
 //! [`crate::clock`].
 //!
 //! - `parts.rs`: what an engine is built from, and readiness.
+//! - `policy.rs`: [`Policy`], the rules, limits and admission rates a
+//!   request is decided by, one snapshot that a configuration reload
+//!   swaps whole.
 //! - `ids.rs`: transaction ids and auth codes from the random source.
 //! - `duplicate_key.rs`: the keys a request is known by, with its owner
 //!   (merchant, acquirer), as the duplicate check and reversals match them.
@@ -62,6 +65,7 @@ mod fleet_settle;
 mod idempotency;
 mod ids;
 mod parts;
+mod policy;
 mod record;
 mod replay;
 mod reverse;
@@ -71,4 +75,5 @@ pub use authorize::Received;
 pub use idempotency::{CLAIM_STALE_AFTER_MS, Idempotent};
 pub use ids::{OsRandom, Random, SeededRandom};
 pub use parts::{Engine, EngineParts};
+pub use policy::Policy;
 pub use record::{CardOutcome, IdempotencyRequest, ReversalOutcome, ReversalRefusal};
