@@ -12,8 +12,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use actors::{
-    CardLimits, Clock, GiveBack, Limits, ManualClock, MerchantLimits, Restore, ShardConfig,
-    Shards, WindowLimit,
+    CardLimits, Clock, GiveBack, Limits, ManualClock, MerchantLimits, Restore, ShardConfig, Shards,
+    WindowLimit,
 };
 use common::*;
 use protocol::domain::DeclineReason;
@@ -88,10 +88,7 @@ async fn new_limits_judge_the_counters_kept_from_before() {
         );
         // The old limits still allow a fourth: a decision started before
         // the reload is judged by them.
-        assert_eq!(
-            shards.decide_at(check(card, m, 50), T0, &old).await,
-            Ok(())
-        );
+        assert_eq!(shards.decide_at(check(card, m, 50), T0, &old).await, Ok(()));
     }
     let other = token(9_999);
     assert_eq!(
@@ -106,7 +103,9 @@ async fn new_limits_judge_the_counters_kept_from_before() {
     );
     assert_eq!(shards.merchant_day(new).await, Some(minor(100)));
     assert_eq!(
-        shards.decide_at(check(token(7), gone, 100), T0, &lower).await,
+        shards
+            .decide_at(check(token(7), gone, 100), T0, &lower)
+            .await,
         Err(DeclineReason::UnknownMerchant),
         "a merchant the new limits drop is declined as unknown"
     );
@@ -114,9 +113,7 @@ async fn new_limits_judge_the_counters_kept_from_before() {
     clock.set(T0 + 61 * SECOND);
     let card = token_where(&shards, &m, true);
     let now = clock.now_ms();
-    let later = shards
-        .decide_at(check(card, new, 100), now, &lower)
-        .await;
+    let later = shards.decide_at(check(card, new, 100), now, &lower).await;
     assert_eq!(later, Ok(()));
     assert_eq!(shards.stats().await.give_back_shortfall_total, 0);
 }

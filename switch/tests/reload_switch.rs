@@ -45,8 +45,14 @@ fn lowered(new_key: &str) -> String {
     assert!(before_bistro.contains("[rules]\namount_max = 1000000\n"));
     assert!(before_bistro.contains("per_minute = { count_max = 5,"));
     let edited = before_bistro
-        .replace("[rules]\namount_max = 1000000\n", "[rules]\namount_max = 50000\n")
-        .replace("per_minute = { count_max = 5,", "per_minute = { count_max = 3,");
+        .replace(
+            "[rules]\namount_max = 1000000\n",
+            "[rules]\namount_max = 50000\n",
+        )
+        .replace(
+            "per_minute = { count_max = 5,",
+            "per_minute = { count_max = 3,",
+        );
     format!(
         r#"{edited}
 [operators.ops]
@@ -117,8 +123,14 @@ fn http_load(http: std::net::SocketAddr, load: Arc<Load>) -> std::thread::JoinHa
     std::thread::spawn(move || {
         while !load.stop.load(Ordering::Relaxed) {
             let request = body(&load.card(), 100, "ACME0000001");
-            match try_http_request(http, "POST", "/v1/authorizations", Some(ACME_KEY), &[], &request)
-            {
+            match try_http_request(
+                http,
+                "POST",
+                "/v1/authorizations",
+                Some(ACME_KEY),
+                &[],
+                &request,
+            ) {
                 Ok(reply) if reply.status == 201 && reply.json()["response_code"] == "00" => {
                     load.answered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -192,7 +204,10 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
         assert_eq!(iso_code(&switch, &counted, 100, "ACME0000001"), "00");
     }
     assert_eq!(iso_code(&switch, &card(2), 60_000, "ACME0000001"), "00");
-    assert_eq!(authorize_http(&switch, NEW_KEY, &card(3), NEW_MERCHANT).status, 401);
+    assert_eq!(
+        authorize_http(&switch, NEW_KEY, &card(3), NEW_MERCHANT).status,
+        401
+    );
 
     // 1. SIGHUP with lower limits, BISTRO gone and a new merchant.
     std::fs::write(&switch.config_file, lowered(NEW_KEY)).unwrap();
@@ -233,8 +248,14 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
     assert_eq!(reloaded.status, 200, "{}", reloaded.body);
     let answer = reloaded.json();
     assert_eq!(answer["generation"], 3, "{answer}");
-    assert_eq!(answer["changed"]["merchants_changed"][0], NEW_MERCHANT, "{answer}");
-    assert!(!reloaded.body.contains(&sha256_hex(NEW_KEY_ROTATED)), "no digest in the answer");
+    assert_eq!(
+        answer["changed"]["merchants_changed"][0], NEW_MERCHANT,
+        "{answer}"
+    );
+    assert!(
+        !reloaded.body.contains(&sha256_hex(NEW_KEY_ROTATED)),
+        "no digest in the answer"
+    );
     assert_eq!(
         authorize_http(&switch, NEW_KEY, &card(8), NEW_MERCHANT).status,
         401,
@@ -254,8 +275,16 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
     std::fs::write(&switch.config_file, &broken).unwrap();
     let refused = switch.http("POST", "/admin/reload", Some(OPERATOR_KEY), &[], "");
     assert_eq!(refused.status, 422, "{}", refused.body);
-    assert_eq!(refused.header("content-type"), Some("application/problem+json"));
-    assert_eq!(refused.json()["field"], "rules.amount_max", "{}", refused.body);
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(
+        refused.json()["field"],
+        "rules.amount_max",
+        "{}",
+        refused.body
+    );
     sighup(&switch);
     wait_for_reloads(&switch, "refused", 2);
     assert_eq!(iso_code(&switch, &card(10), 60_000, "ACME0000001"), "13");
@@ -269,11 +298,19 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
     // and the live change is not applied either.
     let listener = lowered(NEW_KEY_ROTATED)
         .replace("connections_max = 16", "connections_max = 17")
-        .replace("[rules]\namount_max = 50000\n", "[rules]\namount_max = 70000\n");
+        .replace(
+            "[rules]\namount_max = 50000\n",
+            "[rules]\namount_max = 70000\n",
+        );
     std::fs::write(&switch.config_file, &listener).unwrap();
     let refused = switch.http("POST", "/admin/reload", Some(OPERATOR_KEY), &[], "");
     assert_eq!(refused.status, 422, "{}", refused.body);
-    assert_eq!(refused.json()["field"], "iso.connections_max", "{}", refused.body);
+    assert_eq!(
+        refused.json()["field"],
+        "iso.connections_max",
+        "{}",
+        refused.body
+    );
     assert!(
         refused.json()["detail"]
             .as_str()
@@ -300,8 +337,14 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
 
     // Counted and audited, with who asked.
     let metrics = switch.metrics();
-    assert_eq!(metric(&metrics, "switch_config_reloads_total{result=\"applied\"}"), 2);
-    assert_eq!(metric(&metrics, "switch_config_reloads_total{result=\"refused\"}"), 3);
+    assert_eq!(
+        metric(&metrics, "switch_config_reloads_total{result=\"applied\"}"),
+        2
+    );
+    assert_eq!(
+        metric(&metrics, "switch_config_reloads_total{result=\"refused\"}"),
+        3
+    );
     let audit = switch.http("GET", "/admin/audit?limit=500", Some(ADMIN_KEY), &[], "");
     assert_eq!(audit.status, 200, "{}", audit.body);
     let reloads: Vec<(String, String, String)> = audit.json()["entries"]
@@ -328,7 +371,12 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
             ("operator:ops", "refused"),
         ]
     );
-    assert!(reloads[0].2.contains(&format!("merchants added {NEW_MERCHANT}")), "{reloads:?}");
+    assert!(
+        reloads[0]
+            .2
+            .contains(&format!("merchants added {NEW_MERCHANT}")),
+        "{reloads:?}"
+    );
     assert!(reloads[2].2.contains("rules.amount_max"), "{reloads:?}");
     assert!(reloads[4].2.contains("iso.connections_max"), "{reloads:?}");
     let logs = switch.logs.lock().unwrap().clone();

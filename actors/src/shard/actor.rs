@@ -12,9 +12,9 @@ use protocol::ids::{MerchantId, Text};
 use tokio::sync::mpsc;
 
 use super::cards::CardTable;
+use super::config::Limits;
 use super::hash::EntityHash;
 use super::message::Message;
-use super::config::Limits;
 use super::request::CardCheck;
 use super::stats::Shared;
 use crate::card::{CardLimits, CardState, Window};
@@ -215,13 +215,8 @@ impl Shard {
         limits: &Limits,
     ) -> Result<(), DeclineReason> {
         self.reserve_card(check.token, check.amount, at_ms, &limits.card_limits)?;
-        let merchant = self.check_merchant(
-            limits,
-            &check.merchant_id,
-            check.mcc,
-            check.amount,
-            at_ms,
-        );
+        let merchant =
+            self.check_merchant(limits, &check.merchant_id, check.mcc, check.amount, at_ms);
         if merchant.is_err() {
             self.release_card(&check.token, check.amount, at_ms);
         }

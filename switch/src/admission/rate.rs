@@ -183,7 +183,10 @@ mod tests {
             merchant("B", None),
             merchant("C", slow),
         ]);
-        assert!(reloaded.admit_at(a, t0).is_err(), "A's spent burst stays spent");
+        assert!(
+            reloaded.admit_at(a, t0).is_err(),
+            "A's spent burst stays spent"
+        );
         assert_eq!(reloaded.admit_at(a, t0 + 100_000), Ok(()));
         for _ in 0..100 {
             assert_eq!(reloaded.admit_at(b, t0), Ok(()), "B is no longer limited");

@@ -23,9 +23,9 @@
 //!   holds what every section shares (the error type, addresses, numbers
 //!   that must not be zero, amounts).
 //!
-//! A running switch reads its file again on SIGHUP or `POST /admin/reload`;
-//! [`reload`] says which settings may change then ([`LiveChanges`]) and
-//! which are fixed at start ([`fixed_changes`]).
+//! A running switch reads its file again on SIGHUP or `POST /admin/reload`
+//! with [`Config::load`], as at start; [`crate::ops::reload`] compares the
+//! result with the running configuration.
 
 mod access;
 mod check;
@@ -36,7 +36,6 @@ mod iso;
 mod journal;
 mod merchants;
 mod raw;
-mod reload;
 mod secret;
 mod vault;
 
@@ -56,7 +55,6 @@ pub use iso::{AcquirerConfig, IsoConfig, IsoTlsConfig};
 pub use journal::StorageSettings;
 pub use merchants::{MerchantConfig, RateLimit};
 pub use raw::Backend;
-pub use reload::{LiveChanges, fixed_changes};
 pub use secret::DEV_SECRETS;
 
 use check::Check;

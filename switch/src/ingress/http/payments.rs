@@ -21,8 +21,7 @@ use storage::{DigestPurpose, StoreReader};
 use crate::admission::{Class, Permit};
 use crate::clock::Stopwatch;
 use crate::engine::{
-    CardOutcome, IdempotencyRequest, Idempotent, Policy, Received, ReversalOutcome,
-    ReversalRefusal,
+    CardOutcome, IdempotencyRequest, Idempotent, Policy, Received, ReversalOutcome, ReversalRefusal,
 };
 use crate::ingress::http::principal::Principal;
 use crate::ingress::http::problem::{

@@ -25,7 +25,10 @@ pub(super) async fn config_reload(
 ) -> Response {
     let by = ReloadBy {
         actor,
-        origin: peer.map_or_else(|| "unknown".to_owned(), |Extension(ConnectInfo(peer))| peer.to_string()),
+        origin: peer.map_or_else(
+            || "unknown".to_owned(),
+            |Extension(ConnectInfo(peer))| peer.to_string(),
+        ),
     };
     match http.config_control().reload(&by).await {
         Ok(applied) => json_response(

@@ -1,26 +1,10 @@
-//! Reloading the business configuration while the switch serves: SIGHUP or
-//! `POST /admin/reload` (operators and admins) read the file the switch
-//! was started with again, with the same overrides, secrets and checks as
-//! at start, and either apply it whole or refuse it whole.
-//!
-//! ```text
-//! Config::load(file, overrides)      a bad file: refused, its key named
-//!   fixed_changes(running, next)     listeners, journal, shards ...: refused, each named
-//!   LiveChanges::between             what the answer and the audit log name
-//!   Policy { rules, limits, rates }  -> Engine::replace_policy (one atomic swap)
-//!   followers (the HTTP door's keys, with the same Policy)
-//! ```
-//!
-//! Velocity is not touched: the shards keep every card's and merchant's
-//! counters and judge them by the new limits from the next decision on,
-//! and the admission buckets carry their state over. Every attempt is
-//! audited (`config.reload`, `applied` or `refused`, with who asked) and
-//! counted (`switch_config_reloads_total{result}`).
+//! [`ConfigControl`]: one reload from start to end, under one lock.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::config::{Config, ConfigError, LiveChanges, Overrides, fixed_changes};
+use super::changes::{LiveChanges, fixed_changes};
+use crate::config::{Config, ConfigError, Overrides};
 use crate::engine::{Engine, Policy};
 use crate::ops::audit::{Audit, AuditEvent, events};
 
@@ -177,9 +161,7 @@ impl ConfigControl {
                 ("refused", format!("{file}: {}", error.audited()))
             }
         };
-        self.engine
-            .metrics()
-            .count_config_reload(outcome.is_ok());
+        self.engine.metrics().count_config_reload(outcome.is_ok());
         self.audit.record_or_wait(AuditEvent {
             actor: by.actor.clone(),
             event: events::CONFIG_RELOAD.to_owned(),

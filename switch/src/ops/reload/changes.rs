@@ -19,7 +19,7 @@
 
 use serde::Serialize;
 
-use super::Config;
+use crate::config::{Config, HttpConfig, MerchantConfig, StaffKey};
 
 /// The keys of the settings that differ between `running` and `next` and
 /// cannot change while the switch runs, in the file's order. Empty: the
@@ -31,11 +31,26 @@ pub fn fixed_changes(running: &Config, next: &Config) -> Vec<&'static str> {
         ("data_dir", a.data_dir != b.data_dir),
         ("iso.listen", a.iso.listen != b.iso.listen),
         ("iso.spec", a.iso.spec != b.iso.spec),
-        ("iso.connections_max", a.iso.connections_max != b.iso.connections_max),
-        ("iso.in_flight_max", a.iso.in_flight_max != b.iso.in_flight_max),
-        ("iso.idle_timeout_ms", a.iso.idle_timeout_ms != b.iso.idle_timeout_ms),
-        ("iso.write_timeout_ms", a.iso.write_timeout_ms != b.iso.write_timeout_ms),
-        ("iso.frame_length_max", a.iso.frame_length_max != b.iso.frame_length_max),
+        (
+            "iso.connections_max",
+            a.iso.connections_max != b.iso.connections_max,
+        ),
+        (
+            "iso.in_flight_max",
+            a.iso.in_flight_max != b.iso.in_flight_max,
+        ),
+        (
+            "iso.idle_timeout_ms",
+            a.iso.idle_timeout_ms != b.iso.idle_timeout_ms,
+        ),
+        (
+            "iso.write_timeout_ms",
+            a.iso.write_timeout_ms != b.iso.write_timeout_ms,
+        ),
+        (
+            "iso.frame_length_max",
+            a.iso.frame_length_max != b.iso.frame_length_max,
+        ),
         ("iso.deadline_ms", a.iso.deadline_ms != b.iso.deadline_ms),
         ("iso.tls", a.iso.tls != b.iso.tls),
         ("http.listen", a.http.listen != b.http.listen),
@@ -56,7 +71,10 @@ pub fn fixed_changes(running: &Config, next: &Config) -> Vec<&'static str> {
             "shards.mailbox_capacity",
             a.shards.mailbox_capacity != b.shards.mailbox_capacity,
         ),
-        ("runtime.worker_threads", a.worker_threads != b.worker_threads),
+        (
+            "runtime.worker_threads",
+            a.worker_threads != b.worker_threads,
+        ),
         ("duplicates", a.duplicates != b.duplicates),
         ("security (lockout)", a.security != b.security),
         ("audit", a.audit != b.audit),
@@ -78,7 +96,7 @@ pub fn fixed_changes(running: &Config, next: &Config) -> Vec<&'static str> {
 }
 
 /// Every staff key of `config`, by the name the audit log gives it.
-fn staff(config: &Config) -> Vec<(String, &super::StaffKey)> {
+fn staff(config: &Config) -> Vec<(String, &StaffKey)> {
     let admins = config
         .admins
         .iter()
@@ -91,7 +109,7 @@ fn staff(config: &Config) -> Vec<(String, &super::StaffKey)> {
 }
 
 /// `[http]`'s settings other than the listener and TLS.
-fn http_tuning(http: &super::HttpConfig) -> [u64; 6] {
+fn http_tuning(http: &HttpConfig) -> [u64; 6] {
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     [
         count(http.body_bytes_max),
@@ -131,7 +149,7 @@ impl LiveChanges {
         if running.shards.card_limits != next.shards.card_limits {
             changes.sections.push("card_limits");
         }
-        let name = |m: &super::MerchantConfig| m.id.as_str().trim_end().to_owned();
+        let name = |m: &MerchantConfig| m.id.as_str().trim_end().to_owned();
         for merchant in &next.merchants {
             match running.merchants.iter().find(|old| old.id == merchant.id) {
                 None => changes.merchants_added.push(name(merchant)),
@@ -204,11 +222,16 @@ mod tests {
     use super::*;
     use crate::config::Overrides;
 
-    const SHIPPED: &str = include_str!("../../../config/switch.toml");
+    const SHIPPED: &str = include_str!("../../../../config/switch.toml");
 
     fn parse(text: &str) -> Config {
-        Config::parse(text, Path::new("switch.toml"), &Overrides::default(), &|_| None)
-            .unwrap_or_else(|error| panic!("{error}"))
+        Config::parse(
+            text,
+            Path::new("switch.toml"),
+            &Overrides::default(),
+            &|_| None,
+        )
+        .unwrap_or_else(|error| panic!("{error}"))
     }
 
     #[test]
@@ -225,12 +248,18 @@ mod tests {
     fn limits_merchants_and_keys_change_live_and_are_named() {
         let running = parse(SHIPPED);
         let edited = SHIPPED
-            .replace("amount_max = 1000000        # minor units", "amount_max = 5000")
+            .replace(
+                "amount_max = 1000000        # minor units",
+                "amount_max = 5000",
+            )
             .replace(
                 "per_minute = { count_max = 5,",
                 "per_minute = { count_max = 2,",
             )
-            .replace("amount_max_per_transaction = 20000", "amount_max_per_transaction = 100")
+            .replace(
+                "amount_max_per_transaction = 20000",
+                "amount_max_per_transaction = 100",
+            )
             .replace("[operators.ops]", "[operators.night]")
             + "\n[merchants.NEW000000000001]\ntps_max = 5\n";
         let next = parse(&edited);
@@ -256,7 +285,10 @@ mod tests {
     fn a_rotated_key_is_a_change_named_without_the_key() {
         let running = parse(SHIPPED);
         let acme = "c0b25ce7613e713a8149047fa3a32d050b46602e7231a0eb46e83883823f7b57";
-        assert!(SHIPPED.contains(acme), "ACME's key digest in the shipped file");
+        assert!(
+            SHIPPED.contains(acme),
+            "ACME's key digest in the shipped file"
+        );
         let rotated = SHIPPED.replace(acme, &"ab".repeat(32));
         let changes = LiveChanges::between(&running, &parse(&rotated));
         assert_eq!(changes.merchants_changed, ["ACME0000001"]);
@@ -272,9 +304,15 @@ mod tests {
             .replace("listen = \"127.0.0.1:8583\"", "listen = \"127.0.0.1:9583\"")
             .replace("count = 0                   # one per core", "count = 7")
             // A live change beside them does not hide them.
-            .replace("amount_max = 1000000        # minor units", "amount_max = 5000");
+            .replace(
+                "amount_max = 1000000        # minor units",
+                "amount_max = 5000",
+            );
         let next = parse(&edited);
-        assert_eq!(fixed_changes(&running, &next), ["iso.listen", "shards.count"]);
+        assert_eq!(
+            fixed_changes(&running, &next),
+            ["iso.listen", "shards.count"]
+        );
     }
 
     #[test]
