@@ -19,52 +19,94 @@
 
 use serde::Serialize;
 
-use crate::config::{Config, HttpConfig, MerchantConfig, StaffKey};
+use crate::config::{Config, MerchantConfig, StaffKey};
 
 /// The keys of the settings that differ between `running` and `next` and
 /// cannot change while the switch runs, in the file's order. Empty: the
 /// file may be applied.
 pub fn fixed_changes(running: &Config, next: &Config) -> Vec<&'static str> {
+    // Every field named: a setting added to `Config` does not compile
+    // until it is listed here as fixed or as live.
+    let Config {
+        mode: _,
+        data_dir: _,
+        iso: _,
+        http: _,
+        storage: _,
+        vault: _, // the vault's own reload
+        shards: _,
+        worker_threads: _,
+        rules: _, // live
+        duplicates: _,
+        admins: _,    // live
+        operators: _, // live
+        merchants: _, // live
+        security: _,
+        audit: _,
+        fleet: _,
+        acquirers: _,
+        overload: _,
+    } = running;
     let (a, b) = (running, next);
+    let (iso, http) = ((&a.iso, &b.iso), (&a.http, &b.http));
+    let same_backend = a.storage.backend() == b.storage.backend();
     let fixed = [
         ("mode", a.mode != b.mode),
         ("data_dir", a.data_dir != b.data_dir),
-        ("iso.listen", a.iso.listen != b.iso.listen),
-        ("iso.spec", a.iso.spec != b.iso.spec),
+        ("iso.listen", iso.0.listen != iso.1.listen),
+        ("iso.spec", iso.0.spec != iso.1.spec),
         (
             "iso.connections_max",
-            a.iso.connections_max != b.iso.connections_max,
+            iso.0.connections_max != iso.1.connections_max,
         ),
         (
             "iso.in_flight_max",
-            a.iso.in_flight_max != b.iso.in_flight_max,
+            iso.0.in_flight_max != iso.1.in_flight_max,
         ),
         (
             "iso.idle_timeout_ms",
-            a.iso.idle_timeout_ms != b.iso.idle_timeout_ms,
+            iso.0.idle_timeout_ms != iso.1.idle_timeout_ms,
         ),
         (
             "iso.write_timeout_ms",
-            a.iso.write_timeout_ms != b.iso.write_timeout_ms,
+            iso.0.write_timeout_ms != iso.1.write_timeout_ms,
         ),
         (
             "iso.frame_length_max",
-            a.iso.frame_length_max != b.iso.frame_length_max,
+            iso.0.frame_length_max != iso.1.frame_length_max,
         ),
-        ("iso.deadline_ms", a.iso.deadline_ms != b.iso.deadline_ms),
-        ("iso.tls", a.iso.tls != b.iso.tls),
-        ("http.listen", a.http.listen != b.http.listen),
-        ("http.tls", a.http.tls != b.http.tls),
+        ("iso.deadline_ms", iso.0.deadline_ms != iso.1.deadline_ms),
+        ("iso.tls", iso.0.tls != iso.1.tls),
+        ("http.listen", http.0.listen != http.1.listen),
+        ("http.tls", http.0.tls != http.1.tls),
         (
-            "http (limits and timeouts)",
-            http_tuning(&a.http) != http_tuning(&b.http),
+            "http.body_bytes_max",
+            http.0.body_bytes_max != http.1.body_bytes_max,
         ),
-        ("storage", a.storage.backend() != b.storage.backend()),
+        (
+            "http.header_read_timeout_ms",
+            http.0.header_read_timeout_ms != http.1.header_read_timeout_ms,
+        ),
+        (
+            "http.request_timeout_ms",
+            http.0.request_timeout_ms != http.1.request_timeout_ms,
+        ),
+        (
+            "http.write_timeout_ms",
+            http.0.write_timeout_ms != http.1.write_timeout_ms,
+        ),
+        (
+            "http.connections_max",
+            http.0.connections_max != http.1.connections_max,
+        ),
+        ("http.deadline_ms", http.0.deadline_ms != http.1.deadline_ms),
+        ("storage.backend", !same_backend),
         // The same backend with other settings: its queue, batches,
-        // segments, connections or URL.
+        // segments, connections or URL (never printed: it may hold a
+        // password).
         (
-            "storage and journal settings",
-            a.storage.backend() == b.storage.backend() && a.storage != b.storage,
+            "storage and journal",
+            same_backend && a.storage != b.storage,
         ),
         ("shards.count", a.shards.shard_count != b.shards.shard_count),
         (
@@ -76,6 +118,7 @@ pub fn fixed_changes(running: &Config, next: &Config) -> Vec<&'static str> {
             a.worker_threads != b.worker_threads,
         ),
         ("duplicates", a.duplicates != b.duplicates),
+        // Its default merchant rate is live, with the merchants.
         ("security (lockout)", a.security != b.security),
         ("audit", a.audit != b.audit),
         ("overload", a.overload != b.overload),
@@ -106,19 +149,6 @@ fn staff(config: &Config) -> Vec<(String, &StaffKey)> {
         .iter()
         .map(|key| (format!("operator:{}", key.name), key));
     admins.chain(operators).collect()
-}
-
-/// `[http]`'s settings other than the listener and TLS.
-fn http_tuning(http: &HttpConfig) -> [u64; 6] {
-    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-    [
-        count(http.body_bytes_max),
-        http.header_read_timeout_ms,
-        http.request_timeout_ms,
-        http.write_timeout_ms,
-        count(http.connections_max),
-        http.deadline_ms,
-    ]
 }
 
 /// What a reload changed, by name only: never a key or its digest. What
