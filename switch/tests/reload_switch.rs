@@ -93,6 +93,21 @@ impl Load {
     fn fail(&self, what: String) {
         self.failures.lock().unwrap().push(what);
     }
+
+    /// Waits until a few more requests are answered than at the last
+    /// call, so every reload happens while the load runs.
+    fn keeps_running(&self, seen: &mut u64) {
+        let waiting = Stopwatch::start();
+        while self.answered.load(Ordering::Relaxed) < *seen + 4 {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "the load stalled at {seen} answers: {:?}",
+                self.failures.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        *seen = self.answered.load(Ordering::Relaxed);
+    }
 }
 
 /// One acquirer connection sending 0100s one after another until stopped:
@@ -195,8 +210,8 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
         http_load(switch.http, Arc::clone(&load)),
         http_load(switch.http, Arc::clone(&load)),
     ];
-    std::thread::sleep(Duration::from_millis(300));
-    let answered_before = load.answered.load(Ordering::Relaxed);
+    let mut seen = 0;
+    load.keeps_running(&mut seen);
 
     // Velocity before any reload: two approvals for card 1.
     let counted = card(1);
@@ -213,6 +228,7 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
     std::fs::write(&switch.config_file, lowered(NEW_KEY)).unwrap();
     sighup(&switch);
     wait_for_reloads(&switch, "applied", 1);
+    load.keeps_running(&mut seen);
     assert_eq!(
         iso_code(&switch, &card(4), 60_000, "ACME0000001"),
         "13",
@@ -246,6 +262,7 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
     std::fs::write(&switch.config_file, lowered(NEW_KEY_ROTATED)).unwrap();
     let reloaded = switch.http("POST", "/admin/reload", Some(OPERATOR_KEY), &[], "");
     assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    load.keeps_running(&mut seen);
     let answer = reloaded.json();
     assert_eq!(answer["generation"], 3, "{answer}");
     assert_eq!(
@@ -287,6 +304,7 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
     );
     sighup(&switch);
     wait_for_reloads(&switch, "refused", 2);
+    load.keeps_running(&mut seen);
     assert_eq!(iso_code(&switch, &card(10), 60_000, "ACME0000001"), "13");
     assert_eq!(iso_code(&switch, &card(11), 100, "ACME0000001"), "00");
     assert_eq!(
@@ -320,20 +338,31 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
         refused.body
     );
     assert_eq!(iso_code(&switch, &card(13), 60_000, "ACME0000001"), "13");
+    // A new listener (mutual TLS, with the acquirer it needs) by SIGHUP:
+    // refused, naming both.
+    let tls = lowered(NEW_KEY_ROTATED)
+        + r#"
+[iso.tls]
+listen = "127.0.0.1:0"
+certificate = "server.pem"
+private_key = "server.key"
+client_ca = "ca.pem"
+
+[acquirers.north]
+certificate_subject = "north.example"
+"#;
+    std::fs::write(&switch.config_file, &tls).unwrap();
+    sighup(&switch);
+    wait_for_reloads(&switch, "refused", 4);
+    load.keeps_running(&mut seen);
 
     // The load ran through all of it without one failure.
-    std::thread::sleep(Duration::from_millis(200));
     load.stop.store(true, Ordering::Relaxed);
     for worker in workers {
         worker.join().unwrap();
     }
     let failures = load.failures.lock().unwrap().clone();
     assert!(failures.is_empty(), "{failures:?}");
-    let answered = load.answered.load(Ordering::Relaxed);
-    assert!(
-        answered > answered_before + 20,
-        "the load kept running through the reloads: {answered_before} then {answered}"
-    );
 
     // Counted and audited, with who asked.
     let metrics = switch.metrics();
@@ -343,7 +372,7 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
     );
     assert_eq!(
         metric(&metrics, "switch_config_reloads_total{result=\"refused\"}"),
-        3
+        4
     );
     let audit = switch.http("GET", "/admin/audit?limit=500", Some(ADMIN_KEY), &[], "");
     assert_eq!(audit.status, 200, "{}", audit.body);
@@ -369,6 +398,7 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
             ("operator:ops", "refused"),
             ("sighup", "refused"),
             ("operator:ops", "refused"),
+            ("sighup", "refused"),
         ]
     );
     assert!(
@@ -379,7 +409,23 @@ fn reloads_under_load_apply_whole_configurations_and_refuse_bad_ones() {
     );
     assert!(reloads[2].2.contains("rules.amount_max"), "{reloads:?}");
     assert!(reloads[4].2.contains("iso.connections_max"), "{reloads:?}");
+    assert!(reloads[5].2.contains("iso.tls, acquirers"), "{reloads:?}");
+    // SIGHUP logs what the route answers: the key and the reason.
     let logs = switch.logs.lock().unwrap().clone();
-    assert!(logs.contains("configuration reload refused"), "{logs}");
+    let refusals: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("configuration reload refused"))
+        .collect();
+    assert_eq!(refusals.len(), 4, "{logs}");
+    assert!(
+        refusals[1].contains("\"key\":\"rules.amount_max\""),
+        "{}",
+        refusals[1]
+    );
+    assert!(
+        refusals[3].contains("\"key\":\"iso.tls, acquirers\""),
+        "{}",
+        refusals[3]
+    );
     switch.stop();
 }
