@@ -12,7 +12,8 @@
 //! Engine::authorize(Authorization, Received)              authorize.rs
 //!   token = vault.tokenize(PAN)                  once per request
 //!   duplicates.check -> New(slot) | Answered(first) | Refused   duplicates.rs
-//!   decide: acquirer permit, rules, card and merchant shards,
+//!   decide, by the Policy the ingress took (policy.rs): acquirer
+//!           permit, rules, card and merchant shards,
 //!           fleet confirmation -> Decision + Reservation          decide.rs
 //!   vault.seal_if_new_with_token, Draft -> JournalRecord          record.rs
 //!   journal append (group commit)
