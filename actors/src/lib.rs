@@ -38,5 +38,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::Error;
 pub use merchant::{MerchantLimits, MerchantState};
 pub use rules::{BinRange, RuleConfig, check_rules};
-pub use shard::{CardCheck, GiveBack, Restore, ShardConfig, ShardLoad, ShardStats, Shards};
+pub use shard::{CardCheck, GiveBack, Limits, Restore, ShardConfig, ShardLoad, ShardStats, Shards};
 pub use velocity::{Totals, WindowLimit};

@@ -12,7 +12,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use actors::{
-    CardLimits, Clock, GiveBack, ManualClock, MerchantLimits, Restore, ShardConfig, Shards,
+    CardLimits, Clock, GiveBack, Limits, ManualClock, MerchantLimits, Restore, ShardConfig, Shards,
     WindowLimit,
 };
 use common::*;
@@ -45,6 +45,77 @@ async fn five_a_minute_then_65_then_approved_after_61_seconds() {
     assert_eq!(shards.decide(check(token(2), m, 100)).await, Ok(()));
     clock.set(T0 + 61 * SECOND);
     assert_eq!(shards.decide(check(card, m, 100)).await, Ok(()));
+}
+
+/// A configuration reload hands the engine new limits: the counters the
+/// shards hold are kept and judged by them from the next decision on, a
+/// merchant they add is decided, one they drop is declined as unknown, and
+/// a decision under the old limits is still judged by the old ones.
+#[tokio::test]
+async fn new_limits_judge_the_counters_kept_from_before() {
+    let (m, gone, new) = (merchant("M1"), merchant("GONE"), merchant("NEW"));
+    let day_volume = |max| MerchantLimits {
+        daily_volume_max: Some(minor(max)),
+        ..MerchantLimits::default()
+    };
+    let (shards, clock) = start(
+        2,
+        per_minute_count(5),
+        vec![(m, day_volume(1_000)), (gone, MerchantLimits::default())],
+    );
+    let old = shards.limits_at_start();
+    for same_shard in [true, false] {
+        let card = token_where(&shards, &m, same_shard);
+        for _ in 0..3 {
+            let decided = shards.decide_at(check(card, m, 100), T0, &old).await;
+            assert_eq!(decided, Ok(()), "{same_shard}");
+        }
+    }
+    // Three approvals per card and 600 of M1's volume are counted. Lower
+    // limits: three a minute per card, 700 a day for M1.
+    let lower = Arc::new(Limits {
+        card_limits: per_minute_count(3),
+        merchants: [(m, day_volume(700)), (new, MerchantLimits::default())]
+            .into_iter()
+            .collect(),
+    });
+    for same_shard in [true, false] {
+        let card = token_where(&shards, &m, same_shard);
+        assert_eq!(
+            shards.decide_at(check(card, m, 100), T0, &lower).await,
+            Err(DeclineReason::CardCountLimit),
+            "{same_shard}: the card's three approvals count against the new limit"
+        );
+        // The old limits still allow a fourth: a decision started before
+        // the reload is judged by them.
+        assert_eq!(shards.decide_at(check(card, m, 50), T0, &old).await, Ok(()));
+    }
+    let other = token(9_999);
+    assert_eq!(
+        shards.decide_at(check(other, m, 100), T0, &lower).await,
+        Err(DeclineReason::MerchantDailyVolume),
+        "700 is M1's volume now; 700 counted plus 100 is over"
+    );
+    assert_eq!(
+        shards.decide_at(check(other, new, 100), T0, &lower).await,
+        Ok(()),
+        "a merchant the new limits add is decided"
+    );
+    assert_eq!(shards.merchant_day(new).await, Some(minor(100)));
+    assert_eq!(
+        shards
+            .decide_at(check(token(7), gone, 100), T0, &lower)
+            .await,
+        Err(DeclineReason::UnknownMerchant),
+        "a merchant the new limits drop is declined as unknown"
+    );
+    // Velocity moves on as before: a minute later the cards are free again.
+    clock.set(T0 + 61 * SECOND);
+    let card = token_where(&shards, &m, true);
+    let now = clock.now_ms();
+    let later = shards.decide_at(check(card, new, 100), now, &lower).await;
+    assert_eq!(later, Ok(()));
+    assert_eq!(shards.stats().await.give_back_shortfall_total, 0);
 }
 
 #[tokio::test]
@@ -323,7 +394,8 @@ async fn a_dropped_request_leaves_no_reservation() {
         // reserved must be undone. A request that finished in time is an
         // approval its caller owns, and gives back as a reversal would.
         for polls in 1..=3 {
-            let mut request = Box::pin(shards.decide_at(check(card, m, 100), T0));
+            let limits = shards.limits_at_start();
+            let mut request = Box::pin(shards.decide_at(check(card, m, 100), T0, &limits));
             for _ in 0..polls {
                 let poll = std::future::poll_fn(|cx| Poll::Ready(request.as_mut().poll(cx))).await;
                 if let Poll::Ready(result) = poll {
@@ -340,7 +412,8 @@ async fn a_dropped_request_leaves_no_reservation() {
         }
         // One approval a minute for the card, 100 a day for the merchant:
         // both are still free.
-        let approved = shards.decide_at(check(card, m, 100), T0).await;
+        let limits = shards.limits_at_start();
+        let approved = shards.decide_at(check(card, m, 100), T0, &limits).await;
         assert_eq!(approved, Ok(()), "{same_shard}");
         shards.give_back(give_back(card)).await;
     }

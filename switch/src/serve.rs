@@ -42,6 +42,7 @@ use crate::ingress::iso;
 use crate::ingress::tls;
 use crate::ops::audit::{Audit, AuditEvent, events};
 use crate::ops::metrics::Metrics;
+use crate::ops::reload::{ConfigControl, ReloadBy};
 use crate::ops::vault::VaultControl;
 
 #[derive(Debug, Args)]
@@ -349,7 +350,8 @@ struct Tasks {
     tracker: TaskTracker,
 }
 
-/// Starts the JSON API and the ops routes, and vault reloads on SIGHUP.
+/// Starts the JSON API and the ops routes, and configuration and vault
+/// reloads on SIGHUP.
 /// `/health/live` answers at once; `/health/ready` once replay is done.
 fn start_http(
     config: &Config,
@@ -360,7 +362,14 @@ fn start_http(
     args: ServeArgs,
     tasks: &Tasks,
 ) {
-    // The file and overrides again, for vault reloads (SIGHUP, admin route).
+    // The file and overrides again, for reloads (SIGHUP, admin routes).
+    let config_control = Arc::new(ConfigControl::new(
+        Arc::clone(&core.engine),
+        config.clone(),
+        args.config.clone(),
+        args.overrides.clone(),
+        audit.clone(),
+    ));
     let vault_control = Arc::new(VaultControl::new(
         Arc::clone(&core.vault),
         core.store.clone(),
@@ -370,7 +379,8 @@ fn start_http(
         tasks.shutdown.clone(),
         tasks.tracker.clone(),
     ));
-    tasks.tracker.spawn(reload_vault_on_sighup(
+    tasks.tracker.spawn(reload_on_sighup(
+        Arc::clone(&config_control),
         Arc::clone(&vault_control),
         tasks.shutdown.clone(),
     ));
@@ -380,7 +390,16 @@ fn start_http(
         audit.clone(),
         Arc::clone(&core.clock),
         vault_control,
+        Arc::clone(&config_control),
     ));
+    // The door's keys follow each configuration applied. Weak: the state
+    // holds the control, which must not keep the state alive in turn.
+    let door = Arc::downgrade(&state);
+    config_control.on_applied(move |config, policy| {
+        if let Some(state) = door.upgrade() {
+            state.reconfigure(config, policy);
+        }
+    });
     tasks.tracker.spawn(http::serve(
         listener,
         http::router(state, &config.http),
@@ -521,13 +540,19 @@ async fn shut_down(tasks: Tasks, engine: &Engine, journal: Journal, store: AnySt
     tracing::info!("stopped");
 }
 
-/// Reloads the vault keys from the configuration file on each SIGHUP until
-/// shutdown. A refused reload is logged and changes nothing.
-async fn reload_vault_on_sighup(control: Arc<VaultControl>, shutdown: CancellationToken) {
+/// Reloads the configuration file on each SIGHUP until shutdown: the
+/// business configuration (`ops/reload.rs`), then the vault keys. A refused
+/// reload is logged and audited and changes nothing; one refused does not
+/// stop the other.
+async fn reload_on_sighup(
+    config: Arc<ConfigControl>,
+    vault: Arc<VaultControl>,
+    shutdown: CancellationToken,
+) {
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => hangup,
         Err(error) => {
-            tracing::warn!(%error, "SIGHUP cannot be caught; reload the vault with POST /admin/vault/reload");
+            tracing::warn!(%error, "SIGHUP cannot be caught; reload with POST /admin/reload and POST /admin/vault/reload");
             return;
         }
     };
@@ -538,8 +563,9 @@ async fn reload_vault_on_sighup(control: Arc<VaultControl>, shutdown: Cancellati
                 if received.is_none() {
                     return;
                 }
-                // The outcome is logged by `reload`.
-                let _ = control.reload("SIGHUP").await;
+                // The outcomes are logged by each `reload`.
+                let _ = config.reload(&ReloadBy::sighup()).await;
+                let _ = vault.reload("SIGHUP").await;
             }
         }
     }

@@ -74,7 +74,7 @@ fn every_role_against_every_route() {
     ];
     let transaction = format!("/v1/transactions/{id}");
     let reversal = format!("/v1/authorizations/{id}/reversal");
-    let rows: [(&str, &str, &str, [u16; 7]); 13] = [
+    let rows: [(&str, &str, &str, [u16; 7]); 14] = [
         (
             "POST",
             "/v1/authorizations",
@@ -111,6 +111,13 @@ fn every_role_against_every_route() {
             "/admin/audit",
             "/admin/audit",
             [403, 403, 403, 200, 200, 401, 401],
+        ),
+        (
+            // The file is the one running: applied, nothing changed.
+            "POST",
+            "/admin/reload",
+            "/admin/reload",
+            [403, 403, 200, 200, 200, 401, 401],
         ),
         (
             "GET",

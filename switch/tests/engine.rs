@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actors::{
-    BinRange, CardLimits, Clock, ManualClock, MerchantLimits, RuleConfig, ShardConfig, Shards,
-    WindowLimit,
+    BinRange, CardLimits, Clock, Limits, ManualClock, MerchantLimits, RuleConfig, ShardConfig,
+    Shards, WindowLimit,
 };
 use protocol::domain::{
     AcquirerKeys, Authorization, Channel, Decision, DeclineReason, OriginalRef, Reversal,
@@ -28,7 +28,7 @@ use switch::clock::Deadline;
 use switch::config::DuplicateSettings;
 use switch::engine::acquirer::Acquirer;
 use switch::engine::{
-    CLAIM_STALE_AFTER_MS, CardOutcome, Engine, EngineParts, IdempotencyRequest, Idempotent,
+    CLAIM_STALE_AFTER_MS, CardOutcome, Engine, EngineParts, IdempotencyRequest, Idempotent, Policy,
     Received, ReversalOutcome, ReversalRefusal, SeededRandom,
 };
 use switch::fleet::{
@@ -213,6 +213,7 @@ impl Rig {
             processing_code: Some(Text::parse(b"000000").unwrap()),
             decode_us: 17,
             deadline: None,
+            policy: None,
         };
         self.engine.authorize(authorization.clone(), received).await
     }
@@ -363,6 +364,60 @@ async fn each_rule_and_limit_declines_with_its_code_and_is_journaled() {
         request.merchant_id = merchant(LIMITED);
         assert_eq!(code(&rig.authorize(&request).await), expected);
     }
+}
+
+/// A reloaded configuration, as `ops::reload` swaps it in: requests after
+/// the swap are decided by its rules and limits against the velocity
+/// counted before it; a request that took the old configuration at its
+/// ingress is decided by the old one.
+#[tokio::test]
+async fn a_replaced_policy_decides_later_requests_against_the_velocity_kept() {
+    let mut rig = Rig::new();
+    for _ in 0..2 {
+        let request = rig.iso(VISA, 100);
+        assert_eq!(code(&rig.authorize(&request).await), "00");
+    }
+    let old = rig.engine.policy();
+    assert_eq!(old.generation, 1);
+    let mut card_limits = old.limits.card_limits;
+    card_limits.per_minute.count_max = Some(2);
+    rig.engine.replace_policy(Arc::new(Policy {
+        generation: 2,
+        rules: RuleConfig {
+            amount_max: amount(50),
+            blocked_bins: Vec::new(),
+        },
+        limits: Arc::new(Limits {
+            card_limits,
+            // ACME only: LIMITED is gone.
+            merchants: HashMap::from([(merchant(ACME), MerchantLimits::default())]),
+        }),
+        admission_rates: Arc::clone(&old.admission_rates),
+    }));
+    assert_eq!(rig.engine.policy().generation, 2);
+    let third = rig.iso(VISA, 10);
+    assert_eq!(
+        code(&rig.authorize(&third).await),
+        "65",
+        "two approvals before the swap fill the new limit of two"
+    );
+    let large = rig.iso(MASTERCARD, 51);
+    assert_eq!(
+        code(&rig.authorize(&large).await),
+        "13",
+        "the new amount ceiling"
+    );
+    let mut gone = rig.iso(MASTERCARD, 10);
+    gone.merchant_id = merchant(LIMITED);
+    assert_eq!(code(&rig.authorize(&gone).await), "03");
+    // Admitted before the swap: decided by the old configuration whole.
+    let admitted_before = rig.iso(VISA, 100);
+    let received = Received {
+        policy: Some(old),
+        ..Received::default()
+    };
+    let outcome = rig.engine.authorize(admitted_before, received).await;
+    assert_eq!(code(&outcome), "00", "the old limit of three per minute");
 }
 
 #[tokio::test]

@@ -931,6 +931,7 @@ impl Sim {
                 processing_code: None,
                 decode_us: 0,
                 deadline,
+                policy: None,
             };
             let outcome = engine.authorize(request.clone(), received).await;
             Finished {

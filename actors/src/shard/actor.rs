@@ -12,41 +12,27 @@ use protocol::ids::{MerchantId, Text};
 use tokio::sync::mpsc;
 
 use super::cards::CardTable;
+use super::config::Limits;
 use super::hash::EntityHash;
 use super::message::Message;
 use super::request::CardCheck;
 use super::stats::Shared;
 use crate::card::{CardLimits, CardState, Window};
-use crate::merchant::{MerchantLimits, MerchantState};
+use crate::merchant::MerchantState;
 use crate::velocity::Shortfall;
 
 /// Messages a shard takes from its mailbox at once: one wake-up serves them
 /// all, and the batch bounds how long a sweep step waits.
 const BATCH_MAX: usize = 64;
 
-/// A configured merchant's limits and its state.
-pub(super) struct MerchantEntry {
-    limits: MerchantLimits,
-    state: MerchantState,
-}
-
-impl MerchantEntry {
-    /// A merchant with nothing approved yet, as of `now_ms`.
-    pub(super) fn new(limits: MerchantLimits, now_ms: u64) -> MerchantEntry {
-        MerchantEntry {
-            limits,
-            state: MerchantState::new(now_ms),
-        }
-    }
-}
-
-/// One shard's merchants, by id.
-pub(super) type Merchants = HashMap<MerchantId, MerchantEntry, EntityHash>;
+/// One shard's merchants' counters, by id. Their limits come with each
+/// decision (see [`Limits`]); a merchant's counters are made on its first
+/// decision under limits that know it, and kept when a reload drops it.
+pub(super) type Merchants = HashMap<MerchantId, MerchantState, EntityHash>;
 
 /// One shard's state, owned by its task: the shard owns these maps, so no lock.
 pub(super) struct Shard {
     index: usize,
-    card_limits: CardLimits,
     cards: CardTable,
     merchants: Merchants,
     /// The latest time any message carried; the sweep judges idleness by it.
@@ -58,14 +44,12 @@ impl Shard {
     /// Shard `index`, holding `merchants` and no cards yet, as of `now_ms`.
     pub(super) fn new(
         index: usize,
-        card_limits: CardLimits,
         merchants: Merchants,
         now_ms: u64,
         shared: Arc<Shared>,
     ) -> Shard {
         Shard {
             index,
-            card_limits,
             cards: CardTable::new(now_ms),
             merchants,
             now_ms,
@@ -85,6 +69,9 @@ impl Shard {
             if let Some(cards) = self.shared.cards.get(self.index) {
                 cards.store(self.cards.len(), Ordering::Relaxed);
             }
+            if let Some(merchants) = self.shared.merchants.get(self.index) {
+                merchants.store(self.merchants.len(), Ordering::Relaxed);
+            }
         }
     }
 
@@ -93,10 +80,11 @@ impl Shard {
             Message::Decide {
                 check,
                 at_ms,
+                limits,
                 reply,
             } => {
                 self.see(at_ms);
-                let result = self.decide(&check, at_ms);
+                let result = self.decide(&check, at_ms, &limits);
                 if reply.send(result).is_err() && result.is_ok() {
                     // Nobody heard the approval, so nobody will journal it or
                     // give it back: it must not count.
@@ -108,10 +96,11 @@ impl Shard {
                 token,
                 amount,
                 at_ms,
+                card_limits,
                 reply,
             } => {
                 self.see(at_ms);
-                let result = self.reserve_card(token, amount, at_ms);
+                let result = self.reserve_card(token, amount, at_ms, &card_limits);
                 if reply.send(result).is_err() && result.is_ok() {
                     self.release_card(&token, amount, at_ms);
                 }
@@ -121,10 +110,11 @@ impl Shard {
                 mcc,
                 amount,
                 at_ms,
+                limits,
                 reply,
             } => {
                 self.see(at_ms);
-                let result = self.check_merchant(&merchant_id, mcc, amount, at_ms);
+                let result = self.check_merchant(&limits, &merchant_id, mcc, amount, at_ms);
                 if reply.send(result).is_err() && result.is_ok() {
                     self.release_merchant(&merchant_id, amount);
                 }
@@ -157,7 +147,7 @@ impl Shard {
                 self.see(now_ms);
                 // A merchant that is not configured never approved anything.
                 if let Some(merchant) = self.merchants.get_mut(&merchant_id) {
-                    let result = merchant.state.give_back(amount, original_at_ms, now_ms);
+                    let result = merchant.give_back(amount, original_at_ms, now_ms);
                     self.note_give_back(result);
                 }
             }
@@ -181,7 +171,7 @@ impl Shard {
             } => {
                 self.see(now_ms);
                 if let Some(merchant) = self.merchants.get_mut(&merchant_id) {
-                    merchant.state.restore(amount, at_ms, now_ms);
+                    merchant.restore(amount, at_ms, now_ms);
                 }
             }
             Message::CardDay {
@@ -206,7 +196,7 @@ impl Shard {
                 let volume = self
                     .merchants
                     .get(&merchant_id)
-                    .map(|merchant| merchant.state.daily_volume());
+                    .map(MerchantState::daily_volume);
                 let _ = reply.send(volume);
             }
         }
@@ -218,9 +208,15 @@ impl Shard {
 
     /// Both steps on one shard: the card's reservation stands only if the
     /// merchant approves too.
-    fn decide(&mut self, check: &CardCheck, at_ms: u64) -> Result<(), DeclineReason> {
-        self.reserve_card(check.token, check.amount, at_ms)?;
-        let merchant = self.check_merchant(&check.merchant_id, check.mcc, check.amount, at_ms);
+    fn decide(
+        &mut self,
+        check: &CardCheck,
+        at_ms: u64,
+        limits: &Limits,
+    ) -> Result<(), DeclineReason> {
+        self.reserve_card(check.token, check.amount, at_ms, &limits.card_limits)?;
+        let merchant =
+            self.check_merchant(limits, &check.merchant_id, check.mcc, check.amount, at_ms);
         if merchant.is_err() {
             self.release_card(&check.token, check.amount, at_ms);
         }
@@ -232,10 +228,10 @@ impl Shard {
         token: Token,
         amount: Amount,
         at_ms: u64,
+        card_limits: &CardLimits,
     ) -> Result<(), DeclineReason> {
-        let limits = self.card_limits;
         let card = self.cards.find_or_insert(token, at_ms);
-        card.check_and_reserve(&limits, amount, at_ms)
+        card.check_and_reserve(card_limits, amount, at_ms)
     }
 
     /// Undoes a reservation made in this turn or held by a `CardHold`: the
@@ -248,23 +244,31 @@ impl Shard {
         self.note_give_back(result);
     }
 
+    /// A merchant `limits` does not know is declined (03) before any
+    /// counter is touched; one it knows and this shard has no counters for
+    /// yet (added by a reload) starts with nothing approved.
     fn check_merchant(
         &mut self,
+        limits: &Limits,
         merchant_id: &MerchantId,
         mcc: Option<Text<4>>,
         amount: Amount,
         at_ms: u64,
     ) -> Result<(), DeclineReason> {
+        let merchant_limits = limits
+            .merchants
+            .get(merchant_id)
+            .ok_or(DeclineReason::UnknownMerchant)?;
         let merchant = self
             .merchants
-            .get_mut(merchant_id)
-            .ok_or(DeclineReason::UnknownMerchant)?;
-        merchant.state.check(&merchant.limits, mcc, amount, at_ms)
+            .entry(*merchant_id)
+            .or_insert_with(|| MerchantState::new(at_ms));
+        merchant.check(merchant_limits, mcc, amount, at_ms)
     }
 
     fn release_merchant(&mut self, merchant_id: &MerchantId, amount: Amount) {
         if let Some(merchant) = self.merchants.get_mut(merchant_id) {
-            merchant.state.release(amount);
+            merchant.release(amount);
         }
     }
 

@@ -14,13 +14,14 @@ use protocol::ids::MerchantId;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::actor::{MerchantEntry, Merchants, Shard};
-use super::config::ShardConfig;
+use super::actor::{Merchants, Shard};
+use super::config::{Limits, ShardConfig};
 use super::hash::shard_of;
 use super::message::Message;
 use super::request::{CardCheck, GiveBack, Restore};
 use super::stats::{ShardLoad, ShardStats, Shared};
 use crate::clock::Clock;
+use crate::merchant::MerchantState;
 use crate::velocity::Totals;
 
 /// The handle to the running shards. Cloning it is one reference count.
@@ -33,6 +34,9 @@ struct Inner {
     mailboxes: Vec<mpsc::Sender<Message>>,
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
+    /// The limits the shards started with, for [`Shards::decide`]; the
+    /// engine passes its own, which a reload replaces.
+    limits_at_start: Arc<Limits>,
 }
 
 impl fmt::Debug for Shards {
@@ -56,11 +60,14 @@ impl Shards {
             n => n,
         };
         let now_ms = clock.now_ms();
+        let limits_at_start = Arc::new(config.limits());
+        // The configured merchants' counters exist from the start, so
+        // journal replay restores their volume.
         let mut merchants: Vec<Merchants> = (0..shard_count).map(|_| HashMap::default()).collect();
-        for (merchant_id, limits) in config.merchants {
+        for merchant_id in config.merchants.into_keys() {
             let shard = shard_of(merchant_id.as_bytes(), shard_count);
             if let Some(shard_merchants) = merchants.get_mut(shard) {
-                shard_merchants.insert(merchant_id, MerchantEntry::new(limits, now_ms));
+                shard_merchants.insert(merchant_id, MerchantState::new(now_ms));
             }
         }
         let shared = Arc::new(Shared::new(
@@ -71,13 +78,7 @@ impl Shards {
         for (index, merchants) in merchants.into_iter().enumerate() {
             let (sender, receiver) = mpsc::channel(config.mailbox_capacity.max(1));
             mailboxes.push(sender);
-            let shard = Shard::new(
-                index,
-                config.card_limits,
-                merchants,
-                now_ms,
-                Arc::clone(&shared),
-            );
+            let shard = Shard::new(index, merchants, now_ms, Arc::clone(&shared));
             tokio::spawn(shard.run(receiver));
         }
         Shards {
@@ -85,6 +86,7 @@ impl Shards {
                 mailboxes,
                 shared,
                 clock,
+                limits_at_start,
             }),
         }
     }
@@ -114,8 +116,19 @@ impl Shards {
     /// A full mailbox answers at once with [`DeclineReason::Overloaded`]
     /// (91) and is counted in [`ShardStats::shed_total`]; a stopped shard
     /// answers the same.
+    ///
+    /// It judges by the limits the shards started with; the engine, whose
+    /// limits a configuration reload replaces, uses
+    /// [`decide_at`](Shards::decide_at) with its own.
     pub async fn decide(&self, check: CardCheck) -> Result<(), DeclineReason> {
-        self.decide_at(check, self.inner.clock.now_ms()).await
+        let limits = Arc::clone(&self.inner.limits_at_start);
+        self.decide_at(check, self.inner.clock.now_ms(), &limits)
+            .await
+    }
+
+    /// The limits the shards started with ([`ShardConfig`]'s).
+    pub fn limits_at_start(&self) -> Arc<Limits> {
+        Arc::clone(&self.inner.limits_at_start)
     }
 
     /// [`decide`](Shards::decide) as of `at_ms`: the time the caller will
@@ -123,9 +136,17 @@ impl Shards {
     /// at_ms` leaves exactly the buckets this approval entered, even when the
     /// two readings of a clock would have straddled a bucket boundary.
     ///
+    /// Every step is judged by `limits`, whichever limits other decisions
+    /// running at the same time carry.
+    ///
     /// Dropping the future before it finishes gives back whatever it had
     /// reserved, so a timeout around it leaves no trace.
-    pub async fn decide_at(&self, check: CardCheck, at_ms: u64) -> Result<(), DeclineReason> {
+    pub async fn decide_at(
+        &self,
+        check: CardCheck,
+        at_ms: u64,
+        limits: &Arc<Limits>,
+    ) -> Result<(), DeclineReason> {
         let card_shard = self.card_shard(&check.token);
         let merchant_shard = self.merchant_shard(&check.merchant_id);
         let card = Some((card_shard, check.token));
@@ -135,6 +156,7 @@ impl Shards {
             let decide = Message::Decide {
                 check,
                 at_ms,
+                limits: Arc::clone(limits),
                 reply,
             };
             self.offer(card_shard, decide)?;
@@ -149,6 +171,7 @@ impl Shards {
             token: check.token,
             amount: check.amount,
             at_ms,
+            card_limits: limits.card_limits,
             reply,
         };
         self.offer(card_shard, reserve)?;
@@ -172,6 +195,7 @@ impl Shards {
             mcc: check.mcc,
             amount: check.amount,
             at_ms,
+            limits: Arc::clone(limits),
             reply,
         };
         let merchant = match self.offer(merchant_shard, check_merchant) {
@@ -324,7 +348,10 @@ impl Shards {
                     .cards
                     .get(index)
                     .map_or(0, |cards| cards.load(Ordering::Relaxed)),
-                merchants: shared.merchants.get(index).copied().unwrap_or(0),
+                merchants: shared
+                    .merchants
+                    .get(index)
+                    .map_or(0, |merchants| merchants.load(Ordering::Relaxed)),
             })
             .collect();
         ShardStats {

@@ -1,11 +1,15 @@
 //! The messages a shard's mailbox carries, from the handle to the shard.
 
+use std::sync::Arc;
+
 use protocol::Amount;
 use protocol::domain::{DeclineReason, Token};
 use protocol::ids::{MerchantId, Text};
 use tokio::sync::oneshot;
 
+use super::config::Limits;
 use super::request::CardCheck;
+use crate::card::CardLimits;
 use crate::velocity::Totals;
 
 /// Where a shard sends its answer to a step of a decision.
@@ -15,15 +19,19 @@ pub(super) type Reply = oneshot::Sender<Result<(), DeclineReason>>;
 /// mailbox is full; give-backs and restores carry none and wait for room.
 pub(super) enum Message {
     /// Card and merchant on this shard: both steps at once.
+    /// Each decision step carries the limits its decision was started
+    /// under, so all its steps judge by the same set.
     Decide {
         check: CardCheck,
         at_ms: u64,
+        limits: Arc<Limits>,
         reply: Reply,
     },
     ReserveCard {
         token: Token,
         amount: Amount,
         at_ms: u64,
+        card_limits: CardLimits,
         reply: Reply,
     },
     CheckMerchant {
@@ -31,6 +39,7 @@ pub(super) enum Message {
         mcc: Option<Text<4>>,
         amount: Amount,
         at_ms: u64,
+        limits: Arc<Limits>,
         reply: Reply,
     },
     GiveBackCard {

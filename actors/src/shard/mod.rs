@@ -21,9 +21,9 @@
 //!
 //! The files, in the order a request passes through them:
 //!
-//! - `config`, `request`: what the shards are started with and what the
-//!   ingress asks them ([`ShardConfig`]; [`CardCheck`], [`GiveBack`],
-//!   [`Restore`]).
+//! - `config`, `request`: what the shards are started with, the [`Limits`]
+//!   each decision carries, and what the ingress asks them ([`ShardConfig`];
+//!   [`CardCheck`], [`GiveBack`], [`Restore`]).
 //! - `handle`: [`Shards`], which starts the shard tasks, routes each step to
 //!   the shard that owns its key, sheds when a mailbox is full, and guards a
 //!   reservation until its answer is heard.
@@ -44,7 +44,7 @@ mod request;
 mod stats;
 
 pub use cards::CARD_SLOT_BYTES;
-pub use config::ShardConfig;
+pub use config::{Limits, ShardConfig};
 pub use handle::Shards;
 pub use request::{CardCheck, GiveBack, Restore};
 pub use stats::{ShardLoad, ShardStats};

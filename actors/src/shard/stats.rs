@@ -27,7 +27,7 @@ pub struct ShardLoad {
     pub mailbox_capacity: usize,
     /// Cards held, as of the shard's last batch.
     pub cards: usize,
-    /// Merchants held.
+    /// Merchants held (counters kept), as of the shard's last batch.
     pub merchants: usize,
 }
 
@@ -37,7 +37,7 @@ pub(super) struct Shared {
     pub(super) give_back_shortfall_total: AtomicU64,
     pub(super) undelivered_total: AtomicU64,
     pub(super) cards: Vec<AtomicUsize>,
-    pub(super) merchants: Vec<usize>,
+    pub(super) merchants: Vec<AtomicUsize>,
 }
 
 impl Shared {
@@ -48,7 +48,7 @@ impl Shared {
             give_back_shortfall_total: AtomicU64::new(0),
             undelivered_total: AtomicU64::new(0),
             cards: (0..shard_count).map(|_| AtomicUsize::new(0)).collect(),
-            merchants,
+            merchants: merchants.into_iter().map(AtomicUsize::new).collect(),
         }
     }
 }

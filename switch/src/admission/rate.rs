@@ -1,9 +1,11 @@
 //! Per-merchant admission rates: one token bucket per merchant, checked by
 //! both ingresses before any work is done for a card request.
 //!
-//! Each merchant's bucket is one atomic word in a map built at start and
-//! never changed, so checking it takes no lock and a merchant over its rate
-//! cannot slow another down: they share nothing but the read-only map.
+//! Each merchant's bucket is one atomic word in a map that is never changed
+//! once built, so checking it takes no lock and a merchant over its rate
+//! cannot slow another down: they share nothing but the read-only map. A
+//! configuration reload builds a new map ([`AdmissionRates::reconfigured`])
+//! that carries each kept merchant's bucket state over.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +80,23 @@ impl AdmissionRates {
         }
     }
 
+    /// The rates of `merchants` (a reloaded configuration), each merchant
+    /// that had a bucket here keeping how far ahead its arrival time runs:
+    /// a reload neither refills a merchant's burst nor takes it away. A
+    /// request admitted by this map between the copy and the swap is not
+    /// carried over, which at most lets one more through.
+    pub fn reconfigured(&self, merchants: &[MerchantConfig]) -> AdmissionRates {
+        let rates = AdmissionRates::new(merchants);
+        for (merchant, bucket) in &rates.buckets {
+            if let Some(old) = self.buckets.get(merchant) {
+                bucket
+                    .arrival_us
+                    .store(old.arrival_us.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        rates
+    }
+
     /// Takes a token from `merchant`'s bucket, or says when one will be there.
     pub fn admit(&self, merchant: MerchantId) -> Result<(), RetryAfter> {
         self.admit_at(merchant, monotonic_us())
@@ -143,6 +162,39 @@ mod tests {
         assert!(rates.admit_at(a, later).is_err());
         // An unknown merchant is not limited here (the actors decline it).
         assert_eq!(rates.admit_at(pad("NOBODY").unwrap(), t0), Ok(()));
+    }
+
+    #[test]
+    fn a_reload_keeps_a_spent_bucket_spent_and_applies_the_new_rate() {
+        let slow = Some(RateLimit {
+            per_second: 10,
+            burst: 2,
+        });
+        let rates = AdmissionRates::new(&[merchant("A", slow), merchant("B", slow)]);
+        let (a, b, c) = (pad("A").unwrap(), pad("B").unwrap(), pad("C").unwrap());
+        let t0 = 5_000_000;
+        for _ in 0..2 {
+            assert_eq!(rates.admit_at(a, t0), Ok(()));
+        }
+        assert!(rates.admit_at(a, t0).is_err());
+        // A keeps its rate, B loses its own, C is new.
+        let reloaded = rates.reconfigured(&[
+            merchant("A", slow),
+            merchant("B", None),
+            merchant("C", slow),
+        ]);
+        assert!(
+            reloaded.admit_at(a, t0).is_err(),
+            "A's spent burst stays spent"
+        );
+        assert_eq!(reloaded.admit_at(a, t0 + 100_000), Ok(()));
+        for _ in 0..100 {
+            assert_eq!(reloaded.admit_at(b, t0), Ok(()), "B is no longer limited");
+        }
+        for _ in 0..2 {
+            assert_eq!(reloaded.admit_at(c, t0), Ok(()));
+        }
+        assert!(reloaded.admit_at(c, t0).is_err(), "C gets its own burst");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::raw::{RawAudit, RawSecurity, RawStaffKey};
 
 /// A named operator or admin credential: the name is what the audit log
 /// records as the actor, never the key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaffKey {
     pub name: String,
     /// SHA-256 of the API key.
@@ -29,7 +29,7 @@ pub(super) struct Staff {
 }
 
 /// Lockout of client origins after failed authentications.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SecuritySettings {
     /// Failed authentications from one origin within `lockout_ms` that lock it out.
     pub lockout_failures: u32,
@@ -41,7 +41,7 @@ pub struct SecuritySettings {
 }
 
 /// The audit log's queue and batches, and how often successes are recorded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditSettings {
     pub log: AuditOptions,
     /// A merchant key's successful authentications are recorded once per

@@ -86,7 +86,7 @@ pub(super) fn worker_threads(configured: usize, cores: usize) -> usize {
 
 /// How long and how many answered requests are kept for recognizing
 /// retransmissions in memory.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DuplicateSettings {
     pub window_ms: u64,
     pub entries_max: usize,

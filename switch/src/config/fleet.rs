@@ -9,7 +9,7 @@ use super::raw::RawFleet;
 /// section. As `DATABASE_URL` only matters with `backend = "postgres"`,
 /// `--redis-url` / `REDIS_URL` only gives the URL: a test environment that
 /// exports REDIS_URL does not turn every single-node test into a fleet.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct FleetSettings {
     /// May hold a password, so never printed.
     pub redis_url: String,

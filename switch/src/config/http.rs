@@ -7,7 +7,7 @@ use super::check::{Check, ConfigError};
 use super::raw::RawHttp;
 
 /// The JSON/HTTP listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
     /// `Some`: the listener speaks HTTPS only.
@@ -28,7 +28,7 @@ pub struct HttpConfig {
 
 /// HTTPS for the JSON API and the ops routes: `http.listen` speaks TLS.
 /// Client certificates are not asked for; API keys authenticate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTlsConfig {
     pub certificate: PathBuf,
     pub private_key: PathBuf,

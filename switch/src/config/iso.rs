@@ -13,7 +13,7 @@ use super::check::{Check, ConfigError};
 use super::raw::{RawAcquirer, RawIso};
 
 /// The ISO 8583 listeners: plain TCP, TLS with client certificates, or both.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsoConfig {
     /// The plain TCP listener; `None` when only `[iso.tls]` takes acquirers.
     pub listen: Option<SocketAddr>,
@@ -43,7 +43,7 @@ pub struct IsoConfig {
 /// certificate issued under `client_ca` that names a configured acquirer.
 /// Paths are as written in the file (relative ones from the working
 /// directory, like `data_dir`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsoTlsConfig {
     pub listen: SocketAddr,
     /// The server's certificate chain, PEM, leaf first.

@@ -7,7 +7,7 @@ use super::check::{Check, ConfigError};
 use super::raw::{Backend, RawJournal, RawStorage};
 
 /// The journal's backend with what it needs to open.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StorageSettings {
     /// SQLite files under `data_dir`.
     Sqlite { journal: JournalConfig },

@@ -13,7 +13,7 @@ use super::raw::{RawMerchant, RawSecurity};
 
 /// A merchant's API key and admission rate; its limits are in
 /// [`actors::ShardConfig::merchants`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MerchantConfig {
     pub id: MerchantId,
     /// SHA-256 of the merchant's API key.

@@ -22,6 +22,10 @@
 //! - [`Config::parse`] calls them in order and gathers the results; [`check`]
 //!   holds what every section shares (the error type, addresses, numbers
 //!   that must not be zero, amounts).
+//!
+//! A running switch reads its file again on SIGHUP or `POST /admin/reload`
+//! with [`Config::load`], as at start; [`crate::ops::reload`] compares the
+//! result with the running configuration.
 
 mod access;
 mod check;

@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 use protocol::domain::{
     Authorization, Channel, Decision, DeclineReason, TransactionId, TransactionKind,
 };
+use std::sync::Arc;
+
 use protocol::ids::Text;
 use storage::{AppendOutcome, JournalError, RecordKind, StageTimings, StoreReader};
 
@@ -16,6 +18,7 @@ use crate::engine::duplicates::Check;
 use crate::engine::fleet_settle::{Settle, settle};
 use crate::engine::idempotency::{self, Idempotent};
 use crate::engine::parts::Engine;
+use crate::engine::policy::Policy;
 use crate::engine::record::{Answer, CardFacts, CardOutcome, Draft, IdempotencyRequest};
 use crate::ops::metrics::Shed;
 
@@ -36,6 +39,10 @@ pub struct Received<'a> {
     /// (HTTP 503), unless its record is already being written. `None`: no
     /// deadline.
     pub deadline: Option<Deadline>,
+    /// The configuration the ingress admitted it under (its admission
+    /// rate, on HTTP its key), which it is then decided by; `None`: the
+    /// engine's configuration when the decision starts.
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl Engine {
@@ -142,8 +149,9 @@ impl Engine {
             return Ok(slot.refused(world, &authorization, token, reason).await);
         }
 
+        let policy = received.policy.unwrap_or_else(|| self.policy());
         let decided =
-            decide::decide(world, &self.rules, &authorization, token, received.acquirer).await;
+            decide::decide(world, &policy, &authorization, token, received.acquirer).await;
         // In a fleet: the keys claimed and the velocity confirmed in one
         // Redis call; a request another node holds is answered from there.
         let (slot, decided) = match settle(world, slot, &authorization, token, decided).await {

@@ -15,7 +15,7 @@
 //! [`Reservation`] back when the record fails, and a reversal gives its
 //! original's back the same way.
 
-use actors::{CardCheck, GiveBack, RuleConfig};
+use actors::{CardCheck, GiveBack};
 use protocol::Amount;
 use protocol::domain::{Authorization, Decision, DeclineReason, Token};
 use protocol::ids::MerchantId;
@@ -23,6 +23,7 @@ use protocol::ids::MerchantId;
 use crate::clock::Stopwatch;
 use crate::engine::acquirer::Acquirer;
 use crate::engine::ids;
+use crate::engine::policy::Policy;
 use crate::engine::world::World;
 use crate::ops::metrics::{Shed, Stage};
 
@@ -51,12 +52,13 @@ pub(crate) struct Decided {
     pub(crate) decide_us: u64,
 }
 
-/// Decides `authorization` for the card `token`. A request from a mutual-TLS
+/// Decides `authorization` for the card `token` by `policy`'s rules and
+/// limits. A request from a mutual-TLS
 /// `acquirer` for a merchant or terminal not its own is declined without
 /// asking the actors.
 pub(crate) async fn decide(
     world: &World,
-    rules: &RuleConfig,
+    policy: &Policy,
     authorization: &Authorization,
     token: Token,
     acquirer: Option<&Acquirer>,
@@ -66,7 +68,7 @@ pub(crate) async fn decide(
     let permitted = acquirer.is_none_or(|acquirer| {
         acquirer.permits(&authorization.merchant_id, &authorization.terminal_id)
     });
-    let local = match actors::check_rules(authorization, rules, at_ms) {
+    let local = match actors::check_rules(authorization, &policy.rules, at_ms) {
         // Before the rules' answer is used and before the actors: a merchant
         // or terminal that is not this acquirer's takes no card's or
         // merchant's velocity.
@@ -84,6 +86,7 @@ pub(crate) async fn decide(
                     amount: authorization.amount,
                 },
                 at_ms,
+                &policy.limits,
             )
             .await
         {

@@ -12,7 +12,8 @@
 //! Engine::authorize(Authorization, Received)              authorize.rs
 //!   token = vault.tokenize(PAN)                  once per request
 //!   duplicates.check -> New(slot) | Answered(first) | Refused   duplicates.rs
-//!   decide: acquirer permit, rules, card and merchant shards,
+//!   decide, by the Policy the ingress took (policy.rs): acquirer
+//!           permit, rules, card and merchant shards,
 //!           fleet confirmation -> Decision + Reservation          decide.rs
 //!   vault.seal_if_new_with_token, Draft -> JournalRecord          record.rs
 //!   journal append (group commit)
@@ -43,6 +44,9 @@
 //! [`crate::clock`].
 //!
 //! - `parts.rs`: what an engine is built from, and readiness.
+//! - `policy.rs`: [`Policy`], the rules, limits and admission rates a
+//!   request is decided by, one snapshot that a configuration reload
+//!   swaps whole.
 //! - `ids.rs`: transaction ids and auth codes from the random source.
 //! - `duplicate_key.rs`: the keys a request is known by, with its owner
 //!   (merchant, acquirer), as the duplicate check and reversals match them.
@@ -62,6 +66,7 @@ mod fleet_settle;
 mod idempotency;
 mod ids;
 mod parts;
+mod policy;
 mod record;
 mod replay;
 mod reverse;
@@ -71,4 +76,5 @@ pub use authorize::Received;
 pub use idempotency::{CLAIM_STALE_AFTER_MS, Idempotent};
 pub use ids::{OsRandom, Random, SeededRandom};
 pub use parts::{Engine, EngineParts};
+pub use policy::Policy;
 pub use record::{CardOutcome, IdempotencyRequest, ReversalOutcome, ReversalRefusal};

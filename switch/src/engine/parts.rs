@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use actors::{Clock, RuleConfig, Shards};
+use arc_swap::ArcSwap;
 use storage::{AnyStore, Journal, StoreReader, Vault};
 
 use crate::admission::{AdmissionRates, LoadLimit};
@@ -12,6 +13,7 @@ use crate::config::DuplicateSettings;
 use crate::engine::duplicates::Duplicates;
 use crate::engine::idempotency::KeysInFlight;
 use crate::engine::ids::Random;
+use crate::engine::policy::Policy;
 use crate::engine::world::World;
 use crate::fleet::{FleetStore, OnRedisDown};
 use crate::ops::metrics::Metrics;
@@ -24,6 +26,8 @@ pub struct EngineParts {
     /// Transaction ids and auth codes: [`OsRandom`](crate::engine::OsRandom)
     /// in production.
     pub random: Arc<dyn Random>,
+    /// The rules at start; with the shards' limits and `admission_rates`,
+    /// the engine's first [`Policy`].
     pub rules: RuleConfig,
     /// Shared with the vault admin routes, which rotate its keyring.
     pub vault: Arc<Vault>,
@@ -49,11 +53,12 @@ impl std::fmt::Debug for EngineParts {
 /// The shared path of both ingresses.
 pub struct Engine {
     pub(crate) world: World,
-    pub(crate) rules: RuleConfig,
+    /// The business configuration requests are decided by; a reload swaps
+    /// it whole (see `policy.rs`).
+    policy: ArcSwap<Policy>,
     pub(crate) duplicates: Duplicates,
     /// Idempotency keys being decided on this node.
     pub(crate) keys_in_flight: KeysInFlight,
-    admission_rates: Arc<AdmissionRates>,
     load_limit: LoadLimit,
     /// Set once velocity is replayed; nothing is decided before.
     ready: AtomicBool,
@@ -83,7 +88,14 @@ impl Engine {
             admission_rates,
             load_limit,
         } = parts;
+        let policy = Policy {
+            generation: 1,
+            rules,
+            limits: shards.limits_at_start(),
+            admission_rates,
+        };
         Engine {
+            policy: ArcSwap::from_pointee(policy),
             world: World {
                 metrics,
                 clock,
@@ -94,10 +106,8 @@ impl Engine {
                 store,
                 fleet,
             },
-            rules,
             duplicates: Duplicates::new(duplicates),
             keys_in_flight: KeysInFlight::default(),
-            admission_rates,
             load_limit,
             ready: AtomicBool::new(false),
             database_answers: AtomicBool::new(true),
@@ -105,10 +115,19 @@ impl Engine {
         }
     }
 
-    /// Per-merchant admission rates (both ingresses check them before
-    /// handing a request over).
-    pub fn admission_rates(&self) -> &AdmissionRates {
-        &self.admission_rates
+    /// The business configuration now: an ingress takes it once per
+    /// request, checks the merchant's admission rate with it and hands it
+    /// on in [`Received::policy`](crate::engine::Received::policy), so the
+    /// request is decided under the same one.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Swaps in a reloaded configuration: requests that took the old one
+    /// finish under it, every later one is decided by `policy`. The
+    /// counters in the shards and the admission buckets are untouched.
+    pub fn replace_policy(&self, policy: Arc<Policy>) {
+        self.policy.store(policy);
     }
 
     /// The admission limit both ingresses take a permit from for each

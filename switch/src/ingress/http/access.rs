@@ -20,8 +20,9 @@ use axum::routing::{MethodRouter, get, post};
 use crate::admission::{LockoutFailure, LockoutStanding, RetryAfter};
 use crate::ingress::http::ops;
 use crate::ingress::http::payments;
-use crate::ingress::http::principal::{Credential, Principal, Role};
+use crate::ingress::http::principal::{Credential, Principal, Role, StaffName};
 use crate::ingress::http::problem::problem;
+use crate::ingress::http::reload;
 use crate::ingress::http::state::HttpState;
 use crate::ingress::http::vault;
 use crate::ops::audit::{AuditEvent, events};
@@ -98,6 +99,13 @@ pub const ROUTES: &[RouteAccess] = &[
         access: Access::Roles(ADMIN),
         rate_limited: false,
         handler: || get(ops::admin_audit),
+    },
+    RouteAccess {
+        method: "POST",
+        path: "/admin/reload",
+        access: Access::Roles(STAFF),
+        rate_limited: false,
+        handler: || post(reload::config_reload),
     },
     RouteAccess {
         method: "GET",
@@ -201,7 +209,10 @@ pub(super) async fn check_access(
         refuse(Refusal::LockedOut);
         return locked_out(retry);
     }
-    let index = match state.keys.credential(request.headers()) {
+    // One configuration for the whole request: its keys here, its policy
+    // for the handler (see `state.rs`).
+    let live = state.live.load_full();
+    let index = match live.keys.credential(request.headers()) {
         Credential::Matched(index) => index,
         Credential::Missing => {
             // Not a guess at a key: counted, neither audited nor held
@@ -225,7 +236,7 @@ pub(super) async fn check_access(
             return unauthorized();
         }
     };
-    let Some(key) = state.keys.get(index) else {
+    let Some(key) = live.keys.get(index) else {
         return unauthorized();
     };
     let principal = key.principal;
@@ -246,13 +257,13 @@ pub(super) async fn check_access(
             // successes are recorded once per key and origin per interval.
             if merchant_success_due(
                 &state,
-                index,
+                (live.policy.generation, index),
                 origin_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             ) {
                 audit(&key.actor, events::AUTH_SUCCESS, "ok");
             }
             if route.rate_limited
-                && let Err(retry) = state.engine.admission_rates().admit(merchant)
+                && let Err(retry) = live.policy.admission_rates.admit(merchant)
             {
                 refuse(Refusal::RateLimited);
                 return rate_limited(retry);
@@ -260,9 +271,13 @@ pub(super) async fn check_access(
         }
         Principal::Operator | Principal::Admin => {
             audit(&key.actor, events::ACCESS_ALLOWED, "allowed");
+            request
+                .extensions_mut()
+                .insert(StaffName(key.actor.clone()));
         }
     }
     request.extensions_mut().insert(principal);
+    request.extensions_mut().insert(Arc::clone(&live.policy));
     next.run(request).await
 }
 
@@ -270,20 +285,21 @@ pub(super) async fn check_access(
 /// at most this many (key, origin) pairs are remembered for it.
 const SUCCESS_ORIGINS_MAX: usize = 4_096;
 
-/// Whether a merchant key's success from `origin` is due an audit record.
-fn merchant_success_due(state: &HttpState, key: usize, origin: IpAddr) -> bool {
+/// Whether a merchant key's success from `origin` is due an audit record;
+/// `key`: the configuration's generation and the key's index in it.
+fn merchant_success_due(state: &HttpState, key: (u64, usize), origin: IpAddr) -> bool {
     let now_ms = state.clock.now_ms();
     let Ok(mut recorded) = state.successes_recorded.lock() else {
         return false;
     };
-    match recorded.get(&(key, origin)) {
+    match recorded.get(&(key.0, key.1, origin)) {
         Some(&at_ms) if now_ms.saturating_sub(at_ms) < state.success_interval_ms => false,
         _ => {
             if recorded.len() >= SUCCESS_ORIGINS_MAX {
                 // Forgetting only means the next success is recorded again.
                 recorded.clear();
             }
-            recorded.insert((key, origin), now_ms);
+            recorded.insert((key.0, key.1, origin), now_ms);
             true
         }
     }

@@ -12,6 +12,7 @@
 //! | `GET /metrics`                            |          | yes      | yes   |              |
 //! | `GET /admin/latency`                      |          | yes      | yes   |              |
 //! | `GET /admin/audit`                        |          |          | yes   |              |
+//! | `POST /admin/reload`                      |          | yes      | yes   |              |
 //! | `GET /admin/vault`, `POST /admin/vault/{reload,rewrap,verify}` | | | yes |     |
 //! | `GET /admin`, `/health/live`, `/health/ready` | open (no key; the page asks for one) |
 //!
@@ -41,7 +42,8 @@
 //! - `payments.rs`: create an authorization (with idempotency keys), reverse
 //!   it, read a transaction.
 //! - `ops.rs`: health, `/metrics`, admin latency, the audit tail, the admin
-//!   page. `vault.rs`: the vault admin routes.
+//!   page. `vault.rs`: the vault admin routes. `reload.rs`: the
+//!   configuration reload route.
 //! - `problem.rs`: problem+json and JSON answers, body parsing and field
 //!   problems. `state.rs`: [`HttpState`], what all of them share.
 
@@ -50,6 +52,7 @@ mod ops;
 mod payments;
 mod principal;
 mod problem;
+mod reload;
 mod state;
 mod vault;
 mod write_deadline;

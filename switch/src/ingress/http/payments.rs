@@ -21,7 +21,7 @@ use storage::{DigestPurpose, StoreReader};
 use crate::admission::{Class, Permit};
 use crate::clock::Stopwatch;
 use crate::engine::{
-    CardOutcome, IdempotencyRequest, Idempotent, Received, ReversalOutcome, ReversalRefusal,
+    CardOutcome, IdempotencyRequest, Idempotent, Policy, Received, ReversalOutcome, ReversalRefusal,
 };
 use crate::ingress::http::principal::Principal;
 use crate::ingress::http::problem::{
@@ -73,19 +73,28 @@ fn render_authorization(outcome: &CardOutcome) -> (u16, String) {
 pub(super) async fn create_authorization(
     State(state): State<Arc<HttpState>>,
     Extension(principal): Extension<Principal>,
+    Extension(policy): Extension<Arc<Policy>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let started = Stopwatch::start();
-    tokio::spawn(authorize_request(state, principal, headers, body, started))
+    let admitted = Admitted { principal, policy };
+    tokio::spawn(authorize_request(state, admitted, headers, body, started))
         .await
         .unwrap_or_else(|_| unavailable("the authorization could not be decided"))
+}
+
+/// Who a request is from and the configuration the door admitted it under,
+/// which decides it.
+struct Admitted {
+    principal: Principal,
+    policy: Arc<Policy>,
 }
 
 /// [`create_authorization`]'s work, whether or not its client still waits.
 async fn authorize_request(
     state: Arc<HttpState>,
-    principal: Principal,
+    Admitted { principal, policy }: Admitted,
     headers: HeaderMap,
     body: Bytes,
     started: Stopwatch,
@@ -188,6 +197,7 @@ async fn authorize_request(
     let received = Received {
         decode_us,
         deadline: Some(state.deadline_after(started)),
+        policy: Some(policy),
         ..Received::default()
     };
     let outcome = match idempotency {

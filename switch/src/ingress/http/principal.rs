@@ -39,6 +39,11 @@ impl Principal {
     }
 }
 
+/// The name of the operator or admin a request is from, as the audit log
+/// shows it (`operator:NAME`), for handlers that record who acted.
+#[derive(Debug, Clone)]
+pub(super) struct StaffName(pub(super) String);
+
 /// A configured key: its digest, whose it is, and the name the audit log
 /// shows (`merchant:ID`, `operator:NAME`, `admin:NAME`), never the key.
 pub(super) struct ApiKey {

@@ -48,7 +48,10 @@ pub(super) async fn answer(
             // journal the limit protects. It is counted instead
             // (switch_rate_limited_total), and a retransmission is decided
             // afresh.
-            if engine.admission_rates().admit(request.merchant_id).is_err() {
+            // The configuration is taken once: the rate admits the request
+            // and the same configuration decides it.
+            let policy = engine.policy();
+            if policy.admission_rates.admit(request.merchant_id).is_err() {
                 engine.metrics().count_rate_limited(Channel::Iso);
                 return iso::response(message, ResponseCode::IssuerUnavailable, None);
             }
@@ -60,6 +63,7 @@ pub(super) async fn answer(
                 processing_code: Some(processing_code),
                 decode_us,
                 deadline: Some(deadline),
+                policy: Some(policy),
             };
             let outcome = engine.authorize(authorization, received).await;
             iso::response(

@@ -23,6 +23,9 @@ pub mod events {
     pub const VAULT_REWRAP_START: &str = "vault.rewrap.start";
     /// ... and finished (`done`, `stopped` or `failed`).
     pub const VAULT_REWRAP_FINISH: &str = "vault.rewrap.finish";
+    /// The configuration file was read again (SIGHUP or the admin route):
+    /// `applied` or `refused`, with what changed or the key at fault.
+    pub const CONFIG_RELOAD: &str = "config.reload";
     /// A TLS handshake on an acquirer or HTTPS listener (`ok` or why not).
     pub const TLS_HANDSHAKE: &str = "tls.handshake";
 }

@@ -28,7 +28,7 @@ pub enum AuditError {
 }
 
 /// Queue and batch sizes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditOptions {
     pub queue_capacity: usize,
     pub batch_entries_max: usize,

@@ -250,6 +250,8 @@ pub struct Metrics {
     /// Failed authentications from an origin the full lockout table could
     /// not track.
     pub(super) lockout_untracked: AtomicU64,
+    /// Configuration reloads: `[0]` applied, `[1]` refused.
+    pub(super) config_reloads: [AtomicU64; 2],
     /// `[listener]`: TLS handshakes completed (on ISO, with an acquirer identified).
     pub(super) tls_handshakes: [AtomicU64; 2],
     /// `[listener][reason]`: TLS handshakes refused.
@@ -284,6 +286,7 @@ impl Default for Metrics {
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             rate_limited: std::array::from_fn(|_| AtomicU64::new(0)),
             lockout_untracked: AtomicU64::new(0),
+            config_reloads: std::array::from_fn(|_| AtomicU64::new(0)),
             tls_handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
             tls_refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }
@@ -397,6 +400,14 @@ impl Metrics {
             .get(listener.index())
             .and_then(|row| row.get(reason.index()))
         {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a configuration reload, applied or refused.
+    pub fn count_config_reload(&self, applied: bool) {
+        let index = usize::from(!applied);
+        if let Some(counter) = self.config_reloads.get(index) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     }

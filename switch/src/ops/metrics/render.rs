@@ -538,6 +538,17 @@ impl Metrics {
             "Failed authentications from origins the full lockout table could not track.",
             self.lockout_untracked.load(Ordering::Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP switch_config_reloads_total Configuration reloads (SIGHUP or POST /admin/reload), applied or refused.\n# TYPE switch_config_reloads_total counter"
+        );
+        for (result, counter) in ["applied", "refused"].iter().zip(&self.config_reloads) {
+            let _ = writeln!(
+                out,
+                "switch_config_reloads_total{{result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
     }
 }
 
@@ -709,6 +720,7 @@ mod tests {
                 "# TYPE switch_http_refusals_total counter",
                 "# TYPE switch_rate_limited_total counter",
                 "# TYPE switch_http_lockout_untracked_total counter",
+                "# TYPE switch_config_reloads_total counter",
                 "# TYPE switch_audit_entries_total counter",
                 "# TYPE switch_audit_dropped_total counter",
                 "# TYPE switch_audit_write_failures_total counter",
