@@ -114,7 +114,8 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
             )
         } else if error.inner().is_syntax() || error.inner().is_eof() {
             (String::new(), "the body is not valid JSON".to_owned())
-        } else if path == "." {
+        } else if path == "." || path.starts_with('[') {
+            // The body itself, or an element of a body that is an array.
             (String::new(), "the body must be a JSON object".to_owned())
         } else if path == "pan" || path == "cvv" {
             // Their own deserializers word these messages without the value.
