@@ -25,7 +25,7 @@ use crate::engine::{
 };
 use crate::ingress::http::principal::Principal;
 use crate::ingress::http::problem::{
-    Body, field_problem, json_response, parse_body, problem, unavailable,
+    RequestBody, field_problem, json_response, parse_body, problem, unavailable,
 };
 use crate::ingress::http::state::HttpState;
 use crate::ops::metrics::Stage;
@@ -74,7 +74,7 @@ pub(super) async fn create_authorization(
     State(state): State<Arc<HttpState>>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
-    Body(body): Body,
+    RequestBody(body): RequestBody,
 ) -> Response {
     let started = Stopwatch::start();
     tokio::spawn(authorize_request(state, principal, headers, body, started))
@@ -358,7 +358,7 @@ pub(super) async fn reverse_authorization(
     State(state): State<Arc<HttpState>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    Body(body): Body,
+    RequestBody(body): RequestBody,
 ) -> Response {
     let started = Stopwatch::start();
     let Principal::Merchant(merchant_id) = principal else {

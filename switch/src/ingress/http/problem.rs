@@ -1,5 +1,6 @@
 //! The answers every HTTP handler shares: `application/problem+json` for
-//! errors, `application/json` for results, and the parsing of a JSON body
+//! errors, `application/json` for results, the reading of a body within
+//! `http.body_bytes_max` ([`RequestBody`]), and the parsing of a JSON body
 //! into a request, naming the field at fault. A problem never repeats a
 //! value from the request, so a PAN sent in the wrong field is not echoed.
 
@@ -63,15 +64,15 @@ pub(super) fn unavailable(detail: &str) -> Response {
 /// 413 as problem+json, like every other error of the API (axum's own
 /// refusal is plain text).
 #[derive(Debug)]
-pub(super) struct Body(pub(super) Bytes);
+pub(super) struct RequestBody(pub(super) Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+impl<S: Send + Sync> FromRequest<S> for RequestBody {
     type Rejection = Response;
 
-    async fn from_request(request: Request, state: &S) -> Result<Body, Response> {
+    async fn from_request(request: Request, state: &S) -> Result<RequestBody, Response> {
         Bytes::from_request(request, state)
             .await
-            .map(Body)
+            .map(RequestBody)
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     problem(
