@@ -160,6 +160,10 @@ mod tests {
     fn the_document_is_of_this_version_and_openapi_3_1() {
         let document = document();
         assert_eq!(document["info"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            document["info"]["license"]["identifier"],
+            env!("CARGO_PKG_LICENSE")
+        );
         assert!(document["openapi"].as_str().unwrap().starts_with("3.1."));
     }
 }
