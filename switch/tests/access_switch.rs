@@ -74,7 +74,7 @@ fn every_role_against_every_route() {
     ];
     let transaction = format!("/v1/transactions/{id}");
     let reversal = format!("/v1/authorizations/{id}/reversal");
-    let rows: [(&str, &str, &str, [u16; 7]); 14] = [
+    let rows: [(&str, &str, &str, [u16; 7]); 15] = [
         (
             "POST",
             "/v1/authorizations",
@@ -147,6 +147,7 @@ fn every_role_against_every_route() {
         ("GET", "/admin", "/admin", [200; 7]),
         ("GET", "/health/live", "/health/live", [200; 7]),
         ("GET", "/health/ready", "/health/ready", [200; 7]),
+        ("GET", "/openapi.json", "/openapi.json", [200; 7]),
     ];
     // Every route of the switch's one access table has a row here.
     for route in switch::ingress::http::ROUTES {

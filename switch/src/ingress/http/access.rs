@@ -18,6 +18,7 @@ use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 
 use crate::admission::{LockoutFailure, LockoutStanding, RetryAfter};
+use crate::ingress::http::openapi;
 use crate::ingress::http::ops;
 use crate::ingress::http::payments;
 use crate::ingress::http::principal::{Credential, Principal, Role, StaffName};
@@ -155,6 +156,13 @@ pub const ROUTES: &[RouteAccess] = &[
         access: Access::Open,
         rate_limited: false,
         handler: || get(ops::health_ready),
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/openapi.json",
+        access: Access::Open,
+        rate_limited: false,
+        handler: || get(openapi::openapi_document),
     },
 ];
 

@@ -15,6 +15,7 @@
 //! | `POST /admin/reload`                      |          | yes      | yes   |              |
 //! | `GET /admin/vault`, `POST /admin/vault/{reload,rewrap,verify}` | | | yes |     |
 //! | `GET /admin`, `/health/live`, `/health/ready` | open (no key; the page asks for one) |
+//! | `GET /openapi.json`                       | open: this table and every schema, as OpenAPI 3.1 |
 //!
 //! Another merchant's transaction is "not found" (404), never "forbidden",
 //! so ids cannot be probed. No route ever returns card data: a transaction
@@ -44,10 +45,13 @@
 //! - `ops.rs`: health, `/metrics`, admin latency, the audit tail, the admin
 //!   page. `vault.rs`: the vault admin routes. `reload.rs`: the
 //!   configuration reload route.
+//! - `openapi.rs`: the OpenAPI document (`docs/openapi.json`), served and
+//!   held to [`ROUTES`] by its tests.
 //! - `problem.rs`: problem+json and JSON answers, body parsing and field
 //!   problems. `state.rs`: [`HttpState`], what all of them share.
 
 mod access;
+mod openapi;
 mod ops;
 mod payments;
 mod principal;

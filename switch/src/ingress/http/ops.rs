@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::ingress::http::problem::{json_response, unavailable};
+use crate::ingress::http::problem::{json_response, problem, unavailable};
 use crate::ingress::http::state::HttpState;
 use crate::ops::metrics::Readings;
 
@@ -80,11 +81,21 @@ pub(super) struct AuditQuery {
 }
 
 /// `GET /admin/audit`: the newest audit entries on disk, oldest first:
-/// `{"entries": [...]}`.
+/// `{"entries": [...]}`. A `limit` that is not a whole number is a
+/// problem+json 400 (axum's own refusal is plain text).
 pub(super) async fn admin_audit(
     State(state): State<Arc<HttpState>>,
-    Query(query): Query<AuditQuery>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
+    let Ok(Query(query)) = query else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "The query is invalid",
+            "limit must be a whole number",
+            Some("limit"),
+        );
+    };
     let limit = query
         .limit
         .unwrap_or(AUDIT_TAIL_DEFAULT)

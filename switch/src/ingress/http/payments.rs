@@ -25,7 +25,7 @@ use crate::engine::{
 };
 use crate::ingress::http::principal::Principal;
 use crate::ingress::http::problem::{
-    field_problem, json_response, parse_body, problem, unavailable,
+    RequestBody, field_problem, json_response, parse_body, problem, unavailable,
 };
 use crate::ingress::http::state::HttpState;
 use crate::ops::metrics::Stage;
@@ -75,7 +75,7 @@ pub(super) async fn create_authorization(
     Extension(principal): Extension<Principal>,
     Extension(policy): Extension<Arc<Policy>>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Response {
     let started = Stopwatch::start();
     let admitted = Admitted { principal, policy };
@@ -368,7 +368,7 @@ pub(super) async fn reverse_authorization(
     State(state): State<Arc<HttpState>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Response {
     let started = Stopwatch::start();
     let Principal::Merchant(merchant_id) = principal else {

@@ -1,8 +1,11 @@
 //! The answers every HTTP handler shares: `application/problem+json` for
-//! errors, `application/json` for results, and the parsing of a JSON body
+//! errors, `application/json` for results, the reading of a body within
+//! `http.body_bytes_max` ([`RequestBody`]), and the parsing of a JSON body
 //! into a request, naming the field at fault. A problem never repeats a
 //! value from the request, so a PAN sent in the wrong field is not echoed.
 
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use protocol::json::{FieldError, Problem};
@@ -30,7 +33,9 @@ pub(super) fn problem(
     response
 }
 
-pub(super) fn json_response(status: StatusCode, body: String) -> Response {
+/// A JSON answer: `body` is JSON text already (a `String`, or a document
+/// built into the binary).
+pub(super) fn json_response(status: StatusCode, body: impl IntoResponse) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -55,6 +60,42 @@ pub(super) fn unavailable(detail: &str) -> Response {
     response
 }
 
+/// A request body, read whole. A body over `http.body_bytes_max` is refused
+/// 413 as problem+json, like every other error of the API (axum's own
+/// refusal is plain text).
+#[derive(Debug)]
+pub(super) struct RequestBody(pub(super) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RequestBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<RequestBody, Response> {
+        Bytes::from_request(request, state)
+            .await
+            .map(RequestBody)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    problem(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body-too-large",
+                        "The body is too large",
+                        "the body is longer than this switch takes (http.body_bytes_max)",
+                        None,
+                    )
+                } else {
+                    // The body stopped short or its chunks were malformed.
+                    problem(
+                        StatusCode::BAD_REQUEST,
+                        "invalid-body",
+                        "The body could not be read",
+                        "the body ended early or is not valid HTTP/1.1",
+                        None,
+                    )
+                }
+            })
+    }
+}
+
 // The error is the finished response; handlers return it as is, so boxing it
 // would only add an allocation to the error path.
 #[allow(clippy::result_large_err)]
@@ -74,7 +115,8 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
             )
         } else if error.inner().is_syntax() || error.inner().is_eof() {
             (String::new(), "the body is not valid JSON".to_owned())
-        } else if path == "." {
+        } else if path == "." || path.starts_with('[') {
+            // The body itself, or an element of a body that is an array.
             (String::new(), "the body must be a JSON object".to_owned())
         } else if path == "pan" || path == "cvv" {
             // Their own deserializers word these messages without the value.

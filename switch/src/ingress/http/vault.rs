@@ -12,14 +12,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use storage::REWRAP_BATCH_ROWS_MAX;
 
-use crate::ingress::http::problem::{json_response, problem};
+use crate::ingress::http::problem::{RequestBody, json_response, problem};
 use crate::ingress::http::state::HttpState;
 use crate::ops::vault::{
     REWRAP_BATCH_ROWS_DEFAULT, REWRAP_PAUSE_MS_DEFAULT, REWRAP_PAUSE_MS_MAX, ReloadError,
@@ -77,7 +76,10 @@ struct RewrapRequest {
 }
 
 /// `POST /admin/vault/rewrap`.
-pub(super) async fn vault_rewrap(State(http): State<Arc<HttpState>>, body: Bytes) -> Response {
+pub(super) async fn vault_rewrap(
+    State(http): State<Arc<HttpState>>,
+    RequestBody(body): RequestBody,
+) -> Response {
     let request: RewrapRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RewrapRequest::default()
     } else {
