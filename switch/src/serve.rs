@@ -381,6 +381,10 @@ fn start_http(
         Arc::clone(&core.clock),
         vault_control,
     ));
+    tasks.tracker.spawn(http::close_timeline_intervals(
+        Arc::clone(&state),
+        tasks.shutdown.clone(),
+    ));
     tasks.tracker.spawn(http::serve(
         listener,
         http::router(state, &config.http),

@@ -11,6 +11,7 @@
 //! | `GET /v1/transactions/{id}`               | own only | yes      | yes   | yes          |
 //! | `GET /metrics`                            |          | yes      | yes   |              |
 //! | `GET /admin/latency`                      |          | yes      | yes   |              |
+//! | `GET /admin/timeline`, `/admin/timeline.hlog` |      | yes      | yes   |              |
 //! | `GET /admin/audit`                        |          |          | yes   |              |
 //! | `GET /admin/vault`, `POST /admin/vault/{reload,rewrap,verify}` | | | yes |     |
 //! | `GET /admin`, `/health/live`, `/health/ready` | open (no key; the page asks for one) |
@@ -55,6 +56,7 @@ mod vault;
 mod write_deadline;
 
 pub use access::{Access, ROUTES, RouteAccess};
+pub use ops::close_timeline_intervals;
 pub use principal::Role;
 pub use state::HttpState;
 

@@ -11,6 +11,7 @@ use protocol::domain::Channel;
 
 use crate::admission::Refused;
 use crate::ingress::tls::{RefusalReason, TlsListener};
+use crate::ops::metrics::timeline::Timeline;
 
 /// A stage of a request's path through the switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +44,14 @@ impl Stage {
         }
     }
 
+    /// The stage named `name` as [`Stage::as_str`] writes it.
+    pub fn from_name(name: &str) -> Option<Stage> {
+        STAGES.into_iter().find(|stage| stage.as_str() == name)
+    }
+
     // A fieldless enum's discriminant is its place in `STAGES`: nothing to lose.
     #[allow(clippy::as_conversions)]
-    fn index(self) -> usize {
+    pub(super) fn index(self) -> usize {
         self as usize
     }
 }
@@ -254,6 +260,8 @@ pub struct Metrics {
     pub(super) tls_handshakes: [AtomicU64; 2],
     /// `[listener][reason]`: TLS handshakes refused.
     pub(super) tls_refused: [[AtomicU64; RefusalReason::ALL.len()]; 2],
+    /// The same stage timings and counters per interval, over time.
+    pub(super) timeline: Timeline,
 }
 
 fn histogram() -> Mutex<Histogram<u64>> {
@@ -286,6 +294,7 @@ impl Default for Metrics {
             lockout_untracked: AtomicU64::new(0),
             tls_handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
             tls_refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            timeline: Timeline::default(),
         }
     }
 }
@@ -301,6 +310,7 @@ impl Metrics {
         {
             histogram.saturating_record(us.max(1));
         }
+        self.timeline.record(channel, stage, us);
     }
 
     /// Counts one request shed for `reason`.

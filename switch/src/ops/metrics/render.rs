@@ -10,11 +10,14 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use hdrhistogram::Histogram;
+use protocol::domain::Channel;
+
 use crate::ingress::tls::{RefusalReason, TlsListener};
-use crate::ops::metrics::Metrics;
 use crate::ops::metrics::record::{
     CHANNELS, CLOSED, CODES, LISTENERS, REFUSALS, SHEDS, channel_index,
 };
+use crate::ops::metrics::{Metrics, Stage};
 
 /// Bucket bounds of the Prometheus histograms: in microseconds, and as the
 /// `le` label writes them in seconds.
@@ -79,6 +82,22 @@ pub struct Percentiles {
     pub max_us: u64,
 }
 
+impl Percentiles {
+    /// The percentiles of `histogram`, the times of `stage` on `channel`.
+    pub(super) fn of(channel: Channel, stage: Stage, histogram: &Histogram<u64>) -> Percentiles {
+        Percentiles {
+            channel: channel.as_str(),
+            stage: stage.as_str(),
+            count: histogram.len(),
+            p50_us: histogram.value_at_quantile(0.5),
+            p90_us: histogram.value_at_quantile(0.9),
+            p99_us: histogram.value_at_quantile(0.99),
+            p999_us: histogram.value_at_quantile(0.999),
+            max_us: histogram.max(),
+        }
+    }
+}
+
 /// A counter or gauge without labels: its help, type and value.
 fn write_one(out: &mut String, kind: &str, name: &str, help: &str, value: u64) {
     let _ = writeln!(
@@ -100,16 +119,7 @@ impl Metrics {
     pub fn percentiles(&self) -> Vec<Percentiles> {
         let mut out = Vec::new();
         self.each_histogram(|channel, stage, histogram| {
-            out.push(Percentiles {
-                channel: channel.as_str(),
-                stage: stage.as_str(),
-                count: histogram.len(),
-                p50_us: histogram.value_at_quantile(0.5),
-                p90_us: histogram.value_at_quantile(0.9),
-                p99_us: histogram.value_at_quantile(0.99),
-                p999_us: histogram.value_at_quantile(0.999),
-                max_us: histogram.max(),
-            });
+            out.push(Percentiles::of(channel, stage, histogram));
         });
         out
     }
