@@ -12,7 +12,7 @@ import { chromium } from 'playwright-core';
 const [base, key, screenshot] = process.argv.slice(2);
 const STALL_S = 3;
 // A stall of STALL_S seconds puts answers at least this late.
-const STALLED_MS = 1500;
+const STALLED_MS = 1800;
 
 function fail(message) {
   console.error(`browser: FAIL: ${message}`);

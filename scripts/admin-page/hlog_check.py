@@ -8,6 +8,7 @@ Run by scripts/test-admin-page once the switch has served load.
 """
 
 import json
+import math
 import sys
 import tempfile
 import urllib.request
@@ -17,13 +18,26 @@ from hdrh.log import HistogramLogReader
 
 base, key = sys.argv[1], sys.argv[2]
 STAGES = ["total", "journal_wait", "decide", "decode"]
-PERCENTILES = [("p50_us", 50), ("p90_us", 90), ("p99_us", 99), ("p999_us", 99.9)]
+# As quantiles, so the target count is the same floating-point product the
+# switch computes.
+QUANTILES = [("p50_us", 0.5), ("p90_us", 0.9), ("p99_us", 0.99), ("p999_us", 0.999)]
 
 
 def get(path):
     request = urllib.request.Request(base + path, headers={"Authorization": "Bearer " + key})
     with urllib.request.urlopen(request, timeout=10) as reply:
         return reply.read()
+
+
+def value_at(histogram, quantile):
+    """The value at `quantile` as HdrHistogram's Java reference (and the
+    Rust crate the switch uses) define it: the first value whose cumulative
+    count reaches ceil(quantile * count). hdrh rounds that target
+    half up instead, so it is asked for the percentile whose rounded target
+    is the ceiling."""
+    count = histogram.get_total_count()
+    target = max(1, math.ceil(quantile * count))
+    return histogram.get_value_at_percentile(100 * (target - 0.5 + 1e-6) / count)
 
 
 def fail(message):
@@ -57,7 +71,7 @@ for stage in STAGES:
         if count == 0:
             continue
         busy += 1
-        read = {name: histogram.get_value_at_percentile(p) for name, p in PERCENTILES}
+        read = {name: value_at(histogram, q) for name, q in QUANTILES}
         read["max_us"] = histogram.get_max_value()
         for name, value in read.items():
             if value != shown[name]:
