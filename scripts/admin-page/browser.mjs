@@ -58,6 +58,10 @@ try {
   const before = await series('latency-total', 'p99');
   if (!(before.latest > 0)) fail(`no p99 on the total latency chart: ${JSON.stringify(before)}`);
   if (before.max >= STALLED_MS) fail(`p99 already ${before.max} ms before the stall`);
+  const now = await page.evaluate(() => ({ ...document.getElementById('now').dataset,
+    text: document.getElementById('now').textContent }));
+  if (!(Number(now.p99Ms) > 0 && Number(now.sinceMs) > 0)) fail(`no "p99 now" headline: ${JSON.stringify(now)}`);
+  console.log(`browser: headline: ${now.text}`);
   const batch = await series('journal', 'batch size');
   if (!(batch.max >= 1)) fail(`no journal batch size: ${JSON.stringify(batch)}`);
   console.log(`browser: before the stall: total p99 ${before.latest} ms (max ${before.max} ms), batch size up to ${batch.max}`);

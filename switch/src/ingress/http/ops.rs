@@ -90,9 +90,8 @@ pub async fn close_timeline_intervals(state: Arc<HttpState>, shutdown: Cancellat
         }
         let readings = readings(&state).await;
         state
-            .engine
-            .metrics()
-            .close_interval(state.clock.now_ms(), &readings);
+            .timeline
+            .close_interval(state.engine.metrics(), state.clock.now_ms(), &readings);
     }
 }
 
@@ -113,7 +112,7 @@ pub(super) async fn admin_timeline(
     State(state): State<Arc<HttpState>>,
     Query(query): Query<TimelineQuery>,
 ) -> Response {
-    let body = state.engine.metrics().timeline_json(
+    let body = state.timeline.json(
         query.resolution.unwrap_or(Resolution::Second),
         query.since.unwrap_or(0),
     );
@@ -145,13 +144,8 @@ pub(super) async fn admin_timeline_hlog(
     };
     let resolution = query.resolution.unwrap_or(Resolution::Second);
     // Decoding and encoding up to 300 histograms: off the request threads.
-    let log = tokio::task::spawn_blocking(move || {
-        state
-            .engine
-            .metrics()
-            .timeline_hlog(resolution, channel, stage)
-    })
-    .await;
+    let log =
+        tokio::task::spawn_blocking(move || state.timeline.hlog(resolution, channel, stage)).await;
     match log {
         Ok(Ok(log)) => {
             let mut response = (StatusCode::OK, log).into_response();

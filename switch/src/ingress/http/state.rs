@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::ingress::http::principal::ApiKeys;
 use crate::ops::audit::Audit;
+use crate::ops::metrics::Timeline;
 use crate::ops::vault::VaultControl;
 
 /// Shared state of the HTTP handlers.
@@ -33,6 +34,9 @@ pub struct HttpState {
     vault: Arc<VaultControl>,
     /// `http.deadline_ms`: how long a card request's answer is of use.
     deadline: Duration,
+    /// The metrics' closed intervals (`/admin/timeline`), closed by
+    /// `close_timeline_intervals`.
+    pub(super) timeline: Timeline,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -61,6 +65,7 @@ impl HttpState {
             successes_recorded: Mutex::new(HashMap::new()),
             vault,
             deadline: Duration::from_millis(config.http.deadline_ms),
+            timeline: Timeline::default(),
         }
     }
 

@@ -11,7 +11,7 @@
 //!   [`Percentiles`] of the admin view.
 //! - `timeline.rs`: the same timings and counts per interval (1 s for the
 //!   last 5 minutes, 1 min for the last hour), closed once a second
-//!   ([`Metrics::close_interval`]), as JSON and as an HdrHistogram interval
+//!   ([`Timeline::close_interval`]), as JSON and as an HdrHistogram interval
 //!   log.
 
 mod record;
@@ -20,4 +20,4 @@ mod timeline;
 
 pub use record::{Closed, Listener, Metrics, Refusal, Shed, Stage};
 pub use render::{Percentiles, Readings};
-pub use timeline::{MINUTES_KEPT, Resolution, SECONDS_KEPT, TimelineError};
+pub use timeline::{MINUTES_KEPT, Resolution, SECONDS_KEPT, Timeline, TimelineError};

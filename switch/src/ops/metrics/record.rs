@@ -11,7 +11,6 @@ use protocol::domain::Channel;
 
 use crate::admission::Refused;
 use crate::ingress::tls::{RefusalReason, TlsListener};
-use crate::ops::metrics::timeline::Timeline;
 
 /// A stage of a request's path through the switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,8 +259,9 @@ pub struct Metrics {
     pub(super) tls_handshakes: [AtomicU64; 2],
     /// `[listener][reason]`: TLS handshakes refused.
     pub(super) tls_refused: [[AtomicU64; RefusalReason::ALL.len()]; 2],
-    /// The same stage timings and counters per interval, over time.
-    pub(super) timeline: Timeline,
+    /// `[channel][stage]`: the same timings in the timeline's open interval
+    /// (`timeline.rs`), which swaps them out once a second.
+    pub(super) interval_us: [[Mutex<Histogram<u64>>; 4]; 2],
 }
 
 fn histogram() -> Mutex<Histogram<u64>> {
@@ -270,6 +270,16 @@ fn histogram() -> Mutex<Histogram<u64>> {
     let histogram =
         Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid");
     Mutex::new(histogram)
+}
+
+/// A histogram of one timeline interval: 1 us to 60 s as the since-start
+/// ones, with 2 significant digits to keep the timeline small (see
+/// `timeline.rs`).
+pub(super) fn interval_histogram() -> Histogram<u64> {
+    #[allow(clippy::expect_used)]
+    let histogram =
+        Histogram::new_with_bounds(1, 60_000_000, 2).expect("constant bounds are valid");
+    histogram
 }
 
 impl Default for Metrics {
@@ -294,23 +304,26 @@ impl Default for Metrics {
             lockout_untracked: AtomicU64::new(0),
             tls_handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
             tls_refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
-            timeline: Timeline::default(),
+            interval_us: std::array::from_fn(|_| {
+                std::array::from_fn(|_| Mutex::new(interval_histogram()))
+            }),
         }
     }
 }
 
 impl Metrics {
-    /// Records `us` microseconds spent in `stage`.
+    /// Records `us` microseconds spent in `stage`: since start, and in the
+    /// timeline's open interval.
     pub fn record(&self, channel: Channel, stage: Stage, us: u64) {
-        let Some(row) = self.latency_us.get(channel_index(channel)) else {
-            return;
-        };
-        if let Some(cell) = row.get(stage.index())
-            && let Ok(mut histogram) = cell.lock()
-        {
-            histogram.saturating_record(us.max(1));
+        for cells in [&self.latency_us, &self.interval_us] {
+            if let Some(cell) = cells
+                .get(channel_index(channel))
+                .and_then(|row| row.get(stage.index()))
+                && let Ok(mut histogram) = cell.lock()
+            {
+                histogram.saturating_record(us.max(1));
+            }
         }
-        self.timeline.record(channel, stage, us);
     }
 
     /// Counts one request shed for `reason`.

@@ -14,10 +14,10 @@ use hdrhistogram::Histogram;
 use protocol::domain::Channel;
 
 use crate::ingress::tls::{RefusalReason, TlsListener};
+use crate::ops::metrics::Metrics;
 use crate::ops::metrics::record::{
-    CHANNELS, CLOSED, CODES, LISTENERS, REFUSALS, SHEDS, channel_index,
+    CHANNELS, CLOSED, CODES, LISTENERS, REFUSALS, SHEDS, Stage, channel_index,
 };
-use crate::ops::metrics::{Metrics, Stage};
 
 /// Bucket bounds of the Prometheus histograms: in microseconds, and as the
 /// `le` label writes them in seconds.

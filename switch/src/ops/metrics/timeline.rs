@@ -3,9 +3,10 @@
 //! `record.rs` cannot once the switch has served for a while.
 //!
 //! Recording: every stage timing also goes into the *open* interval's
-//! histogram of its channel and stage, behind a mutex of its own (as the
-//! since-start histograms are; no lock is shared between cells). Once a
-//! second a background task calls [`Metrics::close_interval`]: it swaps each
+//! histogram of its channel and stage ([`Metrics::record`]), behind a mutex
+//! of its own (as the since-start histograms are; no lock is shared between
+//! cells). Once a second a background task calls
+//! [`Timeline::close_interval`]: it swaps each
 //! open histogram for an empty one (the lock is held for the swap only),
 //! takes the counters' deltas since the last close and the gauges of
 //! [`Readings`], and files the closed interval in two bounded rings:
@@ -42,7 +43,9 @@ use protocol::domain::Channel;
 use serde_json::{Value, json};
 
 use crate::ops::metrics::Metrics;
-use crate::ops::metrics::record::{CHANNELS, CODES, SHEDS, STAGES, Stage, channel_index};
+use crate::ops::metrics::record::{
+    CHANNELS, CODES, SHEDS, STAGES, Stage, channel_index, interval_histogram,
+};
 use crate::ops::metrics::render::{Percentiles, Readings};
 
 /// 1 s intervals kept: the last 5 minutes.
@@ -86,15 +89,6 @@ pub enum TimelineError {
     /// The interval log could not be written.
     #[error("interval log cannot be written: {0}")]
     Write(String),
-}
-
-/// An interval histogram: 1 us to 60 s (as the since-start ones), with 2
-/// significant digits to keep the rings small (see the module doc).
-fn interval_histogram() -> Histogram<u64> {
-    #[allow(clippy::expect_used)]
-    let histogram =
-        Histogram::new_with_bounds(1, 60_000_000, 2).expect("constant bounds are valid");
-    histogram
 }
 
 /// Counters as deltas over an interval, and gauges as sampled at its close.
@@ -194,7 +188,7 @@ impl Counts {
         }
     }
 
-    fn to_json(&self) -> Value {
+    fn json(&self) -> Value {
         let by_channel = |rows: &[[u64; CODES.len()]; 2]| -> BTreeMap<&str, BTreeMap<&str, u64>> {
             CHANNELS
                 .iter()
@@ -266,7 +260,7 @@ struct Interval {
 
 impl Interval {
     fn to_json(&self) -> Value {
-        let mut value = self.counts.to_json();
+        let mut value = self.counts.json();
         if let Value::Object(map) = &mut value {
             map.insert("start_ms".to_owned(), json!(self.start_ms));
             map.insert("length_ms".to_owned(), json!(self.length_ms));
@@ -297,53 +291,10 @@ struct History {
     spares: Vec<Histogram<u64>>,
 }
 
-/// Interval histograms and counts; see the module doc.
-#[derive(Debug)]
-pub(super) struct Timeline {
-    /// `[channel][stage]`: the open interval, recorded into while serving.
-    open: [[Mutex<Histogram<u64>>; STAGES.len()]; 2],
+/// The closed intervals of the switch's [`Metrics`]; see the module doc.
+#[derive(Debug, Default)]
+pub struct Timeline {
     history: Mutex<History>,
-}
-
-impl Default for Timeline {
-    fn default() -> Timeline {
-        Timeline {
-            open: std::array::from_fn(|_| {
-                std::array::from_fn(|_| Mutex::new(interval_histogram()))
-            }),
-            history: Mutex::new(History::default()),
-        }
-    }
-}
-
-impl Timeline {
-    /// Records `us` into the open interval of `channel` and `stage`.
-    pub(super) fn record(&self, channel: Channel, stage: Stage, us: u64) {
-        if let Some(cell) = self
-            .open
-            .get(channel_index(channel))
-            .and_then(|row| row.get(stage.index()))
-            && let Ok(mut histogram) = cell.lock()
-        {
-            histogram.saturating_record(us.max(1));
-        }
-    }
-
-    /// Swaps every open histogram for an empty one and returns the closed
-    /// ones, `[channel][stage]`.
-    fn take_open(&self, spares: &mut Vec<Histogram<u64>>) -> [[Histogram<u64>; STAGES.len()]; 2] {
-        std::array::from_fn(|channel| {
-            std::array::from_fn(|stage| {
-                let mut fresh = spares.pop().unwrap_or_else(interval_histogram);
-                if let Some(cell) = self.open.get(channel).and_then(|row| row.get(stage))
-                    && let Ok(mut open) = cell.lock()
-                {
-                    std::mem::swap(&mut *open, &mut fresh);
-                }
-                fresh
-            })
-        })
-    }
 }
 
 /// An interval's percentiles and compressed histograms, `[channel][stage]`.
@@ -374,6 +325,25 @@ fn summarize(
 }
 
 impl Metrics {
+    /// Swaps every open interval histogram for an empty one (from `spares`
+    /// when there is one) and returns the closed ones, `[channel][stage]`.
+    fn take_interval(
+        &self,
+        spares: &mut Vec<Histogram<u64>>,
+    ) -> [[Histogram<u64>; STAGES.len()]; 2] {
+        std::array::from_fn(|channel| {
+            std::array::from_fn(|stage| {
+                let mut fresh = spares.pop().unwrap_or_else(interval_histogram);
+                if let Some(cell) = self.interval_us.get(channel).and_then(|row| row.get(stage))
+                    && let Ok(mut open) = cell.lock()
+                {
+                    std::mem::swap(&mut *open, &mut fresh);
+                }
+                fresh
+            })
+        })
+    }
+
     /// The cumulative counters now, with the gauges of `readings`.
     fn totals(&self, readings: &Readings) -> Counts {
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
@@ -415,17 +385,19 @@ impl Metrics {
             admission_in_flight: readings.admission_in_flight,
         }
     }
+}
 
-    /// Closes the open interval at `now_ms` (wall clock) and opens the next;
-    /// `readings` are the other components' values now. Called once a second
-    /// by one task; the first call only starts the timeline.
-    pub fn close_interval(&self, now_ms: u64, readings: &Readings) {
-        let totals = self.totals(readings);
-        let Ok(mut history) = self.timeline.history.lock() else {
+impl Timeline {
+    /// Closes `metrics`' open interval at `now_ms` (wall clock) and opens
+    /// the next; `readings` are the other components' values now. Called
+    /// once a second by one task; the first call only starts the timeline.
+    pub fn close_interval(&self, metrics: &Metrics, now_ms: u64, readings: &Readings) {
+        let totals = metrics.totals(readings);
+        let Ok(mut history) = self.history.lock() else {
             return;
         };
         let history = &mut *history;
-        let mut closed = self.timeline.take_open(&mut history.spares);
+        let mut closed = metrics.take_interval(&mut history.spares);
         let Some((start_ms, totals_then)) = history.opened.replace((now_ms, totals)) else {
             // What was recorded before the timeline started belongs to no interval.
             for histogram in closed.iter_mut().flatten() {
@@ -486,9 +458,8 @@ impl Metrics {
 
     /// The closed intervals at `resolution` that started at or after
     /// `since_ms`, oldest first, as the JSON of `GET /admin/timeline`.
-    pub fn timeline_json(&self, resolution: Resolution, since_ms: u64) -> Value {
+    pub fn json(&self, resolution: Resolution, since_ms: u64) -> Value {
         let intervals: Vec<Value> = self
-            .timeline
             .history
             .lock()
             .map(|history| {
@@ -508,7 +479,7 @@ impl Metrics {
     /// The closed intervals of one channel and stage at `resolution` as an
     /// HdrHistogram interval log (`.hlog`, V2 compressed histograms), which
     /// HdrHistogram's own log processors read.
-    pub fn timeline_hlog(
+    pub fn hlog(
         &self,
         resolution: Resolution,
         channel: Channel,
@@ -516,7 +487,6 @@ impl Metrics {
     ) -> Result<Vec<u8>, TimelineError> {
         // Copied out so the lock is not held while decoding.
         let intervals: Vec<(u64, u64, Vec<u8>)> = self
-            .timeline
             .history
             .lock()
             .map(|history| {
@@ -619,18 +589,19 @@ mod tests {
     #[test]
     fn the_first_close_starts_the_timeline_and_each_next_closes_one_interval() {
         let metrics = Metrics::default();
+        let timeline = Timeline::default();
         metrics.record(Channel::Iso, Stage::Total, 777);
-        metrics.close_interval(T0_MS, &Readings::default());
-        let json = metrics.timeline_json(Resolution::Second, 0);
+        timeline.close_interval(&metrics, T0_MS, &Readings::default());
+        let json = timeline.json(Resolution::Second, 0);
         assert_eq!(json["intervals"].as_array().unwrap().len(), 0);
 
         metrics.record(Channel::Iso, Stage::Total, 100);
         metrics.record(Channel::Iso, Stage::Total, 200);
         metrics.record(Channel::Http, Stage::Decode, 5);
-        metrics.close_interval(T0_MS + 1_003, &Readings::default());
-        metrics.close_interval(T0_MS + 2_000, &Readings::default());
+        timeline.close_interval(&metrics, T0_MS + 1_003, &Readings::default());
+        timeline.close_interval(&metrics, T0_MS + 2_000, &Readings::default());
 
-        let json = metrics.timeline_json(Resolution::Second, 0);
+        let json = timeline.json(Resolution::Second, 0);
         let intervals = json["intervals"].as_array().unwrap();
         assert_eq!(intervals.len(), 2);
         assert_eq!(intervals[0]["start_ms"], T0_MS);
@@ -650,24 +621,25 @@ mod tests {
             .unwrap();
         assert_eq!(iso_total.count, 3);
         // `since` keeps the newer ones only.
-        let json = metrics.timeline_json(Resolution::Second, T0_MS + 1);
+        let json = timeline.json(Resolution::Second, T0_MS + 1);
         assert_eq!(json["intervals"].as_array().unwrap().len(), 1);
     }
 
     #[test]
     fn each_interval_has_its_own_percentiles() {
         let metrics = Metrics::default();
-        metrics.close_interval(T0_MS, &Readings::default());
+        let timeline = Timeline::default();
+        timeline.close_interval(&metrics, T0_MS, &Readings::default());
         for us in 1..=1_000 {
             metrics.record(Channel::Iso, Stage::JournalWait, us);
         }
-        metrics.close_interval(T0_MS + 1_000, &Readings::default());
+        timeline.close_interval(&metrics, T0_MS + 1_000, &Readings::default());
         for _ in 0..100 {
             metrics.record(Channel::Iso, Stage::JournalWait, 250_000);
         }
-        metrics.close_interval(T0_MS + 2_000, &Readings::default());
+        timeline.close_interval(&metrics, T0_MS + 2_000, &Readings::default());
 
-        let json = metrics.timeline_json(Resolution::Second, 0);
+        let json = timeline.json(Resolution::Second, 0);
         let intervals = json["intervals"].as_array().unwrap();
         let first = total(&intervals[0], "iso", "journal_wait");
         let near = |value: &Value, expected: u64| {
@@ -693,19 +665,20 @@ mod tests {
     #[test]
     fn the_rings_keep_five_minutes_of_seconds_and_an_hour_of_minutes() {
         let metrics = Metrics::default();
-        metrics.close_interval(T0_MS, &Readings::default());
+        let timeline = Timeline::default();
+        timeline.close_interval(&metrics, T0_MS, &Readings::default());
         for second in 1..=(u64::try_from(SECONDS_KEPT).unwrap() + 20) {
             metrics.record(Channel::Iso, Stage::Total, second);
-            metrics.close_interval(T0_MS + second * 1_000, &Readings::default());
+            timeline.close_interval(&metrics, T0_MS + second * 1_000, &Readings::default());
         }
-        let json = metrics.timeline_json(Resolution::Second, 0);
+        let json = timeline.json(Resolution::Second, 0);
         let seconds = json["intervals"].as_array().unwrap();
         assert_eq!(seconds.len(), SECONDS_KEPT);
         // The oldest 20 were dropped: the first kept started at second 20.
         assert_eq!(seconds[0]["start_ms"], T0_MS + 20_000);
         assert_eq!(total(&seconds[0], "iso", "total")["max_us"], 21);
         // 320 s of seconds closed five minutes: each holds its 60 seconds.
-        let json = metrics.timeline_json(Resolution::Minute, 0);
+        let json = timeline.json(Resolution::Minute, 0);
         let minutes = json["intervals"].as_array().unwrap();
         assert_eq!(minutes.len(), 5);
         assert_eq!(minutes[0]["start_ms"], T0_MS);
@@ -718,19 +691,21 @@ mod tests {
         // hour of them is kept.
         let start_ms = T0_MS + 400_000;
         for minute in 0..(u64::try_from(MINUTES_KEPT).unwrap() + 10) {
-            metrics.close_interval(start_ms + minute * 60_000, &Readings::default());
+            timeline.close_interval(&metrics, start_ms + minute * 60_000, &Readings::default());
         }
-        let json = metrics.timeline_json(Resolution::Minute, 0);
+        let json = timeline.json(Resolution::Minute, 0);
         assert_eq!(json["intervals"].as_array().unwrap().len(), MINUTES_KEPT);
-        let json = metrics.timeline_json(Resolution::Second, 0);
+        let json = timeline.json(Resolution::Second, 0);
         assert_eq!(json["intervals"].as_array().unwrap().len(), SECONDS_KEPT);
     }
 
     #[test]
     fn counts_are_deltas_per_interval_and_gauges_are_sampled() {
         let metrics = Metrics::default();
+        let timeline = Timeline::default();
         metrics.count_response(Channel::Iso, ResponseCode::Approved);
-        metrics.close_interval(
+        timeline.close_interval(
+            &metrics,
             T0_MS,
             &Readings {
                 journal_batches_total: 10,
@@ -749,7 +724,8 @@ mod tests {
             Duration::from_millis(20),
         );
         metrics.journal_failures.fetch_add(2, Ordering::Relaxed);
-        metrics.close_interval(
+        timeline.close_interval(
+            &metrics,
             T0_MS + 1_000,
             &Readings {
                 journal_batches_total: 14,
@@ -761,7 +737,8 @@ mod tests {
                 ..Readings::default()
             },
         );
-        metrics.close_interval(
+        timeline.close_interval(
+            &metrics,
             T0_MS + 2_000,
             &Readings {
                 journal_batches_total: 14,
@@ -770,7 +747,7 @@ mod tests {
                 ..Readings::default()
             },
         );
-        let json = metrics.timeline_json(Resolution::Second, 0);
+        let json = timeline.json(Resolution::Second, 0);
         let intervals = json["intervals"].as_array().unwrap();
         let first = &intervals[0];
         assert_eq!(first["responses"]["iso"]["00"], 3);
@@ -797,9 +774,10 @@ mod tests {
     #[test]
     fn the_json_has_every_stage_channel_and_count_of_an_interval() {
         let metrics = Metrics::default();
-        metrics.close_interval(T0_MS, &Readings::default());
-        metrics.close_interval(T0_MS + 1_000, &Readings::default());
-        let json = metrics.timeline_json(Resolution::Second, 0);
+        let timeline = Timeline::default();
+        timeline.close_interval(&metrics, T0_MS, &Readings::default());
+        timeline.close_interval(&metrics, T0_MS + 1_000, &Readings::default());
+        let json = timeline.json(Resolution::Second, 0);
         assert_eq!(json["resolution"], "1s");
         let interval = &json["intervals"][0];
         let mut keys: Vec<&str> = interval
@@ -847,15 +825,16 @@ mod tests {
     #[test]
     fn the_hlog_holds_each_interval_as_the_json_counts_it() {
         let metrics = Metrics::default();
-        metrics.close_interval(T0_MS, &Readings::default());
+        let timeline = Timeline::default();
+        timeline.close_interval(&metrics, T0_MS, &Readings::default());
         for (second, values) in [(1_u64, 10_u64), (2, 0), (3, 250)] {
             for us in 1..=values {
                 metrics.record(Channel::Http, Stage::Decide, us * 100);
             }
-            metrics.close_interval(T0_MS + second * 1_000, &Readings::default());
+            timeline.close_interval(&metrics, T0_MS + second * 1_000, &Readings::default());
         }
-        let log = metrics
-            .timeline_hlog(Resolution::Second, Channel::Http, Stage::Decide)
+        let log = timeline
+            .hlog(Resolution::Second, Channel::Http, Stage::Decide)
             .unwrap();
         let text = String::from_utf8(log.clone()).unwrap();
         assert!(
