@@ -56,7 +56,7 @@ for stage in STAGES:
         decoded = {}
         while (histogram := reader.get_next_interval_histogram()) is not None:
             decoded[round(histogram.get_start_time_stamp())] = histogram
-    if len(decoded) < 10:
+    if len(decoded) < 5:
         fail(f"{stage}: only {len(decoded)} intervals in the .hlog")
     busy = 0
     for interval in timeline["intervals"]:
