@@ -3,7 +3,8 @@
 //!
 //! - `record.rs`: [`Metrics`], what the ingresses and the engine count and
 //!   time while they serve; each histogram sits behind its own mutex, taken
-//!   once per stage per request for a few tens of nanoseconds, and the
+//!   twice per stage per request (the since-start histogram and the
+//!   timeline's open interval) for a few tens of nanoseconds each, and the
 //!   decision path itself (the actors) takes no lock.
 //! - `render.rs`: the Prometheus text of `/metrics`, with every metric name
 //!   and help text of the switch, including the values `/metrics` reads
