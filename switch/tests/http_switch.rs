@@ -442,6 +442,15 @@ fn ops_endpoints() {
     );
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["field"], "stage");
+    let bad = switch.http(
+        "GET",
+        "/admin/timeline?resolution=1h",
+        Some(ADMIN_KEY),
+        &[],
+        "",
+    );
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["field"], "resolution");
 }
 
 #[test]

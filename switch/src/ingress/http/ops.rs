@@ -100,9 +100,20 @@ const TIMELINE_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct TimelineQuery {
-    resolution: Option<Resolution>,
+    resolution: Option<String>,
     /// Only intervals that started at or after this, ms since the epoch.
     since: Option<u64>,
+}
+
+/// `1s` (the default) or `1m`; anything else is a 400 naming `resolution`.
+// The error is the finished response, as `problem::parse_body`'s is.
+#[allow(clippy::result_large_err)]
+fn resolution(asked: Option<&str>) -> Result<Resolution, Response> {
+    match asked.unwrap_or("1s") {
+        "1s" => Ok(Resolution::Second),
+        "1m" => Ok(Resolution::Minute),
+        _ => Err(bad_query("resolution", "is not one of 1s, 1m")),
+    }
 }
 
 /// `GET /admin/timeline?resolution=1s|1m&since=<ms>`: the closed intervals,
@@ -112,16 +123,17 @@ pub(super) async fn admin_timeline(
     State(state): State<Arc<HttpState>>,
     Query(query): Query<TimelineQuery>,
 ) -> Response {
-    let body = state.timeline.json(
-        query.resolution.unwrap_or(Resolution::Second),
-        query.since.unwrap_or(0),
-    );
+    let resolution = match resolution(query.resolution.as_deref()) {
+        Ok(resolution) => resolution,
+        Err(refused) => return refused,
+    };
+    let body = state.timeline.json(resolution, query.since.unwrap_or(0));
     json_response(StatusCode::OK, body.to_string())
 }
 
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct TimelineHlogQuery {
-    resolution: Option<Resolution>,
+    resolution: Option<String>,
     stage: Option<String>,
     channel: Option<String>,
 }
@@ -142,7 +154,10 @@ pub(super) async fn admin_timeline_hlog(
         "http" => Channel::Http,
         _ => return bad_query("channel", "is not one of iso, http"),
     };
-    let resolution = query.resolution.unwrap_or(Resolution::Second);
+    let resolution = match resolution(query.resolution.as_deref()) {
+        Ok(resolution) => resolution,
+        Err(refused) => return refused,
+    };
     // Decoding and encoding up to 300 histograms: off the request threads.
     let log =
         tokio::task::spawn_blocking(move || state.timeline.hlog(resolution, channel, stage)).await;

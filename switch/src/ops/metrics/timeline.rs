@@ -57,13 +57,11 @@ pub const MINUTES_KEPT: usize = 60;
 const MINUTE_MS: u64 = 60_000;
 
 /// How fine the intervals of a timeline are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
     /// 1 s intervals, the last 5 minutes.
-    #[serde(rename = "1s")]
     Second,
     /// 1 min intervals, the last hour.
-    #[serde(rename = "1m")]
     Minute,
 }
 
