@@ -400,6 +400,10 @@ fn start_http(
             state.reconfigure(config, policy);
         }
     });
+    tasks.tracker.spawn(http::close_timeline_intervals(
+        Arc::clone(&state),
+        tasks.shutdown.clone(),
+    ));
     tasks.tracker.spawn(http::serve(
         listener,
         http::router(state, &config.http),

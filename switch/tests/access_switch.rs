@@ -74,7 +74,7 @@ fn every_role_against_every_route() {
     ];
     let transaction = format!("/v1/transactions/{id}");
     let reversal = format!("/v1/authorizations/{id}/reversal");
-    let rows: [(&str, &str, &str, [u16; 7]); 15] = [
+    let rows: [(&str, &str, &str, [u16; 7]); 17] = [
         (
             "POST",
             "/v1/authorizations",
@@ -104,6 +104,18 @@ fn every_role_against_every_route() {
             "GET",
             "/admin/latency",
             "/admin/latency",
+            [403, 403, 200, 200, 200, 401, 401],
+        ),
+        (
+            "GET",
+            "/admin/timeline",
+            "/admin/timeline?resolution=1m",
+            [403, 403, 200, 200, 200, 401, 401],
+        ),
+        (
+            "GET",
+            "/admin/timeline.hlog",
+            "/admin/timeline.hlog?stage=decide&channel=http",
             [403, 403, 200, 200, 200, 401, 401],
         ),
         (

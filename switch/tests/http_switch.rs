@@ -384,7 +384,73 @@ fn ops_endpoints() {
     }
     let page = switch.http("GET", "/admin", None, &[], "");
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("/admin/latency"));
+    assert!(page.body.contains("/admin/timeline"));
+
+    // The authorization shows in a closed interval of the timeline within
+    // a second or two (intervals close once a second).
+    let mut interval = None;
+    for _ in 0..50 {
+        let timeline = switch.http("GET", "/admin/timeline", Some(ADMIN_KEY), &[], "");
+        assert_eq!(timeline.status, 200, "{}", timeline.body);
+        let json = timeline.json();
+        assert_eq!(json["resolution"], "1s");
+        interval = json["intervals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|interval| interval["responses"]["http"]["00"] == 1)
+            .cloned();
+        if interval.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let interval = interval.expect("an interval with the approval");
+    let total = interval["latency_us"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["channel"] == "http" && p["stage"] == "total")
+        .unwrap();
+    assert_eq!(total["count"], 1);
+    assert!(total["p99_us"].as_u64().unwrap() > 0);
+    assert_eq!(interval["journal"]["records"], 1, "{interval}");
+
+    let hlog = switch.http(
+        "GET",
+        "/admin/timeline.hlog?stage=total&channel=http",
+        Some(ADMIN_KEY),
+        &[],
+        "",
+    );
+    assert_eq!(hlog.status, 200);
+    assert!(hlog.body.contains("#[StartTime: "), "{}", hlog.body);
+    assert!(hlog.body.contains(
+        "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""
+    ));
+    assert!(
+        hlog.body.lines().any(|line| line.contains(",HISTF")),
+        "{}",
+        hlog.body
+    );
+    let bad = switch.http(
+        "GET",
+        "/admin/timeline.hlog?stage=queue",
+        Some(ADMIN_KEY),
+        &[],
+        "",
+    );
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["field"], "stage");
+    let bad = switch.http(
+        "GET",
+        "/admin/timeline?resolution=1h",
+        Some(ADMIN_KEY),
+        &[],
+        "",
+    );
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["field"], "resolution");
 }
 
 #[test]

@@ -33,6 +33,12 @@ const WRONG_KEY: &str = "not-a-key-of-this-switch";
 const NOT_PROVOKED: &[(&str, &str, u16, &str)] = &[
     (
         "GET",
+        "/admin/timeline.hlog",
+        503,
+        "a closed interval that cannot be decoded or encoded",
+    ),
+    (
+        "GET",
         "/v1/transactions/{id}",
         503,
         "the journal unreadable",
@@ -437,6 +443,7 @@ fn every_route_answers_as_its_openapi_document_says() {
     ops(&mut client);
     vault(&mut client);
     config_reload(&mut client);
+    timeline(&mut client);
     // Last: it locks this test's address out of every keyed route.
     lockout(&mut client);
     // Killed: the rewrap job left running would hold a clean stop.
@@ -797,6 +804,51 @@ fn config_reload(client: &mut Client) {
     client.expect(ask("POST", "/admin/reload").key(ADMIN_KEY), 200);
 }
 
+/// `/admin/timeline` and its `.hlog`: the intervals closed so far (the
+/// switch has served a second and more by now), each parameter refused by
+/// name, and the roles.
+fn timeline(client: &mut Client) {
+    for route in ["/admin/timeline", "/admin/timeline.hlog"] {
+        client.problem(ask("GET", route).key(ACME_KEY), 403, "forbidden");
+        client.problem(ask("GET", route), 401, "unauthorized");
+    }
+    // The first interval closes two ticks after start: wait for it, so
+    // the schema of an interval is checked too.
+    let mut json = serde_json::Value::Null;
+    for _ in 0..40 {
+        json = client
+            .expect(ask("GET", "/admin/timeline").key(OPERATOR_KEY), 200)
+            .json();
+        if !json["intervals"].as_array().unwrap().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !json["intervals"].as_array().unwrap().is_empty(),
+        "no interval closed in 4 s: {json}"
+    );
+    let minutes = "/admin/timeline?resolution=1m&since=0".to_owned();
+    client.expect(at("GET", "/admin/timeline", minutes).key(ADMIN_KEY), 200);
+    let decide = "/admin/timeline.hlog?stage=decide&channel=http".to_owned();
+    let log = client.expect(
+        at("GET", "/admin/timeline.hlog", decide).key(OPERATOR_KEY),
+        200,
+    );
+    assert!(log.body.contains("\n#[StartTime: "), "{}", log.body);
+    for (route, query, field) in [
+        ("/admin/timeline", "resolution=1h", "resolution"),
+        ("/admin/timeline", "since=yesterday", "since"),
+        ("/admin/timeline.hlog", "stage=queue", "stage"),
+        ("/admin/timeline.hlog", "channel=ftp", "channel"),
+        ("/admin/timeline.hlog", "resolution=2s", "resolution"),
+    ] {
+        let bad = at("GET", route, format!("{route}?{query}")).key(OPERATOR_KEY);
+        let refused = client.problem(bad, 400, "invalid-field");
+        assert_eq!(refused.json()["field"], field, "{route}?{query}");
+    }
+}
+
 /// Three wrong keys lock this address out: then every keyed route answers
 /// 429 `locked-out`, right key or not, and the open routes stay open.
 fn lockout(client: &mut Client) {
@@ -816,6 +868,8 @@ fn lockout(client: &mut Client) {
         ask("POST", "/admin/vault/rewrap").key(ADMIN_KEY),
         ask("POST", "/admin/vault/verify").key(ADMIN_KEY),
         ask("POST", "/admin/reload").key(OPERATOR_KEY),
+        ask("GET", "/admin/timeline").key(OPERATOR_KEY),
+        ask("GET", "/admin/timeline.hlog").key(OPERATOR_KEY),
     ] {
         let path = locked.path.clone();
         let reply = client.problem(locked, 429, "locked-out");

@@ -96,6 +96,20 @@ pub const ROUTES: &[RouteAccess] = &[
     },
     RouteAccess {
         method: "GET",
+        path: "/admin/timeline",
+        access: Access::Roles(STAFF),
+        rate_limited: false,
+        handler: || get(ops::admin_timeline),
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/admin/timeline.hlog",
+        access: Access::Roles(STAFF),
+        rate_limited: false,
+        handler: || get(ops::admin_timeline_hlog),
+    },
+    RouteAccess {
+        method: "GET",
         path: "/admin/audit",
         access: Access::Roles(ADMIN),
         rate_limited: false,

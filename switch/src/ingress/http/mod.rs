@@ -11,6 +11,7 @@
 //! | `GET /v1/transactions/{id}`               | own only | yes      | yes   | yes          |
 //! | `GET /metrics`                            |          | yes      | yes   |              |
 //! | `GET /admin/latency`                      |          | yes      | yes   |              |
+//! | `GET /admin/timeline`, `/admin/timeline.hlog` |      | yes      | yes   |              |
 //! | `GET /admin/audit`                        |          |          | yes   |              |
 //! | `POST /admin/reload`                      |          | yes      | yes   |              |
 //! | `GET /admin/vault`, `POST /admin/vault/{reload,rewrap,verify}` | | | yes |     |
@@ -62,6 +63,7 @@ mod vault;
 mod write_deadline;
 
 pub use access::{Access, ROUTES, RouteAccess};
+pub use ops::close_timeline_intervals;
 pub use principal::Role;
 pub use state::HttpState;
 

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::engine::{Engine, Policy};
 use crate::ingress::http::principal::ApiKeys;
 use crate::ops::audit::Audit;
+use crate::ops::metrics::Timeline;
 use crate::ops::reload::ConfigControl;
 use crate::ops::vault::VaultControl;
 
@@ -50,6 +51,9 @@ pub struct HttpState {
     config: Arc<ConfigControl>,
     /// `http.deadline_ms`: how long a card request's answer is of use.
     deadline: Duration,
+    /// The metrics' closed intervals (`/admin/timeline`), closed by
+    /// `close_timeline_intervals`.
+    pub(super) timeline: Timeline,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -84,6 +88,7 @@ impl HttpState {
             vault,
             config: config_control,
             deadline: Duration::from_millis(config.http.deadline_ms),
+            timeline: Timeline::default(),
         }
     }
 

@@ -43,9 +43,14 @@ impl Stage {
         }
     }
 
+    /// The stage named `name` as [`Stage::as_str`] writes it.
+    pub fn from_name(name: &str) -> Option<Stage> {
+        STAGES.into_iter().find(|stage| stage.as_str() == name)
+    }
+
     // A fieldless enum's discriminant is its place in `STAGES`: nothing to lose.
     #[allow(clippy::as_conversions)]
-    fn index(self) -> usize {
+    pub(super) fn index(self) -> usize {
         self as usize
     }
 }
@@ -256,6 +261,9 @@ pub struct Metrics {
     pub(super) tls_handshakes: [AtomicU64; 2],
     /// `[listener][reason]`: TLS handshakes refused.
     pub(super) tls_refused: [[AtomicU64; RefusalReason::ALL.len()]; 2],
+    /// `[channel][stage]`: the same timings in the timeline's open interval
+    /// (`timeline.rs`), which swaps them out once a second.
+    pub(super) interval_us: [[Mutex<Histogram<u64>>; 4]; 2],
 }
 
 fn histogram() -> Mutex<Histogram<u64>> {
@@ -264,6 +272,16 @@ fn histogram() -> Mutex<Histogram<u64>> {
     let histogram =
         Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid");
     Mutex::new(histogram)
+}
+
+/// A histogram of one timeline interval: 1 us to 60 s as the since-start
+/// ones, with 2 significant digits to keep the timeline small (see
+/// `timeline.rs`).
+pub(super) fn interval_histogram() -> Histogram<u64> {
+    #[allow(clippy::expect_used)]
+    let histogram =
+        Histogram::new_with_bounds(1, 60_000_000, 2).expect("constant bounds are valid");
+    histogram
 }
 
 impl Default for Metrics {
@@ -289,20 +307,25 @@ impl Default for Metrics {
             config_reloads: std::array::from_fn(|_| AtomicU64::new(0)),
             tls_handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
             tls_refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            interval_us: std::array::from_fn(|_| {
+                std::array::from_fn(|_| Mutex::new(interval_histogram()))
+            }),
         }
     }
 }
 
 impl Metrics {
-    /// Records `us` microseconds spent in `stage`.
+    /// Records `us` microseconds spent in `stage`: since start, and in the
+    /// timeline's open interval.
     pub fn record(&self, channel: Channel, stage: Stage, us: u64) {
-        let Some(row) = self.latency_us.get(channel_index(channel)) else {
-            return;
-        };
-        if let Some(cell) = row.get(stage.index())
-            && let Ok(mut histogram) = cell.lock()
-        {
-            histogram.saturating_record(us.max(1));
+        for cells in [&self.latency_us, &self.interval_us] {
+            if let Some(cell) = cells
+                .get(channel_index(channel))
+                .and_then(|row| row.get(stage.index()))
+                && let Ok(mut histogram) = cell.lock()
+            {
+                histogram.saturating_record(us.max(1));
+            }
         }
     }
 

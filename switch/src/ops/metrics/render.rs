@@ -10,12 +10,14 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use hdrhistogram::Histogram;
+use protocol::domain::Channel;
 use storage::{BATCH_ROWS_BOUNDS, COMMIT_TIME_BOUNDS_US, JournalStats};
 
 use crate::ingress::tls::{RefusalReason, TlsListener};
 use crate::ops::metrics::Metrics;
 use crate::ops::metrics::record::{
-    CHANNELS, CLOSED, CODES, LISTENERS, REFUSALS, SHEDS, channel_index,
+    CHANNELS, CLOSED, CODES, LISTENERS, REFUSALS, SHEDS, Stage, channel_index,
 };
 
 /// Bucket bounds of the stage histograms, in microseconds; the `le` label
@@ -64,6 +66,22 @@ pub struct Percentiles {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+}
+
+impl Percentiles {
+    /// The percentiles of `histogram`, the times of `stage` on `channel`.
+    pub(super) fn of(channel: Channel, stage: Stage, histogram: &Histogram<u64>) -> Percentiles {
+        Percentiles {
+            channel: channel.as_str(),
+            stage: stage.as_str(),
+            count: histogram.len(),
+            p50_us: histogram.value_at_quantile(0.5),
+            p90_us: histogram.value_at_quantile(0.9),
+            p99_us: histogram.value_at_quantile(0.99),
+            p999_us: histogram.value_at_quantile(0.999),
+            max_us: histogram.max(),
+        }
+    }
 }
 
 /// A counter or gauge without labels: its help, type and value.
@@ -171,16 +189,7 @@ impl Metrics {
     pub fn percentiles(&self) -> Vec<Percentiles> {
         let mut out = Vec::new();
         self.each_histogram(|channel, stage, histogram| {
-            out.push(Percentiles {
-                channel: channel.as_str(),
-                stage: stage.as_str(),
-                count: histogram.len(),
-                p50_us: histogram.value_at_quantile(0.5),
-                p90_us: histogram.value_at_quantile(0.9),
-                p99_us: histogram.value_at_quantile(0.99),
-                p999_us: histogram.value_at_quantile(0.999),
-                max_us: histogram.max(),
-            });
+            out.push(Percentiles::of(channel, stage, histogram));
         });
         out
     }
