@@ -82,6 +82,33 @@ impl Deadline {
     }
 }
 
+/// Microseconds on tokio's timer clock since its own origin: for logic
+/// that time drives (the admission limit's windows and stalls) and that a
+/// test or the simulation pausing tokio's time must drive the same way.
+#[derive(Debug, Clone, Copy)]
+pub struct TimerClock {
+    origin: tokio::time::Instant,
+}
+
+impl TimerClock {
+    /// A clock whose zero is now.
+    pub fn start() -> TimerClock {
+        TimerClock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whole microseconds since the zero, saturating.
+    pub fn now_us(&self) -> u64 {
+        u64::try_from(
+            tokio::time::Instant::now()
+                .saturating_duration_since(self.origin)
+                .as_micros(),
+        )
+        .unwrap_or(u64::MAX)
+    }
+}
+
 /// A timeout that activity pushes back, as a connection's idle and write
 /// timeouts are on every read and write. Activity only notes when it
 /// happened (one clock read); the sleep that watches it is armed once and,

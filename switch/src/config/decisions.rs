@@ -140,5 +140,7 @@ pub(super) fn overload(
         limit_initial: raw.limit_initial,
         limit_min,
         limit_max,
+        // 0 is allowed: no room, a stall refused like an overload.
+        stall_room_us: raw.stall_room_ms.saturating_mul(1_000),
     })
 }

@@ -327,6 +327,8 @@ pub(super) struct RawOverload {
     pub(super) limit_min: u32,
     #[serde(default = "default_limit_max")]
     pub(super) limit_max: u32,
+    #[serde(default = "default_stall_room_ms")]
+    pub(super) stall_room_ms: u64,
 }
 
 impl Default for RawOverload {
@@ -336,6 +338,7 @@ impl Default for RawOverload {
             limit_initial: default_limit_initial(),
             limit_min: default_limit_min(),
             limit_max: default_limit_max(),
+            stall_room_ms: default_stall_room_ms(),
         }
     }
 }
@@ -348,6 +351,9 @@ fn default_limit_min() -> u32 {
 }
 fn default_limit_max() -> u32 {
     65_536
+}
+fn default_stall_room_ms() -> u64 {
+    500
 }
 
 fn default_mailbox_capacity() -> usize {
