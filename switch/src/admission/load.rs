@@ -49,17 +49,21 @@
 //! - the switch has answered nothing for longer than the target,
 //! - the last window was not overloaded and refused no one, and
 //! - the requests in flight are what the pace offered before explains
-//!   (half the limit, and half as many again as arrived at that pace since
-//!   the last answer; more is an overload beginning, between slow commits),
+//!   (half as many again as arrive at that pace over the stall and two
+//!   targets before it; more is an overload beginning, between slow
+//!   commits),
 //!
 //! the switch is *stalled*: card requests are admitted past the limit, up
 //! to `limit_max`, for `stall_room_ms` from the last answer. When answers
 //! flow again, requests arriving while the backlog drains are admitted as
 //! long as it does not grow past what the standstill left, for
 //! `stall_room_ms` more at most. The stall ends when the requests in
-//! flight fall back to three quarters of the limit. Windows that saw it are
-//! not judged, and do not count in the pace: their slow answers are the
-//! stall's, not a standing queue's. A disk that never comes back holds
+//! flight fall back to three quarters of the limit. Windows that saw it,
+//! or any standstill longer than the target that the pace explains (an
+//! acquirer's window may cap what piles up short of the limit), are not
+//! judged and do not count in the pace: their slow answers are the
+//! stall's, not a standing queue's. Nor is a window answering a tenth more
+//! than it is asked: it is working off a backlog. A disk that never comes back holds
 //! `stall_room_ms` of requests, and then the limit refuses as before. An
 //! overload that meets a stall gets no room: it was refusing, or its
 //! requests arrive faster than the pace.
@@ -330,6 +334,9 @@ pub struct LoadLimit {
     offered_per_s: AtomicU64,
 }
 
+/// In flight that any stall explains, however slow the pace before it.
+const STALL_BACKLOG_MIN: u64 = 64;
+
 /// How long, in microseconds, the pace's moving averages remember.
 const PACE_US: u64 = 2_000_000;
 
@@ -564,17 +571,18 @@ impl LoadLimit {
     }
 
     /// The most in flight a stall `quiet_us` long explains: the requests
-    /// arriving at the pace offered before it (half as many again, for a
-    /// pace that varies), on half the limit in flight when it began. More,
-    /// and the requests are arriving faster than before: an overload
-    /// beginning, which the limit refuses.
+    /// arriving at the pace offered before it over the stall and two
+    /// targets before it (what was in flight when it began), half as many
+    /// again for a pace that varies. More, and the requests are arriving
+    /// faster than before: an overload beginning, which the limit refuses.
     fn stall_backlog(&self, quiet_us: u64) -> u64 {
+        let span_us = quiet_us.saturating_add(self.settings.latency_target_us.saturating_mul(2));
         self.offered_per_s
             .load(Ordering::Relaxed)
-            .saturating_mul(quiet_us)
+            .saturating_mul(span_us)
             .saturating_mul(3)
             / 2_000_000
-            + u64::from(self.limit() / 2)
+            + STALL_BACKLOG_MIN
     }
 
     fn release(&self, permit: &Permit<'_>) {
@@ -590,7 +598,18 @@ impl LoadLimit {
         if let Some(bucket) = permit.acquirer {
             self.acquirers.leave(bucket);
         }
-        self.answered_us.store(now_us, Ordering::Relaxed);
+        let quiet_us = now_us.saturating_sub(self.answered_us.swap(now_us, Ordering::Relaxed));
+        if quiet_us > self.settings.latency_target_us
+            && !self.window.overloaded.load(Ordering::Relaxed)
+            && u64::from(remaining) <= self.stall_backlog(quiet_us)
+        {
+            // The switch stood still under an ordinary load, whether or
+            // not the limit was reached (an acquirer's window may cap what
+            // piles up): the window is the stall's, not judged. Not so for
+            // a pause between slow commits as an overload begins, whose
+            // requests pile up faster than the pace before explains.
+            self.window.stalled.store(true, Ordering::Relaxed);
+        }
         let since = self.stalled_since.load(Ordering::Relaxed);
         if since != 0 {
             // A stall lasts until its backlog is well under the limit (so
@@ -651,7 +670,11 @@ impl LoadLimit {
             .store(overloaded || limited, Ordering::Relaxed);
         let limit = u64::from(self.limit());
         let target = self.settings.latency_target_us.max(1);
-        let over = median_us > target;
+        // Answering a tenth more than asked for, the switch is working off
+        // a backlog (a stall's or a slow spell's): its answers are slow
+        // with the past, not with a queue that stands.
+        let draining = answers > asked.saturating_add(asked / 10);
+        let over = median_us > target && !draining;
         let over_run = if over {
             window.over.fetch_add(1, Ordering::Relaxed) + 1
         } else {
@@ -768,8 +791,14 @@ mod tests {
             "alone, the flooder meets the limit itself"
         );
         // Another merchant is under its share: admitted past the limit.
+        // (Buckets are hashed under a random key: one not the flooder's.)
+        let flooder = load.merchants.bucket(b"FLOODER");
+        let quiet = (0..)
+            .map(|i| format!("QUIET{i}"))
+            .find(|name| load.merchants.bucket(name.as_bytes()) != flooder)
+            .unwrap();
         let other: Vec<_> = (0..5)
-            .map(|_| load.admit(Class::Card, b"QUIET", None).unwrap())
+            .map(|_| load.admit(Class::Card, quiet.as_bytes(), None).unwrap())
             .collect();
         assert_eq!(
             load.admit(Class::Card, b"FLOODER", None).err(),
@@ -800,9 +829,11 @@ mod tests {
     #[test]
     fn an_acquirer_is_held_to_its_share_like_a_merchant() {
         let load = load(20);
-        let _flood: Vec<_> = (0..20)
-            .map(|i| {
-                load.admit(Class::Card, format!("M{i}").as_bytes(), Some("BIGBANK"))
+        let flooders: Vec<String> = (0..20).map(|i| format!("M{i}")).collect();
+        let _flood: Vec<_> = flooders
+            .iter()
+            .map(|merchant| {
+                load.admit(Class::Card, merchant.as_bytes(), Some("BIGBANK"))
                     .unwrap()
             })
             .collect();
@@ -811,8 +842,23 @@ mod tests {
                 .is_err(),
             "a new merchant does not lift its acquirer's share"
         );
+        // Buckets are hashed under a random key: a small shop and bank that
+        // share none with the flood's (one in 13 runs would, by name).
+        let taken: Vec<usize> = flooders
+            .iter()
+            .map(|merchant| load.merchants.bucket(merchant.as_bytes()))
+            .collect();
+        let shop = (0..)
+            .map(|i| format!("SMALLSHOP{i}"))
+            .find(|name| !taken.contains(&load.merchants.bucket(name.as_bytes())))
+            .unwrap();
+        let big = load.acquirers.bucket(b"BIGBANK");
+        let bank = (0..)
+            .map(|i| format!("SMALLBANK{i}"))
+            .find(|name| load.acquirers.bucket(name.as_bytes()) != big)
+            .unwrap();
         assert!(
-            load.admit(Class::Card, b"SMALLSHOP", Some("SMALLBANK"))
+            load.admit(Class::Card, shop.as_bytes(), Some(&bank))
                 .is_ok()
         );
     }
@@ -980,15 +1026,13 @@ mod tests {
                 ms,
                 usize::try_from(rate_at(ms)).unwrap_or(0),
             ));
-            let mut sent = 0u32;
             while queue.len() < window {
                 let Some(due_ms) = waiting.pop_front() else {
                     break;
                 };
-                // Merchants M0..M7, as a terminal population would send.
-                let merchant = [b'M', b'0' + u8::try_from(sent % 8).unwrap_or(0)];
-                sent += 1;
-                match load.admit_at(Class::Card, &merchant, None, now_us) {
+                // One merchant: shares are not what the model is for, and
+                // merchants' buckets are hashed under a random key.
+                match load.admit_at(Class::Card, b"M1", None, now_us) {
                     Ok(permit) => queue.push_back((permit, ms, due_ms)),
                     Err(_) => {
                         run.refused += 1;
@@ -1233,10 +1277,7 @@ mod tests {
             ..LoadSettings::default()
         };
         let run = model(settings, 40, CAPACITY, &[(1_000, 300)], 3_000, 0);
-        assert_eq!(
-            run.in_flight_max, 4_096,
-            "the limit: each of the eight merchants holds its share"
-        );
+        assert_eq!(run.in_flight_max, 4_096, "the limit");
         assert!(run.refused > 0);
     }
 
