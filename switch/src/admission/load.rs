@@ -13,8 +13,8 @@
 //! times latency, so at a given throughput the limit sets the latency. Every
 //! window (100 ms and at least 16 answers) the median time from admission
 //! to answer is compared with `latency_target_ms`, and the switch's *pace*
-//! is taken: card requests offered and answers given a second, averaged
-//! over the last two seconds.
+//! is taken: requests offered (card requests and reversals) and answers
+//! given a second, averaged over the last two seconds.
 //!
 //! - **Cut**, to target ÷ median of the limit (the limit that would have
 //!   met the target at the window's throughput), by at most a fifth per
@@ -247,7 +247,8 @@ struct Window {
     /// Answers by [`latency_bucket`]: the window's median is its signal,
     /// which one stalled batch among a hundred does not move.
     latencies: [AtomicU32; LATENCY_BUCKETS],
-    /// Card requests that asked for a permit, admitted or not.
+    /// Card requests and reversals that asked for a permit, admitted or
+    /// not.
     asked: AtomicU64,
     /// Card requests that found the limit reached.
     limited: AtomicU64,
@@ -326,10 +327,10 @@ pub struct LoadLimit {
     /// The most in flight while the stall stood still: its backlog, which
     /// requests arriving while it drains may keep but not grow.
     stall_peak: AtomicU32,
-    /// Card requests offered and answers given, averaged over the last
+    /// Requests offered and answers given, averaged over the last
     /// second or so of windows; touched only by the window's close.
     pace: std::sync::Mutex<Pace>,
-    /// The pace's card requests offered a second, for a stall to be
+    /// The pace's requests offered a second, for a stall to be
     /// measured against without the lock.
     offered_per_s: AtomicU64,
 }
@@ -475,9 +476,9 @@ impl LoadLimit {
         // Plain TCP and HTTP name no acquirer: only merchants share there.
         let acquirer = acquirer.map(|name| self.acquirers.bucket(name.as_bytes()));
         let headroom = (limit / 4).max(8);
-        if class == Class::Card {
-            self.window.asked.fetch_add(1, Ordering::Relaxed);
-        }
+        // Reversals too: the answers the pace weighs these against are
+        // every permit's.
+        self.window.asked.fetch_add(1, Ordering::Relaxed);
         match class {
             Class::Reversal => {
                 if total >= limit.saturating_mul(2).saturating_add(headroom) {
