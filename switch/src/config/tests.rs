@@ -133,6 +133,34 @@ fn the_latency_target_follows_the_journal_unless_set() {
 }
 
 #[test]
+fn the_stall_room_is_half_a_second_unless_set_and_zero_turns_it_off() {
+    let room_ms = |text: &str| parse(text, &no_env).unwrap().overload.stall_room_us / 1_000;
+    let sqlite = include_str!("../../../config/bench.toml");
+    assert_eq!(room_ms(SHIPPED), 500);
+    assert_eq!(room_ms(sqlite), 500, "unset");
+    assert_eq!(
+        room_ms(&format!("{sqlite}\n[overload]\nstall_room_ms = 250\n")),
+        250
+    );
+    assert_eq!(
+        room_ms(&format!("{sqlite}\n[overload]\nstall_room_ms = 0\n")),
+        0
+    );
+    let wrong = format!("{sqlite}\n[overload]\nstall_room_ms = \"half a second\"\n");
+    let error = parse(&wrong, &no_env).unwrap_err().to_string();
+    // A value of the wrong type is named by its line, as every key's is.
+    let line = wrong
+        .lines()
+        .position(|line| line.starts_with("stall_room_ms"))
+        .unwrap()
+        + 1;
+    assert!(
+        error.contains(&format!("line {line},")) && error.contains("invalid type"),
+        "{error}"
+    );
+}
+
+#[test]
 fn the_shipped_postgres_and_bench_configurations_load() {
     let postgres = include_str!("../../../config/switch.postgres.toml");
     let error = parse(postgres, &no_env).unwrap_err().to_string();
