@@ -868,15 +868,10 @@ mod tests {
     /// card requests offered (an overload), the limit refusing someone in
     /// it or not, then the limit moved by it.
     fn window(load: &LoadLimit, latency_us: u64, limited: bool) -> u32 {
-        paced_window(load, latency_us, limited, 32)
-    }
-
-    /// The same, `offered` card requests offered.
-    fn paced_window(load: &LoadLimit, latency_us: u64, limited: bool, offered: u64) -> u32 {
         for _ in 0..16 {
             load.window.record(latency_us);
         }
-        load.window.asked.store(offered, Ordering::Relaxed);
+        load.window.asked.store(32, Ordering::Relaxed);
         load.window
             .limited
             .store(u64::from(limited), Ordering::Relaxed);
@@ -955,36 +950,29 @@ mod tests {
         duration_ms: u64,
         judged_from_ms: u64,
     ) -> Run {
-        let capacity_at = |ms: u64| {
-            if stalls
-                .iter()
-                .any(|&(start, length)| (start..start + length).contains(&ms))
-            {
-                0
-            } else {
-                capacity
-            }
-        };
-        paced_model(settings, rate, &capacity_at, duration_ms, judged_from_ms)
-    }
-
-    /// The same, the journal answering `capacity_at(ms)` in millisecond
-    /// `ms`.
-    fn paced_model(
-        settings: LoadSettings,
-        rate: u32,
-        capacity_at: &dyn Fn(u64) -> u32,
-        duration_ms: u64,
-        judged_from_ms: u64,
-    ) -> Run {
         windowed_model(
             settings,
             &|_| rate,
-            capacity_at,
+            &spells(stalls, 0, capacity),
             usize::MAX,
             duration_ms,
             judged_from_ms,
         )
+    }
+
+    /// A journal answering `during` a millisecond through `spells` (start
+    /// and length in ms), `otherwise` at other times.
+    fn spells(spells: &[(u64, u64)], during: u32, otherwise: u32) -> impl Fn(u64) -> u32 + '_ {
+        move |ms| {
+            if spells
+                .iter()
+                .any(|&(start, length)| (start..start + length).contains(&ms))
+            {
+                during
+            } else {
+                otherwise
+            }
+        }
     }
 
     /// The same, `rate_at(ms)` arriving in millisecond `ms`, and the
@@ -1107,21 +1095,18 @@ mod tests {
         // cut the limit to 3 276 and refused some; longer spells are cut
         // like an overload (SLOW_SPELL_WINDOWS).
         for seed in 1..=20 {
-            let spells = stalls(seed, 10_000, 150, 250);
-            let capacity_at = |ms: u64| {
-                if spells
-                    .iter()
-                    .any(|&(start, length)| (start..start + length).contains(&ms))
-                {
-                    25
-                } else {
-                    CAPACITY
-                }
-            };
-            let run = paced_model(LoadSettings::default(), 40, &capacity_at, 10_000, 0);
+            let slow = stalls(seed, 10_000, 150, 250);
+            let run = windowed_model(
+                LoadSettings::default(),
+                &|_| 40,
+                &spells(&slow, 25, CAPACITY),
+                usize::MAX,
+                10_000,
+                0,
+            );
             assert_eq!(
                 run.refused, 0,
-                "seed {seed}: spells {spells:?} refused {} of {} (in flight up to {}, limit {})",
+                "seed {seed}: spells {slow:?} refused {} of {} (in flight up to {}, limit {})",
                 run.refused, run.answered, run.in_flight_max, run.limit_at_end
             );
         }
